@@ -1,0 +1,272 @@
+"""User tasks: a thin loop that runs a config program through kernel entry points.
+
+A task executes only while dispatched on a CPU.  After every kernel entry it "returns to
+user space", where a pending SIGKILL makes it exit; an interruptible sleep is cut short
+by the signal.  Anonymous and file-backed memory is faulted in chunk by chunk under the
+mmap_lock (read), the way page faults do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..config import (AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
+                      SetOomScoreAdjStep, SleepStep, TouchFileStep)
+from ..kernel import gfp as G
+from ..kernel import params
+from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
+from ..kernel.oom_kill import pagefault_out_of_memory
+from ..kernel.page_alloc_slow import __alloc_pages_nodemask
+from ..kernel.task import MM, PAGE_SIZE, Signal, Task
+from ..units import to_jiffies
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+
+ENOMEM = 12
+
+
+class _Exit(Exception):
+    """Leave the program: ``reason`` is 'exit' or 'killed'."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def ret_to_user(task: Task) -> None:
+    """Return to user space: a pending SIGKILL is delivered here."""
+    if task.sigkill:
+        raise _Exit("killed")
+
+
+def new_process(m: "Machine", comm: str, uid: int, caps: frozenset[str], adj: int, *,
+                mm: MM | None = None, nice: int = 0, kthread: bool = False) -> Task:
+    pid = m.alloc_pid()
+    if mm is None and not kthread:
+        mm = MM(len(m.zones))
+        m.mms.add(mm)
+    sig = Signal(adj)
+    task = Task(pid, pid, comm, uid, caps, sig, mm, kthread=kthread, nice=nice, start_time=m.now)
+    task.last_cpu = pid % len(m.sched.cpus)
+    m.tasks[pid] = task
+    m.proc_list.append(task)
+    m.emit("sim:task_new", pid, pid, task.comm, uid, adj, int(kthread))
+    return task
+
+
+def new_thread(m: "Machine", leader: Task) -> Task:
+    pid = m.alloc_pid()
+    t = Task(pid, leader.tgid, leader.comm, leader.uid, leader.caps, leader.signal, leader.mm,
+             nice=leader.nice, start_time=m.now)
+    t.last_cpu = pid % len(m.sched.cpus)
+    m.tasks[pid] = t
+    m.emit("sim:task_new", pid, leader.tgid, t.comm, t.uid, t.signal.oom_score_adj, 0)
+    return t
+
+
+async def user_task(m: "Machine", task: Task, program: tuple, start_delay: int = 0) -> None:
+    """The actor of one user thread."""
+    if start_delay:
+        await m.sched.clock.sleep_until(m.now + start_delay)
+    await m.sched.get_cpu(task)
+    reason = "exit"
+    try:
+        ret_to_user(task)
+        await run_steps(m, task, program)
+    except _Exit as e:
+        reason = e.reason
+    await do_exit(m, task, reason)
+
+
+async def run_steps(m: "Machine", task: Task, steps: tuple) -> None:
+    for step in steps:
+        await STEP[type(step)](m, task, step)
+        ret_to_user(task)
+
+
+async def _repeat(m: "Machine", task: Task, step: RepeatStep) -> None:
+    n = 0
+    while step.times is None or n < step.times:
+        n += 1
+        await run_steps(m, task, step.steps)
+        # a loop of steps that never sleep must still let time pass
+        await m.sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+
+
+async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
+    mm = task.mm
+    pages = step.size // PAGE_SIZE
+    order = step.order
+    kind = step.kind
+    m.emit("sim:step", task.pid, "alloc", pages)
+    gfp_mask = step.gfp_mask
+    if kind != "kernel":
+        mm.total_vm += pages  # mmap first, fault in after
+    chunk_blocks = max(1, step.chunk >> order)
+    done = 0
+    start = m.now
+    while done < pages:
+        nr = min(chunk_blocks, -(-(pages - done) >> order))
+        got = nr << order
+        is_fault = kind in ("anon", "shmem")
+        if is_fault:
+            await mmap_read_lock(m, task, mm, "task.mmap_lock")
+            pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
+        else:
+            pt = 0
+        try:
+            zone = await __alloc_pages_nodemask(m, task, gfp_mask, order, m.cpu_node(task.last_cpu),
+                                                nr=nr, kind=kind, mm=mm, pt=pt)
+        finally:
+            if is_fault:
+                mm.mmap_lock.read_unlock()
+        if zone is None:
+            if is_fault:
+                # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
+                pagefault_out_of_memory(m, task)
+                ret_to_user(task)
+                await m.sched.point(task, "fault.retry")
+                await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+                continue
+            m.emit("sim:step_failed", task.pid, "alloc", ENOMEM)
+            if step.on_fail == "exit":
+                raise _Exit("exit")
+            if step.on_fail == "continue":
+                return
+            await m.sched.point(task, "fault.retry")
+            await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+            continue
+        done += got
+        mm.last_active = m.now if mm is not None else 0
+        await m.sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
+        ret_to_user(task)
+        if step.rate:
+            due = start + to_jiffies_pages(m, done, step.rate)
+            if due > m.now:
+                await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
+                ret_to_user(task)
+
+
+def to_jiffies_pages(m: "Machine", pages: int, rate: int) -> int:
+    return pages * PAGE_SIZE * m.hz // rate
+
+
+async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
+    pages = step.size // PAGE_SIZE
+    m.emit("sim:step", task.pid, "touch_file", pages)
+    kind = "dirty" if step.dirty else "file"
+    owner = task.mm if step.mapped and not step.dirty else None
+    if owner is not None:
+        task.mm.total_vm += pages
+    done = 0
+    start = m.now
+    while done < pages:
+        nr = min(32, pages - done)
+        zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0, m.cpu_node(task.last_cpu),
+                                            nr=nr, kind=kind, mm=owner)
+        if zone is None:
+            pagefault_out_of_memory(m, task)
+            ret_to_user(task)
+            await m.sched.point(task, "fault.retry")
+            await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+            continue
+        done += nr
+        await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+        ret_to_user(task)
+        if step.rate:
+            due = start + to_jiffies_pages(m, done, step.rate)
+            if due > m.now:
+                await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
+                ret_to_user(task)
+
+
+async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
+    """munmap of anonymous memory: resident pages first, then swapped-out ones."""
+    mm = task.mm
+    want = mm.rss_anon + mm.swapents if step.size == "all" else step.size // PAGE_SIZE
+    m.emit("sim:step", task.pid, "free", want)
+    left = want
+    for zone in m.zones:
+        g = zone.gid
+        k = min(mm.anon[g], left)
+        if k:
+            mm.anon[g] -= k
+            zone.nr["anon"] -= k
+            if not mm.anon[g]:
+                zone.anon_lru.pop(mm, None)
+            m.free_to_buddy(task, zone, k)
+            left -= k
+    k = min(mm.swapents, left)
+    mm.swapents -= k
+    m.swap_free += k
+    left -= k
+    mm.total_vm = max(0, mm.total_vm - want)
+    # page tables no longer needed
+    extra = sum(mm.pgtables) - mm.pgtables_needed()
+    for zone in m.zones:
+        g = zone.gid
+        k = min(mm.pgtables[g], extra)
+        if k > 0:
+            mm.pgtables[g] -= k
+            zone.nr["pagetables"] -= k
+            m.free_to_buddy(task, zone, k)
+            extra -= k
+    await m.sched.run(task, (want - left) * params.ZAP_NS_PER_PAGE, "exit.zap")
+
+
+async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
+    comm = step.comm or task.comm
+    mm = task.mm if step.clone_vm else None
+    child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
+    child.group = task.group
+    m.user_procs_alive += 1
+    m.emit("sched:sched_process_fork", task.pid, task.comm, child.pid, child.comm)
+    m.spawn(user_task, m, child, step.program)
+
+
+async def _exit(m: "Machine", task: Task, step: ExitStep) -> None:
+    raise _Exit("exit")
+
+
+async def _sleep(m: "Machine", task: Task, step: SleepStep) -> None:
+    await m.sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
+
+
+async def _compute(m: "Machine", task: Task, step: ComputeStep) -> None:
+    ns = step.time.ns if step.time.jiffies is None else step.time.jiffies * m.sched.clock.jiffy_ns
+    await m.sched.run(task, ns, "task.compute")
+
+
+async def _block(m: "Machine", task: Task, step: BlockStep) -> None:
+    """An uninterruptible sleep (D state), optionally inside mmap_lock held for write."""
+    mm = task.mm
+    jiffies = to_jiffies(step.time, m.hz)
+    if step.hold_mmap_lock and mm is not None:
+        await mmap_write_lock(m, task, mm, "task.mmap_lock")
+        m.emit("sim:mmap_lock", task.pid, "hold_write")
+        try:
+            await m.sched.sleep(task, jiffies, "task.block")
+        finally:
+            mm.mmap_lock.write_unlock()
+            m.emit("sim:mmap_lock", task.pid, "release_write")
+    else:
+        await m.sched.sleep(task, jiffies, "task.block")
+
+
+async def _set_adj(m: "Machine", task: Task, step: SetOomScoreAdjStep) -> None:
+    """/proc/PID/oom_score_adj: shared by the thread group and by processes sharing the mm."""
+    targets = [task]
+    if task.mm is not None and task.mm.users > 1:
+        targets += [p for p in m.processes() if p.signal is not task.signal
+                    and any(t.mm is task.mm for t in p.signal.threads)
+                    and not p.is_kthread and not p.is_global_init]
+    for p in targets:
+        p.signal.oom_score_adj = step.value
+        m.emit("oom:oom_score_adj_update", p.pid, p.comm, step.value)
+
+
+STEP: dict[type, Any] = {
+    AllocStep: _alloc, TouchFileStep: _touch_file, FreeStep: _free, ForkStep: _fork,
+    ExitStep: _exit, SleepStep: _sleep, ComputeStep: _compute, BlockStep: _block,
+    SetOomScoreAdjStep: _set_adj, RepeatStep: _repeat,
+}

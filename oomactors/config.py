@@ -1,0 +1,482 @@
+"""The run configuration: one TOML file describing the machine, the kernel, the run and
+the tasks, validated into frozen pydantic models.
+
+Why pydantic and why so strict:
+
+* Every mistake must be reported as *one line naming the key path*
+  (``configs/x.toml: tasks[0].program[2].size: negative size``) -- the same style for
+  a typo'd key, a wrong type or a failed cross-field check.  Pydantic gives us the
+  ``loc`` of each failure; :func:`_format_error` turns it into that path.
+* Integers, booleans and strings are *strict*: TOML already has real types, so
+  ``hz = "250"`` is far more likely a mistake than an intent.
+* Models are frozen and collections are tuples because the config is stored in the
+  trace header and must describe the run exactly; nothing may edit it mid-run.
+
+``"auto"`` machine sizes are resolved during validation (the validated
+:class:`Machine` holds plain ints), so :meth:`Config.as_dict` -- what the trace header
+stores -- records what was actually simulated.  ``kernel.min_free_kbytes = "auto"`` is
+left as is: the kernel model computes it from managed pages, as
+``init_per_zone_wmark_min()`` does.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      PlainSerializer, PlainValidator, PrivateAttr, Strict, ValidationError,
+                      field_validator, model_validator)
+from pydantic_core import PydanticCustomError
+
+from oomactors.errors import ConfigError
+from oomactors.kernel.gfp import parse_gfp
+from oomactors.units import (GiB, MiB, PAGE_SIZE, Duration, format_size, parse_duration,
+                             parse_rate, parse_size)
+
+PROFILES: tuple[str, ...] = ("linux-5.10",)
+"""Kernel behaviour profiles a config may name; later versions add to this tuple."""
+HZ_VALUES: tuple[int, ...] = (100, 250, 300, 1000)
+CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_RAWIO",
+                                 "CAP_IPC_LOCK", "CAP_KILL")
+TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 characters
+
+# --- field types -----------------------------------------------------------------------
+
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Float = Annotated[float, Strict()]  # strict float still takes a TOML integer (0 -> 0.0)
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+
+
+def _dump_duration(d: Duration) -> dict[str, Any]:
+    return {"ns": d.ns, "jiffies": d.jiffies}
+
+
+def _check(ok: Callable[[Any], bool], problem: str) -> AfterValidator:
+    """An AfterValidator raising ``ValueError(problem)`` unless ``ok(value)``.
+
+    Checks run *after* type validation so a wrong type still reads "expected an integer",
+    and after the items of a collection, so a failing item is not also reported as a
+    length problem (pydantic's ``min_length`` does that, adding a spurious "(+1 more)").
+    """
+    def check(v: Any) -> Any:
+        if not ok(v):
+            raise ValueError(problem)
+        return v
+    return AfterValidator(check)
+
+
+def _size_or(word: str, positive: bool = False):
+    """A before-validator accepting ``word`` (``"auto"``/``"all"``) or a size."""
+    def parse(v: Any) -> int | str:
+        if v == word:
+            return word
+        n = parse_size(v)
+        if positive and n == 0:
+            raise ValueError(f"must be greater than 0 (or {word!r})")
+        return n
+    return parse
+
+
+def _positive_rate_or_none(v: Any) -> int | None:
+    if v is None:
+        return None
+    n = parse_rate(v)
+    if n == 0:
+        raise ValueError("must be greater than 0")
+    return n
+
+
+def _check_comm(name: str) -> str:
+    if not name:
+        raise ValueError("must not be empty")
+    if len(name) > TASK_COMM_LEN - 1:
+        raise ValueError(f"longer than {TASK_COMM_LEN - 1} characters (TASK_COMM_LEN)")
+    if re.search(r"\s", name):
+        raise ValueError("must not contain whitespace")
+    return name
+
+
+def _min_free(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or v < 128:
+        raise ValueError("expected an integer >= 128 (kbytes) or \"auto\"")
+    return v
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+PositiveSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+SizeOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_size_or("auto"))]
+Rate = Annotated[int, BeforeValidator(parse_rate)]
+PositiveRate = Annotated[int, BeforeValidator(parse_rate), Field(gt=0)]
+OptRate = Annotated[Optional[int], BeforeValidator(_positive_rate_or_none)]
+DurationT = Annotated[Duration, PlainValidator(parse_duration),
+                      PlainSerializer(_dump_duration)]
+PositiveDuration = Annotated[DurationT, _check(lambda d: not d.is_zero(), "must be greater than 0")]
+CommName = Annotated[str, Strict(), AfterValidator(_check_comm)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections ----------------------------------------------------------------------------
+
+
+class Machine(_Model):
+    """The simulated hardware and what memory already holds at boot."""
+
+    cpus: Int = Field(4, ge=1, le=1024)
+    nodes: Int = Field(1, ge=1, le=64)
+    memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB")] = 2 * GiB
+    dma32: SizeOrAuto = "auto"
+    reserved: SizeOrAuto = "auto"
+    swap: Size = 0
+    swap_bandwidth: PositiveRate = 200 * MiB
+    writeback_bandwidth: PositiveRate = 100 * MiB
+    page_cache: Size = 0
+    dirty: Size = 0
+    slab_reclaimable: SizeOrAuto = "auto"
+    slab_unreclaimable: SizeOrAuto = "auto"
+    fragmentation: Float = Field(0.0, ge=0.0, le=1.0)
+
+    @property
+    def node_memory(self) -> tuple[int, ...]:
+        """Bytes of RAM per NUMA node: whole pages split evenly, the remainder on the last."""
+        pages = self.memory // PAGE_SIZE
+        per, extra = divmod(pages, self.nodes)
+        return tuple((per + (extra if i == self.nodes - 1 else 0)) * PAGE_SIZE
+                     for i in range(self.nodes))
+
+    @model_validator(mode="after")
+    def _resolve_and_check(self) -> Machine:
+        # object.__setattr__: the model is frozen, but "auto" must become the real size.
+        def resolve(name: str, auto: int) -> int:
+            if getattr(self, name) == "auto":
+                object.__setattr__(self, name, auto // PAGE_SIZE * PAGE_SIZE)
+            return getattr(self, name)
+
+        node0 = self.node_memory[0]
+        if resolve("dma32", min(node0 // 4, 1 * GiB)) >= node0:
+            raise _at(("dma32",), f"must be smaller than node 0's memory ({format_size(node0)})")
+        if resolve("reserved", min(self.memory // 64, 256 * MiB)) >= self.memory:
+            raise _at(("reserved",), "must be smaller than memory")
+        resolve("slab_reclaimable", self.memory // 128)
+        resolve("slab_unreclaimable", self.memory // 256)
+        used = (self.page_cache + self.dirty + self.slab_reclaimable
+                + self.slab_unreclaimable + self.reserved)
+        if self.memory - used < self.memory / 4:
+            raise _at((), f"page_cache + dirty + slab_* + reserved = {format_size(used)} leave "
+                          f"less than 1/4 of memory free at boot")
+        return self
+
+
+class Kernel(_Model):
+    """Kernel tunables; names and defaults follow the sysctls of the profile's kernel."""
+
+    profile: Annotated[Str, _check(lambda p: p in PROFILES,
+                                   f"unknown profile (known: {', '.join(PROFILES)})")] = PROFILES[0]
+    hz: Annotated[Int, _check(lambda hz: hz in HZ_VALUES,
+                              f"must be one of {', '.join(map(str, HZ_VALUES))}")] = 250
+    min_free_kbytes: Annotated[Union[int, Literal["auto"]], BeforeValidator(_min_free)] = "auto"
+    watermark_scale_factor: Int = Field(10, ge=1, le=3000)
+    lowmem_reserve_ratio: Annotated[tuple[NonNegInt, ...], _check(
+        lambda t: len(t) == 3, "expected 3 integers (DMA, DMA32, NORMAL)")] = (256, 256, 32)
+    panic_on_oom: Int = Field(0, ge=0, le=2)
+    oom_kill_allocating_task: Int = Field(0, ge=0, le=1)
+    oom_dump_tasks: Int = Field(1, ge=0, le=1)
+    time_slice: PositiveDuration = parse_duration("12ms")
+    percpu_drift: Int = Field(32, ge=0)
+    pcp_high: Int = Field(186, ge=0)
+    pcp_batch: Int = Field(31, ge=1)
+
+
+class Run(_Model):
+    """How long to simulate and with which random seed."""
+
+    duration: PositiveDuration = parse_duration("30s")
+    seed: Int = Field(0, ge=0)
+    stop_when_idle: Bool = True
+    meminfo_interval: DurationT = parse_duration("1s")  # 0 = no periodic meminfo samples
+
+
+# --- program steps ------------------------------------------------------------------------
+
+
+class AllocStep(_Model):
+    """Allocate ``size`` bytes in ``chunk``-page pieces (paced by ``rate`` if given)."""
+
+    op: Literal["alloc"]
+    size: PositiveSize
+    gfp: Str = "GFP_HIGHUSER_MOVABLE"
+    order: Int = Field(0, ge=0, le=10)
+    rate: OptRate = None
+    kind: Literal["anon", "shmem", "kernel"] = "anon"
+    chunk: Int = Field(32, ge=1, le=4096)
+    on_fail: Literal["exit", "retry", "continue"] = "exit"
+    _gfp_mask: int = PrivateAttr(0)
+
+    @field_validator("gfp")
+    @classmethod
+    def _valid_gfp(cls, text: str) -> str:
+        parse_gfp(text)  # raises ValueError("unknown GFP flag ...")
+        return text
+
+    def model_post_init(self, context: Any) -> None:
+        self._gfp_mask = parse_gfp(self.gfp)
+
+    @property
+    def gfp_mask(self) -> int:
+        """The parsed ``gfp`` text as the integer mask the allocator tests."""
+        return self._gfp_mask
+
+
+class TouchFileStep(_Model):
+    """Read (or write, ``dirty``) ``size`` bytes of a file into the page cache."""
+
+    op: Literal["touch_file"]
+    size: PositiveSize
+    dirty: Bool = False
+    mapped: Bool = True
+    rate: OptRate = None
+
+
+class FreeStep(_Model):
+    """Free ``size`` bytes (or ``"all"``) of the process's anonymous memory."""
+
+    op: Literal["free"]
+    size: Annotated[Union[int, Literal["all"]], BeforeValidator(_size_or("all", positive=True))]
+
+
+class ForkStep(_Model):
+    """Start a child process (``clone_vm``: a thread-like child sharing the mm)."""
+
+    op: Literal["fork"]
+    comm: Optional[CommName] = None  # None: the parent's name
+    clone_vm: Bool = False
+    program: tuple[Step, ...] = ()
+
+
+class ExitStep(_Model):
+    op: Literal["exit"]
+    code: Int = Field(0, ge=0, le=255)
+
+
+class SleepStep(_Model):
+    """Interruptible sleep (TASK_INTERRUPTIBLE)."""
+
+    op: Literal["sleep"]
+    time: DurationT
+
+
+class ComputeStep(_Model):
+    """Burn CPU for ``time`` (runnable the whole while)."""
+
+    op: Literal["compute"]
+    time: DurationT
+
+
+class BlockStep(_Model):
+    """Uninterruptible sleep (TASK_UNINTERRUPTIBLE), by default holding mmap_lock."""
+
+    op: Literal["block"]
+    time: DurationT
+    hold_mmap_lock: Bool = True
+
+
+class SetOomScoreAdjStep(_Model):
+    op: Literal["set_oom_score_adj"]
+    value: Int = Field(ge=-1000, le=1000)
+
+
+class RepeatStep(_Model):
+    """Run ``steps`` ``times`` times (``None``, i.e. the key omitted: forever)."""
+
+    op: Literal["repeat"]
+    times: Optional[Int] = Field(None, ge=1)
+    steps: Annotated[tuple[Step, ...], _check(bool, "must not be empty")]
+
+
+Step = Annotated[Union[AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
+                       ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep],
+                 Field(discriminator="op")]
+STEP_TYPES: dict[str, type[_Model]] = {
+    cls.model_fields["op"].annotation.__args__[0]: cls  # type: ignore[union-attr]
+    for cls in (AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
+                ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep)
+}
+OPS: tuple[str, ...] = tuple(STEP_TYPES)
+ForkStep.model_rebuild()
+RepeatStep.model_rebuild()
+
+
+class Task(_Model):
+    """A group of ``count`` identical processes of ``threads`` threads each."""
+
+    name: CommName
+    count: Int = Field(1, ge=1, le=100_000)
+    threads: Int = Field(1, ge=1, le=1024)
+    uid: Int = Field(1000, ge=0)
+    caps: tuple[Literal[CAPABILITIES], ...] = ()  # type: ignore[valid-type]
+    oom_score_adj: Int = Field(0, ge=-1000, le=1000)
+    start: DurationT = Duration(0)
+    stagger: DurationT = Duration(0)
+    nice: Int = Field(0, ge=-20, le=19)
+    rss: Size = 0
+    program: tuple[Step, ...] = ()
+
+
+class Config(_Model):
+    """A whole run.  Every section has defaults, so an empty file is a valid config."""
+
+    machine: Machine = Field(default_factory=Machine)
+    kernel: Kernel = Field(default_factory=Kernel)
+    run: Run = Field(default_factory=Run)
+    tasks: tuple[Task, ...] = ()
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_names(cls, tasks: tuple[Task, ...]) -> tuple[Task, ...]:
+        seen: dict[str, int] = {}
+        for i, task in enumerate(tasks):
+            if task.name in seen:
+                raise _at((i, "name"), f"duplicate task name {task.name!r} "
+                                       f"(also tasks[{seen[task.name]}])")
+            seen[task.name] = i
+        return tasks
+
+    def as_dict(self) -> dict[str, Any]:
+        """The normalized config as plain ints/strings/bools/lists/dicts (for the trace
+        header).  Durations become ``{"ns": .., "jiffies": ..}``; ``Config.model_validate``
+        of the result gives back an equal config."""
+        return self.model_dump(mode="json")
+
+
+# --- loading and error reporting ------------------------------------------------------------
+
+
+def _at(subpath: tuple, problem: str) -> PydanticCustomError:
+    """An error to raise from a validator that points *below* the validated key."""
+    return PydanticCustomError("at_path", "{problem}", {"subpath": subpath, "problem": problem})
+
+
+_RANGE = {"greater_than_equal": ("ge", "must be at least {}"),
+          "greater_than": ("gt", "must be greater than {}"),
+          "less_than_equal": ("le", "must be at most {}"),
+          "less_than": ("lt", "must be less than {}")}
+_FIXED = {
+    **dict.fromkeys(("missing", "union_tag_not_found"), "missing required key"),
+    "extra_forbidden": "unknown key",
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "expected an integer"),
+    **dict.fromkeys(("float_type", "float_parsing"), "expected a number"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false"),
+    "string_type": "expected a string",
+    **dict.fromkeys(("tuple_type", "list_type"), "expected an array"),
+    **dict.fromkeys(("dict_type", "model_type", "model_attributes_type"), "expected a table"),
+}
+
+
+def _problem(err: dict[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _FIXED:
+        return _FIXED[kind]
+    if kind in _RANGE:
+        key, text = _RANGE[kind]
+        return text.format(ctx[key])
+    if kind == "value_error":
+        return str(ctx["error"])
+    if kind == "at_path":
+        return ctx["problem"]
+    if kind == "literal_error":
+        return f"expected {ctx['expected']}"
+    if kind == "union_tag_invalid":
+        return f"unknown op {ctx['tag']!r} (expected {ctx['expected_tags']})"
+    return err["msg"]
+
+
+def _key_path(loc: list, data: Any) -> str:
+    """``('tasks', 0, 'program', 2, 'alloc', 'size')`` -> ``tasks[0].program[2].size``.
+
+    Walks the input alongside ``loc`` so it can tell the discriminator tag pydantic
+    inserts (``'alloc'``: not a key of the step, but its ``op``) from a real key.
+    """
+    out: list[str] = []
+    cur, prev = data, None
+    for comp in loc:
+        if isinstance(comp, int):
+            out.append(f"[{comp}]")
+            cur = cur[comp] if isinstance(cur, list) and -len(cur) <= comp < len(cur) else None
+        elif isinstance(cur, dict) and comp not in cur and cur.get("op") == comp:
+            continue
+        elif cur is None and isinstance(prev, int) and comp in OPS:
+            continue
+        else:
+            out.append(f".{comp}" if out else str(comp))
+            cur = cur.get(comp) if isinstance(cur, dict) else None
+        prev = comp
+    return "".join(out)
+
+
+def _format_error(exc: ValidationError, data: Any, source: str) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = list(first["loc"])
+    if first["type"] == "at_path":
+        loc += list(first["ctx"]["subpath"])
+    elif first["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        loc.append("op")
+    path = _key_path(loc, data)
+    problem = " ".join(_problem(first).splitlines())
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {path}: {problem}{more}" if path else f"{source}: {problem}{more}"
+
+
+_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_TOML_END = "(at end of document)"
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate TOML *text*; *source* names it in error messages (usually the path)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = " ".join(str(e).splitlines())
+        if (m := _TOML_POS.search(msg)) is not None:
+            where, msg = f"line {m[1]} col {m[2]}: ", msg[: m.start()]
+        elif msg.endswith(_TOML_END):  # point at the end of the last line instead
+            lines = text.splitlines() or [""]
+            where = f"line {len(lines)} col {len(lines[-1]) + 1}: "
+            msg = msg[: -len(_TOML_END)].rstrip()
+        else:
+            where = ""
+        raise ConfigError(f"{source}: {where}TOML syntax error: {msg}") from e
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, data, source)) from e
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML config at *path*."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text") from e
+    return parse_config(text, str(path))
+
+
+def default_config_text() -> str:
+    """The embedded quickstart config (``oomactors/data/default.toml``), comments and all."""
+    return resources.files("oomactors").joinpath("data", "default.toml").read_text("utf-8")
+
+
+def load_default() -> Config:
+    return parse_config(default_config_text(), "default.toml")

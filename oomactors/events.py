@@ -1,0 +1,137 @@
+"""The one list of event kinds the simulator emits.
+
+Every event is recorded as a compact tuple ``(t, id, cpu, pid, *fields)``:
+
+* ``t``   -- virtual time in jiffies (an int);
+* ``id``  -- the index of the event kind in :data:`EVENTS`;
+* ``cpu`` -- the CPU the event happened on, or ``-1`` when no CPU applies;
+* ``pid`` -- the task the event is about (the tracepoint's own ``pid`` where the
+  kernel has one), or ``-1`` when no task applies;
+* the fields named in :data:`EVENTS`, in that order.
+
+Names follow the kernel's tracepoints (``system:name``) wherever the kernel has one;
+events the kernel does not trace live under ``sim:``.  Each kind carries a short
+format used by the human renderer, in the spirit of a tracepoint's ``TP_printk``.
+
+The trace header stores this table, so a trace stays readable when the table grows.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class EventKind(NamedTuple):
+    name: str
+    fields: tuple[str, ...]
+    fmt: str
+
+
+def _k(name: str, fields: str, fmt: str) -> EventKind:
+    return EventKind(name, tuple(fields.split()) if fields else (), fmt)
+
+
+EVENTS: tuple[EventKind, ...] = (
+    # --- include/trace/events/oom.h -------------------------------------------------
+    _k("oom:mark_victim", "comm total_vm anon_rss file_rss shmem_rss uid pgtables oom_score_adj",
+       "pid={pid} comm={comm} total-vm={total_vm}kB anon-rss={anon_rss}kB file-rss:{file_rss}kB "
+       "shmem-rss:{shmem_rss}kB uid={uid} pgtables={pgtables}kB oom_score_adj={oom_score_adj}"),
+    _k("oom:wake_reaper", "", "pid={pid}"),
+    _k("oom:start_task_reaping", "", "pid={pid}"),
+    _k("oom:finish_task_reaping", "", "pid={pid}"),
+    _k("oom:skip_task_reaping", "", "pid={pid}"),
+    _k("oom:reclaim_retry_zone",
+       "node zone order reclaimable available min_wmark no_progress_loops wmark_check",
+       "node={node} zone={zone:<8} order={order} reclaimable={reclaimable} available={available} "
+       "min_wmark={min_wmark} no_progress_loops={no_progress_loops} wmark_check={wmark_check}"),
+    _k("oom:compact_retry", "order priority result retries max_retries should_retry",
+       "order={order} priority={priority} compaction_result={result} retries={retries} "
+       "max_retries={max_retries} should_retry={should_retry}"),
+    _k("oom:oom_score_adj_update", "comm oom_score_adj",
+       "pid={pid} comm={comm} oom_score_adj={oom_score_adj}"),
+    # --- include/trace/events/vmscan.h ----------------------------------------------
+    _k("vmscan:mm_vmscan_kswapd_sleep", "nid", "nid={nid}"),
+    _k("vmscan:mm_vmscan_kswapd_wake", "nid zid order", "nid={nid} order={order}"),
+    _k("vmscan:mm_vmscan_wakeup_kswapd", "nid zid order gfp_flags",
+       "nid={nid} zid={zid} order={order} gfp_flags={gfp_flags}"),
+    _k("vmscan:mm_vmscan_direct_reclaim_begin", "order gfp_flags",
+       "order={order} gfp_flags={gfp_flags}"),
+    _k("vmscan:mm_vmscan_direct_reclaim_end", "nr_reclaimed", "nr_reclaimed={nr_reclaimed}"),
+    _k("vmscan:mm_vmscan_node_reclaim", "nid nr_scanned nr_reclaimed nr_writeback io_jiffies",
+       "nid={nid} nr_scanned={nr_scanned} nr_reclaimed={nr_reclaimed} "
+       "nr_writeback={nr_writeback} io_jiffies={io_jiffies}"),
+    # --- include/trace/events/compaction.h ------------------------------------------
+    _k("compaction:mm_compaction_end", "order priority result nr_merged",
+       "order={order} priority={priority} status={result} nr_merged={nr_merged}"),
+    # --- include/trace/events/sched.h and signal.h ----------------------------------
+    _k("sched:sched_switch", "prev_pid next_pid next_comm",
+       "prev_pid={prev_pid} ==> next_comm={next_comm} next_pid={next_pid}"),
+    _k("sched:sched_process_fork", "comm child_pid child_comm",
+       "comm={comm} pid={pid} child_comm={child_comm} child_pid={child_pid}"),
+    _k("sched:sched_process_exit", "comm reason", "comm={comm} pid={pid} reason={reason}"),
+    _k("signal:signal_generate", "sig comm group result",
+       "sig={sig} pid={pid} comm={comm} grp={group} res={result}"),
+    # --- simulator events -------------------------------------------------------------
+    _k("sim:run_start", "seed hz cpus nodes total_pages", "seed={seed} hz={hz} cpus={cpus} nodes={nodes}"),
+    _k("sim:run_end", "reason", "reason={reason}"),
+    _k("sim:task_new", "tgid comm uid oom_score_adj kthread",
+       "pid={pid} tgid={tgid} comm={comm} uid={uid} oom_score_adj={oom_score_adj} kthread={kthread}"),
+    _k("sim:step", "op pages", "pid={pid} op={op} pages={pages}"),
+    _k("sim:step_failed", "op errno", "pid={pid} op={op} errno={errno}"),
+    _k("sim:slowpath_enter", "order gfp_flags", "pid={pid} order={order} gfp_flags={gfp_flags}"),
+    _k("sim:slowpath_exit", "order result loops",
+       "pid={pid} order={order} result={result} loops={loops}"),
+    _k("sim:oom_lock_contended", "", "pid={pid}"),
+    _k("sim:oom_lock_acquired", "", "pid={pid}"),
+    _k("sim:oom_lock_released", "", "pid={pid}"),
+    _k("sim:out_of_memory_enter", "gfp_flags order", "pid={pid} gfp_flags={gfp_flags} order={order}"),
+    _k("sim:out_of_memory_return", "result reason", "pid={pid} result={result} reason={reason}"),
+    _k("sim:oom_header",
+       "comm gfp_flags order oom_score_adj constraint nodemask mems_allowed totalpages rows",
+       "{comm} invoked oom-killer: gfp_mask={gfp_flags}, order={order}, oom_score_adj={oom_score_adj}"),
+    _k("sim:oom_victim_chosen", "comm points totalpages", "pid={pid} comm={comm} points={points}"),
+    _k("sim:oom_kill",
+       "message comm total_vm anon_rss file_rss shmem_rss uid pgtables oom_score_adj constraint "
+       "nodemask mems_allowed cur_comm cur_pid",
+       "{message}: Killed process {pid} ({comm}) total-vm:{total_vm}kB, anon-rss:{anon_rss}kB, "
+       "file-rss:{file_rss}kB, shmem-rss:{shmem_rss}kB, UID:{uid} pgtables:{pgtables}kB "
+       "oom_score_adj:{oom_score_adj}"),
+    _k("sim:oom_kill_shared", "comm victim victim_comm",
+       "SIGKILL to {pid} ({comm}) sharing the mm of {victim} ({victim_comm})"),
+    _k("sim:mmf_oom_skip", "by", "pid={pid} by={by}"),
+    _k("sim:reaper_reaped", "comm anon_rss file_rss shmem_rss",
+       "oom_reaper: reaped process {pid} ({comm}), now anon-rss:{anon_rss}kB, "
+       "file-rss:{file_rss}kB, shmem-rss:{shmem_rss}kB"),
+    _k("sim:reaper_unable", "comm", "oom_reaper: unable to reap pid:{pid} ({comm})"),
+    _k("sim:reaper_pinned", "comm pinner pinner_comm",
+       "oom killer {pid} ({comm}) has mm pinned by {pinner} ({pinner_comm})"),
+    _k("sim:exit_mm", "comm pages", "pid={pid} comm={comm} pages={pages}"),
+    _k("sim:page_alloc_failure", "comm order gfp_flags", "{comm}: page allocation failure: order:{order}, "
+       "mode:{gfp_flags}"),
+    _k("sim:no_killable", "", "Out of memory and no killable processes..."),
+    _k("sim:panic", "message", "Kernel panic - not syncing: {message}"),
+    _k("sim:mmap_lock", "op", "pid={pid} op={op}"),
+    _k("sim:io_wait", "pages jiffies why", "pid={pid} pages={pages} jiffies={jiffies} why={why}"),
+    _k("sim:meminfo", "free free_pcp anon file dirty writeback shmem slab_reclaimable "
+       "slab_unreclaimable pagetables kernel swap_free",
+       "free={free} free_pcp={free_pcp} anon={anon} file={file} dirty={dirty} "
+       "writeback={writeback} shmem={shmem} slab_r={slab_reclaimable} "
+       "slab_u={slab_unreclaimable} pagetables={pagetables} kernel={kernel} swap_free={swap_free}"),
+    _k("sim:kswapd_failures", "nid failures", "nid={nid} kswapd_failures={failures}"),
+    _k("sim:throttle", "why jiffies", "pid={pid} why={why} jiffies={jiffies}"),
+)
+
+EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}
+
+# Fixed columns that every record carries before its own fields.
+COMMON_FIELDS: tuple[str, ...] = ("t", "event", "cpu", "pid")
+
+
+def event_id(name: str) -> int:
+    """The record id of a named event kind (KeyError for an unknown name)."""
+    return EVENT_ID[name]
+
+
+def schema() -> list[list[object]]:
+    """The event table as stored in a trace header: ``[[name, [fields...]], ...]``."""
+    return [[kind.name, list(kind.fields)] for kind in EVENTS]

@@ -1,0 +1,98 @@
+"""Process exit (kernel/exit.c do_exit/exit_mm, mm/mmap.c exit_mmap, Linux 5.10)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .oom_kill import exit_oom_victim
+from .oom_reaper import __oom_reap_task_mm, zap_pages
+from .task import MMF_OOM_SKIP, MMF_OOM_VICTIM, PF_EXITING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .task import MM, Task
+
+
+async def mmap_read_lock(m: "Machine", cur: "Task", mm: "MM", point: str) -> None:
+    if mm.mmap_lock.read_trylock():
+        return
+    w = m.sched.clock.waiter()
+    mm.mmap_lock.waiters.append((cur, False, w))
+    m.emit("sim:mmap_lock", cur.pid, "wait_read")
+    await m.sched.block_on(cur, w, point)
+
+
+async def mmap_write_lock(m: "Machine", cur: "Task", mm: "MM", point: str) -> None:
+    if mm.mmap_lock.write_trylock(cur):
+        return
+    w = m.sched.clock.waiter()
+    mm.mmap_lock.waiters.append((cur, True, w))
+    m.emit("sim:mmap_lock", cur.pid, "wait_write")
+    await m.sched.block_on(cur, w, point)
+
+
+async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
+    """The last user is gone: unmap everything and give the pages back."""
+    if mm.flags & MMF_OOM_VICTIM:
+        # reap the victim's memory ourselves, then tell the OOM killer to move on
+        await __oom_reap_task_mm(m, cur, mm)
+        if not mm.flags & MMF_OOM_SKIP:
+            mm.flags |= MMF_OOM_SKIP
+            m.emit("sim:mmf_oom_skip", cur.pid, "exit_mmap")
+        # wait for a reaper that may still hold the lock for read
+        await mmap_write_lock(m, cur, mm, "exit.mmap_lock")
+        mm.mmap_lock.write_unlock()
+    freed = await zap_pages(m, cur, mm, anon_only=False, point="exit.zap")
+    # mapped page cache stays in the page cache, no longer mapped by anyone
+    for zone in m.zones:
+        g = zone.gid
+        k = mm.file[g]
+        if k:
+            m.uncharge_file(zone, mm, k)
+            zone.nr["file"] += k
+            zone.file_owner[None] = zone.file_owner.get(None, 0) + k
+            zone.file_lru.setdefault(None, None)
+        pt = mm.pgtables[g]
+        if pt:
+            mm.pgtables[g] = 0
+            zone.nr["pagetables"] -= pt
+            m.free_to_buddy(cur, zone, pt)
+            freed += pt
+    mm.total_vm = 0
+    m.mms.discard(mm)
+    m.emit("sim:exit_mm", cur.pid, cur.comm, freed)
+
+
+async def exit_mm(m: "Machine", cur: "Task") -> None:
+    mm = cur.mm
+    if mm is None:
+        return
+    await mmap_read_lock(m, cur, mm, "exit.mmap_lock")
+    cur.mm = None
+    mm.users -= 1
+    mm.mmap_lock.read_unlock()
+    if mm.users == 0:
+        await exit_mmap(m, cur, mm)
+    if cur.memdie:
+        exit_oom_victim(m, cur)
+
+
+async def do_exit(m: "Machine", cur: "Task", reason: str) -> None:
+    cur.flags |= PF_EXITING
+    await exit_mm(m, cur)
+    cur.dead = True
+    cur.exit_reason = reason
+    m.emit("sched:sched_process_exit", cur.pid, cur.comm, reason)
+    m.sched.put_cpu(cur)
+    sig = cur.signal
+    if not sig.live_threads():
+        leader = sig.threads[0]
+        if leader in m.proc_list:
+            m.proc_list.remove(leader)
+        outcome = "killed" if sig.group_exit else "exited"
+        for t in sig.threads:
+            t.outcome = outcome
+        if not leader.is_kthread and not leader.is_global_init:
+            m.user_procs_alive -= 1
+            if m.user_procs_alive <= 0:
+                m.finished = True

@@ -1,0 +1,154 @@
+"""GFP flags as in include/linux/gfp.h of Linux 5.10: real bit values, real compositions.
+
+A config names a mask the way kernel code does (``"GFP_KERNEL | __GFP_NORETRY"``);
+:func:`parse_gfp` turns that into the integer the allocator tests bit by bit, and
+:func:`format_gfp` prints it back the way ``%pGg`` does in an OOM report.
+"""
+
+from __future__ import annotations
+
+# Zone modifiers and the action modifiers (5.10 bit values).
+__GFP_DMA = 0x01
+__GFP_HIGHMEM = 0x02
+__GFP_DMA32 = 0x04
+__GFP_MOVABLE = 0x08
+__GFP_RECLAIMABLE = 0x10
+__GFP_HIGH = 0x20
+__GFP_IO = 0x40
+__GFP_FS = 0x80
+__GFP_ZERO = 0x100
+__GFP_ATOMIC = 0x200
+__GFP_DIRECT_RECLAIM = 0x400
+__GFP_KSWAPD_RECLAIM = 0x800
+__GFP_WRITE = 0x1000
+__GFP_NOWARN = 0x2000
+__GFP_RETRY_MAYFAIL = 0x4000
+__GFP_NOFAIL = 0x8000
+__GFP_NORETRY = 0x10000
+__GFP_MEMALLOC = 0x20000
+__GFP_COMP = 0x40000
+__GFP_NOMEMALLOC = 0x80000
+__GFP_HARDWALL = 0x100000
+__GFP_THISNODE = 0x200000
+__GFP_ACCOUNT = 0x400000
+
+__GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM
+
+GFP_ATOMIC = __GFP_HIGH | __GFP_ATOMIC | __GFP_KSWAPD_RECLAIM
+GFP_KERNEL = __GFP_RECLAIM | __GFP_IO | __GFP_FS
+GFP_KERNEL_ACCOUNT = GFP_KERNEL | __GFP_ACCOUNT
+GFP_NOWAIT = __GFP_KSWAPD_RECLAIM
+GFP_NOIO = __GFP_RECLAIM
+GFP_NOFS = __GFP_RECLAIM | __GFP_IO
+GFP_USER = __GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL
+GFP_DMA = __GFP_DMA
+GFP_DMA32 = __GFP_DMA32
+GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM
+GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE
+GFP_TRANSHUGE_LIGHT = (GFP_HIGHUSER_MOVABLE | __GFP_COMP | __GFP_NOMEMALLOC | __GFP_NOWARN) & ~__GFP_RECLAIM
+GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | __GFP_DIRECT_RECLAIM
+
+# Names for parsing and printing.  Compositions are listed before single bits and, among
+# compositions, larger first, so format_gfp() prints what %pGg prints.
+COMPOSITES: dict[str, int] = {
+    "GFP_TRANSHUGE": GFP_TRANSHUGE,
+    "GFP_TRANSHUGE_LIGHT": GFP_TRANSHUGE_LIGHT,
+    "GFP_HIGHUSER_MOVABLE": GFP_HIGHUSER_MOVABLE,
+    "GFP_HIGHUSER": GFP_HIGHUSER,
+    "GFP_USER": GFP_USER,
+    "GFP_KERNEL_ACCOUNT": GFP_KERNEL_ACCOUNT,
+    "GFP_KERNEL": GFP_KERNEL,
+    "GFP_NOFS": GFP_NOFS,
+    "GFP_ATOMIC": GFP_ATOMIC,
+    "GFP_NOIO": GFP_NOIO,
+    "GFP_NOWAIT": GFP_NOWAIT,
+    "GFP_DMA32": GFP_DMA32,
+    "GFP_DMA": GFP_DMA,
+}
+BITS: dict[str, int] = {
+    "__GFP_DMA": __GFP_DMA,
+    "__GFP_HIGHMEM": __GFP_HIGHMEM,
+    "__GFP_DMA32": __GFP_DMA32,
+    "__GFP_MOVABLE": __GFP_MOVABLE,
+    "__GFP_RECLAIMABLE": __GFP_RECLAIMABLE,
+    "__GFP_HIGH": __GFP_HIGH,
+    "__GFP_IO": __GFP_IO,
+    "__GFP_FS": __GFP_FS,
+    "__GFP_ZERO": __GFP_ZERO,
+    "__GFP_ATOMIC": __GFP_ATOMIC,
+    "__GFP_DIRECT_RECLAIM": __GFP_DIRECT_RECLAIM,
+    "__GFP_KSWAPD_RECLAIM": __GFP_KSWAPD_RECLAIM,
+    "__GFP_WRITE": __GFP_WRITE,
+    "__GFP_NOWARN": __GFP_NOWARN,
+    "__GFP_RETRY_MAYFAIL": __GFP_RETRY_MAYFAIL,
+    "__GFP_NOFAIL": __GFP_NOFAIL,
+    "__GFP_NORETRY": __GFP_NORETRY,
+    "__GFP_MEMALLOC": __GFP_MEMALLOC,
+    "__GFP_COMP": __GFP_COMP,
+    "__GFP_NOMEMALLOC": __GFP_NOMEMALLOC,
+    "__GFP_HARDWALL": __GFP_HARDWALL,
+    "__GFP_THISNODE": __GFP_THISNODE,
+    "__GFP_ACCOUNT": __GFP_ACCOUNT,
+}
+_ALIASES = {"__GFP_RECLAIM": __GFP_RECLAIM}
+NAMES: dict[str, int] = {**COMPOSITES, **BITS, **_ALIASES}
+
+
+def parse_gfp(text: str) -> int:
+    """Parse ``"GFP_KERNEL | __GFP_NORETRY"`` (also ``~__GFP_FS`` to clear a bit).
+
+    Raises ValueError naming the first unknown flag.
+    """
+    mask = 0
+    parts = [p.strip() for p in text.replace("|", " | ").split("|")]
+    if not text.strip():
+        raise ValueError("empty GFP mask")
+    for part in parts:
+        if not part:
+            raise ValueError(f"malformed GFP mask {text!r}")
+        clear = part.startswith("~")
+        name = part[1:].strip() if clear else part
+        if name.startswith("0x"):
+            try:
+                value = int(name, 16)
+            except ValueError:
+                raise ValueError(f"unknown GFP flag {name!r}") from None
+        elif name in NAMES:
+            value = NAMES[name]
+        else:
+            raise ValueError(f"unknown GFP flag {name!r}")
+        mask = mask & ~value if clear else mask | value
+    return mask
+
+
+def format_gfp(mask: int) -> str:
+    """``0xcc0(GFP_KERNEL)`` style, as the kernel's ``%#x(%pGg)`` prints a mask."""
+    names = []
+    rest = mask
+    for name, value in COMPOSITES.items():
+        if value and rest & value == value:
+            names.append(name)
+            rest &= ~value
+            break
+    for name, value in BITS.items():
+        if rest & value:
+            names.append(name)
+            rest &= ~value
+    if rest:
+        names.append(hex(rest))
+    return f"{mask:#x}({'|'.join(names) if names else 'none'})"
+
+
+def gfp_zone(mask: int) -> int:
+    """The highest zone index an allocation may use (ZONE_DMA=0, DMA32=1, NORMAL=2, MOVABLE=3)."""
+    if mask & __GFP_DMA:
+        return 0
+    if mask & __GFP_DMA32:
+        return 1
+    if mask & __GFP_MOVABLE and mask & __GFP_HIGHMEM:
+        return 3
+    return 2
+
+
+def gfpflags_allow_blocking(mask: int) -> bool:
+    return bool(mask & __GFP_DIRECT_RECLAIM)

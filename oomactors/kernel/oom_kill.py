@@ -1,0 +1,409 @@
+"""The OOM killer (mm/oom_kill.c, Linux 5.10): choose a victim, kill it, let the reaper
+take its memory.
+
+Branches are in the kernel's order, each with the reason it exists.  Victim selection
+itself (``select_bad_process``) runs through the machine's kill policy; the default
+policy, ``policies.linux``, is exactly the kernel's loop below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import gfp as G
+from . import params
+from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
+                   PAGE_SIZE, PF_EXITING, Task)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .task import MM
+
+CONSTRAINT_NONE, CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_MEMCG = range(4)
+CONSTRAINT_NAMES = ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY", "CONSTRAINT_MEMCG")
+LONG_MIN = -(1 << 63)
+LONG_MAX = (1 << 63) - 1
+ABORT = object()  # oc->chosen == (void *)-1UL: a victim is still on its way out
+DEFAULT_RATELIMIT_BURST = 10
+SIGKILL = 9
+
+
+class OomControl:
+    """struct oom_control."""
+
+    __slots__ = ("zonelist", "nodemask", "memcg", "gfp_mask", "order", "totalpages", "chosen",
+                 "chosen_points", "constraint")
+
+    def __init__(self, zonelist: list, nodemask: frozenset[int] | None, memcg: Any, gfp_mask: int,
+                 order: int) -> None:
+        self.zonelist = zonelist
+        self.nodemask = nodemask
+        self.memcg = memcg
+        self.gfp_mask = gfp_mask
+        self.order = order
+        self.totalpages = 0
+        self.chosen: Task | object | None = None
+        self.chosen_points = LONG_MIN
+        self.constraint = CONSTRAINT_NONE
+
+
+def is_memcg_oom(oc: OomControl) -> bool:
+    return oc.memcg is not None
+
+
+def is_sysrq_oom(oc: OomControl) -> bool:
+    return oc.order == -1
+
+
+# --- eligibility and scoring ------------------------------------------------------------
+def oom_unkillable_task(p: Task) -> bool:
+    """init and kernel threads are never killed."""
+    return p.is_global_init or p.is_kthread
+
+
+def oom_cpuset_eligible(m: "Machine", start: Task, oc: OomControl, cur: Task) -> bool:
+    """A candidate must be able to free memory where the allocation needs it."""
+    if is_memcg_oom(oc):
+        return True
+    for t in start.signal.threads:
+        if oc.nodemask is not None:
+            mems = t.mems_allowed if t.mems_allowed is not None else m.all_nodes
+            if mems & oc.nodemask:
+                return True
+        else:
+            a = t.mems_allowed if t.mems_allowed is not None else m.all_nodes
+            b = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+            if a & b:
+                return True
+    return False
+
+
+def find_lock_task_mm(p: Task) -> Task | None:
+    """The first thread of p's group that still has an mm."""
+    for t in p.signal.threads:
+        if t.mm is not None:
+            return t
+    return None
+
+
+def oom_badness(p: Task, totalpages: int) -> int:
+    """rss + swap entries + page-table pages, plus oom_score_adj in units of totalpages/1000.
+
+    The result may be negative (5.9+); LONG_MIN means "never pick this one"."""
+    if oom_unkillable_task(p):
+        return LONG_MIN
+    t = find_lock_task_mm(p)
+    if t is None:
+        return LONG_MIN
+    adj = t.signal.oom_score_adj
+    mm = t.mm
+    # explicitly unkillable, already reaped, or in the middle of vfork
+    if adj == OOM_SCORE_ADJ_MIN or mm.flags & MMF_OOM_SKIP or t.in_vfork:
+        return LONG_MIN
+    points = mm.get_mm_rss() + mm.swapents + mm.pgtables_bytes() // PAGE_SIZE
+    adj *= totalpages // 1000  # integer division first, as the kernel does
+    return points + adj
+
+
+def oom_task_origin(p: Task) -> bool:
+    return getattr(p.signal, "oom_origin", False)
+
+
+def oom_evaluate_task(m: "Machine", task: Task, oc: OomControl, cur: Task) -> bool:
+    """Returns True to stop the scan (a pending victim aborts it)."""
+    if oom_unkillable_task(task):
+        return False
+    if not is_memcg_oom(oc) and not oom_cpuset_eligible(m, task, oc, cur):
+        return False
+    # a victim without MMF_OOM_SKIP is still freeing memory: wait for it, kill nobody else
+    if not is_sysrq_oom(oc) and task.tsk_is_oom_victim():
+        if task.signal.oom_mm.flags & MMF_OOM_SKIP or not m.fixes.get("pending_victim_abort", True):
+            return False
+        oc.chosen = ABORT
+        return True
+    if oom_task_origin(task):
+        points = LONG_MAX
+    else:
+        points = oom_badness(task, oc.totalpages)
+        # ties go to the later task: '<', not '<='
+        if points == LONG_MIN or points < oc.chosen_points:
+            return False
+    oc.chosen = task
+    oc.chosen_points = points
+    return False
+
+
+def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
+    """The kernel's loop: every process, in creation order, through oom_evaluate_task."""
+    oc.chosen_points = LONG_MIN
+    for p in m.processes():
+        if oom_evaluate_task(m, p, oc, cur):
+            break
+
+
+def constrained_alloc(m: "Machine", oc: OomControl, cur: Task) -> int:
+    """Which memory the OOM is about, and how many pages that is (totalpages)."""
+    if is_memcg_oom(oc):
+        oc.totalpages = max(1, oc.memcg.max_pages())
+        return CONSTRAINT_MEMCG
+    oc.totalpages = m.totalram_pages + m.total_swap_pages
+    if len(m.nodes) == 1 or not oc.zonelist:
+        return CONSTRAINT_NONE
+    if oc.gfp_mask & G.__GFP_THISNODE:
+        return CONSTRAINT_NONE
+    if oc.nodemask is not None and not m.all_nodes <= oc.nodemask:
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in oc.nodemask)
+        return CONSTRAINT_MEMORY_POLICY
+    mems = cur.mems_allowed
+    if mems is not None and any(z.node.nid not in mems for z in oc.zonelist):
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in mems)
+        return CONSTRAINT_CPUSET
+    return CONSTRAINT_NONE
+
+
+# --- dying tasks ------------------------------------------------------------------------
+def __task_will_free_mem(task: Task) -> bool:
+    sig = task.signal
+    if sig.coredump:
+        return False  # a coredump pins the mm
+    if sig.group_exit:
+        return True
+    if len(sig.live_threads()) <= 1 and task.flags & PF_EXITING:
+        return True
+    return False
+
+
+def task_will_free_mem(m: "Machine", task: Task) -> bool:
+    """Will this task free its memory soon without our help (exiting or SIGKILLed, and so is
+    every process sharing its mm)?"""
+    mm = task.mm
+    if mm is None:
+        return False
+    if not __task_will_free_mem(task):
+        return False
+    if mm.flags & MMF_OOM_SKIP:
+        return False  # already reaped or given up: do not wait on it again
+    if mm.users <= 1:
+        return True
+    for p in m.processes():
+        if p.signal is task.signal or not process_shares_mm(p, mm):
+            continue
+        if not __task_will_free_mem(p):
+            return False
+    return True
+
+
+def process_shares_mm(p: Task, mm: "MM") -> bool:
+    return any(t.mm is mm for t in p.signal.threads)
+
+
+# --- marking and killing --------------------------------------------------------------
+def mark_oom_victim(m: "Machine", tsk: Task) -> None:
+    """Give the victim access to memory reserves and remember its mm (signal->oom_mm)."""
+    mm = tsk.mm
+    if tsk.memdie:
+        return  # a memcg and a global OOM can race here
+    tsk.memdie = True
+    if tsk.signal.oom_mm is None:
+        tsk.signal.oom_mm = mm
+        mm.flags |= MMF_OOM_VICTIM
+    m.oom_victims += 1
+    m.emit("oom:mark_victim", tsk.pid, tsk.comm, mm.total_vm * 4, mm.rss_anon * 4, mm.rss_file * 4,
+           mm.rss_shmem * 4, tsk.uid, mm.pgtables_bytes() >> 10, tsk.signal.oom_score_adj)
+
+
+def exit_oom_victim(m: "Machine", tsk: Task) -> None:
+    tsk.memdie = False
+    m.oom_victims -= 1
+
+
+def wake_oom_reaper(m: "Machine", tsk: Task) -> None:
+    """Queue the victim for the oom_reaper (LIFO: the newest victim is reaped first)."""
+    if not m.fixes.get("oom_reaper", True):
+        return
+    mm = tsk.signal.oom_mm
+    if mm is None or mm.flags & MMF_OOM_REAP_QUEUED:
+        return
+    mm.flags |= MMF_OOM_REAP_QUEUED
+    tsk.oom_reaper_list = True
+    m.oom_reaper_list.insert(0, tsk)
+    m.emit("oom:wake_reaper", tsk.pid)
+    m.oom_reaper_wait.wake()
+
+
+def do_send_sig_info(m: "Machine", sig: int, victim: Task, cur: Task) -> None:
+    """SIGKILL to a whole thread group: every thread gets it, killable sleeps end."""
+    victim.signal.group_exit = True
+    for t in victim.signal.live_threads():
+        t.sigkill = True
+        m.sched.signal_wake(t)
+    m.emit("signal:signal_generate", victim.pid, sig, victim.comm, 1, 0)
+
+
+def dump_tasks(m: "Machine", oc: OomControl, cur: Task) -> list[list]:
+    """The task table: every killable process with an mm, as dump_tasks prints it."""
+    rows = []
+    for p in m.processes():
+        if oom_unkillable_task(p):
+            continue
+        if not is_memcg_oom(oc) and not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        t = find_lock_task_mm(p)
+        if t is None:
+            continue
+        mm = t.mm
+        rows.append([t.pid, t.uid, t.tgid, mm.total_vm, mm.get_mm_rss(), mm.pgtables_bytes(),
+                     mm.swapents, t.signal.oom_score_adj, t.comm])
+    return rows
+
+
+def __ratelimit(m: "Machine") -> bool:
+    """DEFAULT_RATELIMIT_INTERVAL (5 s) / DEFAULT_RATELIMIT_BURST (10) for the OOM report."""
+    rs = m.oom_rs
+    if rs["begin"] is None or m.now - rs["begin"] >= 5 * m.hz:
+        rs["begin"], rs["printed"] = m.now, 0
+    if rs["printed"] < DEFAULT_RATELIMIT_BURST:
+        rs["printed"] += 1
+        return True
+    return False
+
+
+def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
+    rows = dump_tasks(m, oc, cur) if m.oom_dump_tasks else []
+    nodemask = ",".join(map(str, sorted(oc.nodemask))) if oc.nodemask is not None else "(null)"
+    mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+    m.emit("sim:oom_header", cur.pid, cur.comm, G.format_gfp(oc.gfp_mask), oc.order,
+           cur.signal.oom_score_adj, CONSTRAINT_NAMES[oc.constraint], nodemask, m.nodelist(mems),
+           oc.totalpages, rows)
+
+
+def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl, cur: Task) -> None:
+    p = find_lock_task_mm(victim)
+    if p is None:
+        return  # "OOM victim ... is already exiting. Skip killing the task"
+    victim = p
+    mm = victim.mm
+    m.vmstat["oom_kill"] += 1
+    do_send_sig_info(m, SIGKILL, victim, cur)
+    mark_oom_victim(m, victim)
+    nodemask = ",".join(map(str, sorted(oc.nodemask))) if oc.nodemask is not None else "(null)"
+    mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+    m.emit("sim:oom_kill", victim.pid, message, victim.comm, mm.total_vm * 4, mm.rss_anon * 4,
+           mm.rss_file * 4, mm.rss_shmem * 4, victim.uid, mm.pgtables_bytes() >> 10,
+           victim.signal.oom_score_adj, CONSTRAINT_NAMES[oc.constraint], nodemask, m.nodelist(mems),
+           cur.comm, cur.pid)
+    # kill every other process sharing the mm, or we would not free it
+    can_oom_reap = True
+    for p in m.processes():
+        if not process_shares_mm(p, mm) or p.signal is victim.signal:
+            continue
+        if p.is_global_init:
+            can_oom_reap = False
+            mm.flags |= MMF_OOM_SKIP
+            m.emit("sim:reaper_pinned", victim.pid, victim.comm, p.pid, p.comm)
+            m.emit("sim:mmf_oom_skip", victim.pid, "init_pinned")
+            continue
+        if p.is_kthread:
+            continue
+        do_send_sig_info(m, SIGKILL, p, cur)
+        m.emit("sim:oom_kill_shared", p.pid, p.comm, victim.pid, victim.comm)
+    if can_oom_reap:
+        wake_oom_reaper(m, victim)
+
+
+def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> None:
+    victim = oc.chosen
+    # already exiting: no report, no kill, just reserves and the reaper
+    if task_will_free_mem(m, victim):
+        mark_oom_victim(m, victim)
+        wake_oom_reaper(m, victim)
+        return
+    if __ratelimit(m):
+        dump_header(m, oc, cur)
+    __oom_kill_process(m, victim, message, oc, cur)
+
+
+def check_panic_on_oom(m: "Machine", oc: OomControl, cur: Task) -> None:
+    if not m.panic_on_oom:
+        return
+    if m.panic_on_oom != 2 and oc.constraint != CONSTRAINT_NONE:
+        return  # 1 panics only for system-wide OOMs
+    if is_sysrq_oom(oc):
+        return
+    dump_header(m, oc, cur)
+    m.panic("Out of memory: %s panic_on_oom is enabled" %
+            ("compulsory" if m.panic_on_oom == 2 else "system-wide"), cur)
+
+
+async def out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> bool:
+    """Kill the "best" process when we run out of memory.  True means progress."""
+    m.vmstat["oom_invocations"] += 1
+    m.emit("sim:out_of_memory_enter", cur.pid, G.format_gfp(oc.gfp_mask), oc.order)
+    result, reason = _out_of_memory(m, cur, oc)
+    if reason == "selected":
+        await m.sched.point(cur, "oom.select")
+        result, reason = _oom_finish(m, cur, oc)
+    m.emit("sim:out_of_memory_return", cur.pid, int(result), reason)
+    return result
+
+
+def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
+    if m.oom_killer_disabled:
+        return False, "oom_killer_disabled"
+    if not is_memcg_oom(oc):
+        freed = 0
+        for notifier in m.oom_notifiers:
+            freed += notifier(m)
+        if freed > 0:
+            return True, "notifier_freed"  # got some memory back in the last second
+    # current is dying anyway: let it use the reserves to exit quickly
+    if m.fixes.get("task_will_free_mem", True) and task_will_free_mem(m, cur):
+        mark_oom_victim(m, cur)
+        wake_oom_reaper(m, cur)
+        return True, "current_exiting"
+    # no compensation for IO-less reclaim: NOFS/NOIO callers loop instead of killing
+    if oc.gfp_mask and not oc.gfp_mask & G.__GFP_FS and not is_memcg_oom(oc):
+        return True, "no_fs"
+    oc.constraint = constrained_alloc(m, oc, cur)
+    if oc.constraint != CONSTRAINT_MEMORY_POLICY:
+        oc.nodemask = None
+    check_panic_on_oom(m, oc, cur)
+    if (not is_memcg_oom(oc) and m.oom_kill_allocating_task and cur.mm is not None
+            and not oom_unkillable_task(cur) and oom_cpuset_eligible(m, cur, oc, cur)
+            and cur.signal.oom_score_adj != OOM_SCORE_ADJ_MIN):
+        oc.chosen = cur
+        m.emit("sim:oom_victim_chosen", cur.pid, cur.comm, oom_badness(cur, oc.totalpages), oc.totalpages)
+        oom_kill_process(m, oc, "Out of memory (oom_kill_allocating_task)", cur)
+        return True, "killed_allocating_task"
+    m.policy.select_bad_process(m, oc, cur)
+    m.vmstat["oom_scan_ns"] = params.OOM_SCAN_NS_PER_TASK
+    return False, "selected"
+
+
+def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
+    if oc.chosen is None:
+        dump_header(m, oc, cur)
+        m.emit("sim:no_killable", cur.pid)
+        # a real allocation at the system level cannot survive this
+        if not is_sysrq_oom(oc) and not is_memcg_oom(oc):
+            m.panic("System is deadlocked on memory", cur)
+        return False, "no_killable"
+    if oc.chosen is ABORT:
+        return True, "victim_pending"
+    victim = oc.chosen
+    m.emit("sim:oom_victim_chosen", victim.pid, victim.comm, oc.chosen_points, oc.totalpages)
+    oom_kill_process(m, oc, "Memory cgroup out of memory" if is_memcg_oom(oc) else "Out of memory", cur)
+    return True, "killed"
+
+
+def pagefault_out_of_memory(m: "Machine", cur: Task) -> None:
+    """5.10: a VM_FAULT_OOM that reached the fault handler triggers a global OOM (gfp 0)."""
+    if not m.oom_lock_trylock(cur, quiet=True):
+        return
+    try:
+        oc = OomControl([], None, None, 0, 0)
+        result, reason = _out_of_memory(m, cur, oc)
+        if reason == "selected":
+            _oom_finish(m, cur, oc)
+    finally:
+        m.oom_lock_unlock(cur)

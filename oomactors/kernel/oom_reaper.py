@@ -1,0 +1,100 @@
+"""The oom_reaper and address-space teardown (mm/oom_kill.c's reaper half, mm/mmap.c exit_mmap).
+
+Both the reaper and an exiting victim unmap memory in batches, charging CPU time per page
+and passing a scheduling point between batches, so a victim's memory comes back over
+time and the two can race on the same mm.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import params
+from .task import MMF_OOM_SKIP, MMF_UNSTABLE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .task import MM, Task
+
+MAX_OOM_REAP_RETRIES = 10
+
+
+async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str) -> int:
+    """Unmap and free an mm's pages batch by batch; returns how many were freed."""
+    freed = 0
+    while True:
+        batch = params.ZAP_BATCH
+        got = 0
+        for zone in m.zones:
+            g = zone.gid
+            k = min(mm.anon[g], batch - got)
+            if k:
+                mm.anon[g] -= k
+                zone.nr["anon"] -= k
+                if not mm.anon[g]:
+                    zone.anon_lru.pop(mm, None)
+                m.free_to_buddy(cur, zone, k)
+                got += k
+            if anon_only:
+                continue
+            k = min(mm.shmem[g], batch - got)
+            if k:
+                mm.shmem[g] -= k
+                zone.nr["shmem"] -= k
+                m.free_to_buddy(cur, zone, k)
+                got += k
+        # swap entries go with the page tables that hold them
+        if mm.swapents and got < batch:
+            k = min(mm.swapents, batch - got)
+            mm.swapents -= k
+            m.swap_free += k
+            got += k
+        if not got:
+            return freed
+        freed += got
+        await m.sched.run(cur, got * params.ZAP_NS_PER_PAGE, point)
+        await m.sched.point(cur, point)
+
+
+async def __oom_reap_task_mm(m: "Machine", cur: "Task", mm: "MM") -> bool:
+    """Tear down the anonymous memory; faults on it would now see SIGBUS (MMF_UNSTABLE)."""
+    mm.flags |= MMF_UNSTABLE
+    await zap_pages(m, cur, mm, anon_only=True, point="reaper.zap")
+    return True
+
+
+async def oom_reap_task_mm(m: "Machine", reaper: "Task", tsk: "Task", mm: "MM") -> bool:
+    if not mm.mmap_lock.read_trylock():
+        m.emit("oom:skip_task_reaping", tsk.pid)
+        return False
+    try:
+        # exit_mmap got there first: nothing left for us
+        if mm.flags & MMF_OOM_SKIP:
+            m.emit("oom:skip_task_reaping", tsk.pid)
+            return True
+        m.emit("oom:start_task_reaping", tsk.pid)
+        ret = await __oom_reap_task_mm(m, reaper, mm)
+        if ret:
+            m.emit("sim:reaper_reaped", tsk.pid, tsk.comm, mm.rss_anon * 4, mm.rss_file * 4,
+                   mm.rss_shmem * 4)
+        m.emit("oom:finish_task_reaping", tsk.pid)
+        return ret
+    finally:
+        mm.mmap_lock.read_unlock()
+
+
+async def oom_reap_task(m: "Machine", reaper: "Task", tsk: "Task") -> None:
+    """Up to ten trylocks HZ/10 apart; MMF_OOM_SKIP is set whether we reaped or gave up."""
+    mm = tsk.signal.oom_mm
+    reaped = False
+    for _ in range(MAX_OOM_REAP_RETRIES):
+        if await oom_reap_task_mm(m, reaper, tsk, mm):
+            reaped = True
+            break
+        await m.sched.sleep(reaper, max(1, m.hz // 10), "reaper.retry_sleep")
+    if not reaped and not mm.flags & MMF_OOM_SKIP:
+        m.emit("sim:reaper_unable", tsk.pid, tsk.comm)
+    tsk.oom_reaper_list = False
+    if not mm.flags & MMF_OOM_SKIP:
+        mm.flags |= MMF_OOM_SKIP
+        m.emit("sim:mmf_oom_skip", tsk.pid, "oom_reaper")

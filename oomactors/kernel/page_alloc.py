@@ -1,0 +1,249 @@
+"""The zoned buddy allocator's entry, fast path and slow path (mm/page_alloc.c, Linux 5.10).
+
+Function names, branch order and flags follow the kernel.  A request here may ask for
+``nr`` order-0 pages at once (a fault-around chunk, like alloc_pages_bulk); the watermark
+test then reserves room for all of them.  The pages are charged to their owner (``ac.kind``,
+``ac.mm``) at the moment they leave the free lists, so page accounting is exact at every
+event.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import gfp as G
+from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
+from .task import PF_MEMALLOC
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .task import MM, Task
+
+# mm/internal.h (5.10)
+ALLOC_WMARK_MIN = WMARK_MIN
+ALLOC_WMARK_LOW = WMARK_LOW
+ALLOC_WMARK_HIGH = WMARK_HIGH
+ALLOC_NO_WATERMARKS = 0x04
+ALLOC_WMARK_MASK = ALLOC_NO_WATERMARKS - 1
+ALLOC_OOM = 0x08
+ALLOC_HARDER = 0x10
+ALLOC_HIGH = 0x20
+ALLOC_CPUSET = 0x40
+ALLOC_CMA = 0x80
+ALLOC_NOFRAGMENT = 0x100
+ALLOC_KSWAPD = 0x800
+
+MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RECLAIMABLE = 0, 1, 2
+
+
+class AllocContext:
+    """struct alloc_context, plus who the pages are for (so they are charged on the spot)."""
+
+    __slots__ = ("zonelist", "nodemask", "highest_zoneidx", "migratetype", "preferred",
+                 "spread_dirty_pages", "kind", "mm", "pt")
+
+    def __init__(self, zonelist: list[Zone], nodemask: frozenset[int] | None, highest_zoneidx: int,
+                 migratetype: int, kind: str, mm: "MM | None", pt: int = 0) -> None:
+        self.zonelist = zonelist
+        self.nodemask = nodemask
+        self.highest_zoneidx = highest_zoneidx
+        self.migratetype = migratetype
+        self.preferred: Zone | None = None
+        self.spread_dirty_pages = False
+        self.kind = kind
+        self.mm = mm
+        self.pt = pt      # of the nr pages, how many become page tables of ac.mm
+
+    def zones(self) -> list[Zone]:
+        """for_each_zone_zonelist_nodemask: eligible zones in zonelist order."""
+        hz, nm = self.highest_zoneidx, self.nodemask
+        return [z for z in self.zonelist if z.idx <= hz and (nm is None or z.node.nid in nm)]
+
+
+def first_zones_zonelist(ac: AllocContext) -> Zone | None:
+    zones = ac.zones()
+    return zones[0] if zones else None
+
+
+# --- flags -------------------------------------------------------------------------
+def gfp_to_alloc_flags(cur: "Task", gfp_mask: int) -> int:
+    """Flags for the slow path: MIN watermark, cpuset, __GFP_HIGH and kswapd bits copied across."""
+    alloc_flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
+    alloc_flags |= gfp_mask & (G.__GFP_HIGH | G.__GFP_KSWAPD_RECLAIM)  # == ALLOC_HIGH, ALLOC_KSWAPD
+    if gfp_mask & G.__GFP_ATOMIC:
+        # atomic callers may dip further and ignore cpusets
+        if not gfp_mask & G.__GFP_NOMEMALLOC:
+            alloc_flags |= ALLOC_HARDER
+        alloc_flags &= ~ALLOC_CPUSET
+    return alloc_flags
+
+
+def oom_reserves_allowed(cur: "Task") -> bool:
+    return cur.tsk_is_oom_victim()
+
+
+def __gfp_pfmemalloc_flags(cur: "Task", gfp_mask: int) -> int:
+    """Reserve escalation: NOMEMALLOC forbids it, MEMALLOC and PF_MEMALLOC ignore
+    watermarks, an OOM victim gets the partial ALLOC_OOM boost."""
+    if gfp_mask & G.__GFP_NOMEMALLOC:
+        return 0
+    if gfp_mask & G.__GFP_MEMALLOC:
+        return ALLOC_NO_WATERMARKS
+    if cur.flags & PF_MEMALLOC:
+        return ALLOC_NO_WATERMARKS
+    if oom_reserves_allowed(cur):
+        return ALLOC_OOM
+    return 0
+
+
+def gfp_pfmemalloc_allowed(cur: "Task", gfp_mask: int) -> bool:
+    return bool(__gfp_pfmemalloc_flags(cur, gfp_mask))
+
+
+def current_alloc_flags(gfp_mask: int, alloc_flags: int) -> int:
+    return alloc_flags  # no CMA in the model
+
+
+# --- watermarks --------------------------------------------------------------------
+def __zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int,
+                        free_pages: int, nr: int = 1) -> bool:
+    """Free pages above mark + lowmem_reserve after the request, and a block of the order."""
+    free_pages -= (nr << order) - 1
+    min_ = mark
+    if alloc_flags & ALLOC_HIGH:
+        min_ -= min_ // 2
+    if alloc_flags & (ALLOC_HARDER | ALLOC_OOM):
+        # OOM victims may use half of what is left, atomic requests a quarter
+        if alloc_flags & ALLOC_OOM:
+            min_ -= min_ // 2
+        else:
+            min_ -= min_ // 4
+    if free_pages <= min_ + z.lowmem_reserve[highest_zoneidx]:
+        return False
+    if not order:
+        return True
+    return z.has_block(order)
+
+
+def zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int) -> bool:
+    return __zone_watermark_ok(z, order, mark, highest_zoneidx, alloc_flags, z.vm_free)
+
+
+def zone_watermark_fast(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int,
+                        nr: int) -> bool:
+    """The fast check reads the folded counter, which lags the per-CPU drift."""
+    free_pages = z.vm_free
+    if not order and free_pages - (nr - 1) > mark + z.lowmem_reserve[highest_zoneidx]:
+        return True
+    return __zone_watermark_ok(z, order, mark, highest_zoneidx, alloc_flags, free_pages, nr)
+
+
+# --- taking pages off the free lists ---------------------------------------------------
+def rmqueue(m: "Machine", cur: "Task", zone: Zone, order: int, nr: int, ac: AllocContext) -> bool:
+    """Order-0 pages come from this CPU's per-CPU list, refilled in batches; larger orders
+    straight from the buddy lists."""
+    cpu = cur.cpu
+    if order == 0 and cpu is not None:
+        g = zone.gid
+        have = cpu.pcp[g]
+        if have < nr:
+            want = nr - have + m.pcp_batch
+            if not zone.take_pages_bulk(want):
+                want = nr - have
+                if not zone.take_pages_bulk(want):
+                    return False
+            m.mod_free(zone, cpu, -want)
+            cpu.pcp[g] = have + want
+        cpu.pcp[g] -= nr
+    else:
+        for i in range(nr):
+            if not zone.rmqueue_block(order):
+                for _ in range(i):
+                    zone.free_block(order)
+                return False
+        m.mod_free(zone, cpu, -(nr << order))
+    m.charge(zone, ac.kind, ac.mm, (nr << order) - ac.pt, ac.pt)
+    return True
+
+
+def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int, alloc_flags: int,
+                           ac: AllocContext, nr: int = 1) -> Zone | None:
+    """Walk the zonelist for a zone that passes the watermark and has the pages."""
+    mark_idx = alloc_flags & ALLOC_WMARK_MASK
+    hz = ac.highest_zoneidx
+    nm = ac.nodemask
+    mems = cur.mems_allowed if alloc_flags & ALLOC_CPUSET else None
+    for z in ac.zonelist:
+        if z.idx > hz or (nm is not None and z.node.nid not in nm):
+            continue
+        if mems is not None and z.node.nid not in mems and not __cpuset_zone_allowed(cur, z, gfp_mask):
+            continue
+        if not zone_watermark_fast(z, order, z.watermark[mark_idx], hz, alloc_flags, nr):
+            if not alloc_flags & ALLOC_NO_WATERMARKS:
+                continue
+        if rmqueue(m, cur, z, order, nr, ac):
+            return z
+    return None
+
+
+def __cpuset_zone_allowed(cur: "Task", z: Zone, gfp_mask: int) -> bool:
+    """cpuset_node_allowed: victims and non-hardwall requests may leave the cpuset."""
+    if cur.tsk_is_oom_victim():
+        return True
+    if gfp_mask & G.__GFP_HARDWALL:
+        return False
+    return True  # the root cpuset is the hardwalled ancestor: every node
+
+
+# --- freeing -----------------------------------------------------------------------
+def free_pages(m: "Machine", cpu, zone: Zone, n: int) -> None:
+    """free_unref_page: order-0 pages go to this CPU's list, and a batch back to the buddy
+    lists once the list passes its high mark."""
+    if cpu is None:
+        zone.free_pages_bulk(n)
+        m.mod_free(zone, None, n)
+        return
+    g = zone.gid
+    cpu.pcp[g] += n
+    if cpu.pcp[g] > m.pcp_high:
+        back = cpu.pcp[g] - m.pcp_high + m.pcp_batch
+        back = min(back, cpu.pcp[g])
+        cpu.pcp[g] -= back
+        zone.free_pages_bulk(back)
+        m.mod_free(zone, cpu, back)
+
+
+def drain_all_pages(m: "Machine") -> int:
+    """drain_all_pages: give every CPU's per-CPU pages back to the buddy lists."""
+    drained = 0
+    for cpu in m.sched.cpus:
+        for zone in m.zones:
+            n = cpu.pcp[zone.gid]
+            if n:
+                cpu.pcp[zone.gid] = 0
+                zone.free_pages_bulk(n)
+                m.mod_free(zone, cpu, n)
+                drained += n
+    return drained
+
+
+def __alloc_pages_cpuset_fallback(m: "Machine", cur: "Task", gfp_mask: int, order: int,
+                                  alloc_flags: int, ac: AllocContext, nr: int) -> Zone | None:
+    """Try inside the cpuset first, then anywhere."""
+    page = get_page_from_freelist(m, cur, gfp_mask, order, alloc_flags | ALLOC_CPUSET, ac, nr)
+    if page is None:
+        page = get_page_from_freelist(m, cur, gfp_mask, order, alloc_flags, ac, nr)
+    return page
+
+
+def warn_alloc(m: "Machine", cur: "Task", gfp_mask: int, order: int) -> None:
+    """"page allocation failure", rate-limited to one report per 10 s, muted by __GFP_NOWARN."""
+    if gfp_mask & G.__GFP_NOWARN:
+        return
+    now = m.now
+    if m.warn_alloc_last is not None and now - m.warn_alloc_last < 10 * m.hz:
+        m.vmstat["warn_alloc_suppressed"] += 1
+        return
+    m.warn_alloc_last = now
+    m.emit("sim:page_alloc_failure", cur.pid, cur.comm, order, G.format_gfp(gfp_mask))
+

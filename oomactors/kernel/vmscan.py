@@ -1,0 +1,275 @@
+"""Page reclaim: direct reclaim and kswapd (mm/vmscan.c, 5.10).
+
+What reclaim can take, and what it costs:
+
+* clean page cache -- freed at once (mapped pages are unmapped from their mm first);
+* dirty page cache -- only kswapd writes it back (direct reclaim skips it, as 5.10 does);
+  the writer waits for the IO at the writeback bandwidth, then frees the pages;
+* anonymous memory -- swapped out while swap has free slots and the request allows IO;
+  the reclaimer waits for the swap IO, then frees the pages;
+* reclaimable slab (dentry and inode caches) -- shrunk by shrinkers when __GFP_FS allows.
+
+Lists are scanned ``size >> priority`` at a time, file and anon in proportion to
+``vm.swappiness``.  Each pass charges CPU time for the pages it looked at.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import gfp as G
+from . import params
+from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .page_alloc import AllocContext
+    from .task import Task
+
+
+class ScanControl:
+    __slots__ = ("gfp_mask", "order", "priority", "nr_to_reclaim", "reclaim_idx", "may_writepage",
+                 "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback")
+
+    def __init__(self, gfp_mask: int, order: int, nr_to_reclaim: int, reclaim_idx: int,
+                 is_kswapd: bool) -> None:
+        self.gfp_mask = gfp_mask
+        self.order = order
+        self.priority = DEF_PRIORITY
+        self.nr_to_reclaim = nr_to_reclaim
+        self.reclaim_idx = reclaim_idx
+        self.may_writepage = True
+        self.may_swap = True
+        self.nr_scanned = 0
+        self.nr_reclaimed = 0
+        self.is_kswapd = is_kswapd
+        self.nr_writeback = 0
+
+
+def _scan_size(size: int, priority: int) -> int:
+    return max(size >> priority, min(size, SWAP_CLUSTER_MAX)) if size else 0
+
+
+def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
+    """Evict clean page cache, oldest owner first (unmapped cache sits at the head)."""
+    freed = 0
+    for owner in list(zone.file_lru):
+        if freed >= budget:
+            break
+        have = zone.file_owner.get(owner, 0)
+        k = min(have, budget - freed)
+        if k:
+            m.uncharge_file(zone, owner, k)
+            freed += k
+    if freed:
+        m.free_to_buddy(cur, zone, freed)
+    return freed
+
+
+def _take_anon(m: "Machine", zone: Zone, budget: int) -> int:
+    """try_to_unmap anonymous pages into swap entries, oldest mm first."""
+    taken = 0
+    g = zone.gid
+    for mm in list(zone.anon_lru):
+        if taken >= budget:
+            break
+        k = min(mm.anon[g], budget - taken)
+        if k:
+            mm.anon[g] -= k
+            mm.swapents += k
+            if not mm.anon[g]:
+                del zone.anon_lru[mm]
+            taken += k
+    if taken:
+        zone.nr["anon"] -= taken
+        zone.nr["writeback"] += taken
+        m.swap_free -= taken
+    return taken
+
+
+async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) -> None:
+    """Scan the node's LRU lists at sc.priority; write back and swap out where allowed."""
+    prio = sc.priority
+    scanned = reclaimed = 0
+    can_swap = sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
+    io_pages = 0
+    wb_pages = 0
+    zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
+    for zone in zones:
+        nr = zone.nr
+        file = nr["file"] + nr["dirty"]
+        anon = nr["anon"] if can_swap else 0
+        total = _scan_size(file + anon, prio)
+        if not total:
+            continue
+        if anon:
+            wa = params.SWAPPINESS * anon
+            wf = (200 - params.SWAPPINESS) * file
+            anon_scan = total * wa // (wa + wf) if wa + wf else 0
+        else:
+            anon_scan = 0
+        file_scan = min(total - anon_scan, file)
+        scanned += file_scan + anon_scan
+        # clean and dirty file pages are met in proportion to their share of the list
+        dirty_scan = file_scan * nr["dirty"] // file if file else 0
+        clean_scan = file_scan - dirty_scan
+        reclaimed += _reclaim_file(m, cur, zone, clean_scan)
+        if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
+            nr["dirty"] -= dirty_scan
+            nr["writeback"] += dirty_scan
+            wb_pages += dirty_scan
+        if anon_scan:
+            io_pages += _take_anon(m, zone, min(anon_scan, m.swap_free))
+        # shrinkers: dcache and icache need __GFP_FS
+        if sc.gfp_mask & G.__GFP_FS:
+            freeable = nr["slab_reclaimable"] - m.slab_floor[zone.gid]
+            if freeable > 0:
+                k = min(freeable, max(1, (freeable >> prio) * 2))
+                nr["slab_reclaimable"] -= k
+                m.free_to_buddy(cur, zone, k)
+                reclaimed += k
+    sc.nr_scanned += scanned
+    await m.sched.run(cur, params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE, "reclaim.scan")
+    io_jiffies = 0
+    if io_pages or wb_pages:
+        # the reclaimer waits for its IO; others run meanwhile
+        done = 0
+        if io_pages:
+            done = m.swap_io.submit(m.now, io_pages)
+        if wb_pages:
+            done = max(done, m.writeback_io.submit(m.now, wb_pages))
+        io_jiffies = done - m.now
+        m.emit("sim:io_wait", cur.pid, io_pages + wb_pages, io_jiffies, "reclaim")
+        await m.sched.sleep(cur, io_jiffies, "reclaim.io_wait")
+        reclaimed += _finish_writeback(m, cur, zones, io_pages + wb_pages)
+        sc.nr_writeback += io_pages + wb_pages
+    sc.nr_reclaimed += reclaimed
+    if reclaimed:
+        node.kswapd_failures = 0  # any success revives a hopeless kswapd
+    m.vmstat["pgscan"] += scanned
+    m.vmstat["pgsteal"] += reclaimed
+    m.emit("vmscan:mm_vmscan_node_reclaim", cur.pid, node.nid, scanned, reclaimed,
+           io_pages + wb_pages, io_jiffies)
+
+
+def _finish_writeback(m: "Machine", cur: "Task", zones: list[Zone], pages: int) -> int:
+    """end_page_writeback for our pages, then free them (they were chosen for reclaim)."""
+    left = pages
+    for zone in zones:
+        k = min(zone.nr["writeback"], left)
+        if k:
+            zone.nr["writeback"] -= k
+            m.free_to_buddy(cur, zone, k)
+            left -= k
+    return pages - left
+
+
+async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order: int, gfp_mask: int) -> int:
+    """Direct reclaim: raise the priority until SWAP_CLUSTER_MAX pages came back."""
+    sc = ScanControl(gfp_mask, order, SWAP_CLUSTER_MAX, G.gfp_zone(gfp_mask), False)
+    m.emit("vmscan:mm_vmscan_direct_reclaim_begin", cur.pid, order, G.format_gfp(gfp_mask))
+    m.vmstat["allocstall"] += 1
+    nodes = []
+    for z in ac.zones():
+        if z.node not in nodes:
+            nodes.append(z.node)
+    while sc.priority >= 0:
+        for node in nodes:
+            await shrink_node(m, cur, node, sc)
+            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                break
+        if sc.nr_reclaimed >= sc.nr_to_reclaim:
+            break
+        sc.priority -= 1
+    m.emit("vmscan:mm_vmscan_direct_reclaim_end", cur.pid, sc.nr_reclaimed)
+    return sc.nr_reclaimed
+
+
+# --- kswapd ------------------------------------------------------------------------
+def pgdat_balanced(m: "Machine", node: Node, order: int, highest_zoneidx: int) -> bool:
+    """Balanced when any eligible zone meets its HIGH watermark (exact count)."""
+    from .page_alloc import __zone_watermark_ok
+    managed = False
+    for z in node.zones:
+        if z.idx > highest_zoneidx or not z.managed:
+            continue
+        managed = True
+        if __zone_watermark_ok(z, order, z.high_wmark, highest_zoneidx, 0, z.nr_free):
+            return True
+    return not managed
+
+
+def wakeup_kswapd(m: "Machine", cur: "Task", zone: Zone, gfp_flags: int, order: int,
+                  highest_zoneidx: int) -> None:
+    node = zone.node
+    if node.kswapd_highest_zoneidx == MAX_NR_ZONES or node.kswapd_highest_zoneidx < highest_zoneidx:
+        node.kswapd_highest_zoneidx = highest_zoneidx
+    if node.kswapd_order < order:
+        node.kswapd_order = order
+    if not node.kswapd_sleeping:
+        return
+    # a hopeless node, or one that is already balanced, is left alone
+    if node.kswapd_failures >= MAX_RECLAIM_RETRIES or pgdat_balanced(m, node, order, highest_zoneidx):
+        return
+    m.emit("vmscan:mm_vmscan_wakeup_kswapd", cur.pid, node.nid, zone.idx, order, G.format_gfp(gfp_flags))
+    node.kswapd_sleeping = False
+    node.kswapd_waiter.wake("wake")
+
+
+def wake_all_kswapds(m: "Machine", cur: "Task", order: int, gfp_mask: int, ac: "AllocContext") -> None:
+    seen = set()
+    for zone in ac.zones():
+        if zone.node.nid not in seen:
+            seen.add(zone.node.nid)
+            wakeup_kswapd(m, cur, zone, gfp_mask, order, ac.highest_zoneidx)
+
+
+def prepare_kswapd_sleep(m: "Machine", node: Node, order: int, highest_zoneidx: int) -> bool:
+    if node.kswapd_failures >= MAX_RECLAIM_RETRIES:
+        return True
+    return pgdat_balanced(m, node, order, highest_zoneidx)
+
+
+async def kswapd_try_to_sleep(m: "Machine", task: "Task", node: Node, reclaim_order: int,
+                              highest_zoneidx: int) -> None:
+    """Nap HZ/10; if nobody woke us and the node is still balanced, sleep until woken."""
+    premature = True
+    if prepare_kswapd_sleep(m, node, reclaim_order, highest_zoneidx):
+        w = node.kswapd_waiter = m.sched.clock.waiter()
+        node.kswapd_sleeping = True
+        m.sched.put_cpu(task)
+        m.sched.point_hits["kswapd.nap"] += 1
+        await m.sched.clock.sleep_until(m.now + max(1, m.hz // 10), w)
+        node.kswapd_sleeping = False
+        premature = w.value == "wake"   # woken by wakeup_kswapd before the nap ended
+        await m.sched.get_cpu(task)
+    if not premature and prepare_kswapd_sleep(m, node, reclaim_order, highest_zoneidx):
+        m.emit("vmscan:mm_vmscan_kswapd_sleep", task.pid, node.nid)
+        node.kswapd_waiter = m.sched.clock.waiter()
+        node.kswapd_sleeping = True
+        await m.sched.block_on(task, node.kswapd_waiter, "kswapd.sleep")
+    node.kswapd_sleeping = False
+
+
+async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, highest_zoneidx: int) -> int:
+    """Reclaim until some zone is above its HIGH watermark, raising the priority as needed."""
+    sc = ScanControl(G.GFP_KERNEL, order, 0, highest_zoneidx, True)
+    total = 0
+    while sc.priority >= 1:
+        if pgdat_balanced(m, node, sc.order, highest_zoneidx):
+            break
+        sc.nr_to_reclaim = sum(max(z.high_wmark, SWAP_CLUSTER_MAX)
+                               for z in node.zones if z.idx <= highest_zoneidx)
+        before = sc.nr_reclaimed
+        await shrink_node(m, task, node, sc)
+        got = sc.nr_reclaimed - before
+        total += got
+        if sc.order and got >= 2 << sc.order:
+            sc.order = 0  # enough for compaction to do the rest
+        if got < sc.nr_to_reclaim:
+            sc.priority -= 1
+        await m.sched.point(task, "kswapd.scan")
+    if not total:
+        node.kswapd_failures += 1
+        m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
+    return sc.order

@@ -1,0 +1,305 @@
+"""The simulated machine: nodes, zones, CPUs, swap, tasks and the OOM killer's globals.
+
+It owns page ownership bookkeeping (who holds each page) and the event stream.  Kernel
+functions in :mod:`oomactors.kernel` take the machine and the current task as their
+first arguments and keep their kernel names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import Config
+from .errors import SimulationPanic
+from .events import EVENT_ID
+from .kernel import page_alloc
+from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
+                            calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
+                            setup_per_zone_wmarks)
+from .kernel.task import MM, PAGE_SIZE, Task
+from .sched import Sched
+from .units import to_jiffies
+
+
+class IODevice:
+    """A disk with a bandwidth: requests queue behind each other."""
+
+    def __init__(self, bandwidth: int, hz: int) -> None:
+        self.bandwidth = bandwidth
+        self.hz = hz
+        self.busy_until = 0
+
+    def submit(self, now: int, pages: int) -> int:
+        """Queue ``pages`` of IO; returns the jiffy it completes."""
+        start = max(now, self.busy_until)
+        duration = max(1, -(-pages * PAGE_SIZE * self.hz // self.bandwidth))
+        self.busy_until = start + duration
+        return self.busy_until
+
+
+class Machine:
+    def __init__(self, cfg: Config, *, backend: str = "trio", policy: Any = None) -> None:
+        self.cfg = cfg
+        k, mc = cfg.kernel, cfg.machine
+        self.hz = k.hz
+        self.records: list[tuple] = []
+        self.sinks: list[Callable[[tuple], None]] = []
+        self.checkers: list[Callable[["Machine", tuple], None]] = []
+        self.fixes: dict[str, bool] = {}
+        self.panic_on_oom = k.panic_on_oom
+        self.oom_kill_allocating_task = k.oom_kill_allocating_task
+        self.oom_dump_tasks = k.oom_dump_tasks
+        self.pcp_high = k.pcp_high
+        self.pcp_batch = k.pcp_batch
+        self.percpu_drift = k.percpu_drift
+        self.cpusets_enabled = False
+        self.mems_allowed_seq: dict[int, int] = {}
+        self._build_memory(cfg)
+        self.sched = Sched(self.hz, mc.cpus, len(self.zones), to_jiffies(k.time_slice, self.hz),
+                           backend, self.emit_on)
+        # swap and disks
+        self.total_swap_pages = mc.swap // PAGE_SIZE
+        self.swap_free = self.total_swap_pages
+        self.swap_io = IODevice(mc.swap_bandwidth, self.hz)
+        self.writeback_io = IODevice(mc.writeback_bandwidth, self.hz)
+        # tasks
+        self.tasks: dict[int, Task] = {}
+        self.proc_list: list[Task] = []
+        self.mms: set[MM] = set()
+        self.next_pid = 1
+        # the OOM killer's globals
+        self.oom_lock_owner: Task | None = None
+        self.oom_lock_holders = 0
+        self.oom_victims = 0
+        self.oom_killer_disabled = False
+        self.oom_notifiers: list[Callable[["Machine"], int]] = []
+        self.oom_reaper_list: list[Task] = []
+        self.oom_reaper_wait = self.sched.clock.waiter()
+        self.oom_rs: dict[str, Any] = {"begin": None, "printed": 0}
+        self.warn_alloc_last: int | None = None
+        self.panicked: str | None = None
+        self.vmstat: dict[str, int] = dict.fromkeys(
+            ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
+             "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
+             "oom_scan_ns"), 0)
+        # set by the runner (oomactors.sim)
+        self.seed = 0
+        self.rng: Any = None
+        self.spawn: Callable[..., None] = lambda *a: None
+        self.cpu_node: Callable[[int], int] = lambda cpu: 0
+        self.user_procs_alive = 0
+        self.finished = False
+        if policy is None:
+            from policies.linux import Linux
+            policy = Linux()
+        self.policy = policy
+
+    # --- building ------------------------------------------------------------------
+    def _build_memory(self, cfg: Config) -> None:
+        mc, k = cfg.machine, cfg.kernel
+        self.nodes: list[Node] = []
+        self.zones: list[Zone] = []
+        node_mem = mc.node_memory
+        total_present = sum(node_mem) // PAGE_SIZE
+        reserved = mc.reserved // PAGE_SIZE
+        for nid, mem in enumerate(node_mem):
+            node = Node(nid)
+            present_total = mem // PAGE_SIZE
+            sizes = []
+            if nid == 0:
+                dma32 = mc.dma32 // PAGE_SIZE
+                sizes.append((ZONE_DMA32, dma32))
+                sizes.append((ZONE_NORMAL, present_total - dma32))
+            else:
+                sizes.append((ZONE_NORMAL, present_total))
+            for idx, present in sizes:
+                res = reserved * present // total_present
+                zone = Zone(node, idx, len(self.zones), present, present - res)
+                zone.merge_block = mc.fragmentation
+                node.zones.append(zone)
+                self.zones.append(zone)
+            self.nodes.append(node)
+        self.all_nodes = frozenset(range(len(self.nodes)))
+        self.totalram_pages = sum(z.managed for z in self.zones)
+        # every node's zonelist: own zones highest first, then the other nodes in turn
+        self.zonelists: list[list[Zone]] = []
+        n = len(self.nodes)
+        for nid in range(n):
+            order = [self.nodes[(nid + i) % n] for i in range(n)]
+            self.zonelists.append([z for node in order for z in sorted(node.zones, key=lambda z: -z.idx)])
+        mfk = k.min_free_kbytes
+        if mfk == "auto":
+            mfk = calculate_min_free_kbytes(self.totalram_pages * PAGE_SIZE // 1024)
+        self.min_free_kbytes = mfk
+        setup_per_zone_wmarks(self.zones, mfk, k.watermark_scale_factor)
+        setup_per_zone_lowmem_reserve(self.nodes, list(k.lowmem_reserve_ratio))
+        # boot: every managed page starts free in the largest blocks
+        for z in self.zones:
+            big = 1 << (MAX_ORDER - 1)
+            blocks, rest = divmod(z.managed, big)
+            z.free_area[MAX_ORDER - 1] = blocks
+            for o in range(MAX_ORDER - 1):
+                if rest & (1 << o):
+                    z.free_area[o] += 1
+            z.nr_free = z.managed
+        self.slab_floor = [0] * len(self.zones)
+        self._boot_charge("slab_unreclaimable", None, mc.slab_unreclaimable // PAGE_SIZE)
+        self._boot_charge("slab_reclaimable", None, mc.slab_reclaimable // PAGE_SIZE)
+        for z in self.zones:
+            self.slab_floor[z.gid] = z.nr["slab_reclaimable"] // 4
+        self._boot_charge("file", None, mc.page_cache // PAGE_SIZE)
+        self._boot_charge("dirty", None, mc.dirty // PAGE_SIZE)
+        # fragmentation: shatter part of the free memory into single pages
+        for z in self.zones:
+            k_pages = int(z.nr_free * mc.fragmentation)
+            if k_pages and z.take_pages_bulk(k_pages):
+                z.free_area[0] += k_pages
+                z.nr_free += k_pages
+            z.vm_free = z.nr_free
+
+    def _boot_charge(self, kind: str, mm: MM | None, pages: int, pt: int = 0) -> None:
+        """Boot-time memory, taken from the highest zones first."""
+        for z in sorted(self.zones, key=lambda z: (-z.idx, z.gid)):
+            if pages + pt <= 0:
+                return
+            room = max(0, z.nr_free - z.high_wmark * 2)
+            take = min(pages, room)
+            ptake = min(pt, room - take)
+            if take + ptake and z.take_pages_bulk(take + ptake):
+                self.charge(z, kind, mm, take, ptake)
+                z.vm_free = z.nr_free
+                pages -= take
+                pt -= ptake
+        if pages > 0 or pt > 0:
+            raise ValueError(f"boot-time {kind} memory does not fit")
+
+    def node_present_pages(self, nid: int) -> int:
+        return sum(z.present for z in self.nodes[nid].zones)
+
+    @staticmethod
+    def nodelist(nodes: frozenset[int]) -> str:
+        """%*pbl: ranges of node ids."""
+        ids = sorted(nodes)
+        out, i = [], 0
+        while i < len(ids):
+            j = i
+            while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+                j += 1
+            out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+            i = j + 1
+        return ",".join(out)
+
+    # --- events --------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        return self.sched.clock.now
+
+    def emit_on(self, name: str, cpu: int, pid: int, *fields: Any) -> None:
+        rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
+        self.records.append(rec)
+        for sink in self.sinks:
+            sink(rec)
+        for check in self.checkers:
+            check(self, rec)
+
+    def emit(self, name: str, pid: int, *fields: Any) -> None:
+        cur = self.sched.current
+        cpu = cur.cpu.id if cur is not None and cur.cpu is not None else -1
+        self.emit_on(name, cpu, pid, *fields)
+
+    def panic(self, message: str, cur: Task | None) -> None:
+        self.panicked = message
+        self.emit("sim:panic", cur.pid if cur else -1, message)
+        raise SimulationPanic(message)
+
+    # --- page ownership -------------------------------------------------------------
+    def charge(self, zone: Zone, kind: str, mm: MM | None, n: int, pt: int = 0) -> None:
+        """Pages that just left the free lists now belong to ``kind`` (of ``mm``)."""
+        g = zone.gid
+        if n:
+            zone.nr[kind] += n
+            if kind == "anon":
+                mm.anon[g] += n
+                lru = zone.anon_lru
+                if mm in lru:
+                    del lru[mm]
+                lru[mm] = None
+            elif kind == "shmem":
+                mm.shmem[g] += n
+            elif kind == "file":
+                zone.file_owner[mm] = zone.file_owner.get(mm, 0) + n
+                if mm is not None:
+                    mm.file[g] += n
+                lru = zone.file_lru
+                if mm in lru:
+                    del lru[mm]
+                lru[mm] = None
+        if pt:
+            zone.nr["pagetables"] += pt
+            mm.pgtables[g] += pt
+
+    def uncharge_file(self, zone: Zone, owner: MM | None, k: int) -> None:
+        g = zone.gid
+        left = zone.file_owner[owner] - k
+        zone.nr["file"] -= k
+        if owner is not None:
+            owner.file[g] -= k
+        if left:
+            zone.file_owner[owner] = left
+        else:
+            del zone.file_owner[owner]
+            zone.file_lru.pop(owner, None)
+
+    def free_to_buddy(self, cur: Task | None, zone: Zone, n: int) -> None:
+        page_alloc.free_pages(self, cur.cpu if cur is not None else None, zone, n)
+
+    def mod_free(self, zone: Zone, cpu: Any, delta: int) -> None:
+        """NR_FREE_PAGES moves on a per-CPU counter and is folded past the threshold."""
+        if cpu is None:
+            zone.vm_free += delta
+            return
+        g = zone.gid
+        d = cpu.vm_diff[g] + delta
+        if d > self.percpu_drift or d < -self.percpu_drift:
+            zone.vm_free += d
+            d = 0
+        cpu.vm_diff[g] = d
+
+    def fold_vmstat(self, cpu: Any) -> None:
+        """vmstat_update: fold this CPU's drift into the zone counters."""
+        for zone in self.zones:
+            d = cpu.vm_diff[zone.gid]
+            if d:
+                zone.vm_free += d
+                cpu.vm_diff[zone.gid] = 0
+
+    # --- tasks -----------------------------------------------------------------------
+    def processes(self) -> list[Task]:
+        """for_each_process: thread-group leaders, in creation order."""
+        return self.proc_list
+
+    def alloc_pid(self) -> int:
+        pid = self.next_pid
+        self.next_pid += 1
+        return pid
+
+    # --- oom_lock ----------------------------------------------------------------------
+    def oom_lock_trylock(self, cur: Task, quiet: bool = False) -> bool:
+        if self.oom_lock_owner is None or not self.fixes.get("oom_lock", True):
+            self.oom_lock_owner = cur
+            self.oom_lock_holders += 1
+            self.emit("sim:oom_lock_acquired", cur.pid)
+            return True
+        if not quiet:
+            self.vmstat["oom_lock_contended"] += 1
+            self.emit("sim:oom_lock_contended", cur.pid)
+        return False
+
+    def oom_lock_unlock(self, cur: Task) -> None:
+        self.oom_lock_holders -= 1
+        if self.oom_lock_holders == 0:
+            self.oom_lock_owner = None
+        self.emit("sim:oom_lock_released", cur.pid)
+
+
+assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32

@@ -1,0 +1,338 @@
+"""Virtual time, CPUs and the named scheduling points.
+
+Time is an integer count of jiffies.  Sleepers park on a heap of deadlines; when every
+actor is blocked, the clock driver jumps to the earliest deadline and wakes everyone
+due then -- one wakeup per sleeper, never one backend timer per actor per jiffy.
+
+A task runs kernel code only while it holds a CPU.  Sleeping or blocking gives the CPU
+back; the CPU actor dispatches its run queue round-robin, and a task whose time slice
+is used up yields at its next scheduling point when someone else is waiting.
+
+Every place the model can sleep or be preempted inside the OOM paths is a *named
+scheduling point* (:data:`POINTS`).  That list is the surface that race exploration
+controls, and the README documents it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+import anyio
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .kernel.task import Task
+
+NSEC_PER_SEC = 1_000_000_000
+
+# name -> where the kernel can sleep or be preempted there
+POINTS: dict[str, str] = {
+    "alloc.cond_resched": "cond_resched() in the slow path after a failed round (should_reclaim_retry)",
+    "alloc.nofail_retry": "cond_resched() before a __GFP_NOFAIL request loops again",
+    "reclaim.begin": "cond_resched() at the top of __perform_reclaim",
+    "reclaim.io_wait": "waiting for swap-out or writeback IO issued by reclaim",
+    "reclaim.congestion_wait": "congestion_wait(HZ/10) in should_reclaim_retry while dirty pages dominate",
+    "reclaim.scan": "CPU time spent scanning LRU lists",
+    "compact.scan": "CPU time spent in direct compaction",
+    "may_oom.trylock_failed": "schedule_timeout_uninterruptible(1) after losing the oom_lock trylock",
+    "may_oom.locked": "preemption with oom_lock held, before the last HIGH-watermark attempt",
+    "oom.select": "preemption inside out_of_memory after a victim was selected",
+    "fault.retry": "return to user space after VM_FAULT_OOM, before the fault is retried",
+    "fault.cpu": "CPU time spent faulting pages in",
+    "exit.zap": "CPU time spent unmapping the address space in exit_mmap",
+    "exit.mmap_lock": "exit_mm waiting for mmap_lock",
+    "reaper.zap": "CPU time the oom_reaper spends unmapping a victim's memory",
+    "reaper.retry_sleep": "schedule_timeout_idle(HZ/10) between the oom_reaper's trylock attempts",
+    "reaper.wait": "the oom_reaper waiting for a queued victim",
+    "kswapd.nap": "kswapd's HZ/10 nap before full sleep",
+    "kswapd.sleep": "kswapd sleeping until woken",
+    "kswapd.scan": "CPU time kswapd spends reclaiming",
+    "task.sleep": "a program's interruptible sleep",
+    "task.block": "a program's uninterruptible block (optionally holding mmap_lock)",
+    "task.compute": "a program's CPU burst",
+    "task.mmap_lock": "a program waiting for mmap_lock",
+    "task.rate": "a program pacing its allocation rate",
+    "cpu.vmstat": "the per-CPU vmstat_update timer",
+}
+
+
+class Waiter:
+    """One parked actor, woken at most once (by the clock, a signal or a lock hand-over)."""
+
+    __slots__ = ("backend", "task", "fut", "woken", "value")
+
+    def __init__(self, backend: "_Backend") -> None:
+        self.backend = backend
+        self.task: Any = None
+        self.fut: Any = None
+        self.woken = False
+        self.value: Any = None
+
+    def wake(self, value: Any = None) -> bool:
+        if self.woken:
+            return False
+        self.woken = True
+        self.value = value
+        self.backend.unpark(self)
+        return True
+
+    async def wait(self) -> Any:
+        if not self.woken:
+            await self.backend.park(self)
+        return self.value
+
+
+class _Backend:
+    """Park and unpark actors with the cheapest primitive the running backend has."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if name == "trio":
+            import trio
+            import trio.testing
+
+            self._trio = trio
+
+    async def park(self, w: Waiter) -> None:
+        if self.name == "trio":
+            trio = self._trio
+            w.task = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> Any:
+                w.woken = True
+                w.task = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        else:
+            import asyncio
+
+            w.fut = asyncio.get_running_loop().create_future()
+            try:
+                await w.fut
+            finally:
+                w.woken = True
+
+    def unpark(self, w: Waiter) -> None:
+        if self.name == "trio":
+            if w.task is not None:
+                self._trio.lowlevel.reschedule(w.task)
+                w.task = None
+        elif w.fut is not None and not w.fut.done():
+            w.fut.set_result(None)
+
+    async def wait_all_tasks_blocked(self) -> None:
+        if self.name == "trio":
+            await self._trio.testing.wait_all_tasks_blocked()
+        else:
+            await anyio.wait_all_tasks_blocked()
+
+
+class Clock:
+    """The virtual jiffies clock and its heap of sleepers."""
+
+    def __init__(self, hz: int, backend: _Backend) -> None:
+        self.hz = hz
+        self.jiffy_ns = NSEC_PER_SEC // hz
+        self.now = 0
+        self.backend = backend
+        self._heap: list[tuple[int, int, Waiter]] = []
+        self._seq = 0
+        self.sleeps = 0
+
+    def waiter(self) -> Waiter:
+        return Waiter(self.backend)
+
+    def arm(self, w: Waiter, deadline: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, w))
+
+    async def sleep_until(self, deadline: int, w: Waiter | None = None) -> Waiter:
+        if w is None:
+            w = Waiter(self.backend)
+        self.sleeps += 1
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, w))
+        await w.wait()
+        return w
+
+    def next_deadline(self) -> int | None:
+        heap = self._heap
+        while heap and heap[0][2].woken:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def advance(self) -> bool:
+        """Jump to the earliest live deadline and wake everyone due.  False if none."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        self.now = max(self.now, deadline)
+        heap = self._heap
+        while heap and heap[0][0] <= self.now:
+            heapq.heappop(heap)[2].wake()
+        return True
+
+    def ns_to_jiffies(self, ns: int) -> int:
+        return -(-ns // self.jiffy_ns)
+
+
+class CPU:
+    """One CPU: the task it runs, its run queue and its per-CPU memory state."""
+
+    def __init__(self, cid: int, nzones: int, sched: "Sched") -> None:
+        self.id = cid
+        self.curr: Task | None = None
+        self.rq: deque[tuple[Task, Waiter]] = deque()
+        self.slice_end = 0
+        self.sched = sched
+        self.pcp = [0] * nzones        # per-CPU free page lists, by zone
+        self.vm_diff = [0] * nzones    # per-CPU NR_FREE_PAGES drift, by zone
+        self.kick = Waiter(sched.clock.backend)
+        self.kick.woken = True
+
+    def __repr__(self) -> str:
+        return f"<CPU {self.id}>"
+
+    def nr_running(self) -> int:
+        return len(self.rq) + (self.curr is not None)
+
+    def wake_actor(self) -> None:
+        self.kick.wake()
+
+    async def actor(self) -> None:
+        """Dispatch the run queue whenever the CPU is free."""
+        sched = self.sched
+        while True:
+            if self.curr is None and self.rq:
+                task, w = self.rq.popleft()
+                sched.switch_to(self, task)
+                w.wake()
+                continue
+            self.kick = Waiter(sched.clock.backend)
+            await self.kick.wait()
+
+
+class Sched:
+    """Ties clock and CPUs together; every blocking call of the model goes through here."""
+
+    def __init__(self, hz: int, ncpus: int, nzones: int, time_slice: int, backend: str,
+                 emit: Callable[..., None]) -> None:
+        self.backend = _Backend(backend)
+        self.clock = Clock(hz, self.backend)
+        self.cpus = [CPU(i, nzones, self) for i in range(ncpus)]
+        self.time_slice = max(1, time_slice)
+        self.emit = emit
+        self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
+        self.current: Task | None = None   # the task whose code runs right now
+
+    @property
+    def now(self) -> int:
+        return self.clock.now
+
+    # --- CPU ownership -------------------------------------------------------------
+    def switch_to(self, cpu: CPU, task: "Task") -> None:
+        prev = cpu.curr
+        cpu.curr = task
+        task.cpu = cpu
+        task.last_cpu = cpu.id
+        cpu.slice_end = self.clock.now + self.time_slice
+        self.emit("sched:sched_switch", cpu.id, task.pid, prev.pid if prev else 0, task.pid, task.comm)
+
+    def _pick_cpu(self, task: "Task") -> CPU:
+        cpus = self.cpus
+        last = cpus[task.last_cpu]
+        if last.curr is None and not last.rq:
+            return last
+        best = last
+        for cpu in cpus:
+            if cpu.nr_running() < best.nr_running():
+                best = cpu
+        return best
+
+    async def get_cpu(self, task: "Task") -> CPU:
+        """Be dispatched: at once on an idle CPU, otherwise through its run queue."""
+        cpu = self._pick_cpu(task)
+        if cpu.curr is None and not cpu.rq:
+            self.switch_to(cpu, task)
+        else:
+            w = Waiter(self.backend)
+            cpu.rq.append((task, w))
+            await w.wait()
+        self.current = task
+        return cpu
+
+    def put_cpu(self, task: "Task") -> None:
+        cpu = task.cpu
+        if cpu is None:
+            return
+        task.cpu = None
+        cpu.curr = None
+        if cpu.rq:
+            cpu.wake_actor()
+
+    # --- blocking primitives ---------------------------------------------------------
+    async def point(self, task: "Task", name: str) -> None:
+        """A named scheduling point where the task may be preempted."""
+        self.point_hits[name] += 1
+        cpu = task.cpu
+        if cpu is not None and cpu.rq and self.clock.now >= cpu.slice_end:
+            self.put_cpu(task)
+            await self._requeue(task, cpu)
+
+    async def _requeue(self, task: "Task", cpu: CPU) -> None:
+        w = Waiter(self.backend)
+        cpu.rq.append((task, w))
+        await w.wait()
+        self.current = task
+
+    async def sleep(self, task: "Task", jiffies: int, name: str, *, interruptible: bool = False) -> bool:
+        """Sleep off the CPU for ``jiffies``.  Returns True if a signal cut it short."""
+        self.point_hits[name] += 1
+        if interruptible and task.sigkill:
+            return True
+        self.put_cpu(task)
+        w = Waiter(self.backend)
+        if interruptible:
+            task.wake_on_signal = w
+        await self.clock.sleep_until(self.clock.now + max(0, jiffies), w)
+        task.wake_on_signal = None
+        await self.get_cpu(task)
+        return w.value == "signal"
+
+    async def block_on(self, task: "Task", w: Waiter, name: str) -> Any:
+        """Sleep off the CPU until someone wakes ``w`` (a lock hand-over, a wakeup)."""
+        self.point_hits[name] += 1
+        self.put_cpu(task)
+        value = await w.wait()
+        await self.get_cpu(task)
+        return value
+
+    async def run(self, task: "Task", ns: int, name: str) -> None:
+        """Spend CPU time on the task's CPU; virtual time moves once a jiffy is used up."""
+        task.cpu_ns += ns
+        debt = task.cpu_debt_ns + ns
+        jiffy = self.clock.jiffy_ns
+        if debt < jiffy:
+            task.cpu_debt_ns = debt
+            return
+        task.cpu_debt_ns = debt % jiffy
+        jiffies = debt // jiffy
+        self.point_hits[name] += 1
+        while jiffies > 0:
+            cpu = task.cpu
+            step = max(1, min(jiffies, cpu.slice_end - self.clock.now)) if cpu.rq else jiffies
+            await self.clock.sleep_until(self.clock.now + step)
+            self.current = task
+            jiffies -= step
+            if cpu.rq and self.clock.now >= cpu.slice_end:
+                self.put_cpu(task)
+                await self._requeue(task, cpu)
+
+    def signal_wake(self, task: "Task") -> None:
+        """signal_wake_up: cut short an interruptible or killable sleep."""
+        w = task.wake_on_signal
+        if w is not None:
+            task.wake_on_signal = None
+            w.wake("signal")

@@ -1,0 +1,185 @@
+"""Build a machine from a config and run all of its actors in virtual time.
+
+One actor per CPU, one kswapd per node, the oom_reaper, init, and one per user thread
+run in one anyio task group.  A clock driver advances virtual time whenever every actor
+is blocked.  The same config and seed give the same event stream byte for byte, on trio
+(the default) and in any process: trio's scheduler is made deterministic and seeded here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import anyio
+
+from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
+from .actors.user import new_process, new_thread, user_task
+from .config import Config
+from .errors import SimulationPanic
+from .kernel.task import PAGE_SIZE, Task
+from .machine import Machine
+from .units import to_jiffies
+
+
+@dataclass
+class RunResult:
+    machine: Machine
+    seed: int
+    reason: str
+    end_jiffies: int
+    records: list[tuple] = field(repr=False)
+
+    @property
+    def hz(self) -> int:
+        return self.machine.hz
+
+
+def _seed_trio(seed: int) -> None:
+    """Make trio's run-queue order a function of the seed alone (see design.md)."""
+    from trio._core import _run
+
+    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    _run._r.seed(seed)
+
+
+def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,
+          fixes: dict[str, bool] | None = None) -> Machine:
+    m = Machine(cfg, backend=backend, policy=policy)
+    m.seed = cfg.run.seed if seed is None else seed
+    m.rng = random.Random(m.seed)
+    if fixes:
+        m.fixes.update(fixes)
+    return m
+
+
+def _cpu_node(m: Machine) -> Callable[[int], int]:
+    per = max(1, len(m.sched.cpus) // len(m.nodes))
+    return lambda cpu: min(cpu // per, len(m.nodes) - 1)
+
+
+async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
+    cfg = m.cfg
+    reason = "duration"
+    m.cpu_node = _cpu_node(m)
+    async with anyio.create_task_group() as tg:
+        m.spawn = tg.start_soon
+        m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
+                  m.totalram_pages)
+        # init first: pid 1 is never killed
+        init = new_process(m, "init", 0, frozenset(), 0)
+        tg.start_soon(_init_actor, m, init)
+        for node in m.nodes:
+            node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
+            tg.start_soon(kswapd, m, node)
+        reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
+        tg.start_soon(oom_reaper, m, reaper)
+        for cpu in m.sched.cpus:
+            tg.start_soon(cpu.actor)
+            tg.start_soon(vmstat_timer, m, cpu)
+        if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
+            tg.start_soon(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
+        _spawn_workload(m, tg)
+        try:
+            reason = await _drive(m, duration, stop_when_idle)
+        finally:
+            tg.cancel_scope.cancel()
+    return reason
+
+
+async def _drive(m: Machine, duration: int, stop_when_idle: bool) -> str:
+    clock = m.sched.clock
+    backend = m.sched.backend
+    while True:
+        await backend.wait_all_tasks_blocked()
+        if stop_when_idle and m.finished:
+            return "idle"
+        deadline = clock.next_deadline()
+        if deadline is None:
+            return "deadlock"
+        if deadline > duration:
+            clock.now = duration
+            return "duration"
+        clock.advance()
+
+
+def _spawn_workload(m: Machine, tg: Any) -> None:
+    for group in m.cfg.tasks:
+        start = to_jiffies(group.start, m.hz)
+        stagger = to_jiffies(group.stagger, m.hz)
+        caps = frozenset(group.caps)
+        for i in range(group.count):
+            leader = new_process(m, group.name, group.uid, caps, group.oom_score_adj, nice=group.nice)
+            leader.group = group.name
+            m.user_procs_alive += 1
+            rss = group.rss // PAGE_SIZE
+            if rss:
+                mm = leader.mm
+                mm.total_vm += rss
+                m._boot_charge("anon", mm, rss, -(-rss // 512))
+            threads = [leader] + [new_thread(m, leader) for _ in range(group.threads - 1)]
+            for t in threads:
+                tg.start_soon(user_task, m, t, group.program, start + i * stagger)
+
+
+async def _init_actor(m: Machine, init: Task) -> None:
+    await m.sched.get_cpu(init)
+    while True:
+        await m.sched.sleep(init, 3600 * m.hz, "task.sleep", interruptible=True)
+        init.sigkill = False  # init ignores signals it has no handler for
+
+
+async def _meminfo(m: Machine, every: int) -> None:
+    while True:
+        await m.sched.clock.sleep_until(m.now + every)
+        emit_meminfo(m)
+
+
+def emit_meminfo(m: Machine) -> None:
+    tot = dict.fromkeys(("anon", "file", "dirty", "writeback", "shmem", "slab_reclaimable",
+                         "slab_unreclaimable", "pagetables", "kernel"), 0)
+    for z in m.zones:
+        for k in tot:
+            tot[k] += z.nr[k]
+    free = sum(z.nr_free for z in m.zones)
+    pcp = sum(sum(c.pcp) for c in m.sched.cpus)
+    m.emit_on("sim:meminfo", -1, -1, free, pcp, tot["anon"], tot["file"], tot["dirty"],
+              tot["writeback"], tot["shmem"], tot["slab_reclaimable"], tot["slab_unreclaimable"],
+              tot["pagetables"], tot["kernel"], m.swap_free)
+
+
+def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,
+        sinks: list[Callable[[tuple], None]] | None = None,
+        checkers: list[Callable[[Machine, tuple], None]] | None = None,
+        fixes: dict[str, bool] | None = None, duration: int | None = None) -> RunResult:
+    """Run one simulation to its end and return the machine and its events."""
+    m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
+    m.sinks.extend(sinks or ())
+    m.checkers.extend(checkers or ())
+    dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
+    if backend == "trio":
+        _seed_trio(m.seed)
+    try:
+        reason = anyio.run(_main, m, dur, cfg.run.stop_when_idle, backend=backend)
+    except BaseException as exc:  # noqa: BLE001 - unwrap the task group's exception group
+        panic = _find(exc, SimulationPanic)
+        if panic is None:
+            inner = _find(exc, KeyboardInterrupt)
+            if inner is not None:
+                raise inner from None
+            raise
+        reason = "panic"
+    m.emit_on("sim:run_end", -1, -1, reason)
+    return RunResult(m, m.seed, reason, m.now, m.records)
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = _find(e, kind)
+            if found is not None:
+                return found
+    return None

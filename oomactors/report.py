@@ -1,0 +1,153 @@
+"""Everything a person reads after a run, computed from the event stream alone.
+
+* :func:`summarize` -- the run summary (what ``oomactors run --json`` prints);
+* :func:`console_lines` -- the kernel's own console text in the 5.10 format: the
+  "invoked oom-killer" line, the task table, the ``oom-kill:`` summary line,
+  "Out of memory: Killed process ...", the oom_reaper lines, allocation failures and
+  panics.
+
+Both work on a live run's records and on a trace read back from disk, since they only
+need the event table (names and field names) and HZ.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from .events import EVENTS
+
+
+class EventTable:
+    """Names and field names by event id (the live table, or a trace header's)."""
+
+    def __init__(self, names: Sequence[str] | None = None, fields: Sequence[Sequence[str]] | None = None):
+        self.names = list(names) if names is not None else [k.name for k in EVENTS]
+        self.fields = [tuple(f) for f in fields] if fields is not None else [k.fields for k in EVENTS]
+        self.ids = {n: i for i, n in enumerate(self.names)}
+
+    def decode(self, rec: tuple, hz: int) -> dict[str, Any]:
+        d: dict[str, Any] = {"t": round(rec[0] / hz, 6), "event": self.names[rec[1]], "cpu": rec[2],
+                             "pid": rec[3]}
+        d.update(zip(self.fields[rec[1]], rec[4:]))
+        return d
+
+
+def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable | None = None,
+              reason: str | None = None) -> dict[str, Any]:
+    table = table or EventTable()
+    n = 0
+    end = 0
+    oom_invocations = contended = alloc_failures = 0
+    kills: list[dict[str, Any]] = []
+    points: dict[int, int] = {}
+    panic = None
+    tasks: dict[int, dict[str, Any]] = {}
+    run_end = reason
+    names = table.names
+    for rec in records:
+        n += 1
+        end = rec[0]
+        name = names[rec[1]]
+        if name == "sim:out_of_memory_enter":
+            oom_invocations += 1
+        elif name == "sim:oom_lock_contended":
+            contended += 1
+        elif name == "sim:slowpath_exit":
+            if table.decode(rec, hz)["result"] == "fail":
+                alloc_failures += 1
+        elif name == "sim:oom_victim_chosen":
+            points[rec[3]] = table.decode(rec, hz)["points"]
+        elif name == "sim:oom_kill":
+            ev = table.decode(rec, hz)
+            kills.append({"t": ev["t"], "pid": ev["pid"], "comm": ev["comm"],
+                          "points": points.pop(ev["pid"], None), "message": ev["message"]})
+        elif name == "sim:panic":
+            panic = table.decode(rec, hz)["message"]
+        elif name == "sim:task_new":
+            ev = table.decode(rec, hz)
+            if not ev["kthread"] and ev["tgid"] == ev["pid"]:
+                tasks[ev["pid"]] = {"pid": ev["pid"], "comm": ev["comm"], "outcome": "running"}
+        elif name == "sched:sched_process_exit":
+            ev = table.decode(rec, hz)
+            if ev["pid"] in tasks:
+                tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
+        elif name == "sim:run_end":
+            run_end = table.decode(rec, hz)["reason"]
+    return {
+        "seed": seed,
+        "simulated_seconds": round(end / hz, 6),
+        "end_reason": run_end,
+        "events": n,
+        "oom_invocations": oom_invocations,
+        "oom_lock_contended": contended,
+        "kills": kills,
+        "alloc_failures": alloc_failures,
+        "panic": panic,
+        "tasks": sorted(tasks.values(), key=lambda t: t["pid"]),
+    }
+
+
+TASK_HEADER = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
+
+
+def _row(r: Sequence[Any]) -> str:
+    pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r
+    return f"[{pid:7d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables:8d} {swapents:8d}         {adj:5d} {comm}"
+
+
+def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None = None) -> list[str]:
+    """The kernel log a 5.10 machine would have printed for this run."""
+    table = table or EventTable()
+    out: list[str] = []
+    header_printed = False
+
+    def say(t: int, text: str) -> None:
+        out.append(f"[{t / hz:12.6f}] {text}")
+
+    for rec in records:
+        name = table.names[rec[1]]
+        if not name.startswith("sim:"):
+            continue
+        t = rec[0]
+        if name == "sim:out_of_memory_enter":
+            header_printed = False
+            continue
+        if name not in _CONSOLE:
+            continue
+        ev = table.decode(rec, hz)
+        if name == "sim:oom_header":
+            header_printed = True
+            say(t, f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, order={ev['order']}, "
+                   f"oom_score_adj={ev['oom_score_adj']}")
+            if ev["rows"]:
+                say(t, "Tasks state (memory values in pages):")
+                say(t, TASK_HEADER)
+                for r in ev["rows"]:
+                    say(t, _row(r))
+        elif name == "sim:oom_kill":
+            if header_printed:
+                say(t, f"oom-kill:constraint={ev['constraint']},nodemask={ev['nodemask']},cpuset=/,"
+                       f"mems_allowed={ev['mems_allowed']},global_oom,task_memcg=/,task={ev['comm']},"
+                       f"pid={ev['pid']},uid={ev['uid']}")
+            say(t, f"{ev['message']}: Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
+                   f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB, "
+                   f"UID:{ev['uid']} pgtables:{ev['pgtables']}kB oom_score_adj:{ev['oom_score_adj']}")
+        elif name == "sim:reaper_reaped":
+            say(t, f"oom_reaper: reaped process {ev['pid']} ({ev['comm']}), now anon-rss:{ev['anon_rss']}kB, "
+                   f"file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB")
+        elif name == "sim:reaper_unable":
+            say(t, f"oom_reaper: unable to reap pid:{ev['pid']} ({ev['comm']})")
+        elif name == "sim:reaper_pinned":
+            say(t, f"oom killer {ev['pid']} ({ev['comm']}) has mm pinned by {ev['pinner']} ({ev['pinner_comm']})")
+        elif name == "sim:page_alloc_failure":
+            say(t, f"{ev['comm']}: page allocation failure: order:{ev['order']}, mode:{ev['gfp_flags']}, "
+                   f"nodemask=(null)")
+        elif name == "sim:no_killable":
+            say(t, "Out of memory and no killable processes...")
+        elif name == "sim:panic":
+            say(t, f"Kernel panic - not syncing: {ev['message']}")
+    return out
+
+
+_CONSOLE = {"sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
+            "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic"}

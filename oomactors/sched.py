@@ -19,8 +19,6 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-import anyio
-
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
 
@@ -126,7 +124,20 @@ class _Backend:
         if self.name == "trio":
             await self._trio.testing.wait_all_tasks_blocked()
         else:
-            await anyio.wait_all_tasks_blocked()
+            # anyio's version polls every 100 ms of wall time; look at the tasks directly
+            import asyncio
+
+            this = asyncio.current_task()
+            while True:
+                for task in asyncio.all_tasks():
+                    if task is this:
+                        continue
+                    waiter = task._fut_waiter  # type: ignore[attr-defined]
+                    if waiter is None or waiter.done():
+                        break
+                else:
+                    return
+                await asyncio.sleep(0)
 
 
 class Clock:

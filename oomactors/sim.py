@@ -8,6 +8,7 @@ is blocked.  The same config and seed give the same event stream byte for byte, 
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,6 +22,11 @@ from .errors import SimulationPanic
 from .kernel.task import PAGE_SIZE, Task
 from .machine import Machine
 from .units import to_jiffies
+
+
+# Set (to anything) to run the invariant checkers after every event of every run in this
+# process and its children; the test suite sets it in tests/conftest.py.
+CHECK_ENV = "OOMACTORS_INVARIANTS"
 
 
 @dataclass
@@ -156,6 +162,9 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     """Run one simulation to its end and return the machine and its events."""
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
     m.sinks.extend(sinks or ())
+    if os.environ.get(CHECK_ENV):
+        from .invariants import default_checkers
+        m.checkers.extend(default_checkers())
     m.checkers.extend(checkers or ())
     dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
     if backend == "trio":

@@ -141,28 +141,36 @@ def zone_watermark_fast(z: Zone, order: int, mark: int, highest_zoneidx: int, al
 # --- taking pages off the free lists ---------------------------------------------------
 def rmqueue(m: "Machine", cur: "Task", zone: Zone, order: int, nr: int, ac: AllocContext) -> bool:
     """Order-0 pages come from this CPU's per-CPU list, refilled in batches; larger orders
-    straight from the buddy lists."""
+    straight from the buddy lists.  ``ac.pt`` page-table pages come along with the request."""
     cpu = cur.cpu
+    pt = ac.pt
     if order == 0 and cpu is not None:
+        total = nr + pt
         g = zone.gid
         have = cpu.pcp[g]
-        if have < nr:
-            want = nr - have + m.pcp_batch
+        if have < total:
+            want = total - have + m.pcp_batch
             if not zone.take_pages_bulk(want):
-                want = nr - have
+                want = total - have
                 if not zone.take_pages_bulk(want):
                     return False
             m.mod_free(zone, cpu, -want)
             cpu.pcp[g] = have + want
-        cpu.pcp[g] -= nr
+        cpu.pcp[g] -= total
     else:
+        if zone.nr_free < (nr << order) + pt:
+            return False
         for i in range(nr):
             if not zone.rmqueue_block(order):
                 for _ in range(i):
                     zone.free_block(order)
                 return False
-        m.mod_free(zone, cpu, -(nr << order))
-    m.charge(zone, ac.kind, ac.mm, (nr << order) - ac.pt, ac.pt)
+        if pt and not zone.take_pages_bulk(pt):
+            for _ in range(nr):
+                zone.free_block(order)
+            return False
+        m.mod_free(zone, cpu, -((nr << order) + pt))
+    m.charge(zone, ac.kind, ac.mm, nr << order, pt)
     return True
 
 

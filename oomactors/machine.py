@@ -78,6 +78,7 @@ class Machine:
         self.oom_rs: dict[str, Any] = {"begin": None, "printed": 0}
         self.warn_alloc_last: int | None = None
         self.panicked: str | None = None
+        self.stopped = False  # set by the runner once the run has ended
         self.vmstat: dict[str, int] = dict.fromkeys(
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
@@ -195,6 +196,12 @@ class Machine:
         return self.sched.clock.now
 
     def emit_on(self, name: str, cpu: int, pid: int, *fields: Any) -> None:
+        if (self.panicked is not None or self.stopped) and name != "sim:run_end":
+            if self.panicked is not None:
+                # panic() stopped every CPU (smp_send_stop): whatever an actor still does in
+                # the same instant never happened.  It unwinds here, at its first event.
+                raise SimulationPanic(self.panicked)
+            return  # the run is over: actors unwinding at teardown did nothing simulated
         rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
         self.records.append(rec)
         for sink in self.sinks:
@@ -208,8 +215,8 @@ class Machine:
         self.emit_on(name, cpu, pid, *fields)
 
     def panic(self, message: str, cur: Task | None) -> None:
-        self.panicked = message
         self.emit("sim:panic", cur.pid if cur else -1, message)
+        self.panicked = message  # from here on the machine is halted (see emit_on)
         raise SimulationPanic(message)
 
     # --- page ownership -------------------------------------------------------------

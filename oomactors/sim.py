@@ -90,6 +90,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         try:
             reason = await _drive(m, duration, stop_when_idle)
         finally:
+            m.stopped = True  # cancelled actors unwind now; what they do is not simulated
             tg.cancel_scope.cancel()
     return reason
 
@@ -162,10 +163,11 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     """Run one simulation to its end and return the machine and its events."""
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
     m.sinks.extend(sinks or ())
-    if os.environ.get(CHECK_ENV):
-        from .invariants import default_checkers
-        m.checkers.extend(default_checkers())
     m.checkers.extend(checkers or ())
+    if os.environ.get(CHECK_ENV):
+        from .invariants import default_checkers, page_conservation
+        if page_conservation not in m.checkers:
+            m.checkers.extend(default_checkers())
     dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
     if backend == "trio":
         _seed_trio(m.seed)

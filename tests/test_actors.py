@@ -92,3 +92,19 @@ def test_asyncio_backend_runs_the_same_model():
     kills = _events(r, "sim:oom_kill")
     assert [k["comm"] for k in kills] == ["leaker"]
     assert _events(r, "sim:reaper_reaped")
+
+
+def test_every_scheduling_point_is_documented_and_used():
+    """The README's list of named points is the surface race exploration controls."""
+    import re
+    from pathlib import Path
+
+    from oomactors.sched import POINTS
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    source = "".join(p.read_text() for p in (root / "oomactors").rglob("*.py") if p.name != "sched.py")
+    used = set(re.findall(r'"((?:[a-z_]+)\.[a-z_]+)"', source)) & set(POINTS)
+    for name in POINTS:
+        assert f"| `{name}` |" in readme, name
+    assert used == set(POINTS), set(POINTS) - used

@@ -102,7 +102,10 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     gfp_mask = step.gfp_mask
     if kind != "kernel":
         mm.total_vm += pages  # mmap first, fault in after
-    chunk_blocks = max(1, step.chunk >> order)
+    # order-0 pages come in chunks (fault-around, alloc_pages_bulk); there is no bulk
+    # request above order 0, so each high-order block is an allocation of its own, with
+    # its own watermark check and compaction (the watermark only asks for one block)
+    chunk_blocks = step.chunk if order == 0 else 1
     done = 0
     start = m.now
     while done < pages:
@@ -123,7 +126,7 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
-                pagefault_out_of_memory(m, task)
+                await pagefault_out_of_memory(m, task)
                 ret_to_user(task)
                 await m.sched.point(task, "fault.retry")
                 await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
@@ -165,7 +168,7 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
         zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0, m.cpu_node(task.last_cpu),
                                             nr=nr, kind=kind, mm=owner)
         if zone is None:
-            pagefault_out_of_memory(m, task)
+            await pagefault_out_of_memory(m, task)
             ret_to_user(task)
             await m.sched.point(task, "fault.retry")
             await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")

@@ -268,13 +268,17 @@ def __ratelimit(m: "Machine") -> bool:
     return False
 
 
-def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
+async def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
     rows = dump_tasks(m, oc, cur) if m.oom_dump_tasks else []
     nodemask = ",".join(map(str, sorted(oc.nodemask))) if oc.nodemask is not None else "(null)"
     mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
     m.emit("sim:oom_header", cur.pid, cur.comm, G.format_gfp(oc.gfp_mask), oc.order,
            cur.signal.oom_score_adj, CONSTRAINT_NAMES[oc.constraint], nodemask, m.nodelist(mems),
            oc.totalpages, rows)
+    # printk writes the report to the console synchronously, before the kill and with
+    # oom_lock held: this is the time other allocators find the lock taken
+    lines = params.OOM_REPORT_LINES + len(rows)
+    await m.sched.run(cur, lines * params.PRINTK_NS_PER_LINE, "oom.report")
 
 
 def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl, cur: Task) -> None:
@@ -311,7 +315,7 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
         wake_oom_reaper(m, victim)
 
 
-def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> None:
+async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> None:
     victim = oc.chosen
     # already exiting: no report, no kill, just reserves and the reaper
     if task_will_free_mem(m, victim):
@@ -319,18 +323,18 @@ def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> N
         wake_oom_reaper(m, victim)
         return
     if __ratelimit(m):
-        dump_header(m, oc, cur)
+        await dump_header(m, oc, cur)
     __oom_kill_process(m, victim, message, oc, cur)
 
 
-def check_panic_on_oom(m: "Machine", oc: OomControl, cur: Task) -> None:
+async def check_panic_on_oom(m: "Machine", oc: OomControl, cur: Task) -> None:
     if not m.panic_on_oom:
         return
     if m.panic_on_oom != 2 and oc.constraint != CONSTRAINT_NONE:
         return  # 1 panics only for system-wide OOMs
     if is_sysrq_oom(oc):
         return
-    dump_header(m, oc, cur)
+    await dump_header(m, oc, cur)
     m.panic("Out of memory: %s panic_on_oom is enabled" %
             ("compulsory" if m.panic_on_oom == 2 else "system-wide"), cur)
 
@@ -339,15 +343,15 @@ async def out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> bool:
     """Kill the "best" process when we run out of memory.  True means progress."""
     m.vmstat["oom_invocations"] += 1
     m.emit("sim:out_of_memory_enter", cur.pid, G.format_gfp(oc.gfp_mask), oc.order)
-    result, reason = _out_of_memory(m, cur, oc)
+    result, reason = await _out_of_memory(m, cur, oc)
     if reason == "selected":
         await m.sched.point(cur, "oom.select")
-        result, reason = _oom_finish(m, cur, oc)
+        result, reason = await _oom_finish(m, cur, oc)
     m.emit("sim:out_of_memory_return", cur.pid, int(result), reason)
     return result
 
 
-def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
+async def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
     if m.oom_killer_disabled:
         return False, "oom_killer_disabled"
     if not is_memcg_oom(oc):
@@ -367,22 +371,25 @@ def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
     oc.constraint = constrained_alloc(m, oc, cur)
     if oc.constraint != CONSTRAINT_MEMORY_POLICY:
         oc.nodemask = None
-    check_panic_on_oom(m, oc, cur)
+    await check_panic_on_oom(m, oc, cur)
     if (not is_memcg_oom(oc) and m.oom_kill_allocating_task and cur.mm is not None
             and not oom_unkillable_task(cur) and oom_cpuset_eligible(m, cur, oc, cur)
             and cur.signal.oom_score_adj != OOM_SCORE_ADJ_MIN):
         oc.chosen = cur
         m.emit("sim:oom_victim_chosen", cur.pid, cur.comm, oom_badness(cur, oc.totalpages), oc.totalpages)
-        oom_kill_process(m, oc, "Out of memory (oom_kill_allocating_task)", cur)
+        await oom_kill_process(m, oc, "Out of memory (oom_kill_allocating_task)", cur)
         return True, "killed_allocating_task"
     m.policy.select_bad_process(m, oc, cur)
-    m.vmstat["oom_scan_ns"] = params.OOM_SCAN_NS_PER_TASK
+    # the walk over every process costs CPU time, with oom_lock held
+    scan_ns = len(m.processes()) * params.OOM_SCAN_NS_PER_TASK
+    m.vmstat["oom_scan_ns"] += scan_ns
+    await m.sched.run(cur, scan_ns, "oom.scan")
     return False, "selected"
 
 
-def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
+async def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
     if oc.chosen is None:
-        dump_header(m, oc, cur)
+        await dump_header(m, oc, cur)
         m.emit("sim:no_killable", cur.pid)
         # a real allocation at the system level cannot survive this
         if not is_sysrq_oom(oc) and not is_memcg_oom(oc):
@@ -392,18 +399,15 @@ def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
         return True, "victim_pending"
     victim = oc.chosen
     m.emit("sim:oom_victim_chosen", victim.pid, victim.comm, oc.chosen_points, oc.totalpages)
-    oom_kill_process(m, oc, "Memory cgroup out of memory" if is_memcg_oom(oc) else "Out of memory", cur)
+    await oom_kill_process(m, oc, "Memory cgroup out of memory" if is_memcg_oom(oc) else "Out of memory", cur)
     return True, "killed"
 
 
-def pagefault_out_of_memory(m: "Machine", cur: Task) -> None:
+async def pagefault_out_of_memory(m: "Machine", cur: Task) -> None:
     """5.10: a VM_FAULT_OOM that reached the fault handler triggers a global OOM (gfp 0)."""
     if not m.oom_lock_trylock(cur, quiet=True):
         return
     try:
-        oc = OomControl([], None, None, 0, 0)
-        result, reason = _out_of_memory(m, cur, oc)
-        if reason == "selected":
-            _oom_finish(m, cur, oc)
+        await out_of_memory(m, cur, OomControl([], None, None, 0, 0))
     finally:
         m.oom_lock_unlock(cur)

@@ -16,4 +16,7 @@ ZAP_NS_PER_PAGE = 250          # unmap + free one page (exit_mmap, the oom_reape
 ZAP_BATCH = 2048               # pages freed between two scheduling points while zapping
 SLOWPATH_ROUND_NS = 5_000      # bookkeeping of one slow-path retry round
 OOM_SCAN_NS_PER_TASK = 300     # select_bad_process: one oom_evaluate_task call
+PRINTK_NS_PER_LINE = 50_000    # one line of the OOM report to a fast console (printk is
+                               # synchronous in 5.10; a 115200-baud serial console needs ~6 ms)
+OOM_REPORT_LINES = 60          # dump_header besides the task list: dump_stack, show_mem, summary
 SWAPPINESS = 60                # vm.swappiness

@@ -228,8 +228,7 @@ class Machine:
             if kind == "anon":
                 mm.anon[g] += n
                 lru = zone.anon_lru
-                if mm in lru:
-                    del lru[mm]
+                lru.pop(mm, None)  # most recently used goes to the tail
                 lru[mm] = None
             elif kind == "shmem":
                 mm.shmem[g] += n
@@ -238,8 +237,7 @@ class Machine:
                 if mm is not None:
                     mm.file[g] += n
                 lru = zone.file_lru
-                if mm in lru:
-                    del lru[mm]
+                lru.pop(mm, None)
                 lru[mm] = None
         if pt:
             zone.nr["pagetables"] += pt

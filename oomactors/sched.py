@@ -58,66 +58,91 @@ POINTS: dict[str, str] = {
 
 
 class Waiter:
-    """One parked actor, woken at most once (by the clock, a signal or a lock hand-over)."""
+    """One parked actor, woken at most once (by the clock, a signal or a lock hand-over).
 
-    __slots__ = ("backend", "task", "fut", "woken", "value")
+    Waiters keep the clock's count of running actors: when the last running actor parks,
+    the clock advances right there, so a jiffy costs one pass of the backend's scheduler.
+    """
 
-    def __init__(self, backend: "_Backend") -> None:
-        self.backend = backend
+    __slots__ = ("clock", "task", "fut", "woken", "value", "parked")
+
+    def __init__(self, clock: "Clock") -> None:
+        self.clock = clock
         self.task: Any = None
         self.fut: Any = None
         self.woken = False
         self.value: Any = None
+        self.parked = False
 
     def wake(self, value: Any = None) -> bool:
         if self.woken:
             return False
         self.woken = True
         self.value = value
-        self.backend.unpark(self)
+        if self.parked:
+            self.parked = False
+            self.clock.active += 1
+            self.clock.backend.unpark(self)
         return True
 
     async def wait(self) -> Any:
-        if not self.woken:
-            await self.backend.park(self)
+        if self.woken:
+            return self.value
+        clock = self.clock
+        self.parked = True
+        clock.active -= 1
+        if clock.active <= 0:
+            clock.idle()
+            if self.woken:  # the clock moved to our own deadline
+                return self.value
+        await clock.backend.park(self)
         return self.value
+
+    def _abort(self, _raise_cancel: Any) -> Any:
+        self.task = None
+        self.woken = True
+        self.parked = False
+        return _ABORT_SUCCEEDED
+
+
+_ABORT_SUCCEEDED: Any = None
 
 
 class _Backend:
     """Park and unpark actors with the cheapest primitive the running backend has."""
 
     def __init__(self, name: str) -> None:
+        global _ABORT_SUCCEEDED
         self.name = name
         if name == "trio":
             import trio
             import trio.testing
 
             self._trio = trio
+            self._current_task = trio.lowlevel.current_task
+            self._wait = trio.lowlevel.wait_task_rescheduled
+            self._reschedule = trio.lowlevel.reschedule
+            _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 
     async def park(self, w: Waiter) -> None:
         if self.name == "trio":
-            trio = self._trio
-            w.task = trio.lowlevel.current_task()
-
-            def abort(_: Any) -> Any:
-                w.woken = True
-                w.task = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            w.task = self._current_task()
+            await self._wait(w._abort)
         else:
             import asyncio
 
             w.fut = asyncio.get_running_loop().create_future()
             try:
                 await w.fut
-            finally:
+            except BaseException:
                 w.woken = True
+                w.parked = False
+                raise
 
     def unpark(self, w: Waiter) -> None:
         if self.name == "trio":
             if w.task is not None:
-                self._trio.lowlevel.reschedule(w.task)
+                self._reschedule(w.task)
                 w.task = None
         elif w.fut is not None and not w.fut.done():
             w.fut.set_result(None)
@@ -143,7 +168,7 @@ class _Backend:
 
 
 class Clock:
-    """The virtual jiffies clock and its heap of sleepers."""
+    """The virtual jiffies clock, its heap of sleepers and its count of running actors."""
 
     def __init__(self, hz: int, backend: _Backend) -> None:
         self.hz = hz
@@ -153,39 +178,49 @@ class Clock:
         self._heap: list[tuple[int, int, Waiter]] = []
         self._seq = 0
         self.sleeps = 0
+        self.active = 0              # actors that are running or runnable
+        self.limit: int | None = None  # the run ends here
+        self.ended: str | None = None
+        self.should_stop: Callable[[], bool] = lambda: False
+        self.repairs = 0             # idle moments found by the backend, not by the count
 
     def waiter(self) -> Waiter:
-        return Waiter(self.backend)
-
-    def arm(self, w: Waiter, deadline: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, w))
+        return Waiter(self)
 
     async def sleep_until(self, deadline: int, w: Waiter | None = None) -> Waiter:
         if w is None:
-            w = Waiter(self.backend)
+            w = Waiter(self)
         self.sleeps += 1
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, w))
         await w.wait()
         return w
 
+    def idle(self) -> None:
+        """Every actor is parked: jump to the next deadline, or end the run."""
+        if self.ended is not None:
+            return
+        if self.should_stop():
+            self.ended = "idle"
+            return
+        deadline = self.next_deadline()
+        if deadline is None:
+            self.ended = "deadlock"
+            return
+        if self.limit is not None and deadline > self.limit:
+            self.now = self.limit
+            self.ended = "duration"
+            return
+        self.now = max(self.now, deadline)
+        heap = self._heap
+        while heap and heap[0][0] <= self.now:
+            heapq.heappop(heap)[2].wake()
+
     def next_deadline(self) -> int | None:
         heap = self._heap
         while heap and heap[0][2].woken:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
-
-    def advance(self) -> bool:
-        """Jump to the earliest live deadline and wake everyone due.  False if none."""
-        deadline = self.next_deadline()
-        if deadline is None:
-            return False
-        self.now = max(self.now, deadline)
-        heap = self._heap
-        while heap and heap[0][0] <= self.now:
-            heapq.heappop(heap)[2].wake()
-        return True
 
     def ns_to_jiffies(self, ns: int) -> int:
         return -(-ns // self.jiffy_ns)
@@ -202,7 +237,7 @@ class CPU:
         self.sched = sched
         self.pcp = [0] * nzones        # per-CPU free page lists, by zone
         self.vm_diff = [0] * nzones    # per-CPU NR_FREE_PAGES drift, by zone
-        self.kick = Waiter(sched.clock.backend)
+        self.kick = Waiter(sched.clock)
         self.kick.woken = True
 
     def __repr__(self) -> str:
@@ -223,7 +258,7 @@ class CPU:
                 sched.switch_to(self, task)
                 w.wake()
                 continue
-            self.kick = Waiter(sched.clock.backend)
+            self.kick = Waiter(sched.clock)
             await self.kick.wait()
 
 
@@ -239,6 +274,7 @@ class Sched:
         self.emit = emit
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
+        self.idle: set[int] = set(range(ncpus))  # CPUs with nothing to run
 
     @property
     def now(self) -> int:
@@ -251,18 +287,23 @@ class Sched:
         task.cpu = cpu
         task.last_cpu = cpu.id
         cpu.slice_end = self.clock.now + self.time_slice
+        self.idle.discard(cpu.id)
         self.emit("sched:sched_switch", cpu.id, task.pid, prev.pid if prev else 0, task.pid, task.comm)
 
     def _pick_cpu(self, task: "Task") -> CPU:
-        cpus = self.cpus
-        last = cpus[task.last_cpu]
+        """select_task_rq, simply: the previous CPU if idle, else the lowest idle CPU,
+        else the previous CPU's run queue (there is no periodic load balancing)."""
+        last = self.cpus[task.last_cpu]
         if last.curr is None and not last.rq:
             return last
-        best = last
-        for cpu in cpus:
-            if cpu.nr_running() < best.nr_running():
-                best = cpu
-        return best
+        idle = self.idle
+        return self.cpus[min(idle)] if idle else last
+
+    def _set_idle(self, cpu: CPU) -> None:
+        if cpu.curr is None and not cpu.rq:
+            self.idle.add(cpu.id)
+        else:
+            self.idle.discard(cpu.id)
 
     async def get_cpu(self, task: "Task") -> CPU:
         """Be dispatched: at once on an idle CPU, otherwise through its run queue."""
@@ -270,8 +311,9 @@ class Sched:
         if cpu.curr is None and not cpu.rq:
             self.switch_to(cpu, task)
         else:
-            w = Waiter(self.backend)
+            w = Waiter(self.clock)
             cpu.rq.append((task, w))
+            self.idle.discard(cpu.id)
             await w.wait()
         self.current = task
         return cpu
@@ -284,6 +326,8 @@ class Sched:
         cpu.curr = None
         if cpu.rq:
             cpu.wake_actor()
+        else:
+            self.idle.add(cpu.id)
 
     # --- blocking primitives ---------------------------------------------------------
     async def point(self, task: "Task", name: str) -> None:
@@ -295,8 +339,9 @@ class Sched:
             await self._requeue(task, cpu)
 
     async def _requeue(self, task: "Task", cpu: CPU) -> None:
-        w = Waiter(self.backend)
+        w = Waiter(self.clock)
         cpu.rq.append((task, w))
+        self.idle.discard(cpu.id)
         await w.wait()
         self.current = task
 
@@ -306,7 +351,7 @@ class Sched:
         if interruptible and task.sigkill:
             return True
         self.put_cpu(task)
-        w = Waiter(self.backend)
+        w = Waiter(self.clock)
         if interruptible:
             task.wake_on_signal = w
         await self.clock.sleep_until(self.clock.now + max(0, jiffies), w)

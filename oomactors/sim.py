@@ -67,51 +67,63 @@ def _cpu_node(m: Machine) -> Callable[[int], int]:
 
 async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
     cfg = m.cfg
-    reason = "duration"
     m.cpu_node = _cpu_node(m)
+    clock = m.sched.clock
+    clock.limit = duration
+    clock.should_stop = (lambda: m.finished) if stop_when_idle else (lambda: False)
     async with anyio.create_task_group() as tg:
-        m.spawn = tg.start_soon
+
+        async def actor(fn: Callable[..., Any], *args: Any) -> None:
+            try:
+                await fn(*args)
+            finally:
+                clock.active -= 1
+                if clock.active <= 0 and not m.stopped:
+                    clock.idle()
+
+        def spawn(fn: Callable[..., Any], *args: Any) -> None:
+            clock.active += 1
+            tg.start_soon(actor, fn, *args)
+
+        m.spawn = spawn
         m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
                   m.totalram_pages)
         # init first: pid 1 is never killed
         init = new_process(m, "init", 0, frozenset(), 0)
-        tg.start_soon(_init_actor, m, init)
+        spawn(_init_actor, m, init)
         for node in m.nodes:
             node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
-            tg.start_soon(kswapd, m, node)
+            spawn(kswapd, m, node)
         reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
-        tg.start_soon(oom_reaper, m, reaper)
+        spawn(oom_reaper, m, reaper)
         for cpu in m.sched.cpus:
-            tg.start_soon(cpu.actor)
-            tg.start_soon(vmstat_timer, m, cpu)
+            spawn(cpu.actor)
+            spawn(vmstat_timer, m, cpu)
         if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
-            tg.start_soon(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
-        _spawn_workload(m, tg)
+            spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
+        _spawn_workload(m)
         try:
-            reason = await _drive(m, duration, stop_when_idle)
+            reason = await _drive(m)
         finally:
             m.stopped = True  # cancelled actors unwind now; what they do is not simulated
             tg.cancel_scope.cancel()
     return reason
 
 
-async def _drive(m: Machine, duration: int, stop_when_idle: bool) -> str:
+async def _drive(m: Machine) -> str:
+    """Wait for the end of the run.  The clock advances itself when the last running actor
+    parks; the backend's own idle detection only confirms the end (or repairs a miscount)."""
     clock = m.sched.clock
-    backend = m.sched.backend
     while True:
-        await backend.wait_all_tasks_blocked()
-        if stop_when_idle and m.finished:
-            return "idle"
-        deadline = clock.next_deadline()
-        if deadline is None:
-            return "deadlock"
-        if deadline > duration:
-            clock.now = duration
-            return "duration"
-        clock.advance()
+        await m.sched.backend.wait_all_tasks_blocked()
+        if clock.ended is not None:
+            return clock.ended
+        clock.repairs += 1
+        clock.active = 0
+        clock.idle()
 
 
-def _spawn_workload(m: Machine, tg: Any) -> None:
+def _spawn_workload(m: Machine) -> None:
     for group in m.cfg.tasks:
         start = to_jiffies(group.start, m.hz)
         stagger = to_jiffies(group.stagger, m.hz)
@@ -127,7 +139,7 @@ def _spawn_workload(m: Machine, tg: Any) -> None:
                 m._boot_charge("anon", mm, rss, -(-rss // 512))
             threads = [leader] + [new_thread(m, leader) for _ in range(group.threads - 1)]
             for t in threads:
-                tg.start_soon(user_task, m, t, group.program, start + i * stagger)
+                m.spawn(user_task, m, t, group.program, start + i * stagger)
 
 
 async def _init_actor(m: Machine, init: Task) -> None:

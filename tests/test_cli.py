@@ -90,13 +90,16 @@ def test_ctrl_c_leaves_a_readable_trace_and_exits_130(tmp_path):
     cfg.write_text((ROOT / "configs" / "quickstart.toml").read_text().replace('duration = "20s"',
                                                                                  'duration = "100000s"'))
     path = tmp_path / "t.trace"
+    # a background job of a non-interactive shell inherits SIGINT ignored: undo that, as a
+    # terminal would have it
     proc = subprocess.Popen([sys.executable, "-m", "oomactors", "run", str(cfg), "--trace", str(path)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while (not path.exists() or path.stat().st_size < 200_000) and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     tr = read_trace(path)

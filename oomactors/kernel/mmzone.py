@@ -110,13 +110,30 @@ class Zone:
         fa[order] += 1
 
     def free_pages_bulk(self, n: int) -> None:
-        """Return ``n`` order-0 pages to the buddy lists."""
-        if self.merge_block >= 1.0:
-            self.free_area[0] += n
-            self.nr_free += n
-            return
-        for _ in range(n):
-            self.free_block(0)
+        """Return ``n`` order-0 pages to the buddy lists, merging as free_block() would.
+
+        Blocks arriving at an order pair off with the free blocks already there, then with
+        each other; the merged ones carry to the next order.  A share ``merge_block`` of
+        those merges is blocked (rounded by the same accumulator free_block() uses).
+        """
+        fa = self.free_area
+        self.nr_free += n
+        arriving = n
+        keep = 1.0 - self.merge_block
+        for o in range(MAX_ORDER - 1):
+            if not arriving:
+                return
+            have = fa[o]
+            possible = arriving if arriving <= have else have + (arriving - have) // 2
+            if keep < 1.0:
+                self._merge_acc += possible * keep
+                merges = min(possible, int(self._merge_acc))
+                self._merge_acc -= merges
+            else:
+                merges = possible
+            fa[o] = have + arriving - 2 * merges
+            arriving = merges
+        fa[MAX_ORDER - 1] += arriving
 
     def take_pages_bulk(self, n: int) -> bool:
         """rmqueue_bulk: take ``n`` order-0 pages, splitting larger blocks as needed."""

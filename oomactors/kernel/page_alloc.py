@@ -61,8 +61,11 @@ class AllocContext:
 
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:
-    zones = ac.zones()
-    return zones[0] if zones else None
+    hz, nm = ac.highest_zoneidx, ac.nodemask
+    for z in ac.zonelist:
+        if z.idx <= hz and (nm is None or z.node.nid in nm):
+            return z
+    return None
 
 
 # --- flags -------------------------------------------------------------------------

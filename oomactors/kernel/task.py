@@ -101,9 +101,6 @@ class MM:
         self.owner: Task | None = None
         self.last_active = 0
 
-    def __hash__(self) -> int:
-        return self.id
-
     def __repr__(self) -> str:
         return f"<MM {self.id}>"
 
@@ -206,5 +203,3 @@ class Task:
         return self.signal.oom_mm is not None
 
 
-def zone_of(zones: list["Zone"], gid: int) -> "Zone":
-    return zones[gid]

@@ -34,10 +34,12 @@ from pydantic_core import PydanticCustomError
 
 from oomactors.errors import ConfigError
 from oomactors.kernel.gfp import parse_gfp
+from oomactors.kernel.profiles import DEFAULT_PROFILE
+from oomactors.kernel.profiles import PROFILES as KERNEL_PROFILES
 from oomactors.units import (GiB, MiB, PAGE_SIZE, Duration, format_size, parse_duration,
                              parse_rate, parse_size)
 
-PROFILES: tuple[str, ...] = ("linux-5.10",)
+PROFILES: tuple[str, ...] = tuple(KERNEL_PROFILES)
 """Kernel behaviour profiles a config may name; later versions add to this tuple."""
 HZ_VALUES: tuple[int, ...] = (100, 250, 300, 1000)
 CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_RAWIO",
@@ -108,6 +110,17 @@ def _min_free(v: Any) -> int | str:
     if not isinstance(v, int) or isinstance(v, bool) or v < 128:
         raise ValueError("expected an integer >= 128 (kbytes) or \"auto\"")
     return v
+
+
+def _kbytes_or_auto(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError("expected an integer >= 0 (kbytes) or \"auto\"")
+    return v
+
+
+KbytesOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto)]
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -181,7 +194,7 @@ class Kernel(_Model):
     """Kernel tunables; names and defaults follow the sysctls of the profile's kernel."""
 
     profile: Annotated[Str, _check(lambda p: p in PROFILES,
-                                   f"unknown profile (known: {', '.join(PROFILES)})")] = PROFILES[0]
+                                   f"unknown profile (known: {', '.join(PROFILES)})")] = DEFAULT_PROFILE
     hz: Annotated[Int, _check(lambda hz: hz in HZ_VALUES,
                               f"must be one of {', '.join(map(str, HZ_VALUES))}")] = 250
     min_free_kbytes: Annotated[Union[int, Literal["auto"]], BeforeValidator(_min_free)] = "auto"
@@ -195,6 +208,17 @@ class Kernel(_Model):
     percpu_drift: Int = Field(32, ge=0)
     pcp_high: Int = Field(186, ge=0)
     pcp_batch: Int = Field(31, ge=1)
+    # commit accounting (kernel/util.py): vm.overcommit_memory 0 GUESS, 1 ALWAYS, 2 NEVER;
+    # CommitLimit = overcommit_kbytes if non-zero, else overcommit_ratio % of RAM, + swap.
+    # The reserves' "auto" is mm/util.c's boot default (3% of free memory, capped at
+    # 8 MiB / 128 MiB), resolved by the kernel model like min_free_kbytes.
+    overcommit_memory: Int = Field(0, ge=0, le=2)
+    overcommit_ratio: Int = Field(50, ge=0)
+    overcommit_kbytes: Int = Field(0, ge=0)
+    admin_reserve_kbytes: KbytesOrAuto = "auto"
+    user_reserve_kbytes: KbytesOrAuto = "auto"
+    # which vm_enough_memory(): 5.2+ ("modern") or 2.4's; kernel profiles will choose it
+    overcommit_heuristic: Literal["modern", "2.4"] = "modern"
 
 
 class Run(_Model):
@@ -261,6 +285,7 @@ class ForkStep(_Model):
     comm: Optional[CommName] = None  # None: the parent's name
     clone_vm: Bool = False
     program: tuple[Step, ...] = ()
+    on_fail: Literal["exit", "retry", "continue"] = "continue"  # fork refused with -ENOMEM
 
 
 class ExitStep(_Model):
@@ -316,6 +341,51 @@ ForkStep.model_rebuild()
 RepeatStep.model_rebuild()
 
 
+# --- cpusets and memory policies -------------------------------------------------------------
+
+
+def _check_cpuset_name(name: str) -> str:
+    if not name:
+        raise ValueError("must not be empty")
+    if "/" in name or name in (".", "..") or re.search(r"\s", name):
+        raise ValueError("expected a cgroup name (no '/', no whitespace, not '.' or '..')")
+    return name
+
+
+NodeList = Annotated[tuple[NonNegInt, ...], _check(bool, "must not be empty")]
+
+
+class MemPolicy(_Model):
+    """A task's NUMA memory policy (set_mempolicy): ``bind`` and ``interleave`` need nodes;
+    ``preferred`` takes its first node (no nodes: local allocation)."""
+
+    mode: Literal["bind", "preferred", "interleave"]
+    nodes: tuple[NonNegInt, ...] = ()
+
+    @model_validator(mode="after")
+    def _nodes_given(self) -> MemPolicy:
+        if not self.nodes and self.mode != "preferred":
+            raise _at(("nodes",), f"must not be empty for mode {self.mode!r}")
+        return self
+
+
+class Cpuset(_Model):
+    """A cpuset under the root: the nodes (``mems``) and CPUs its tasks may use."""
+
+    name: Annotated[Str, AfterValidator(_check_cpuset_name)]
+    mems: NodeList
+    cpus: Optional[Annotated[tuple[NonNegInt, ...], _check(bool, "must not be empty")]] = None
+    mem_hardwall: Bool = False
+
+
+class CpusetUpdate(_Model):
+    """At ``at``, write ``mems`` into the cpuset's mems file."""
+
+    at: DurationT
+    cpuset: Str
+    mems: NodeList
+
+
 class Task(_Model):
     """A group of ``count`` identical processes of ``threads`` threads each."""
 
@@ -330,6 +400,33 @@ class Task(_Model):
     nice: Int = Field(0, ge=-20, le=19)
     rss: Size = 0
     program: tuple[Step, ...] = ()
+    memcg: Str = "/"  # the memory cgroup its processes run in ("/": the root)
+    cpuset: Str = "/"  # the cpuset its processes run in ("/": the root cpuset, every node)
+    mempolicy: Optional[MemPolicy] = None  # None: the default policy (local node first)
+
+
+def _check_memcg_path(path: str) -> str:
+    parts = path.split("/")
+    if not path.startswith("/") or path == "/" or any(p in ("", ".", "..") for p in parts[1:]):
+        raise ValueError('expected a cgroup path such as "/a" or "/a/b" (the root "/" is implicit)')
+    if re.search(r"\s", path):
+        raise ValueError("must not contain whitespace")
+    return path
+
+
+SizeOrMax = Annotated[Union[int, Literal["max"]], BeforeValidator(_size_or("max"))]
+
+
+class Memcg(_Model):
+    """A cgroup v2 memory controller (memory.max, .high, .swap.max, .min, .low, .oom.group)."""
+
+    path: Annotated[Str, AfterValidator(_check_memcg_path)]
+    max: SizeOrMax = "max"
+    high: SizeOrMax = "max"
+    swap_max: SizeOrMax = "max"
+    min: Size = 0
+    low: Size = 0
+    oom_group: Bool = False
 
 
 class Config(_Model):
@@ -339,6 +436,70 @@ class Config(_Model):
     kernel: Kernel = Field(default_factory=Kernel)
     run: Run = Field(default_factory=Run)
     tasks: tuple[Task, ...] = ()
+    memcgs: tuple[Memcg, ...] = ()
+    cpusets: tuple[Cpuset, ...] = ()
+    cpuset_updates: tuple[CpusetUpdate, ...] = ()
+
+    @model_validator(mode="after")
+    def _numa(self) -> Config:
+        """Cpuset names are unique and known where used; node and CPU ids exist; a
+        mempolicy keeps at least one node of its cpuset (else set_mempolicy: EINVAL)."""
+        nodes, cpus = self.machine.nodes, self.machine.cpus
+
+        def check_nodes(path: tuple, ids: tuple[int, ...]) -> None:
+            for j, n in enumerate(ids):
+                if n >= nodes:
+                    raise _at(path + (j,), f"node {n} does not exist (machine.nodes = {nodes})")
+
+        mems: dict[str, frozenset[int]] = {"/": frozenset(range(nodes))}
+        for i, c in enumerate(self.cpusets):
+            if c.name in mems:
+                raise _at(("cpusets", i, "name"), f"duplicate cpuset {c.name!r}")
+            check_nodes(("cpusets", i, "mems"), c.mems)
+            for j, cpu in enumerate(c.cpus or ()):
+                if cpu >= cpus:
+                    raise _at(("cpusets", i, "cpus", j), f"CPU {cpu} does not exist (machine.cpus = {cpus})")
+            mems[c.name] = frozenset(c.mems)
+        for i, t in enumerate(self.tasks):
+            if t.cpuset not in mems:
+                raise _at(("tasks", i, "cpuset"), f"unknown cpuset {t.cpuset!r}")
+            if t.mempolicy is not None:
+                check_nodes(("tasks", i, "mempolicy", "nodes"), t.mempolicy.nodes)
+                if t.mempolicy.nodes and not frozenset(t.mempolicy.nodes) & mems[t.cpuset]:
+                    raise _at(("tasks", i, "mempolicy", "nodes"),
+                              f"no node of the policy is in cpuset {t.cpuset!r} (set_mempolicy: EINVAL)")
+        for i, u in enumerate(self.cpuset_updates):
+            if u.cpuset == "/" or u.cpuset not in mems:
+                raise _at(("cpuset_updates", i, "cpuset"),
+                          "the root cpuset's mems cannot be written" if u.cpuset == "/"
+                          else f"unknown cpuset {u.cpuset!r}")
+            check_nodes(("cpuset_updates", i, "mems"), u.mems)
+        return self
+
+    @model_validator(mode="after")
+    def _memcg_tree(self) -> Config:
+        """Parents are declared before their children; tasks name declared memcgs; the
+        memory tasks hold from boot fits each memory.max."""
+        known = {"/"}
+        for i, c in enumerate(self.memcgs):
+            if c.path in known:
+                raise _at(("memcgs", i, "path"), f"duplicate memcg {c.path!r}")
+            parent = c.path.rsplit("/", 1)[0] or "/"
+            if parent not in known:
+                raise _at(("memcgs", i, "path"), f"parent {parent!r} must be declared before it")
+            known.add(c.path)
+        for i, t in enumerate(self.tasks):
+            if t.memcg not in known:
+                raise _at(("tasks", i, "memcg"), f"unknown memcg {t.memcg!r}")
+        for j, c in enumerate(self.memcgs):
+            if c.max == "max":
+                continue
+            boot = sum(t.rss // PAGE_SIZE * t.count for t in self.tasks
+                       if t.memcg == c.path or t.memcg.startswith(c.path + "/"))
+            if boot > c.max // PAGE_SIZE:
+                raise _at(("memcgs", j, "max"), f"smaller than the rss its tasks hold from boot "
+                                                f"({format_size(boot * PAGE_SIZE)})")
+        return self
 
     @field_validator("tasks")
     @classmethod

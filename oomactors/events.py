@@ -92,7 +92,7 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sim:oom_victim_chosen", "comm points totalpages", "pid={pid} comm={comm} points={points}"),
     _k("sim:oom_kill",
        "message comm total_vm anon_rss file_rss shmem_rss uid pgtables oom_score_adj constraint "
-       "nodemask mems_allowed cur_comm cur_pid",
+       "nodemask mems_allowed cur_comm cur_pid cpuset oom_memcg task_memcg",
        "{message}: Killed process {pid} ({comm}) total-vm:{total_vm}kB, anon-rss:{anon_rss}kB, "
        "file-rss:{file_rss}kB, shmem-rss:{shmem_rss}kB, UID:{uid} pgtables:{pgtables}kB "
        "oom_score_adj:{oom_score_adj}"),
@@ -119,6 +119,48 @@ EVENTS: tuple[EventKind, ...] = (
        "slab_u={slab_unreclaimable} pagetables={pagetables} kernel={kernel} swap_free={swap_free}"),
     _k("sim:kswapd_failures", "nid failures", "nid={nid} kswapd_failures={failures}"),
     _k("sim:throttle", "why jiffies", "pid={pid} why={why} jiffies={jiffies}"),
+    # commit accounting (kernel/util.py), one event per check: ``committed`` is Committed_AS
+    # with this request charged (modern: what was compared), ``allowed`` the bound it was
+    # judged by (mode 2: CommitLimit less the reserves; mode 0: RAM + swap for this single
+    # request; 2.4: the free-ish sum; -1: no bound), ``result`` 0 or -12 (-ENOMEM).
+    _k("sim:vm_enough_memory", "pages mode committed allowed result heuristic",
+       "pid={pid} pages={pages} overcommit_memory={mode} committed={committed} "
+       "allowed={allowed} result={result} heuristic={heuristic}"),
+    # Committed_AS and CommitLimit (pages), sampled with sim:meminfo and once at the run's end
+    _k("sim:commit", "committed_as commit_limit",
+       "Committed_AS={committed_as} CommitLimit={commit_limit}"),
+    # memory cgroups (kernel/memcontrol.py); page counts are pages, *_kb are kB.
+    # One sim:memcg_event per memory.events counter that moved: ``local`` is 1 on the memcg
+    # the event was raised on (memory.events.local) and 0 on the ancestors it propagated to.
+    _k("sim:memcg_event", "path name local usage",
+       "memcg {path}: {name} (local={local}) usage={usage}"),
+    # a sample of one memcg's counters, with sim:meminfo and at the run's start and end
+    _k("sim:memcg_usage", "path usage max high swap_usage swap_max",
+       "memcg {path}: usage={usage} max={max} high={high} swap={swap_usage}/{swap_max}"),
+    # try_charge went past memory.max (``why``: dying, nofail, oom_failed, ...)
+    _k("sim:memcg_force_charge", "path pages why usage",
+       "memcg {path}: force charge of {pages} pages ({why}), usage={usage}"),
+    _k("sim:memcg_charge_failed", "path pages why usage",
+       "memcg {path}: charge of {pages} pages failed ({why}), usage={usage}"),
+    _k("sim:memcg_oom_meminfo", "path usage_kb limit_kb failcnt swap_usage_kb swap_limit_kb swap_failcnt",
+       "memory: usage {usage_kb}kB, limit {limit_kb}kB, failcnt {failcnt}"),
+    _k("sim:memcg_oom_group", "path",
+       "Tasks in {path} are going to be killed due to memory.oom.group set"),
+    _k("vmscan:mm_vmscan_memcg_reclaim_begin", "order gfp_flags", "order={order} gfp_flags={gfp_flags}"),
+    _k("vmscan:mm_vmscan_memcg_reclaim_end", "nr_reclaimed", "nr_reclaimed={nr_reclaimed}"),
+    # cpusets and mempolicies (kernel/cpuset.py, kernel/mempolicy.py); node sets are
+    # printed as %*pbl lists ("0-1,3").  A task put into a cpuset or given a mempolicy:
+    _k("sim:cpuset_attach", "cpuset mems mempolicy",
+       "pid={pid} cpuset={cpuset} mems_allowed={mems} mempolicy={mempolicy}"),
+    # cpuset_change_task_nodemask on task ``pid``: ``begin`` (seqcount now odd), ``union``
+    # (mems_allowed = old|new, mempolicy rebound), ``end`` (mems_allowed = new, seq even)
+    _k("sim:cpuset_update", "cpuset old new phase seq",
+       "pid={pid} cpuset={cpuset} mems {old} -> {new} phase={phase} seq={seq}"),
+    # check_retry_cpuset sent the slow path back to retry_cpuset (counters reset); ``where``
+    # is before_oom or nopage, ``reason`` seqcount (mems_allowed_seq moved past the
+    # cookie) or nodemask (the policy nodemask no longer meets mems_allowed)
+    _k("sim:cpuset_retry", "where reason cookie seq",
+       "pid={pid} where={where} reason={reason} cookie={cookie} seq={seq}"),
 )
 
 EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}

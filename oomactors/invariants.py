@@ -6,7 +6,13 @@ Each checker is a callable ``check(machine, record)`` that raises
 * :func:`page_conservation` -- every page of every zone is in exactly one place: a buddy
   free list (whose block counts must add up to ``nr_free``), a CPU's per-CPU list, or one
   owner counter; and the owners' own books (each mm's per-zone counters, the page-cache
-  mappers, the swap slots) agree with the zones'.
+  mappers, the swap slots) agree with the zones'.  With memory cgroups, each memcg's
+  memory and swap counters equal the pages charged to its subtree (its mms' anon, shmem and
+  mapped page cache, its unmapped page cache, its __GFP_ACCOUNT pages; its mms' swap
+  entries), and usage stays within memory.max but for what force charges put past it.
+* :func:`commit_accounting` -- Committed_AS equals the charges the live mms carry (their
+  accounted mappings and shmem objects): every charge is given back exactly once, by
+  munmap or exit_mmap, and a refused request leaves nothing behind.
 * :class:`OomLockExclusion` -- ``oom_lock`` is a mutex: nobody acquires it while another
   task holds it, and only the holder releases it (read from the event stream alone).
 """
@@ -50,6 +56,46 @@ def page_conservation(m: "Machine", rec: tuple) -> None:
     swapped = sum(mm.swapents for mm in m.mms)
     if swapped + m.swap_free != m.total_swap_pages:
         raise InvariantViolation(f"t={rec[0]}: swap entries {swapped} + free {m.swap_free} != {m.total_swap_pages}")
+    if len(getattr(m, "memcgs", ())) > 1:
+        _memcg_conservation(m, rec)
+
+
+def _memcg_conservation(m: "Machine", rec: tuple) -> None:
+    from .kernel.memcontrol import for_each_mem_cgroup_tree
+    memcgs = list(m.memcgs.values())
+    mem = {c: c.kmem + sum(c.file) for c in memcgs}
+    swap = dict.fromkeys(memcgs, 0)
+    for mm in m.mms:
+        c = mm.memcg
+        if c is not None:
+            mem[c] += sum(mm.anon) + sum(mm.shmem) + sum(mm.file)
+            swap[c] += mm.swapents
+    for z in m.zones:
+        for c in memcgs:
+            if c.file[z.gid] != (z.file_owner.get(c, 0) if not c.is_root else 0):
+                raise InvariantViolation(f"t={rec[0]} {z}: {c} holds {c.file[z.gid]} unmapped page-cache "
+                                         f"pages, the file LRU says {z.file_owner.get(c, 0)}")
+    # children come after their parent in pre-order: sum the subtrees bottom-up
+    for c in reversed(for_each_mem_cgroup_tree(m.root_mem_cgroup)):
+        if c.memory.usage != mem[c] or c.swap.usage != swap[c]:
+            raise InvariantViolation(f"t={rec[0]}: {c} charged memory {c.memory.usage} swap {c.swap.usage}, "
+                                     f"its subtree holds {mem[c]} and {swap[c]} pages")
+        if c.parent is not None:
+            mem[c.parent] += mem[c]
+            swap[c.parent] += swap[c]
+            if c.memory.usage > c.memory.max + c.memory.forced:
+                raise InvariantViolation(f"t={rec[0]}: {c} usage {c.memory.usage} above memory.max "
+                                         f"{c.memory.max} without a force charge")
+            if c.swap.usage > c.swap.max:
+                raise InvariantViolation(f"t={rec[0]}: {c} swap {c.swap.usage} above swap.max {c.swap.max}")
+
+
+def commit_accounting(m: "Machine", rec: tuple) -> None:
+    carried = sum(mm.vm_accounted + mm.shmem_accounted for mm in m.mms)
+    if carried != m.vm_committed_as or min((min(mm.vm_accounted, mm.shmem_accounted) for mm in m.mms),
+                                           default=0) < 0:
+        raise InvariantViolation(f"t={rec[0]}: Committed_AS {m.vm_committed_as} != {carried} "
+                                 f"pages charged to live mms")
 
 
 class OomLockExclusion:
@@ -73,4 +119,4 @@ class OomLockExclusion:
 
 
 def default_checkers() -> list:
-    return [page_conservation, OomLockExclusion()]
+    return [page_conservation, commit_accounting, OomLockExclusion()]

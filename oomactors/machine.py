@@ -13,9 +13,13 @@ from .config import Config
 from .errors import SimulationPanic
 from .events import EVENT_ID
 from .kernel import page_alloc
+from .kernel.cpuset import build_cpusets
+from .kernel.memcontrol import build_memcgs
+from .kernel.util import init_overcommit
 from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
                             calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
                             setup_per_zone_wmarks)
+from .kernel.profiles import PROFILES
 from .kernel.task import MM, PAGE_SIZE, Task
 from .sched import Sched
 from .units import to_jiffies
@@ -46,22 +50,29 @@ class Machine:
         self.sinks: list[Callable[[tuple], None]] = []
         self.checkers: list[Callable[["Machine", tuple], None]] = []
         self.fixes: dict[str, bool] = {}
+        self.profile = PROFILES[k.profile]
         self.panic_on_oom = k.panic_on_oom
         self.oom_kill_allocating_task = k.oom_kill_allocating_task
         self.oom_dump_tasks = k.oom_dump_tasks
         self.pcp_high = k.pcp_high
         self.pcp_batch = k.pcp_batch
         self.percpu_drift = k.percpu_drift
-        self.cpusets_enabled = False
-        self.mems_allowed_seq: dict[int, int] = {}
+        # cpusets (kernel/cgroup/cpuset.c): declaring any turns the cpusets_enabled key on
+        self.cpusets = build_cpusets(cfg)
+        self.cpusets_enabled = bool(self.cpusets)
+        self.mems_allowed_seq: dict[int, int] = {}  # pid -> task->mems_allowed_seq
         self._build_memory(cfg)
         self.sched = Sched(self.hz, mc.cpus, len(self.zones), to_jiffies(k.time_slice, self.hz),
                            backend, self.emit_on)
         # swap and disks
         self.total_swap_pages = mc.swap // PAGE_SIZE
         self.swap_free = self.total_swap_pages
+        # vm.overcommit_* sysctls, the reserves and Committed_AS (kernel/util.py)
+        init_overcommit(self, k)
         self.swap_io = IODevice(mc.swap_bandwidth, self.hz)
         self.writeback_io = IODevice(mc.writeback_bandwidth, self.hz)
+        # memory cgroups: the root and every configured one, by path (kernel/memcontrol.py)
+        self.root_mem_cgroup, self.memcgs = build_memcgs(cfg, len(self.zones), self.total_swap_pages)
         # tasks
         self.tasks: dict[int, Task] = {}
         self.proc_list: list[Task] = []
@@ -70,6 +81,7 @@ class Machine:
         # the OOM killer's globals
         self.oom_lock_owner: Task | None = None
         self.oom_lock_holders = 0
+        self.oom_lock_waiters: list[Any] = []  # mutex_lock_killable sleepers, FIFO
         self.oom_victims = 0
         self.oom_killer_disabled = False
         self.oom_notifiers: list[Callable[["Machine"], int]] = []
@@ -158,11 +170,15 @@ class Machine:
                 z.nr_free += k_pages
             z.vm_free = z.nr_free
 
-    def _boot_charge(self, kind: str, mm: MM | None, pages: int, pt: int = 0) -> None:
-        """Boot-time memory, taken from the highest zones first."""
+    def _boot_charge(self, kind: str, mm: MM | None, pages: int, pt: int = 0,
+                     nodes: frozenset[int] | None = None) -> None:
+        """Boot-time memory, taken from the highest zones first (of ``nodes``, if given:
+        a task's memory stays inside its cpuset and bind/interleave policy)."""
         for z in sorted(self.zones, key=lambda z: (-z.idx, z.gid)):
             if pages + pt <= 0:
                 return
+            if nodes is not None and z.node.nid not in nodes:
+                continue
             room = max(0, z.nr_free - z.high_wmark * 2)
             take = min(pages, room)
             ptake = min(pt, room - take)
@@ -300,11 +316,36 @@ class Machine:
             self.emit("sim:oom_lock_contended", cur.pid)
         return False
 
+    async def oom_lock_lock(self, cur: Task, point: str = "memcg.oom_lock") -> bool:
+        """mutex_lock_killable(&oom_lock), as mem_cgroup_out_of_memory takes it: sleep until
+        the lock is free.  False if a fatal signal ended the wait (-EINTR).
+
+        An unlock wakes the first sleeper, which then competes for the lock like any
+        trylocker (no mutex hand-off is modelled)."""
+        contended = False
+        while True:
+            if self.oom_lock_trylock(cur, quiet=contended):
+                return True
+            contended = True
+            if cur.fatal_signal_pending():
+                return False
+            w = self.sched.clock.waiter()
+            self.oom_lock_waiters.append(w)
+            cur.wake_on_signal = w
+            try:
+                await self.sched.block_on(cur, w, point)
+            finally:
+                cur.wake_on_signal = None
+                if w in self.oom_lock_waiters:
+                    self.oom_lock_waiters.remove(w)
+
     def oom_lock_unlock(self, cur: Task) -> None:
         self.oom_lock_holders -= 1
         if self.oom_lock_holders == 0:
             self.oom_lock_owner = None
         self.emit("sim:oom_lock_released", cur.pid)
+        if self.oom_lock_owner is None and self.oom_lock_waiters:
+            self.oom_lock_waiters.pop(0).wake()
 
 
 assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32

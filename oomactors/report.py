@@ -44,6 +44,9 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
     tasks: dict[int, dict[str, Any]] = {}
     run_end = reason
     names = table.names
+    committed_as = committed_peak = None
+    refusals = 0
+    memcgs: dict[str, dict[str, Any]] = {}
     for rec in records:
         n += 1
         end = rec[0]
@@ -73,6 +76,17 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
                 tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
         elif name == "sim:run_end":
             run_end = table.decode(rec, hz)["reason"]
+        elif name == "sim:vm_enough_memory":
+            ev = table.decode(rec, hz)
+            if ev["result"] != 0:
+                refusals += 1
+            else:  # Committed_AS only grows at a granted check, so its peak is seen here
+                committed_peak = max(committed_peak or 0, ev["committed"])
+        elif name == "sim:commit":
+            committed_as = table.decode(rec, hz)["committed_as"]
+            committed_peak = max(committed_peak or 0, committed_as)
+        elif name in _MEMCG_SUMMARY:
+            _memcg_summary(memcgs, name, table.decode(rec, hz))
     return {
         "seed": seed,
         "simulated_seconds": round(end / hz, 6),
@@ -84,7 +98,40 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
         "alloc_failures": alloc_failures,
         "panic": panic,
         "tasks": sorted(tasks.values(), key=lambda t: t["pid"]),
+        # Committed_AS in pages: the last sim:commit sample (taken at the run's end) and the
+        # highest value seen; and how many commit checks refused a request with -ENOMEM
+        "committed_as": committed_as,
+        "committed_as_peak": committed_peak,
+        "overcommit_refusals": refusals,
+        # memory cgroups by path, in pages: the last usage seen, the highest, the limits,
+        # memory.events (hierarchical) and memory.events.local, pages charged past max
+        "memcgs": memcgs,
     }
+
+
+_MEMCG_SUMMARY = {"sim:memcg_usage", "sim:memcg_event", "sim:memcg_force_charge"}
+
+
+def _memcg_summary(memcgs: dict[str, dict[str, Any]], name: str, ev: dict[str, Any]) -> None:
+    from .kernel.memcontrol import MEMCG_EVENTS, PAGE_COUNTER_MAX
+    mc = memcgs.get(ev["path"])
+    if mc is None:
+        mc = memcgs[ev["path"]] = {
+            "usage": 0, "peak_usage": 0, "max": None, "high": None, "swap_usage": 0, "swap_max": None,
+            "events": dict.fromkeys(MEMCG_EVENTS, 0), "events_local": dict.fromkeys(MEMCG_EVENTS, 0),
+            "force_charged": 0}
+    if name == "sim:memcg_usage":
+        for key in ("max", "high", "swap_max"):
+            mc[key] = "max" if ev[key] == PAGE_COUNTER_MAX else ev[key]
+        mc["swap_usage"] = ev["swap_usage"]
+    elif name == "sim:memcg_event":
+        mc["events"][ev["name"]] += 1
+        if ev["local"]:
+            mc["events_local"][ev["name"]] += 1
+    else:  # sim:memcg_force_charge
+        mc["force_charged"] += ev["pages"]
+    mc["usage"] = ev["usage"]
+    mc["peak_usage"] = max(mc["peak_usage"], ev["usage"])
 
 
 TASK_HEADER = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
@@ -100,6 +147,7 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
     table = table or EventTable()
     out: list[str] = []
     header_printed = False
+    memcg_info: dict[str, Any] | None = None
 
     def say(t: int, text: str) -> None:
         out.append(f"[{t / hz:12.6f}] {text}")
@@ -119,15 +167,28 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
             header_printed = True
             say(t, f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, order={ev['order']}, "
                    f"oom_score_adj={ev['oom_score_adj']}")
+            if memcg_info is not None:  # mem_cgroup_print_oom_meminfo, where show_mem() would be
+                mi, memcg_info = memcg_info, None
+                say(t, f"memory: usage {mi['usage_kb']}kB, limit {mi['limit_kb']}kB, failcnt {mi['failcnt']}")
+                say(t, f"swap: usage {mi['swap_usage_kb']}kB, limit {mi['swap_limit_kb']}kB, "
+                       f"failcnt {mi['swap_failcnt']}")
             if ev["rows"]:
                 say(t, "Tasks state (memory values in pages):")
                 say(t, TASK_HEADER)
                 for r in ev["rows"]:
                     say(t, _row(r))
+        elif name == "sim:memcg_oom_meminfo":
+            memcg_info = ev
+        elif name == "sim:memcg_oom_group":
+            say(t, f"Tasks in {ev['path']} are going to be killed due to memory.oom.group set")
         elif name == "sim:oom_kill":
             if header_printed:
-                say(t, f"oom-kill:constraint={ev['constraint']},nodemask={ev['nodemask']},cpuset=/,"
-                       f"mems_allowed={ev['mems_allowed']},global_oom,task_memcg=/,task={ev['comm']},"
+                header_printed = False  # dump_oom_summary: once per report, not per group member
+                oom_memcg = ev.get("oom_memcg") or ""
+                memcg_ctx = f"oom_memcg={oom_memcg}" if oom_memcg else "global_oom"
+                say(t, f"oom-kill:constraint={ev['constraint']},nodemask={ev['nodemask']},"
+                       f"cpuset={ev.get('cpuset', '/')},mems_allowed={ev['mems_allowed']},{memcg_ctx},"
+                       f"task_memcg={ev.get('task_memcg', '/')},task={ev['comm']},"
                        f"pid={ev['pid']},uid={ev['uid']}")
             say(t, f"{ev['message']}: Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
                    f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB, "
@@ -150,4 +211,5 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
 
 
 _CONSOLE = {"sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
-            "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic"}
+            "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic",
+            "sim:memcg_oom_meminfo", "sim:memcg_oom_group"}

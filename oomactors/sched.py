@@ -53,7 +53,11 @@ POINTS: dict[str, str] = {
     "task.compute": "a program's CPU burst",
     "task.mmap_lock": "a program waiting for mmap_lock",
     "task.rate": "a program pacing its allocation rate",
+    "task.enomem_retry": "a program pausing after mmap or fork failed with -ENOMEM, before retrying",
     "cpu.vmstat": "the per-CPU vmstat_update timer",
+    "memcg.oom_lock": "mem_cgroup_out_of_memory waiting for oom_lock (mutex_lock_killable)",
+    "memcg.high_throttle": "mem_cgroup_handle_over_high: the penalty sleep above memory.high (at most 2 s)",
+    "cpuset.update": "cpuset_change_task_nodemask between mems = old|new and mems = new (seqcount odd)",
 }
 
 
@@ -292,11 +296,15 @@ class Sched:
 
     def _pick_cpu(self, task: "Task") -> CPU:
         """select_task_rq, simply: the previous CPU if idle, else the lowest idle CPU,
-        else the previous CPU's run queue (there is no periodic load balancing)."""
+        else the previous CPU's run queue (there is no periodic load balancing).  A task
+        of a cpuset with ``cpus`` only ever runs on those CPUs (cpus_allowed)."""
         last = self.cpus[task.last_cpu]
+        allowed = task.cpus_allowed
+        if allowed is not None and last.id not in allowed:
+            last = self.cpus[min(allowed)]
         if last.curr is None and not last.rq:
             return last
-        idle = self.idle
+        idle = self.idle if allowed is None else self.idle & allowed
         return self.cpus[min(idle)] if idle else last
 
     def _set_idle(self, cpu: CPU) -> None:

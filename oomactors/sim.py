@@ -15,11 +15,15 @@ from typing import Any, Callable
 
 import anyio
 
+from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
 from .config import Config
 from .errors import SimulationPanic
+from .kernel.cpuset import cpuset_attach_group, task_mem_nodes
+from .kernel.memcontrol import boot_charge, emit_memcg_usage
 from .kernel.task import PAGE_SIZE, Task
+from .kernel.util import vm_acct_memory, vm_commit_limit
 from .machine import Machine
 from .units import to_jiffies
 
@@ -102,8 +106,12 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
             spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
         _spawn_workload(m)
+        spawn_cpuset_updater(m)
+        emit_memcg_usage(m)
         try:
             reason = await _drive(m)
+            emit_commit(m)  # the last Committed_AS sample: what the run summary reports
+            emit_memcg_usage(m)  # and the memcgs' last usage
         finally:
             m.stopped = True  # cancelled actors unwind now; what they do is not simulated
             tg.cancel_scope.cancel()
@@ -131,14 +139,22 @@ def _spawn_workload(m: Machine) -> None:
         for i in range(group.count):
             leader = new_process(m, group.name, group.uid, caps, group.oom_score_adj, nice=group.nice)
             leader.group = group.name
+            cpuset_attach_group(m, leader, group)   # its cpuset, then its set_mempolicy
+            memcg = m.memcgs[group.memcg]
+            leader.memcg = leader.mm.memcg = None if memcg.is_root else memcg
             m.user_procs_alive += 1
             rss = group.rss // PAGE_SIZE
             if rss:
                 mm = leader.mm
                 mm.total_vm += rss
-                m._boot_charge("anon", mm, rss, -(-rss // 512))
+                m._boot_charge("anon", mm, rss, -(-rss // 512), nodes=task_mem_nodes(m, leader))
+                boot_charge(mm.memcg, rss)
+                # memory held from boot was mapped (and charged to Committed_AS) before it
+                vm_acct_memory(m, rss)
+                mm.vm_accounted += rss
             threads = [leader] + [new_thread(m, leader) for _ in range(group.threads - 1)]
             for t in threads:
+                t.memcg = leader.memcg
                 m.spawn(user_task, m, t, group.program, start + i * stagger)
 
 
@@ -153,6 +169,8 @@ async def _meminfo(m: Machine, every: int) -> None:
     while True:
         await m.sched.clock.sleep_until(m.now + every)
         emit_meminfo(m)
+        emit_commit(m)
+        emit_memcg_usage(m)
 
 
 def emit_meminfo(m: Machine) -> None:
@@ -166,6 +184,11 @@ def emit_meminfo(m: Machine) -> None:
     m.emit_on("sim:meminfo", -1, -1, free, pcp, tot["anon"], tot["file"], tot["dirty"],
               tot["writeback"], tot["shmem"], tot["slab_reclaimable"], tot["slab_unreclaimable"],
               tot["pagetables"], tot["kernel"], m.swap_free)
+
+
+def emit_commit(m: Machine) -> None:
+    """/proc/meminfo's Committed_AS and CommitLimit, in pages."""
+    m.emit_on("sim:commit", -1, -1, m.vm_committed_as, vm_commit_limit(m))
 
 
 def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,

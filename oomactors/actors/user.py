@@ -15,6 +15,12 @@ from ..config import (AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, Fre
 from ..kernel import gfp as G
 from ..kernel import params
 from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
+from ..kernel.fork import dup_mm
+from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_handle_over_high,
+                                  uncharge_pages, uncharge_swap)
+from ..kernel.mmap import mmap_region, munmap_unaccount
+from ..kernel.cpuset import cpuset_fork
+from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
@@ -61,6 +67,7 @@ def new_thread(m: "Machine", leader: Task) -> Task:
     t.last_cpu = pid % len(m.sched.cpus)
     m.tasks[pid] = t
     m.emit("sim:task_new", pid, leader.tgid, t.comm, t.uid, t.signal.oom_score_adj, 0)
+    cpuset_fork(m, leader, t)
     return t
 
 
@@ -101,7 +108,14 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     m.emit("sim:step", task.pid, "alloc", pages)
     gfp_mask = step.gfp_mask
     if kind != "kernel":
-        mm.total_vm += pages  # mmap first, fault in after
+        # mmap first (commit check, then total_vm grows), fault in after
+        while mmap_region(m, task, mm, pages, kind):
+            m.emit("sim:step_failed", task.pid, "alloc", ENOMEM)
+            if step.on_fail == "exit":
+                raise _Exit("exit")
+            if step.on_fail == "continue":
+                return
+            await _enomem_retry(m, task)
     # order-0 pages come in chunks (fault-around, alloc_pages_bulk); there is no bulk
     # request above order 0, so each high-order block is an allocation of its own, with
     # its own watermark check and compaction (the watermark only asks for one block)
@@ -117,9 +131,19 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
         else:
             pt = 0
+        memcg = charge_target(task, kind, gfp_mask)
         try:
-            zone = await __alloc_pages_nodemask(m, task, gfp_mask, order, m.cpu_node(task.last_cpu),
-                                                nr=nr, kind=kind, mm=mm, pt=pt)
+            # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
+            zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
+                                                *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
+                                                nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
+            # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
+            # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
+            # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
+            if zone is not None and memcg is not None:
+                charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
+                if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
+                    zone = None
         finally:
             if is_fault:
                 mm.mmap_lock.read_unlock()
@@ -143,11 +167,21 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         mm.last_active = m.now if mm is not None else 0
         await m.sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
+        if task.memcg_nr_pages_over_high:
+            await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
+            ret_to_user(task)
         if step.rate:
             due = start + to_jiffies_pages(m, done, step.rate)
             if due > m.now:
                 await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
                 ret_to_user(task)
+
+
+async def _enomem_retry(m: "Machine", task: Task) -> None:
+    """A program that got -ENOMEM from mmap or fork pauses briefly (10 ms, rounded up to
+    whole jiffies) and tries again."""
+    await m.sched.sleep(task, -(-10 * m.hz // 1000), "task.enomem_retry", interruptible=True)
+    ret_to_user(task)
 
 
 def to_jiffies_pages(m: "Machine", pages: int, rate: int) -> int:
@@ -161,12 +195,21 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
     owner = task.mm if step.mapped and not step.dirty else None
     if owner is not None:
         task.mm.total_vm += pages
+    if owner is None and kind == "file" and task.memcg is not None:
+        owner = task.memcg  # unmapped page cache stays charged to the reader's memcg
+    memcg = charge_target(task, kind, G.GFP_HIGHUSER_MOVABLE, owner)
     done = 0
     start = m.now
     while done < pages:
         nr = min(32, pages - done)
-        zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0, m.cpu_node(task.last_cpu),
-                                            nr=nr, kind=kind, mm=owner)
+        zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0,  # __page_cache_alloc
+                                            *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
+                                            nr=nr, kind=kind if memcg is None else "kernel",
+                                            mm=owner if memcg is None else None)
+        # add_to_page_cache_lru charges the new page to the memcg; failure frees it
+        if zone is not None and memcg is not None and not await mem_cgroup_charge(
+                m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner):
+            zone = None
         if zone is None:
             await pagefault_out_of_memory(m, task)
             ret_to_user(task)
@@ -176,6 +219,9 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
         done += nr
         await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
+        if task.memcg_nr_pages_over_high:
+            await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
+            ret_to_user(task)
         if step.rate:
             due = start + to_jiffies_pages(m, done, step.rate)
             if due > m.now:
@@ -198,12 +244,15 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
             if not mm.anon[g]:
                 zone.anon_lru.pop(mm, None)
             m.free_to_buddy(task, zone, k)
+            uncharge_pages(mm, k)
             left -= k
     k = min(mm.swapents, left)
     mm.swapents -= k
     m.swap_free += k
+    uncharge_swap(mm, k)
     left -= k
     mm.total_vm = max(0, mm.total_vm - want)
+    munmap_unaccount(m, mm, None if step.size == "all" else want)
     # page tables no longer needed
     extra = sum(mm.pgtables) - mm.pgtables_needed()
     for zone in m.zones:
@@ -219,9 +268,24 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
 
 async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
     comm = step.comm or task.comm
-    mm = task.mm if step.clone_vm else None
+    if step.clone_vm:
+        mm = task.mm
+    else:
+        # copy_mm -> dup_mm: the parent's accounted mappings are charged again (kernel/fork.py)
+        while (mm := dup_mm(m, task)) is None:
+            m.emit("sim:step_failed", task.pid, "fork", ENOMEM)
+            if step.on_fail == "exit":
+                raise _Exit("exit")
+            if step.on_fail == "continue":
+                return
+            await _enomem_retry(m, task)
     child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
     child.group = task.group
+    child.parent = task
+    cpuset_fork(m, task, child)
+    child.memcg = task.memcg  # a child starts in its parent's cgroups
+    if not step.clone_vm:
+        child.mm.memcg = task.memcg
     m.user_procs_alive += 1
     m.emit("sched:sched_process_fork", task.pid, task.comm, child.pid, child.comm)
     m.spawn(user_task, m, child, step.program)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .oom_kill import exit_oom_victim
+from .mmap import exit_mmap_unaccount
 from .oom_reaper import __oom_reap_task_mm, zap_pages
 from .task import MMF_OOM_SKIP, MMF_OOM_VICTIM, PF_EXITING
 
@@ -48,10 +49,13 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
         g = zone.gid
         k = mm.file[g]
         if k:
+            cache = mm.memcg  # the page cache stays charged to the memcg that faulted it
             m.uncharge_file(zone, mm, k)
             zone.nr["file"] += k
-            zone.file_owner[None] = zone.file_owner.get(None, 0) + k
-            zone.file_lru.setdefault(None, None)
+            zone.file_owner[cache] = zone.file_owner.get(cache, 0) + k
+            if cache is not None:
+                cache.file[g] += k
+            zone.file_lru.setdefault(cache, None)
         pt = mm.pgtables[g]
         if pt:
             mm.pgtables[g] = 0
@@ -59,6 +63,8 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
             m.free_to_buddy(cur, zone, pt)
             freed += pt
     mm.total_vm = 0
+    # the VM_ACCOUNT mappings are gone: give their Committed_AS charge back
+    exit_mmap_unaccount(m, mm)
     m.mms.discard(mm)
     m.emit("sim:exit_mm", cur.pid, cur.comm, freed)
 

@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import gfp as G
 from . import params
+from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_allowed
+from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
+                         memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
+from .mempolicy import mempolicy_nodemask_intersects
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
 
@@ -67,14 +71,13 @@ def oom_cpuset_eligible(m: "Machine", start: Task, oc: OomControl, cur: Task) ->
         return True
     for t in start.signal.threads:
         if oc.nodemask is not None:
-            mems = t.mems_allowed if t.mems_allowed is not None else m.all_nodes
-            if mems & oc.nodemask:
+            # a mempolicy-constrained OOM: the thread's cpuset is irrelevant, only a policy
+            # that lets it hold memory on the nodemask's nodes makes it worth killing
+            if mempolicy_nodemask_intersects(t, oc.nodemask):
                 return True
-        else:
-            a = t.mems_allowed if t.mems_allowed is not None else m.all_nodes
-            b = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
-            if a & b:
-                return True
+        elif cpuset_mems_allowed_intersects(cur, t):
+            # any other OOM: the thread's mems must share a node with current's
+            return True
     return False
 
 
@@ -134,9 +137,10 @@ def oom_evaluate_task(m: "Machine", task: Task, oc: OomControl, cur: Task) -> bo
 
 
 def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
-    """The kernel's loop: every process, in creation order, through oom_evaluate_task."""
+    """The kernel's loop: every process, in creation order, through oom_evaluate_task
+    (for a memcg OOM only the memcg subtree's processes, mem_cgroup_scan_tasks)."""
     oc.chosen_points = LONG_MIN
-    for p in m.processes():
+    for p in mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes():
         if oom_evaluate_task(m, p, oc, cur):
             break
 
@@ -148,15 +152,25 @@ def constrained_alloc(m: "Machine", oc: OomControl, cur: Task) -> int:
         return CONSTRAINT_MEMCG
     oc.totalpages = m.totalram_pages + m.total_swap_pages
     if len(m.nodes) == 1 or not oc.zonelist:
-        return CONSTRAINT_NONE
+        return CONSTRAINT_NONE        # !CONFIG_NUMA in effect, or the page-fault path
     if oc.gfp_mask & G.__GFP_THISNODE:
-        return CONSTRAINT_NONE
+        return CONSTRAINT_NONE        # only __GFP_NOFAIL gets here: no way to handle it
+    # not __GFP_THISNODE, so a nodemask short of every node with memory is a mempolicy's
     if oc.nodemask is not None and not m.all_nodes <= oc.nodemask:
-        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in oc.nodemask)
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in sorted(oc.nodemask))
         return CONSTRAINT_MEMORY_POLICY
-    mems = cur.mems_allowed
-    if mems is not None and any(z.node.nid not in mems for z in oc.zonelist):
-        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in mems)
+    # did the cpuset's wall make the allocation fail?
+    highest_zoneidx = G.gfp_zone(oc.gfp_mask)
+    nm = oc.nodemask
+    cpuset_limited = False
+    for z in oc.zonelist:
+        if z.idx > highest_zoneidx or (nm is not None and z.node.nid not in nm):
+            continue
+        if not cpuset_zone_allowed(m, cur, z, oc.gfp_mask):
+            cpuset_limited = True
+    if cpuset_limited:
+        mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in sorted(mems))
         return CONSTRAINT_CPUSET
     return CONSTRAINT_NONE
 
@@ -243,7 +257,7 @@ def do_send_sig_info(m: "Machine", sig: int, victim: Task, cur: Task) -> None:
 def dump_tasks(m: "Machine", oc: OomControl, cur: Task) -> list[list]:
     """The task table: every killable process with an mm, as dump_tasks prints it."""
     rows = []
-    for p in m.processes():
+    for p in mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes():
         if oom_unkillable_task(p):
             continue
         if not is_memcg_oom(oc) and not oom_cpuset_eligible(m, p, oc, cur):
@@ -270,7 +284,10 @@ def __ratelimit(m: "Machine") -> bool:
 
 async def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
     rows = dump_tasks(m, oc, cur) if m.oom_dump_tasks else []
-    nodemask = ",".join(map(str, sorted(oc.nodemask))) if oc.nodemask is not None else "(null)"
+    if is_memcg_oom(oc):
+        # printed after the "invoked oom-killer" line, where show_mem() is for a global OOM
+        mem_cgroup_print_oom_meminfo(m, oc.memcg, cur)
+    nodemask = m.nodelist(oc.nodemask) if oc.nodemask is not None else "(null)"  # %*pbl
     mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
     m.emit("sim:oom_header", cur.pid, cur.comm, G.format_gfp(oc.gfp_mask), oc.order,
            cur.signal.oom_score_adj, CONSTRAINT_NAMES[oc.constraint], nodemask, m.nodelist(mems),
@@ -288,14 +305,16 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
     victim = p
     mm = victim.mm
     m.vmstat["oom_kill"] += 1
+    memcg_memory_event_mm(m, mm, "oom_kill", cur.pid)  # memory.events of the mm owner's memcg
     do_send_sig_info(m, SIGKILL, victim, cur)
     mark_oom_victim(m, victim)
-    nodemask = ",".join(map(str, sorted(oc.nodemask))) if oc.nodemask is not None else "(null)"
+    nodemask = m.nodelist(oc.nodemask) if oc.nodemask is not None else "(null)"  # %*pbl
     mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
     m.emit("sim:oom_kill", victim.pid, message, victim.comm, mm.total_vm * 4, mm.rss_anon * 4,
            mm.rss_file * 4, mm.rss_shmem * 4, victim.uid, mm.pgtables_bytes() >> 10,
            victim.signal.oom_score_adj, CONSTRAINT_NAMES[oc.constraint], nodemask, m.nodelist(mems),
-           cur.comm, cur.pid)
+           cur.comm, cur.pid, cpuset_name(cur),
+           oc.memcg.path if is_memcg_oom(oc) else "", task_memcg_path(victim))
     # kill every other process sharing the mm, or we would not free it
     can_oom_reap = True
     for p in m.processes():
@@ -324,7 +343,16 @@ async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task
         return
     if __ratelimit(m):
         await dump_header(m, oc, cur)
+    # the memcg to clean up with the victim (memory.oom.group), looked up before the kill
+    oom_group = mem_cgroup_get_oom_group(m, victim, oc.memcg)
     __oom_kill_process(m, victim, message, oc, cur)
+    if oom_group is not None:
+        # kill the whole group; the chosen victim is met (and counted) again
+        memcg_memory_event(m, oom_group, "oom_group_kill", cur.pid)
+        m.emit("sim:memcg_oom_group", cur.pid, oom_group.path)
+        for p in mem_cgroup_scan_tasks(m, oom_group):
+            if p.signal.oom_score_adj != OOM_SCORE_ADJ_MIN and not p.is_global_init:
+                __oom_kill_process(m, p, message, oc, cur)
 
 
 async def check_panic_on_oom(m: "Machine", oc: OomControl, cur: Task) -> None:
@@ -380,8 +408,9 @@ async def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool,
         await oom_kill_process(m, oc, "Out of memory (oom_kill_allocating_task)", cur)
         return True, "killed_allocating_task"
     m.policy.select_bad_process(m, oc, cur)
-    # the walk over every process costs CPU time, with oom_lock held
-    scan_ns = len(m.processes()) * params.OOM_SCAN_NS_PER_TASK
+    # the walk over every process (a memcg OOM: the memcg's) costs CPU time, oom_lock held
+    walked = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    scan_ns = len(walked) * params.OOM_SCAN_NS_PER_TASK
     m.vmstat["oom_scan_ns"] += scan_ns
     await m.sched.run(cur, scan_ns, "oom.scan")
     return False, "selected"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import params
+from .memcontrol import uncharge_pages, uncharge_swap
 from .task import MMF_OOM_SKIP, MMF_UNSTABLE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +35,7 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
                 if not mm.anon[g]:
                     zone.anon_lru.pop(mm, None)
                 m.free_to_buddy(cur, zone, k)
+                uncharge_pages(mm, k)
                 got += k
             if anon_only:
                 continue
@@ -42,12 +44,14 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
                 mm.shmem[g] -= k
                 zone.nr["shmem"] -= k
                 m.free_to_buddy(cur, zone, k)
+                uncharge_pages(mm, k)
                 got += k
         # swap entries go with the page tables that hold them
         if mm.swapents and got < batch:
             k = min(mm.swapents, batch - got)
             mm.swapents -= k
             m.swap_free += k
+            uncharge_swap(mm, k)
             got += k
         if not got:
             return freed

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import gfp as G
+from .cpuset import __cpuset_node_allowed
 from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
 from .task import PF_MEMALLOC
 
@@ -183,11 +184,11 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
     mark_idx = alloc_flags & ALLOC_WMARK_MASK
     hz = ac.highest_zoneidx
     nm = ac.nodemask
-    mems = cur.mems_allowed if alloc_flags & ALLOC_CPUSET else None
+    cpuset = m.cpusets_enabled and alloc_flags & ALLOC_CPUSET
     for z in ac.zonelist:
         if z.idx > hz or (nm is not None and z.node.nid not in nm):
             continue
-        if mems is not None and z.node.nid not in mems and not __cpuset_zone_allowed(cur, z, gfp_mask):
+        if cpuset and not __cpuset_zone_allowed(cur, z, gfp_mask):
             continue
         if not zone_watermark_fast(z, order, z.watermark[mark_idx], hz, alloc_flags, nr):
             if not alloc_flags & ALLOC_NO_WATERMARKS:
@@ -198,12 +199,9 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
 
 
 def __cpuset_zone_allowed(cur: "Task", z: Zone, gfp_mask: int) -> bool:
-    """cpuset_node_allowed: victims and non-hardwall requests may leave the cpuset."""
-    if cur.tsk_is_oom_victim():
-        return True
-    if gfp_mask & G.__GFP_HARDWALL:
-        return False
-    return True  # the root cpuset is the hardwalled ancestor: every node
+    """The zone's node passes __cpuset_node_allowed (kernel/cpuset.py): current's mems,
+    or -- for victims, exiting tasks and requests without __GFP_HARDWALL -- wider."""
+    return __cpuset_node_allowed(cur, z.node.nid, gfp_mask)
 
 
 # --- freeing -----------------------------------------------------------------------

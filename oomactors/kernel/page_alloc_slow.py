@@ -23,6 +23,7 @@ from .page_alloc import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_KSWAPD, ALLOC_NO_WATE
                          __zone_watermark_ok, current_alloc_flags, drain_all_pages,
                          first_zones_zonelist, get_page_from_freelist, gfp_pfmemalloc_allowed,
                          gfp_to_alloc_flags, warn_alloc)
+from .mempolicy import cpuset_nodemask_valid_mems_allowed
 from .task import PF_DUMPCORE, PF_MEMALLOC
 from .vmscan import try_to_free_pages, wake_all_kswapds
 
@@ -65,7 +66,9 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
     # scoped NOFS/NOIO contexts (current_gfp_context) are not modelled
     alloc_mask = gfp_mask
     ac.spread_dirty_pages = False
-    ac.nodemask = nodemask if not m.cpusets_enabled or nodemask is not None else cur.mems_allowed
+    # restore the caller's nodemask: the fast path may have used current's mems_allowed;
+    # the slow path enforces the cpuset through ALLOC_CPUSET in get_page_from_freelist
+    ac.nodemask = nodemask
     return await __alloc_pages_slowpath(m, cur, alloc_mask, order, ac, nr)
 
 
@@ -76,14 +79,38 @@ async def __alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, pr
 
 # --- the slow path's helpers ----------------------------------------------------------
 def read_mems_allowed_begin(m: "Machine", cur: "Task") -> int:
-    return m.mems_allowed_seq.get(cur.pid, 0) if m.cpusets_enabled else 0
+    """The cookie: current's mems_allowed seqcount with its low bit cleared.  A reader that
+    begins while an update is half done (odd count) gets a cookie the count can no longer
+    equal, so it retries.  (The kernel's reader spins until the writer is done; the model
+    does not spin -- raw_seqcount_begin semantics.)  0 while no cpuset exists."""
+    if not m.cpusets_enabled:
+        return 0
+    return m.mems_allowed_seq.get(cur.pid, 0) & ~1
 
 
-def check_retry_cpuset(m: "Machine", cur: "Task", cookie: int, ac: AllocContext) -> bool:
+def read_mems_allowed_retry(m: "Machine", cur: "Task", seq: int) -> bool:
+    """Did the seqcount move since the cookie was taken (or was it odd then)?"""
+    if not m.cpusets_enabled:
+        return False
+    return m.mems_allowed_seq.get(cur.pid, 0) != seq
+
+
+def check_retry_cpuset(m: "Machine", cur: "Task", cookie: int, ac: AllocContext,
+                       where: str = "nopage") -> bool:
     """A cpuset update raced with us: restart rather than fail or kill too early."""
     if not m.cpusets_enabled or not m.fixes.get("cpuset_retry", True):
         return False
-    return m.mems_allowed_seq.get(cur.pid, 0) != cookie
+    # the policy nodemask and the cpuset may no longer meet (policy_nodemask checked it,
+    # but an update can come in between): ignore the policy, as MPOL_BIND documents
+    if ac.nodemask is not None and not cpuset_nodemask_valid_mems_allowed(cur, ac.nodemask):
+        ac.nodemask = None
+        reason = "nodemask"
+    elif read_mems_allowed_retry(m, cur, cookie):
+        reason = "seqcount"
+    else:
+        return False
+    m.emit("sim:cpuset_retry", cur.pid, where, reason, cookie, m.mems_allowed_seq.get(cur.pid, 0))
+    return True
 
 
 async def __perform_reclaim(m: "Machine", cur: "Task", gfp_mask: int, order: int, ac: AllocContext) -> int:
@@ -333,7 +360,7 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
                                                               compact_result, state):
                 continue
             # deal with possible cpuset update races before we start OOM killing
-            if check_retry_cpuset(m, cur, cpuset_mems_cookie, ac):
+            if check_retry_cpuset(m, cur, cpuset_mems_cookie, ac, "before_oom"):
                 label = "retry_cpuset"
                 continue
             # reclaim has failed us, start killing things
@@ -351,7 +378,7 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
                 continue
             label = "nopage"
         elif label == "nopage":
-            if check_retry_cpuset(m, cur, cpuset_mems_cookie, ac):
+            if check_retry_cpuset(m, cur, cpuset_mems_cookie, ac, "nopage"):
                 label = "retry_cpuset"
                 continue
             if gfp_mask & G.__GFP_NOFAIL:

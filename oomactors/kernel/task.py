@@ -95,11 +95,16 @@ class MM:
         self.pgtables = [0] * nzones   # page-table pages, by zone
         self.swapents = 0              # MM_SWAPENTS
         self.total_vm = 0              # pages
+        # Committed_AS charges this mm carries (kernel/util.py): VM_ACCOUNT mappings
+        # (private writable anon) and the shmem objects it created
+        self.vm_accounted = 0
+        self.shmem_accounted = 0
         self.flags = 0
         self.users = 0                 # mm_users
         self.mmap_lock = RWSem()
         self.owner: Task | None = None
         self.last_active = 0
+        self.memcg: Any = None         # mem_cgroup of the owner (None: the root memcg)
 
     def __repr__(self) -> str:
         return f"<MM {self.id}>"
@@ -174,8 +179,15 @@ class Task:
         self.wake_on_signal: Any = None  # the waiter of a killable/interruptible sleep
         self.oom_reaper_list = False
         self.mems_allowed: frozenset[int] | None = None  # None = every node
+        self.cpuset: Any = None        # kernel.cpuset.Cpuset, or None for the root cpuset
+        self.cpus_allowed: frozenset[int] | None = None  # None = every CPU
+        self.mempolicy: Any = None     # kernel.mempolicy.Mempolicy, or None (MPOL_DEFAULT)
+        self.il_prev = (1 << 10) - 1   # last interleave node (MAX_NUMNODES - 1: none yet)
         self.outcome = "running"
         self.group: str = comm
+        self.memcg: Any = None         # its memory cgroup (None: the root memcg)
+        self.memcg_nr_pages_over_high = 0  # charged above memory.high, to pay back
+        self.parent: Task | None = None  # real_parent, for 2.6.36-5.0's "sacrifice child"
         signal.threads.append(self)
         if mm is not None:
             mm.users += 1

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from . import gfp as G
 from . import params
+from .cpuset import cpuset_zone_allowed
+from .memcontrol import mem_cgroup_swapout, swap_room, uncharge_pages
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,6 +62,7 @@ def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
         k = min(have, budget - freed)
         if k:
             m.uncharge_file(zone, owner, k)
+            uncharge_pages(owner, k)  # the memcg that faulted the page cache
             freed += k
     if freed:
         m.free_to_buddy(cur, zone, freed)
@@ -74,9 +77,12 @@ def _take_anon(m: "Machine", zone: Zone, budget: int) -> int:
         if taken >= budget:
             break
         k = min(mm.anon[g], budget - taken)
+        if mm.memcg is not None:
+            k = min(k, swap_room(m, mm))  # past swap.max, mem_cgroup_try_charge_swap fails
         if k:
             mm.anon[g] -= k
             mm.swapents += k
+            mem_cgroup_swapout(mm, k)
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k
@@ -171,6 +177,9 @@ async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order
     m.vmstat["allocstall"] += 1
     nodes = []
     for z in ac.zones():
+        # shrink_zones: global reclaim stays inside the cpuset (the GFP_USER view of it)
+        if not cpuset_zone_allowed(m, cur, z, G.GFP_KERNEL | G.__GFP_HARDWALL):
+            continue
         if z.node not in nodes:
             nodes.append(z.node)
     while sc.priority >= 0:
@@ -201,6 +210,8 @@ def pgdat_balanced(m: "Machine", node: Node, order: int, highest_zoneidx: int) -
 
 def wakeup_kswapd(m: "Machine", cur: "Task", zone: Zone, gfp_flags: int, order: int,
                   highest_zoneidx: int) -> None:
+    if not cpuset_zone_allowed(m, cur, zone, gfp_flags):
+        return  # a node the allocation may not use is not worth waking kswapd for
     node = zone.node
     if node.kswapd_highest_zoneidx == MAX_NR_ZONES or node.kswapd_highest_zoneidx < highest_zoneidx:
         node.kswapd_highest_zoneidx = highest_zoneidx

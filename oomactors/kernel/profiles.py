@@ -1,0 +1,160 @@
+"""Kernel eras as data plus a few small hooks, chosen once at start-up.
+
+No ``if version >= ...`` is scattered through the model: code that behaves differently in
+another era asks the run's :class:`Profile` (``m.profile``) a question with a name.
+The default is ``linux-5.10``, the seed's code.
+
+Sources: /work/shared/reference/kernel-oom-killer.md §6 (badness by era), §5.5 (ties),
+§7.2 (sacrifice child), §9.1 (reaper delay), §9.5 (exit_mmap), §12.4 (oom_score), and
+kernel-allocation.md §6 (the 2.4 checklist) and §7 (page faults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .mmzone import int_sqrt
+from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .task import Task
+
+LONG_MIN = -(1 << 63)
+
+
+def _shift_hz(hz: int) -> int:
+    """SHIFT_HZ: log2(HZ) rounded as include/linux/jiffies.h picks it (100 -> 7, 250 -> 8)."""
+    s = 0
+    while (1 << (s + 1)) <= hz + hz // 2:
+        s += 1
+    return s
+
+
+def _task_mm(p: "Task") -> "Task | None":
+    for t in p.signal.threads:
+        if t.mm is not None:
+            return t
+    return None
+
+
+def _unkillable(p: "Task") -> bool:
+    return p.is_global_init or p.is_kthread
+
+
+# --- badness by era -------------------------------------------------------------------
+def badness_24(p: "Task", totalpages: int, now: int, hz: int) -> int:
+    """2.4 badness(): total_vm divided by the square root of CPU time and the fourth root of
+    run time (2.4's own int_sqrt never returns 0), doubled for niced tasks, quartered for
+    root/CAP_SYS_ADMIN and again for CAP_SYS_RAWIO."""
+    t = _task_mm(p)
+    if _unkillable(p) or t is None:
+        return 0
+    points = t.mm.total_vm
+    shift = _shift_hz(hz)
+    jiffy_ns = 1_000_000_000 // hz
+    cpu_jiffies = sum(th.cpu_ns for th in p.signal.threads) // jiffy_ns
+    cpu_time = cpu_jiffies >> (shift + 3)
+    run_time = max(0, now - p.start_time) >> (shift + 10)
+    points //= max(1, int_sqrt(cpu_time))
+    points //= max(1, int_sqrt(max(1, int_sqrt(run_time))))
+    if p.nice > 0:
+        points *= 2
+    if "CAP_SYS_ADMIN" in p.caps or p.uid == 0:
+        points //= 4
+    if "CAP_SYS_RAWIO" in p.caps:
+        points //= 4
+    return points
+
+
+def badness_2636(p: "Task", totalpages: int, now: int, hz: int) -> int:
+    """2.6.36-3.4: per-mille of totalpages, root bonus of 30, adj added, clamped to 1..1000."""
+    t = _task_mm(p)
+    if _unkillable(p) or t is None:
+        return 0
+    adj = p.signal.oom_score_adj
+    if adj == OOM_SCORE_ADJ_MIN:
+        return 0
+    mm = t.mm
+    points = mm.get_mm_rss() + sum(mm.pgtables) + mm.swapents
+    points = points * 1000 // max(1, totalpages)
+    if "CAP_SYS_ADMIN" in p.caps:
+        points -= 30
+    points += adj
+    if points <= 0:
+        return 1
+    return min(points, 1000)
+
+
+def badness_419(p: "Task", totalpages: int, now: int, hz: int) -> int:
+    """4.17-5.8: pages, adj in totalpages/1000 units, eligible tasks never below 1."""
+    t = _task_mm(p)
+    if _unkillable(p) or t is None:
+        return 0
+    adj = p.signal.oom_score_adj
+    mm = t.mm
+    if adj == OOM_SCORE_ADJ_MIN or mm.flags & MMF_OOM_SKIP or t.in_vfork:
+        return 0
+    points = mm.get_mm_rss() + mm.swapents + mm.pgtables_bytes() // PAGE_SIZE
+    points += adj * (totalpages // 1000)
+    return points if points > 0 else 1
+
+
+def badness_510(p: "Task", totalpages: int, now: int, hz: int) -> int:
+    """5.9+: the same, signed and unclamped; LONG_MIN for the ineligible (mm/oom_kill.c)."""
+    from .oom_kill import oom_badness
+    return oom_badness(p, totalpages)
+
+
+# --- /proc/PID/oom_score by era ---------------------------------------------------------
+def oom_score_raw(points: int, totalpages: int) -> int:
+    return max(0, points)
+
+
+def oom_score_permille(points: int, totalpages: int) -> int:
+    return max(0, points) * 1000 // max(1, totalpages)
+
+
+def oom_score_59(points: int, totalpages: int) -> int:
+    """5.9+: 0 for LONG_MIN, else (1000 + points*1000/T) * 2/3, so 0..2000 (666 = idle)."""
+    if points == LONG_MIN:
+        return 0
+    return (1000 + points * 1000 // max(1, totalpages)) * 2 // 3
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What differs between kernel eras, by name."""
+
+    name: str
+    badness: Callable[["Task", int, int, int], int]
+    ineligible: int                  # what badness returns for a task that must not be picked
+    ties_to_later: bool              # equal points: the later task wins (5.3+) or the first
+    sacrifice_child: bool            # 2.6.36-5.0: kill the worst child instead of the parent
+    oom_checklist_24: bool           # 2.4's out_of_memory() gate (swap, 5 s windows, 10 failures)
+    kswapd_calls_oom: bool           # 2.4: kswapd's failed balance runs out_of_memory() itself
+    vm_enough_memory: str            # "modern" or "2.4"
+    oom_reaper: bool                 # the oom_reaper exists (4.6+)
+    reaper_delay_s: int              # 5.18+: OOM_REAPER_DELAY before the victim is reaped
+    exit_mmap_skip_after_unmap: bool  # 6.0+: exit_mmap sets MMF_OOM_SKIP once VMAs are unmapped
+    pagefault_oom: bool              # <=5.15: VM_FAULT_OOM invokes the global OOM killer
+    memcg_oom_failure: str           # "force" (charge over the limit) or "enomem"
+    oom_score: Callable[[int, int], int]
+    console: str                     # which console format the report uses
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (
+        Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, True,
+                "force", oom_score_raw, "2.4"),
+        Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
+                True, "force", oom_score_raw, "2.6.36"),
+        Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, True,
+                "force", oom_score_permille, "4.19"),
+        Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,
+                True, "force", oom_score_59, "5.10"),
+        Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
+                False, "enomem", oom_score_59, "6.x"),
+    )
+}
+DEFAULT_PROFILE = "linux-5.10"

@@ -72,7 +72,8 @@ EVENTS: tuple[EventKind, ...] = (
     _k("signal:signal_generate", "sig comm group result",
        "sig={sig} pid={pid} comm={comm} grp={group} res={result}"),
     # --- simulator events -------------------------------------------------------------
-    _k("sim:run_start", "seed hz cpus nodes total_pages", "seed={seed} hz={hz} cpus={cpus} nodes={nodes}"),
+    _k("sim:run_start", "seed hz cpus nodes total_pages profile",
+       "seed={seed} hz={hz} cpus={cpus} nodes={nodes} profile={profile}"),
     _k("sim:run_end", "reason", "reason={reason}"),
     _k("sim:task_new", "tgid comm uid oom_score_adj kthread",
        "pid={pid} tgid={tgid} comm={comm} uid={uid} oom_score_adj={oom_score_adj} kthread={kthread}"),
@@ -161,6 +162,11 @@ EVENTS: tuple[EventKind, ...] = (
     # cookie) or nodemask (the policy nodemask no longer meets mems_allowed)
     _k("sim:cpuset_retry", "where reason cookie seq",
        "pid={pid} where={where} reason={reason} cookie={cookie} seq={seq}"),
+    # 2.6.36-5.0 oom_kill_process: "Kill process %d (%s) score %u or sacrifice child"
+    _k("sim:oom_sacrifice", "message comm score",
+       "{message}: Kill process {pid} ({comm}) score {score} or sacrifice child"),
+    # /proc/PID/oom_score of every process at the end of the run, in the profile's era
+    _k("sim:oom_score", "comm oom_score", "pid={pid} comm={comm} oom_score={oom_score}"),
 )
 
 EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}

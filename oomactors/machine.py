@@ -19,6 +19,7 @@ from .kernel.util import init_overcommit
 from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
                             calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
                             setup_per_zone_wmarks)
+from .kernel.oom_kill_24 import OomState24
 from .kernel.profiles import PROFILES
 from .kernel.task import MM, PAGE_SIZE, Task
 from .sched import Sched
@@ -51,6 +52,7 @@ class Machine:
         self.checkers: list[Callable[["Machine", tuple], None]] = []
         self.fixes: dict[str, bool] = {}
         self.profile = PROFILES[k.profile]
+        self.oom24 = OomState24()
         self.panic_on_oom = k.panic_on_oom
         self.oom_kill_allocating_task = k.oom_kill_allocating_task
         self.oom_dump_tasks = k.oom_dump_tasks

@@ -138,7 +138,7 @@ TASK_HEADER = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents o
 
 
 def _row(r: Sequence[Any]) -> str:
-    pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r
+    pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r[:9]
     return f"[{pid:7d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables:8d} {swapents:8d}         {adj:5d} {comm}"
 
 

@@ -91,7 +91,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
 
         m.spawn = spawn
         m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
-                  m.totalram_pages)
+                  m.totalram_pages, m.profile.name)
         # init first: pid 1 is never killed
         init = new_process(m, "init", 0, frozenset(), 0)
         spawn(_init_actor, m, init)
@@ -110,6 +110,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         emit_memcg_usage(m)
         try:
             reason = await _drive(m)
+            emit_oom_scores(m)
             emit_commit(m)  # the last Committed_AS sample: what the run summary reports
             emit_memcg_usage(m)  # and the memcgs' last usage
         finally:
@@ -171,6 +172,18 @@ async def _meminfo(m: Machine, every: int) -> None:
         emit_meminfo(m)
         emit_commit(m)
         emit_memcg_usage(m)
+
+
+def emit_oom_scores(m: Machine) -> None:
+    """/proc/PID/oom_score of every user process, as the profile's era computes it (always
+    against totalram + swap, never a memcg's or cpuset's size)."""
+    prof = m.profile
+    total = m.totalram_pages + m.total_swap_pages
+    for p in m.processes():
+        if p.is_kthread:
+            continue
+        points = prof.badness(p, total, m.now, m.hz)
+        m.emit_on("sim:oom_score", -1, p.pid, p.comm, prof.oom_score(points, total))
 
 
 def emit_meminfo(m: Machine) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from oomactors.kernel import gfp as G
 from oomactors.kernel.oom_kill import ABORT, OomControl, oom_badness, select_bad_process
+from oomactors.kernel.profiles import PROFILES
 from oomactors.kernel.task import MM, MMF_OOM_SKIP, Signal, Task
 
 LONG_MIN = -(2 ** 63)  # the kernel's LONG_MIN on a 64-bit machine
@@ -96,20 +97,22 @@ def test_process_is_scored_through_a_thread_that_still_has_the_mm():
 class FakeMachine:
     """What select_bad_process reads of the machine."""
 
-    def __init__(self, *procs: Task) -> None:
+    def __init__(self, *procs: Task, profile: str = "linux-5.10") -> None:
         self.procs = list(procs)
         self.fixes: dict[str, bool] = {}
         self.all_nodes = frozenset({0})
+        self.profile = PROFILES[profile]
+        self.now, self.hz = 0, 250
 
     def processes(self) -> list[Task]:
         return self.procs
 
 
-def select(*procs: Task, totalpages: int = 100_000) -> OomControl:
+def select(*procs: Task, totalpages: int = 100_000, profile: str = "linux-5.10") -> OomControl:
     oc = OomControl([], None, None, G.GFP_KERNEL, 0)
     oc.totalpages = totalpages
     cur = make_task()
-    select_bad_process(FakeMachine(*procs), oc, cur)
+    select_bad_process(FakeMachine(*procs, profile=profile), oc, cur)
     return oc
 
 
@@ -118,6 +121,22 @@ def test_tie_goes_to_the_later_process():
     oc = select(first, second)
     assert oc.chosen is second and oc.chosen_points == 368
     assert select(second, first).chosen is first
+
+
+def test_before_53_the_first_of_equal_tasks_stays():
+    first, second = make_task(**TYPICAL), make_task(**TYPICAL)
+    for profile in ("linux-4.19", "linux-2.6.36"):
+        assert select(first, second, profile=profile).chosen is first
+
+
+def test_419_clamp_makes_negative_tasks_tie_at_one():
+    # Yafang Shao's 5.9 case: with the clamp every strongly negative task scores 1 and the
+    # first one scanned is killed, however small it is
+    small = make_task(anon=(1, 0), adj=-998)
+    big = make_task(anon=(5000, 0), adj=-998)
+    oc = select(small, big, totalpages=1_000_000, profile="linux-4.19")
+    assert oc.chosen is small and oc.chosen_points == 1
+    assert select(small, big, totalpages=1_000_000).chosen is big  # 5.10: no clamp
 
 
 def test_highest_points_win_and_ineligible_ones_are_skipped():

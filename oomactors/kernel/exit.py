@@ -34,7 +34,8 @@ async def mmap_write_lock(m: "Machine", cur: "Task", mm: "MM", point: str) -> No
 
 async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
     """The last user is gone: unmap everything and give the pages back."""
-    if mm.flags & MMF_OOM_VICTIM:
+    skip_after_unmap = m.profile.exit_mmap_skip_after_unmap
+    if mm.flags & MMF_OOM_VICTIM and not skip_after_unmap:
         # reap the victim's memory ourselves, then tell the OOM killer to move on
         await __oom_reap_task_mm(m, cur, mm)
         if not mm.flags & MMF_OOM_SKIP:
@@ -44,6 +45,11 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
         await mmap_write_lock(m, cur, mm, "exit.mmap_lock")
         mm.mmap_lock.write_unlock()
     freed = await zap_pages(m, cur, mm, anon_only=False, point="exit.zap")
+    if skip_after_unmap and not mm.flags & MMF_OOM_SKIP:
+        # 6.0+: every VMA is unmapped; the OOM killer need not wait for this mm any more
+        mm.flags |= MMF_OOM_SKIP
+        if mm.flags & MMF_OOM_VICTIM:
+            m.emit("sim:mmf_oom_skip", cur.pid, "exit_mmap")
     # mapped page cache stays in the page cache, no longer mapped by anyone
     for zone in m.zones:
         g = zone.gid

@@ -16,6 +16,7 @@ from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_all
 from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
                          memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .mempolicy import mempolicy_nodemask_intersects
+from .oom_kill_24 import out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
 
@@ -127,9 +128,12 @@ def oom_evaluate_task(m: "Machine", task: Task, oc: OomControl, cur: Task) -> bo
     if oom_task_origin(task):
         points = LONG_MAX
     else:
-        points = oom_badness(task, oc.totalpages)
-        # ties go to the later task: '<', not '<='
-        if points == LONG_MIN or points < oc.chosen_points:
+        prof = m.profile
+        points = prof.badness(task, oc.totalpages, m.now, m.hz)
+        # 5.3+: ties go to the later task ('<', not '<='); before, the first one stays
+        if points == prof.ineligible or points < oc.chosen_points:
+            return False
+        if points == oc.chosen_points and not prof.ties_to_later and oc.chosen is not None:
             return False
     oc.chosen = task
     oc.chosen_points = points
@@ -233,12 +237,27 @@ def exit_oom_victim(m: "Machine", tsk: Task) -> None:
 
 def wake_oom_reaper(m: "Machine", tsk: Task) -> None:
     """Queue the victim for the oom_reaper (LIFO: the newest victim is reaped first)."""
-    if not m.fixes.get("oom_reaper", True):
-        return
+    if not m.profile.oom_reaper or not m.fixes.get("oom_reaper", True):
+        return  # before 4.6 there was no reaper: a victim frees its memory itself
     mm = tsk.signal.oom_mm
     if mm is None or mm.flags & MMF_OOM_REAP_QUEUED:
         return
     mm.flags |= MMF_OOM_REAP_QUEUED
+    if m.profile.reaper_delay_s and m.fixes.get("reaper_delay", True):
+        # 5.18+ queue_oom_reaper: give the victim OOM_REAPER_DELAY to exit by itself
+        m.spawn(_oom_reaper_timer, m, tsk, mm, m.profile.reaper_delay_s * m.hz)
+        return
+    __queue_for_reaper(m, tsk)
+
+
+async def _oom_reaper_timer(m: "Machine", tsk: Task, mm: "MM", delay: int) -> None:
+    """The oom_reaper_timer callback: the victim exited meanwhile, or it is reaped now."""
+    await m.sched.clock.sleep_until(m.now + delay)
+    if not mm.flags & MMF_OOM_SKIP:
+        __queue_for_reaper(m, tsk)
+
+
+def __queue_for_reaper(m: "Machine", tsk: Task) -> None:
     tsk.oom_reaper_list = True
     m.oom_reaper_list.insert(0, tsk)
     m.emit("oom:wake_reaper", tsk.pid)
@@ -267,7 +286,8 @@ def dump_tasks(m: "Machine", oc: OomControl, cur: Task) -> list[list]:
             continue
         mm = t.mm
         rows.append([t.pid, t.uid, t.tgid, mm.total_vm, mm.get_mm_rss(), mm.pgtables_bytes(),
-                     mm.swapents, t.signal.oom_score_adj, t.comm])
+                     mm.swapents, t.signal.oom_score_adj, t.comm, mm.rss_anon, mm.rss_file,
+                     mm.rss_shmem, t.last_cpu])
     return rows
 
 
@@ -334,6 +354,24 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
         wake_oom_reaper(m, victim)
 
 
+def oom_sacrifice_child(m: "Machine", oc: OomControl, victim: Task, message: str) -> Task:
+    """2.6.36-5.0: "Kill process ... score ... or sacrifice child": the child with its own
+    mm and the strictly highest badness (first on ties) dies instead of the parent."""
+    prof = m.profile
+    m.emit("sim:oom_sacrifice", victim.pid, message, victim.comm,
+           prof.oom_score(oc.chosen_points, oc.totalpages))
+    best, best_points = victim, 0
+    for child in m.processes():
+        if child.parent is None or child.parent.signal is not victim.signal:
+            continue
+        if child.mm is None or child.mm is victim.mm:
+            continue
+        points = prof.badness(child, oc.totalpages, m.now, m.hz)
+        if points > best_points:
+            best, best_points = child, points
+    return best
+
+
 async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> None:
     victim = oc.chosen
     # already exiting: no report, no kill, just reserves and the reaper
@@ -343,6 +381,8 @@ async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task
         return
     if __ratelimit(m):
         await dump_header(m, oc, cur)
+    if m.profile.sacrifice_child:
+        victim = oom_sacrifice_child(m, oc, victim, message)
     # the memcg to clean up with the victim (memory.oom.group), looked up before the kill
     oom_group = mem_cgroup_get_oom_group(m, victim, oc.memcg)
     __oom_kill_process(m, victim, message, oc, cur)
@@ -382,6 +422,11 @@ async def out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> bool:
 async def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, str]:
     if m.oom_killer_disabled:
         return False, "oom_killer_disabled"
+    if m.profile.oom_checklist_24 and not is_memcg_oom(oc):
+        # 2.4 does not trust one failure: swap left, 5 s windows, 10 failures, recent kill
+        not_oom = out_of_memory_checklist(m)
+        if not_oom is not None:
+            return True, f"checklist_24:{not_oom}"
     if not is_memcg_oom(oc):
         freed = 0
         for notifier in m.oom_notifiers:
@@ -433,7 +478,10 @@ async def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, st
 
 
 async def pagefault_out_of_memory(m: "Machine", cur: Task) -> None:
-    """5.10: a VM_FAULT_OOM that reached the fault handler triggers a global OOM (gfp 0)."""
+    """<=5.15: a VM_FAULT_OOM that reached the fault handler triggers a global OOM (gfp 0).
+    5.16+ only lets the fault be retried (the task re-faults until it is killed)."""
+    if not m.profile.pagefault_oom:
+        return
     if not m.oom_lock_trylock(cur, quiet=True):
         return
     try:

@@ -56,7 +56,8 @@ def init_overcommit(m: "Machine", k: "Kernel") -> None:
     m.overcommit_memory = k.overcommit_memory
     m.overcommit_ratio = k.overcommit_ratio
     m.overcommit_kbytes = k.overcommit_kbytes
-    m.overcommit_heuristic = k.overcommit_heuristic
+    # the 2.4 profile brings 2.4's heuristic with it
+    m.overcommit_heuristic = "2.4" if m.profile.vm_enough_memory == "2.4" else k.overcommit_heuristic
     free_kbytes = sum(z.nr_free for z in m.zones) << (PAGE_SHIFT - 10)
     m.user_reserve_kbytes = (min(free_kbytes // 32, 1 << 17) if k.user_reserve_kbytes == "auto"
                              else k.user_reserve_kbytes)

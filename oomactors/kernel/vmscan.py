@@ -283,4 +283,18 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
     if not total:
         node.kswapd_failures += 1
         m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
+        if m.profile.kswapd_calls_oom:
+            await kswapd_out_of_memory(m, task, node)
     return sc.order
+
+
+async def kswapd_out_of_memory(m: "Machine", task: "Task", node: Node) -> None:
+    """2.4: try_to_free_pages_zone() failing at every priority calls out_of_memory(), from
+    kswapd as from anyone (its checklist decides whether anything is killed)."""
+    from .oom_kill import OomControl, out_of_memory
+    if not m.oom_lock_trylock(task, quiet=True):
+        return
+    try:
+        await out_of_memory(m, task, OomControl(m.zonelists[node.nid], None, None, G.GFP_KERNEL, 0))
+    finally:
+        m.oom_lock_unlock(task)

@@ -47,6 +47,7 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
     committed_as = committed_peak = None
     refusals = 0
     memcgs: dict[str, dict[str, Any]] = {}
+    profile = None
     for rec in records:
         n += 1
         end = rec[0]
@@ -74,6 +75,11 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
             ev = table.decode(rec, hz)
             if ev["pid"] in tasks:
                 tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
+        elif name == "sim:run_start":
+            profile = table.decode(rec, hz).get("profile", profile)
+        elif name == "sim:oom_score":
+            if rec[3] in tasks:
+                tasks[rec[3]]["oom_score"] = table.decode(rec, hz)["oom_score"]
         elif name == "sim:run_end":
             run_end = table.decode(rec, hz)["reason"]
         elif name == "sim:vm_enough_memory":
@@ -89,6 +95,7 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
             _memcg_summary(memcgs, name, table.decode(rec, hz))
     return {
         "seed": seed,
+        "profile": profile,
         "simulated_seconds": round(end / hz, 6),
         "end_reason": run_end,
         "events": n,
@@ -137,17 +144,108 @@ def _memcg_summary(memcgs: dict[str, dict[str, Any]], name: str, ev: dict[str, A
 TASK_HEADER = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
 
 
-def _row(r: Sequence[Any]) -> str:
-    pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r[:9]
-    return f"[{pid:7d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables:8d} {swapents:8d}         {adj:5d} {comm}"
+class Console510:
+    """The 5.0-5.x report (dump_header / dump_tasks / dump_oom_summary / __oom_kill_process)."""
+
+    tasks_state = True
+    summary_line = True
+    header = TASK_HEADER
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        return (f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, order={ev['order']}, "
+                f"oom_score_adj={ev['oom_score_adj']}")
+
+    def row(self, r: Sequence[Any]) -> str:
+        pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r[:9]
+        return (f"[{pid:7d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables:8d} {swapents:8d}"
+                f"         {adj:5d} {comm}")
+
+    def killed(self, ev: dict[str, Any]) -> str:
+        return (f"{ev['message']}: Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
+                f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB, "
+                f"UID:{ev['uid']} pgtables:{ev['pgtables']}kB oom_score_adj:{ev['oom_score_adj']}")
+
+
+class Console6(Console510):
+    """~6.8+: the task table splits rss into anon, file and shmem."""
+
+    header = ("[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes "
+              "swapents oom_score_adj name")
+
+    def row(self, r: Sequence[Any]) -> str:
+        if len(r) < 12:
+            return super().row(r)
+        pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm, anon, file, shmem = r[:12]
+        return (f"[{pid:7d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {anon:8d} {file:8d} {shmem:9d}"
+                f" {pgtables:8d} {swapents:8d}         {adj:5d} {comm}")
+
+
+class Console419(Console510):
+    """4.19: nodemask on the invoked line, no oom-kill summary, "sacrifice child"."""
+
+    summary_line = False
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        return (f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, nodemask={ev['nodemask']}, "
+                f"order={ev['order']}, oom_score_adj={ev['oom_score_adj']}")
+
+    def killed(self, ev: dict[str, Any]) -> str:
+        return (f"Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
+                f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB")
+
+
+def legacy_oom_adj(adj: int) -> int:
+    """/proc/PID/oom_adj as read back from oom_score_adj (fs/proc/base.c)."""
+    if adj == 1000:
+        return 15
+    return min(15, int(adj * 17 / 1000))
+
+
+class Console2636(Console419):
+    """2.6.36: numeric gfp mask, oom_adj beside oom_score_adj, the cpu column."""
+
+    tasks_state = False
+    header = "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name"
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        gfp = str(ev["gfp_flags"]).split("(")[0]
+        return (f"{ev['comm']} invoked oom-killer: gfp_mask={gfp}, order={ev['order']}, "
+                f"oom_adj={legacy_oom_adj(ev['oom_score_adj'])}, oom_score_adj={ev['oom_score_adj']}")
+
+    def row(self, r: Sequence[Any]) -> str:
+        pid, uid, tgid, total_vm, rss, _pt, _swap, adj, comm = r[:9]
+        cpu = r[12] if len(r) > 12 else 0
+        return (f"[{pid:5d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {cpu:3d}     "
+                f"{legacy_oom_adj(adj):3d}         {adj:5d} {comm}")
+
+    def killed(self, ev: dict[str, Any]) -> str:
+        return (f"Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
+                f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB")
+
+
+class Console24(Console2636):
+    """2.4 printed one line per kill and nothing else."""
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        return None
+
+    def killed(self, ev: dict[str, Any]) -> str:
+        return f"Out of Memory: Killed process {ev['pid']} ({ev['comm']})."
+
+
+CONSOLES: dict[str, Console510] = {"2.4": Console24(), "2.6.36": Console2636(), "4.19": Console419(),
+                                   "5.10": Console510(), "6.x": Console6()}
 
 
 def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None = None) -> list[str]:
-    """The kernel log a 5.10 machine would have printed for this run."""
+    """The kernel log the run's kernel era would have printed for this run."""
+    from .kernel.profiles import DEFAULT_PROFILE, PROFILES
+
     table = table or EventTable()
     out: list[str] = []
     header_printed = False
     memcg_info: dict[str, Any] | None = None
+    era = CONSOLES[PROFILES[DEFAULT_PROFILE].console]
 
     def say(t: int, text: str) -> None:
         out.append(f"[{t / hz:12.6f}] {text}")
@@ -163,26 +261,36 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
         if name not in _CONSOLE:
             continue
         ev = table.decode(rec, hz)
-        if name == "sim:oom_header":
+        if name == "sim:run_start":
+            prof = PROFILES.get(ev.get("profile") or DEFAULT_PROFILE)
+            if prof is not None:
+                era = CONSOLES[prof.console]
+        elif name == "sim:oom_header":
             header_printed = True
-            say(t, f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, order={ev['order']}, "
-                   f"oom_score_adj={ev['oom_score_adj']}")
+            line = era.invoked(ev)
+            if line is None:
+                continue
+            say(t, line)
             if memcg_info is not None:  # mem_cgroup_print_oom_meminfo, where show_mem() would be
                 mi, memcg_info = memcg_info, None
                 say(t, f"memory: usage {mi['usage_kb']}kB, limit {mi['limit_kb']}kB, failcnt {mi['failcnt']}")
                 say(t, f"swap: usage {mi['swap_usage_kb']}kB, limit {mi['swap_limit_kb']}kB, "
                        f"failcnt {mi['swap_failcnt']}")
             if ev["rows"]:
-                say(t, "Tasks state (memory values in pages):")
-                say(t, TASK_HEADER)
+                if era.tasks_state:
+                    say(t, "Tasks state (memory values in pages):")
+                say(t, era.header)
                 for r in ev["rows"]:
-                    say(t, _row(r))
+                    say(t, era.row(r))
         elif name == "sim:memcg_oom_meminfo":
             memcg_info = ev
         elif name == "sim:memcg_oom_group":
             say(t, f"Tasks in {ev['path']} are going to be killed due to memory.oom.group set")
+        elif name == "sim:oom_sacrifice":
+            say(t, f"{ev['message']}: Kill process {ev['pid']} ({ev['comm']}) score {ev['score']} "
+                   f"or sacrifice child")
         elif name == "sim:oom_kill":
-            if header_printed:
+            if header_printed and era.summary_line:
                 header_printed = False  # dump_oom_summary: once per report, not per group member
                 oom_memcg = ev.get("oom_memcg") or ""
                 memcg_ctx = f"oom_memcg={oom_memcg}" if oom_memcg else "global_oom"
@@ -190,9 +298,7 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
                        f"cpuset={ev.get('cpuset', '/')},mems_allowed={ev['mems_allowed']},{memcg_ctx},"
                        f"task_memcg={ev.get('task_memcg', '/')},task={ev['comm']},"
                        f"pid={ev['pid']},uid={ev['uid']}")
-            say(t, f"{ev['message']}: Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
-                   f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB, "
-                   f"UID:{ev['uid']} pgtables:{ev['pgtables']}kB oom_score_adj:{ev['oom_score_adj']}")
+            say(t, era.killed(ev))
         elif name == "sim:reaper_reaped":
             say(t, f"oom_reaper: reaped process {ev['pid']} ({ev['comm']}), now anon-rss:{ev['anon_rss']}kB, "
                    f"file-rss:{ev['file_rss']}kB, shmem-rss:{ev['shmem_rss']}kB")
@@ -210,6 +316,6 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
     return out
 
 
-_CONSOLE = {"sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
+_CONSOLE = {"sim:run_start", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
             "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic",
             "sim:memcg_oom_meminfo", "sim:memcg_oom_group"}

@@ -110,12 +110,8 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     if kind != "kernel":
         # mmap first (commit check, then total_vm grows), fault in after
         while mmap_region(m, task, mm, pages, kind):
-            m.emit("sim:step_failed", task.pid, "alloc", ENOMEM)
-            if step.on_fail == "exit":
-                raise _Exit("exit")
-            if step.on_fail == "continue":
+            if await _enomem(m, task, "alloc", step.on_fail):
                 return
-            await _enomem_retry(m, task)
     # order-0 pages come in chunks (fault-around, alloc_pages_bulk); there is no bulk
     # request above order 0, so each high-order block is an allocation of its own, with
     # its own watermark check and compaction (the watermark only asks for one block)
@@ -150,18 +146,10 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
-                await pagefault_out_of_memory(m, task)
-                ret_to_user(task)
-                await m.sched.point(task, "fault.retry")
-                await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+                await vm_fault_oom(m, task)
                 continue
-            m.emit("sim:step_failed", task.pid, "alloc", ENOMEM)
-            if step.on_fail == "exit":
-                raise _Exit("exit")
-            if step.on_fail == "continue":
+            if await _enomem(m, task, "alloc", step.on_fail):
                 return
-            await m.sched.point(task, "fault.retry")
-            await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
             continue
         done += got
         mm.last_active = m.now if mm is not None else 0
@@ -171,17 +159,37 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
         if step.rate:
-            due = start + to_jiffies_pages(m, done, step.rate)
-            if due > m.now:
-                await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
-                ret_to_user(task)
+            await _pace(m, task, start, done, step.rate)
 
 
-async def _enomem_retry(m: "Machine", task: Task) -> None:
-    """A program that got -ENOMEM from mmap or fork pauses briefly (10 ms, rounded up to
-    whole jiffies) and tries again."""
+async def vm_fault_oom(m: "Machine", task: Task) -> None:
+    """VM_FAULT_OOM: the fault handler's OOM path, then back to user space, which re-executes
+    the faulting instruction."""
+    await pagefault_out_of_memory(m, task)
+    ret_to_user(task)
+    await m.sched.point(task, "fault.retry")
+    await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+
+
+async def _pace(m: "Machine", task: Task, start: int, done: int, rate: int) -> None:
+    """Hold a step to its byte rate: sleep until the pages done so far are due."""
+    due = start + to_jiffies_pages(m, done, rate)
+    if due > m.now:
+        await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
+        ret_to_user(task)
+
+
+async def _enomem(m: "Machine", task: Task, op: str, on_fail: str) -> bool:
+    """-ENOMEM reached the program: it exits, gives the step up (True), or pauses briefly
+    (10 ms, rounded up to whole jiffies) and tries again (False)."""
+    m.emit("sim:step_failed", task.pid, op, ENOMEM)
+    if on_fail == "exit":
+        raise _Exit("exit")
+    if on_fail == "continue":
+        return True
     await m.sched.sleep(task, -(-10 * m.hz // 1000), "task.enomem_retry", interruptible=True)
     ret_to_user(task)
+    return False
 
 
 def to_jiffies_pages(m: "Machine", pages: int, rate: int) -> int:
@@ -211,10 +219,7 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
                 m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner):
             zone = None
         if zone is None:
-            await pagefault_out_of_memory(m, task)
-            ret_to_user(task)
-            await m.sched.point(task, "fault.retry")
-            await m.sched.run(task, params.SLOWPATH_ROUND_NS, "fault.retry")
+            await vm_fault_oom(m, task)
             continue
         done += nr
         await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
@@ -223,10 +228,7 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
         if step.rate:
-            due = start + to_jiffies_pages(m, done, step.rate)
-            if due > m.now:
-                await m.sched.sleep(task, due - m.now, "task.rate", interruptible=True)
-                ret_to_user(task)
+            await _pace(m, task, start, done, step.rate)
 
 
 async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
@@ -273,12 +275,8 @@ async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
     else:
         # copy_mm -> dup_mm: the parent's accounted mappings are charged again (kernel/fork.py)
         while (mm := dup_mm(m, task)) is None:
-            m.emit("sim:step_failed", task.pid, "fork", ENOMEM)
-            if step.on_fail == "exit":
-                raise _Exit("exit")
-            if step.on_fail == "continue":
+            if await _enomem(m, task, "fork", step.on_fail):
                 return
-            await _enomem_retry(m, task)
     child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
     child.group = task.group
     child.parent = task

@@ -52,6 +52,17 @@ def _scan_size(size: int, priority: int) -> int:
     return max(size >> priority, min(size, SWAP_CLUSTER_MAX)) if size else 0
 
 
+def get_scan_count(total: int, anon: int, file: int) -> tuple[int, int]:
+    """Split a scan between the anon and file lists by their sizes weighted by swappiness."""
+    if anon:
+        wa = params.SWAPPINESS * anon
+        wf = (200 - params.SWAPPINESS) * file
+        anon_scan = total * wa // (wa + wf) if wa + wf else 0
+    else:
+        anon_scan = 0
+    return anon_scan, min(total - anon_scan, file)
+
+
 def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
     """Evict clean page cache, oldest owner first (unmapped cache sits at the head)."""
     freed = 0
@@ -108,13 +119,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
         total = _scan_size(file + anon, prio)
         if not total:
             continue
-        if anon:
-            wa = params.SWAPPINESS * anon
-            wf = (200 - params.SWAPPINESS) * file
-            anon_scan = total * wa // (wa + wf) if wa + wf else 0
-        else:
-            anon_scan = 0
-        file_scan = min(total - anon_scan, file)
+        anon_scan, file_scan = get_scan_count(total, anon, file)
         scanned += file_scan + anon_scan
         # clean and dirty file pages are met in proportion to their share of the list
         dirty_scan = file_scan * nr["dirty"] // file if file else 0
@@ -182,16 +187,21 @@ async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order
             continue
         if z.node not in nodes:
             nodes.append(z.node)
-    while sc.priority >= 0:
-        for node in nodes:
-            await shrink_node(m, cur, node, sc)
-            if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                break
-        if sc.nr_reclaimed >= sc.nr_to_reclaim:
-            break
-        sc.priority -= 1
+    await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node)
     m.emit("vmscan:mm_vmscan_direct_reclaim_end", cur.pid, sc.nr_reclaimed)
     return sc.nr_reclaimed
+
+
+async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[Node], sc,
+                                         shrink) -> None:
+    """do_try_to_free_pages' loop: every node at each priority from DEF_PRIORITY down to 0,
+    until sc.nr_to_reclaim pages came back."""
+    while sc.priority >= 0:
+        for node in nodes:
+            await shrink(m, cur, node, sc)
+            if sc.nr_reclaimed >= sc.nr_to_reclaim:
+                return
+        sc.priority -= 1
 
 
 # --- kswapd ------------------------------------------------------------------------

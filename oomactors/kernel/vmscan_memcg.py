@@ -25,7 +25,8 @@ from .memcontrol import (MemCgroup, for_each_mem_cgroup_tree, mem_cgroup_below_l
                          uncharge_pages)
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
-from .vmscan import ScanControl, _finish_writeback
+from .vmscan import (ScanControl, _finish_writeback, get_scan_count,
+                     raise_priority_until_reclaimed)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -72,14 +73,7 @@ async def do_try_to_free_pages(m: "Machine", cur: "Task", sc: MemcgScanControl) 
             nodes.append(z.node)
     while True:  # retry:
         sc.priority = DEF_PRIORITY
-        while sc.priority >= 0:
-            for node in nodes:
-                await shrink_node_memcgs(m, cur, node, sc)
-                if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                    break
-            if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                break
-            sc.priority -= 1
+        await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node_memcgs)
         if sc.nr_reclaimed:
             return sc.nr_reclaimed
         # untapped memory.low reserves: dip into them rather than go OOM
@@ -152,13 +146,7 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
         total = min(size >> prio, file + anon)
         if not total:
             continue
-        if anon:
-            wa = params.SWAPPINESS * anon
-            wf = (200 - params.SWAPPINESS) * file
-            anon_scan = total * wa // (wa + wf) if wa + wf else 0
-        else:
-            anon_scan = 0
-        file_scan = min(total - anon_scan, file)
+        anon_scan, file_scan = get_scan_count(total, anon, file)
         scanned += file_scan + anon_scan
         reclaimed += _reclaim_file(m, cur, zone, owners, file_scan)
         if anon_scan:

@@ -167,6 +167,8 @@ EVENTS: tuple[EventKind, ...] = (
        "{message}: Kill process {pid} ({comm}) score {score} or sacrifice child"),
     # /proc/PID/oom_score of every process at the end of the run, in the profile's era
     _k("sim:oom_score", "comm oom_score", "pid={pid} comm={comm} oom_score={oom_score}"),
+    # 2.4 do_page_fault, out of memory: the faulting process itself dies
+    _k("sim:vm_killing", "comm", "VM: killing process {comm}"),
 )
 
 EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}

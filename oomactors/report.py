@@ -309,6 +309,8 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
         elif name == "sim:page_alloc_failure":
             say(t, f"{ev['comm']}: page allocation failure: order:{ev['order']}, mode:{ev['gfp_flags']}, "
                    f"nodemask=(null)")
+        elif name == "sim:vm_killing":
+            say(t, f"VM: killing process {ev['comm']}")
         elif name == "sim:no_killable":
             say(t, "Out of memory and no killable processes...")
         elif name == "sim:panic":
@@ -316,6 +318,6 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
     return out
 
 
-_CONSOLE = {"sim:run_start", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
+_CONSOLE = {"sim:run_start", "sim:vm_killing", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
             "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic",
             "sim:memcg_oom_meminfo", "sim:memcg_oom_group"}

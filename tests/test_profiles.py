@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from test_badness import TYPICAL, make_task
 
-from oomactors.kernel.profiles import (LONG_MIN, PROFILES, _shift_hz, badness_24, badness_2636,
-                                       badness_419, oom_score_59, oom_score_permille)
+from oomactors.kernel.profiles import (LONG_MIN, PROFILES, _shift_hz, badness_24, badness_419,
+                                       badness_2636, int_sqrt_24, oom_score_59, oom_score_permille)
 
 HZ = 100
 
@@ -15,23 +15,28 @@ def test_shift_hz_matches_the_kernel_table():
     assert [_shift_hz(h) for h in (100, 250, 300, 1000)] == [7, 8, 8, 10]
 
 
+def test_24_int_sqrt_is_the_rough_one():
+    # 2.4's approximation, not the exact root: it is 3 for 16 and 9 for 100, and never 0
+    assert [int_sqrt_24(x) for x in (0, 1, 4, 8, 12, 16, 100, 256)] == [1, 1, 2, 2, 3, 3, 9, 12]
+
+
 def test_badness_24_divides_by_roots_of_cpu_and_run_time():
     t = make_task()
     t.mm.total_vm = 100_000
     t.uid = 1000
-    # cpu time: 64 * 128 jiffies -> cpu_time = 8192 >> 10 = 8 -> int_sqrt 2
+    # cpu time: 8192 jiffies -> cpu_time = 8192 >> 10 = 8 -> int_sqrt_24 2
     t.cpu_ns = 8192 * 10_000_000
-    # run time: (now - start) >> 17 = 16 -> sqrt(sqrt(16)) = 2
+    # run time: (now - start) >> 17 = 256 -> int_sqrt_24(int_sqrt_24(256)) = int_sqrt_24(12) = 3
     t.start_time = 0
-    now = 16 << 17
-    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 2
+    now = 256 << 17
+    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 3
     # nice doubles, root quarters, CAP_SYS_RAWIO quarters again
     t.nice = 5
-    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 2 * 2
+    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 3 * 2
     t.nice, t.uid = 0, 0
-    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 2 // 4
+    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 3 // 4
     t.caps = frozenset({"CAP_SYS_RAWIO"})
-    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 2 // 4 // 4
+    assert badness_24(t, 0, now, HZ) == 100_000 // 2 // 3 // 4 // 4
 
 
 def test_badness_24_young_idle_task_keeps_its_total_vm():
@@ -69,10 +74,11 @@ def test_profiles_say_what_differs():
     p24, p2636, p419, p510, p612 = (PROFILES[n] for n in
                                     ("linux-2.4", "linux-2.6.36", "linux-4.19", "linux-5.10", "linux-6.12"))
     assert p24.oom_checklist_24 and p24.kswapd_calls_oom and p24.vm_enough_memory == "2.4"
+    assert p24.pagefault_oom == "kill_current"
     assert not p2636.oom_reaper and p2636.sacrifice_child
     assert p419.sacrifice_child and not p419.ties_to_later and p419.memcg_oom_failure == "force"
-    assert p510.ties_to_later and not p510.sacrifice_child and p510.pagefault_oom
-    assert p612.reaper_delay_s == 2 and not p612.pagefault_oom and p612.memcg_oom_failure == "enomem"
+    assert p510.ties_to_later and not p510.sacrifice_child and p510.pagefault_oom == "global"
+    assert p612.reaper_delay_s == 2 and p612.pagefault_oom == "none" and p612.memcg_oom_failure == "enomem"
     assert p612.exit_mmap_skip_after_unmap
 
 

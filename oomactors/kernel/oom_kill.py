@@ -479,8 +479,15 @@ async def _oom_finish(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool, st
 
 async def pagefault_out_of_memory(m: "Machine", cur: Task) -> None:
     """<=5.15: a VM_FAULT_OOM that reached the fault handler triggers a global OOM (gfp 0).
-    5.16+ only lets the fault be retried (the task re-faults until it is killed)."""
-    if not m.profile.pagefault_oom:
+    5.16+ only lets the fault be retried (the task re-faults until it is killed).  2.4's
+    do_page_fault killed the faulting process itself ("VM: killing process"), except init."""
+    mode = m.profile.pagefault_oom
+    if mode == "none":
+        return
+    if mode == "kill_current":
+        if not cur.is_global_init:
+            m.emit("sim:vm_killing", cur.pid, cur.comm)
+            do_send_sig_info(m, SIGKILL, cur, cur)
         return
     if not m.oom_lock_trylock(cur, quiet=True):
         return

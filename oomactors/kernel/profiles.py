@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from .mmzone import int_sqrt
 from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,9 +42,21 @@ def _unkillable(p: "Task") -> bool:
 
 
 # --- badness by era -------------------------------------------------------------------
+def int_sqrt_24(x: int) -> int:
+    """2.4's own rough square root in mm/oom_kill.c: halve the answer for every two bits
+    shifted out of x, take a quarter off if a bit is left, and never answer 0."""
+    out = x
+    while x & ~1:
+        x >>= 2
+        out >>= 1
+    if x:
+        out -= out >> 2
+    return out or 1
+
+
 def badness_24(p: "Task", totalpages: int, now: int, hz: int) -> int:
     """2.4 badness(): total_vm divided by the square root of CPU time and the fourth root of
-    run time (2.4's own int_sqrt never returns 0), doubled for niced tasks, quartered for
+    run time (with 2.4's own rough int_sqrt, which never returns 0), doubled for niced tasks, quartered for
     root/CAP_SYS_ADMIN and again for CAP_SYS_RAWIO."""
     t = _task_mm(p)
     if _unkillable(p) or t is None:
@@ -56,8 +67,8 @@ def badness_24(p: "Task", totalpages: int, now: int, hz: int) -> int:
     cpu_jiffies = sum(th.cpu_ns for th in p.signal.threads) // jiffy_ns
     cpu_time = cpu_jiffies >> (shift + 3)
     run_time = max(0, now - p.start_time) >> (shift + 10)
-    points //= max(1, int_sqrt(cpu_time))
-    points //= max(1, int_sqrt(max(1, int_sqrt(run_time))))
+    points //= int_sqrt_24(cpu_time)
+    points //= int_sqrt_24(int_sqrt_24(run_time))
     if p.nice > 0:
         points *= 2
     if "CAP_SYS_ADMIN" in p.caps or p.uid == 0:
@@ -76,7 +87,8 @@ def badness_2636(p: "Task", totalpages: int, now: int, hz: int) -> int:
     if adj == OOM_SCORE_ADJ_MIN:
         return 0
     mm = t.mm
-    points = mm.get_mm_rss() + sum(mm.pgtables) + mm.swapents
+    # rss and swap only: page tables joined the sum later (3.x), not in the 2.6.36 rewrite
+    points = mm.get_mm_rss() + mm.swapents
     points = points * 1000 // max(1, totalpages)
     if "CAP_SYS_ADMIN" in p.caps:
         points -= 30
@@ -119,7 +131,11 @@ def oom_score_59(points: int, totalpages: int) -> int:
     """5.9+: 0 for LONG_MIN, else (1000 + points*1000/T) * 2/3, so 0..2000 (666 = idle)."""
     if points == LONG_MIN:
         return 0
-    return (1000 + points * 1000 // max(1, totalpages)) * 2 // 3
+    # C's long division truncates towards zero: a negative badness must not round down
+    scaled = points * 1000
+    t = max(1, totalpages)
+    per_mille = scaled // t if scaled >= 0 else -(-scaled // t)
+    return (1000 + per_mille) * 2 // 3
 
 
 @dataclass(frozen=True)
@@ -137,7 +153,8 @@ class Profile:
     oom_reaper: bool                 # the oom_reaper exists (4.6+)
     reaper_delay_s: int              # 5.18+: OOM_REAPER_DELAY before the victim is reaped
     exit_mmap_skip_after_unmap: bool  # 6.0+: exit_mmap sets MMF_OOM_SKIP once VMAs are unmapped
-    pagefault_oom: bool              # <=5.15: VM_FAULT_OOM invokes the global OOM killer
+    pagefault_oom: str               # VM_FAULT_OOM in a user fault: "global" OOM (<=5.15),
+                                     # "none" (5.16+: just retry), "kill_current" (2.4)
     memcg_oom_failure: str           # "force" (charge over the limit) or "enomem"
     oom_score: Callable[[int, int], int]
     console: str                     # which console format the report uses
@@ -145,16 +162,16 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
-        Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, True,
+        Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, "kill_current",
                 "force", oom_score_raw, "2.4"),
         Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
-                True, "force", oom_score_raw, "2.6.36"),
-        Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, True,
+                "global", "force", oom_score_raw, "2.6.36"),
+        Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, "global",
                 "force", oom_score_permille, "4.19"),
         Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,
-                True, "force", oom_score_59, "5.10"),
+                "global", "force", oom_score_59, "5.10"),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
-                False, "enomem", oom_score_59, "6.x"),
+                "none", "enomem", oom_score_59, "6.x"),
     )
 }
 DEFAULT_PROFILE = "linux-5.10"

@@ -30,9 +30,12 @@ async def kswapd(m: "Machine", node: Node) -> None:
     await m.sched.get_cpu(task)
     alloc_order = reclaim_order = 0
     highest_zoneidx = MAX_NR_ZONES - 1
+    retry_sleep = False
     while True:
-        alloc_order = reclaim_order = node.kswapd_order
-        highest_zoneidx = _kswapd_highest_zoneidx(node, highest_zoneidx)
+        if not retry_sleep:
+            alloc_order = reclaim_order = node.kswapd_order
+            highest_zoneidx = _kswapd_highest_zoneidx(node, highest_zoneidx)
+        # kswapd_try_sleep:
         await kswapd_try_to_sleep(m, task, node, reclaim_order, highest_zoneidx)
         # read the (possibly raised) request, then reset it for the next wakeup
         alloc_order = reclaim_order = node.kswapd_order
@@ -41,8 +44,8 @@ async def kswapd(m: "Machine", node: Node) -> None:
         node.kswapd_highest_zoneidx = MAX_NR_ZONES
         m.emit("vmscan:mm_vmscan_kswapd_wake", task.pid, node.nid, highest_zoneidx, alloc_order)
         reclaim_order = await balance_pgdat(m, task, node, alloc_order, highest_zoneidx)
-        if reclaim_order < alloc_order:
-            node.kswapd_order = reclaim_order
+        # balanced only for a lower order: try to sleep for that order (goto kswapd_try_sleep)
+        retry_sleep = reclaim_order < alloc_order
 
 
 async def oom_reaper(m: "Machine", task: "Task") -> None:

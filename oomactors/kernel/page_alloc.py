@@ -206,17 +206,18 @@ def __cpuset_zone_allowed(cur: "Task", z: Zone, gfp_mask: int) -> bool:
 
 # --- freeing -----------------------------------------------------------------------
 def free_pages(m: "Machine", cpu, zone: Zone, n: int) -> None:
-    """free_unref_page: order-0 pages go to this CPU's list, and a batch back to the buddy
-    lists once the list passes its high mark."""
+    """free_unref_page: order-0 pages go to this CPU's list; each time the list reaches its
+    high mark, a batch goes back to the buddy lists."""
     if cpu is None:
         zone.free_pages_bulk(n)
         m.mod_free(zone, None, n)
         return
     g = zone.gid
     cpu.pcp[g] += n
-    if cpu.pcp[g] > m.pcp_high:
-        back = cpu.pcp[g] - m.pcp_high + m.pcp_batch
-        back = min(back, cpu.pcp[g])
+    count = cpu.pcp[g]
+    if count >= m.pcp_high:
+        # one batch per page that found the list at (or past) its high mark
+        back = min(count, ((count - m.pcp_high) // m.pcp_batch + 1) * m.pcp_batch)
         cpu.pcp[g] -= back
         zone.free_pages_bulk(back)
         m.mod_free(zone, cpu, back)

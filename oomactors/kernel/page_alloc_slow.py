@@ -123,6 +123,7 @@ async def __perform_reclaim(m: "Machine", cur: "Task", gfp_mask: int, order: int
     finally:
         cur.flags = (cur.flags & ~PF_MEMALLOC) | old
         cur.stall_since = None
+    await m.sched.point(cur, "reclaim.begin")  # the cond_resched() after reclaim
     return progress
 
 
@@ -163,7 +164,8 @@ async def __alloc_pages_direct_compact(m: "Machine", cur: "Task", gfp_mask: int,
 
 
 async def should_reclaim_retry(m: "Machine", cur: "Task", gfp_mask: int, order: int, ac: AllocContext,
-                               alloc_flags: int, did_some_progress: bool, state: dict) -> bool:
+                               alloc_flags: int, did_some_progress: bool, state: dict,
+                               nr: int = 1) -> bool:
     """The OOM detector: give up after MAX_RECLAIM_RETRIES rounds without progress, or when no
     zone could meet its min watermark even if everything reclaimable were reclaimed."""
     # costly orders may progress without their order becoming available: always count them
@@ -179,7 +181,7 @@ async def should_reclaim_retry(m: "Machine", cur: "Task", gfp_mask: int, order: 
         min_wmark = zone.min_wmark
         reclaimable = zone.zone_reclaimable_pages(m.swap_free)
         available = reclaimable + zone.nr_free
-        wmark = __zone_watermark_ok(zone, order, min_wmark, ac.highest_zoneidx, alloc_flags, available)
+        wmark = __zone_watermark_ok(zone, order, min_wmark, ac.highest_zoneidx, alloc_flags, available, nr)
         m.emit("oom:reclaim_retry_zone", cur.pid, zone.node.nid, zone.name, order, reclaimable,
                available, min_wmark, loops, int(wmark))
         if wmark:
@@ -284,8 +286,14 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
     compact_result = COMPACT_SKIPPED
     did_some_progress = 0
     label = "retry_cpuset"
+    restarted = False
     while True:
         if label == "retry_cpuset":
+            if restarted:
+                # a restart costs time like any round: a reader must not spin in zero time
+                # while a cpuset writer is still inside its seqcount section
+                await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
+            restarted = True
             state.update(compaction_retries=0, no_progress_loops=0, compact_priority=DEF_COMPACT_PRIORITY)
             cpuset_mems_cookie = read_mems_allowed_begin(m, cur)
             # the fast path used conservative flags; now set them up precisely
@@ -354,7 +362,7 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
                 label = "nopage"      # costly orders only loop with __GFP_RETRY_MAYFAIL
                 continue
             if await should_reclaim_retry(m, cur, gfp_mask, order, ac, alloc_flags,
-                                          did_some_progress > 0, state):
+                                          did_some_progress > 0, state, nr):
                 continue
             if did_some_progress > 0 and should_compact_retry(m, cur, ac, order, alloc_flags,
                                                               compact_result, state):

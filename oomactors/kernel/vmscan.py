@@ -197,10 +197,10 @@ async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[
     """do_try_to_free_pages' loop: every node at each priority from DEF_PRIORITY down to 0,
     until sc.nr_to_reclaim pages came back."""
     while sc.priority >= 0:
-        for node in nodes:
+        for node in nodes:  # shrink_zones: the whole zonelist at this priority
             await shrink(m, cur, node, sc)
-            if sc.nr_reclaimed >= sc.nr_to_reclaim:
-                return
+        if sc.nr_reclaimed >= sc.nr_to_reclaim:
+            return
         sc.priority -= 1
 
 
@@ -263,6 +263,11 @@ async def kswapd_try_to_sleep(m: "Machine", task: "Task", node: Node, reclaim_or
         await m.sched.clock.sleep_until(m.now + max(1, m.hz // 10), w)
         node.kswapd_sleeping = False
         premature = w.value == "wake"   # woken by wakeup_kswapd before the nap ended
+        if premature:
+            # keep the request that woke us, and at least the order we were balancing for
+            if node.kswapd_highest_zoneidx == MAX_NR_ZONES:
+                node.kswapd_highest_zoneidx = highest_zoneidx
+            node.kswapd_order = max(node.kswapd_order, reclaim_order)
         await m.sched.get_cpu(task)
     if not premature and prepare_kswapd_sleep(m, node, reclaim_order, highest_zoneidx):
         m.emit("vmscan:mm_vmscan_kswapd_sleep", task.pid, node.nid)

@@ -111,6 +111,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     can_swap = sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
     io_pages = 0
     wb_pages = 0
+    inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone
     zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
     for zone in zones:
         nr = zone.nr
@@ -129,8 +130,12 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             nr["dirty"] -= dirty_scan
             nr["writeback"] += dirty_scan
             wb_pages += dirty_scan
+            inflight.append((zone, dirty_scan))
         if anon_scan:
-            io_pages += _take_anon(m, zone, min(anon_scan, m.swap_free))
+            taken = _take_anon(m, zone, min(anon_scan, m.swap_free))
+            if taken:
+                io_pages += taken
+                inflight.append((zone, taken))
         # shrinkers: dcache and icache need __GFP_FS
         if sc.gfp_mask & G.__GFP_FS:
             freeable = nr["slab_reclaimable"] - m.slab_floor[zone.gid]
@@ -152,7 +157,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
         io_jiffies = done - m.now
         m.emit("sim:io_wait", cur.pid, io_pages + wb_pages, io_jiffies, "reclaim")
         await m.sched.sleep(cur, io_jiffies, "reclaim.io_wait")
-        reclaimed += _finish_writeback(m, cur, zones, io_pages + wb_pages)
+        reclaimed += _finish_writeback(m, cur, inflight)
         sc.nr_writeback += io_pages + wb_pages
     sc.nr_reclaimed += reclaimed
     if reclaimed:
@@ -163,16 +168,15 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
            io_pages + wb_pages, io_jiffies)
 
 
-def _finish_writeback(m: "Machine", cur: "Task", zones: list[Zone], pages: int) -> int:
-    """end_page_writeback for our pages, then free them (they were chosen for reclaim)."""
-    left = pages
-    for zone in zones:
-        k = min(zone.nr["writeback"], left)
-        if k:
-            zone.nr["writeback"] -= k
-            m.free_to_buddy(cur, zone, k)
-            left -= k
-    return pages - left
+def _finish_writeback(m: "Machine", cur: "Task", inflight: list[tuple[Zone, int]]) -> int:
+    """end_page_writeback for the pages this reclaimer sent to IO, then free them (they were
+    chosen for reclaim); other reclaimers' pages stay under IO until their own wait ends."""
+    freed = 0
+    for zone, k in inflight:
+        zone.nr["writeback"] -= k
+        m.free_to_buddy(cur, zone, k)
+        freed += k
+    return freed
 
 
 async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order: int, gfp_mask: int) -> int:
@@ -280,22 +284,22 @@ async def kswapd_try_to_sleep(m: "Machine", task: "Task", node: Node, reclaim_or
 async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, highest_zoneidx: int) -> int:
     """Reclaim until some zone is above its HIGH watermark, raising the priority as needed."""
     sc = ScanControl(G.GFP_KERNEL, order, 0, highest_zoneidx, True)
-    total = 0
     while sc.priority >= 1:
         if pgdat_balanced(m, node, sc.order, highest_zoneidx):
             break
+        before = sc.nr_reclaimed
+        sc.nr_scanned = 0
+        # kswapd_shrink_node: aim at the high watermarks; enough for compaction -> order 0
         sc.nr_to_reclaim = sum(max(z.high_wmark, SWAP_CLUSTER_MAX)
                                for z in node.zones if z.idx <= highest_zoneidx)
-        before = sc.nr_reclaimed
         await shrink_node(m, task, node, sc)
-        got = sc.nr_reclaimed - before
-        total += got
-        if sc.order and got >= 2 << sc.order:
-            sc.order = 0  # enough for compaction to do the rest
-        if got < sc.nr_to_reclaim:
+        if sc.order and sc.nr_reclaimed >= 2 << sc.order:
+            sc.order = 0
+        # raise the priority when this pass scanned too little or reclaimed nothing
+        if sc.nr_scanned < sc.nr_to_reclaim or sc.nr_reclaimed == before:
             sc.priority -= 1
         await m.sched.point(task, "kswapd.scan")
-    if not total:
+    if not sc.nr_reclaimed:
         node.kswapd_failures += 1
         m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
         if m.profile.kswapd_calls_oom:

@@ -87,7 +87,8 @@ async def do_try_to_free_pages(m: "Machine", cur: "Task", sc: MemcgScanControl) 
 async def shrink_node_memcgs(m: "Machine", cur: "Task", node: Node, sc: MemcgScanControl) -> None:
     target = sc.target_mem_cgroup
     zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
-    scanned = reclaimed = io_pages = 0
+    scanned = reclaimed = 0
+    inflight: list[tuple[Zone, int]] = []
     for memcg in for_each_mem_cgroup_tree(target):
         mem_cgroup_calculate_protection(target, memcg)
         if mem_cgroup_below_min(memcg):
@@ -101,7 +102,8 @@ async def shrink_node_memcgs(m: "Machine", cur: "Task", node: Node, sc: MemcgSca
         s, r, io = shrink_lruvec(m, cur, zones, memcg, sc)
         scanned += s
         reclaimed += r
-        io_pages += io
+        inflight += io
+    io_pages = sum(k for _, k in inflight)
     sc.nr_scanned += scanned
     await m.sched.run(cur, params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE, "reclaim.scan")
     io_jiffies = 0
@@ -111,7 +113,7 @@ async def shrink_node_memcgs(m: "Machine", cur: "Task", node: Node, sc: MemcgSca
         io_jiffies = done - m.now
         m.emit("sim:io_wait", cur.pid, io_pages, io_jiffies, "memcg_reclaim")
         await m.sched.sleep(cur, io_jiffies, "reclaim.io_wait")
-        reclaimed += _finish_writeback(m, cur, zones, io_pages)
+        reclaimed += _finish_writeback(m, cur, inflight)
         sc.nr_writeback += io_pages
     sc.nr_reclaimed += reclaimed
     if reclaimed:
@@ -122,13 +124,14 @@ async def shrink_node_memcgs(m: "Machine", cur: "Task", node: Node, sc: MemcgSca
 
 
 def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup,
-                  sc: MemcgScanControl) -> tuple[int, int, int]:
-    """Scan one memcg's LRU pages on one node: (scanned, freed now, sent to swap)."""
+                  sc: MemcgScanControl) -> tuple[int, int, list[tuple[Zone, int]]]:
+    """Scan one memcg's LRU pages on one node: (scanned, freed now, sent to swap by zone)."""
     prio = sc.priority
     can_swap = (sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
                 and mem_cgroup_get_nr_swap_pages(m, memcg) > 0)
     protection = mem_cgroup_protection(sc.target_mem_cgroup, memcg, sc.memcg_low_reclaim)
-    scanned = reclaimed = io_pages = 0
+    scanned = reclaimed = 0
+    inflight: list[tuple[Zone, int]] = []
     for zone in zones:
         owners = [o for o in zone.file_lru if memcg_of(o) is memcg]
         file = sum(zone.file_owner.get(o, 0) for o in owners)
@@ -150,8 +153,10 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
         scanned += file_scan + anon_scan
         reclaimed += _reclaim_file(m, cur, zone, owners, file_scan)
         if anon_scan:
-            io_pages += _take_anon(m, zone, mms, min(anon_scan, m.swap_free))
-    return scanned, reclaimed, io_pages
+            taken = _take_anon(m, zone, mms, min(anon_scan, m.swap_free))
+            if taken:
+                inflight.append((zone, taken))
+    return scanned, reclaimed, inflight
 
 
 def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, owners: list, budget: int) -> int:

@@ -628,3 +628,18 @@ def test_memcg_config_defaults():
     c = cfg.memcgs[0]
     assert (c.max, c.high, c.swap_max, c.min, c.low, c.oom_group) == ("max", "max", "max", 0, 0, False)
     assert cfg.tasks[0].memcg == "/"
+
+
+def test_memcg_nothing_killable_fails_the_charge_in_6_12(simulate):
+    """5.16+: OOM_FAILED is -ENOMEM; the fault returns VM_FAULT_OOM and, with no global OOM
+    from the #PF handler, the task keeps re-faulting while usage stays within memory.max."""
+    r = simulate(parse_config(UNKILLABLE.replace("[machine]", '[kernel]\nprofile = "linux-6.12"\n[machine]')))
+    assert not events(r, "sim:oom_kill") and r.reason != "panic"
+    assert not events(r, "sim:memcg_force_charge")
+    failed = events(r, "sim:memcg_charge_failed")
+    assert len(failed) > 1 and {f["why"] for f in failed} == {"oom_failed"}
+    s = summary(r)["memcgs"]["/work"]
+    assert s["usage"] <= s["max"] and s["force_charged"] == 0
+    # no global OOM from the fault handler: every out_of_memory call was the memcg's own
+    assert all(e["gfp_flags"] != "0x0(none)" for e in events(r, "sim:out_of_memory_enter"))
+    assert outcomes(r)["pinned"] == {"running"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 from .events import EVENTS
+from .trace.stream import decode_record
 
 
 class EventTable:
@@ -26,10 +27,7 @@ class EventTable:
         self.ids = {n: i for i, n in enumerate(self.names)}
 
     def decode(self, rec: tuple, hz: int) -> dict[str, Any]:
-        d: dict[str, Any] = {"t": round(rec[0] / hz, 6), "event": self.names[rec[1]], "cpu": rec[2],
-                             "pid": rec[3]}
-        d.update(zip(self.fields[rec[1]], rec[4:]))
-        return d
+        return decode_record(self.names, self.fields, hz, rec)
 
 
 def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable | None = None,

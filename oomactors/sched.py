@@ -226,10 +226,6 @@ class Clock:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def ns_to_jiffies(self, ns: int) -> int:
-        return -(-ns // self.jiffy_ns)
-
-
 class CPU:
     """One CPU: the task it runs, its run queue and its per-CPU memory state."""
 
@@ -246,9 +242,6 @@ class CPU:
 
     def __repr__(self) -> str:
         return f"<CPU {self.id}>"
-
-    def nr_running(self) -> int:
-        return len(self.rq) + (self.curr is not None)
 
     def wake_actor(self) -> None:
         self.kick.wake()

@@ -163,9 +163,6 @@ class Zone:
                     self.nr_free += 1 << k
         return True
 
-    def free_block_count(self) -> int:
-        return sum(c << o for o, c in enumerate(self.free_area))
-
     def zone_reclaimable_pages(self, swap_free: int) -> int:
         """mm/vmscan.c zone_reclaimable_pages: file LRU, plus anon LRU while swap has room."""
         nr = self.nr

@@ -129,10 +129,6 @@ def __zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, al
     return z.has_block(order)
 
 
-def zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int) -> bool:
-    return __zone_watermark_ok(z, order, mark, highest_zoneidx, alloc_flags, z.vm_free)
-
-
 def zone_watermark_fast(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int,
                         nr: int) -> bool:
     """The fast check reads the folded counter, which lags the per-CPU drift."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 import msgpack
 
@@ -209,10 +209,16 @@ def _header_problem(header: dict[str, Any]) -> str | None:
     return None
 
 
-def decode(trace: Trace, rec: tuple) -> dict[str, Any]:
+def decode_record(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                  rec: tuple) -> dict[str, Any]:
     """A record as a dict: ``t`` (seconds), ``event``, ``cpu``, ``pid``, then fields."""
     eid = rec[1]
-    out: dict[str, Any] = {"t": round(rec[0] / trace.hz, 6), "event": trace.names[eid],
-                           "cpu": rec[2], "pid": rec[3]}
-    out.update(zip(trace.fields[eid], rec[4:]))
+    out: dict[str, Any] = {"t": round(rec[0] / hz, 6), "event": names[eid], "cpu": rec[2],
+                           "pid": rec[3]}
+    out.update(zip(fields[eid], rec[4:]))
     return out
+
+
+def decode(trace: Trace, rec: tuple) -> dict[str, Any]:
+    """A record of a trace read from disk, decoded with the trace's own event table."""
+    return decode_record(trace.names, trace.fields, trace.hz, rec)

@@ -46,7 +46,8 @@ def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, pr
         else:
             alloc_flags |= ALLOC_CPUSET
     ac.spread_dirty_pages = bool(gfp_mask & G.__GFP_WRITE)
-    ac.preferred = first_zones_zonelist(ac)
+    # the zonelist walk starts at the first eligible zone anyway: the slow path sets
+    # ac.preferred where it needs it (no usable zone -> nopage)
     return ac, alloc_mask, alloc_flags
 
 

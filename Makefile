@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench clean
 
-$(STAMP): pyproject.toml
+# tests/plugin_pkg is a third-party kill policy packaged on its own: the suite checks
+# that oomactors finds it through its entry point, so it is installed like one.
+$(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]' -e tests/plugin_pkg
 	touch $(STAMP)
 
 run: $(STAMP)

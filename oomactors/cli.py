@@ -7,6 +7,7 @@ readable and exits 130.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -41,7 +42,10 @@ def main() -> None:
               help="Write the msgpack event trace here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True)
-def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str) -> None:
+@click.option("--policy", "policy_spec", metavar="NAME",
+              help="Kill policy: a built-in or plugin name, or package.module:Name (see `oomactors policies`).")
+def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str,
+        policy_spec: str | None) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
     from . import sim
     from .report import console_lines, summarize
@@ -52,6 +56,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     except InputError as err:
         _fail(err)
     run_seed = cfg.run.seed if seed is None else seed
+    policy = _policy(cfg, policy_spec)
     writer = None
     try:
         if trace_path:
@@ -59,7 +64,12 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
                 writer = TraceWriter(trace_path, seed=run_seed, hz=cfg.kernel.hz, config=cfg.as_dict())
             except OSError as err:
                 _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
-        result = sim.run(cfg, seed=run_seed, backend=backend, sinks=[writer.write] if writer else None)
+        result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy,
+                         sinks=[writer.write] if writer else None)
+    except InputError as err:  # a policy that raised or answered nonsense
+        if writer is not None:
+            writer.close()
+        _fail(InputError(f"{err}" + (f"; trace so far in {trace_path}" if trace_path else "")))
     except KeyboardInterrupt:
         if writer is not None:
             writer.close()
@@ -76,6 +86,36 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     for line in console_lines(result.records, hz=result.hz):
         click.echo(line)
     _print_summary(summary)
+
+
+def _policy(cfg: Any, spec: str | None) -> Any:
+    """The run's policy from --policy or the config's [policy] table (None: linux)."""
+    from policies.registry import policy_for
+    try:
+        return policy_for(cfg, spec)
+    except InputError as err:
+        _fail(err)
+
+
+@main.command("policies")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def list_policies(as_json: bool) -> None:
+    """List the kill policies: built-ins and installed plugins."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from policies.registry import available
+
+    infos = available()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(i) for i in infos], indent=2))
+        return
+    table = Table(title="Kill policies", title_justify="left")
+    for col in ("name", "kind", "from", "what it does"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i.name, i.kind, i.origin, i.description)
+    Console(highlight=False).print(table)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

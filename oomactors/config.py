@@ -429,6 +429,30 @@ class Memcg(_Model):
     oom_group: Bool = False
 
 
+class PolicyTable(BaseModel):
+    """``[policy]``: the kill policy of the run by name (a built-in, a plugin's entry-point
+    name, or ``package.module:Name``) and its parameters, validated by the policy."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_and_valid(self) -> PolicyTable:
+        from policies.registry import ParamProblem, PolicyError, validate_params
+        try:
+            validate_params(self.name, self.params)
+        except ParamProblem as e:
+            raise _at(e.key, e.problem) from None
+        except PolicyError as e:
+            raise _at(("name",), str(e)) from None
+        return self
+
+
 class Config(_Model):
     """A whole run.  Every section has defaults, so an empty file is a valid config."""
 
@@ -439,6 +463,7 @@ class Config(_Model):
     memcgs: tuple[Memcg, ...] = ()
     cpusets: tuple[Cpuset, ...] = ()
     cpuset_updates: tuple[CpusetUpdate, ...] = ()
+    policy: Optional[PolicyTable] = None
 
     @model_validator(mode="after")
     def _numa(self) -> Config:

@@ -108,6 +108,7 @@ class Machine:
             from policies.linux import Linux
             policy = Linux()
         self.policy = policy
+        self.daemon: Any = None  # a userspace OOM killer (policies.api.Daemon), set by the runner
 
     # --- building ------------------------------------------------------------------
     def _build_memory(self, cfg: Config) -> None:

@@ -19,9 +19,11 @@ from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
 from .config import Config
-from .errors import SimulationPanic
+from .errors import InputError, SimulationPanic
+from policies.api import PolicyError
 from .kernel.cpuset import cpuset_attach_group, task_mem_nodes
 from .kernel.memcontrol import boot_charge, emit_memcg_usage
+from .kernel.oom_kill import oom_task_view
 from .kernel.task import PAGE_SIZE, Task
 from .kernel.util import vm_acct_memory, vm_commit_limit
 from .machine import Machine
@@ -56,7 +58,14 @@ def _seed_trio(seed: int) -> None:
 
 def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,
           fixes: dict[str, bool] | None = None) -> Machine:
+    if policy is None and cfg.policy is not None:
+        from policies.registry import policy_for
+        policy = policy_for(cfg)
+    daemon = None
+    if getattr(policy, "kind", "kernel") == "daemon":
+        daemon, policy = policy, None  # a userspace killer runs beside the kernel's own policy
     m = Machine(cfg, backend=backend, policy=policy)
+    m.daemon = daemon
     m.seed = cfg.run.seed if seed is None else seed
     m.rng = random.Random(m.seed)
     if fixes:
@@ -182,7 +191,7 @@ def emit_oom_scores(m: Machine) -> None:
     for p in m.processes():
         if p.is_kthread:
             continue
-        points = prof.badness(p, total, m.now, m.hz)
+        points = prof.badness(oom_task_view(m, p), total, m.now, m.hz)
         m.emit_on("sim:oom_score", -1, p.pid, p.comm, prof.oom_score(points, total))
 
 
@@ -222,11 +231,15 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     try:
         reason = anyio.run(_main, m, dur, cfg.run.stop_when_idle, backend=backend)
     except BaseException as exc:  # noqa: BLE001 - unwrap the task group's exception group
+        policy_error = _find(exc, PolicyError)
+        if policy_error is not None:
+            raise policy_error from None
         panic = _find(exc, SimulationPanic)
         if panic is None:
-            inner = _find(exc, KeyboardInterrupt)
-            if inner is not None:
-                raise inner from None
+            for kind in (KeyboardInterrupt, ScheduleDivergence):
+                inner = _find(exc, kind)
+                if inner is not None:
+                    raise inner from None
             raise
         reason = "panic"
     m.emit_on("sim:run_end", -1, -1, reason)

@@ -1,7 +1,15 @@
-"""Kill policies: who the OOM killer picks.  ``linux`` is the kernel's own selection."""
+"""Kill policies: who the OOM killer picks, and userspace OOM killers.
 
-from .linux import Linux
+``BUILTIN`` maps each built-in policy's name to its class; :mod:`policies.registry`
+also finds third-party policies (entry-point group ``oomactors.policies``) and
+``package.module:Name`` specs.  The API is :mod:`policies.api`.
+"""
 
-BUILTIN = {Linux.name: Linux}
+from .linux import Linux, Linux24, Linux419, Linux510, Linux2636
+from .lmk import LmkAdjLevels
+from .simple import AllocatingTask, LargestRss, Youngest
+
+BUILTIN: dict[str, type] = {p.name: p for p in (
+    Linux, Linux24, Linux2636, Linux419, Linux510, AllocatingTask, LargestRss, Youngest, LmkAdjLevels)}
 
 __all__ = ["BUILTIN", "Linux"]

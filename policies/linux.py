@@ -1,27 +1,41 @@
-"""The kernel's own victim selection, as a kill policy.
+"""The kernel's own victim selection, as kill policies.
 
-``select_bad_process`` walks every process in creation order through
-``oom_evaluate_task`` and ``oom_badness`` exactly as mm/oom_kill.c does.  It is the
-default policy of every run; other policies plug in at the same place.
+``linux`` is ``select_bad_process`` of the run's kernel profile: every candidate in scan
+order through ``oom_evaluate_task`` and the era's ``oom_badness``, exactly as
+mm/oom_kill.c does (:func:`oomactors.kernel.oom_kill.select_bad_process_in`).  It is the
+default policy of every run.  ``linux-2.4``, ``linux-2.6.36``, ``linux-4.19`` and
+``linux-5.10`` pin an era's badness and tie rule whatever the run's profile is, to ask
+"what would that kernel have picked here?".
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
-from oomactors.kernel import oom_kill
-
-if TYPE_CHECKING:  # pragma: no cover
-    from oomactors.kernel.oom_kill import OomControl
-    from oomactors.kernel.task import Task
-    from oomactors.machine import Machine
+from .api import Decision, KillPolicy, OomContext
 
 
-class Linux:
-    """The selection of the run's kernel (Linux 5.10: highest oom_badness, ties to the later task)."""
+class Linux(KillPolicy):
+    """The selection of the run's kernel profile (5.10 by default)."""
 
     name = "linux"
-    description = "the kernel's select_bad_process / oom_badness"
+    description = "the run's kernel: select_bad_process with its era's oom_badness"
+    era: ClassVar[str | None] = None
 
-    def select_bad_process(self, m: "Machine", oc: "OomControl", cur: "Task") -> None:
-        oom_kill.select_bad_process(m, oc, cur)
+    def select(self, ctx: OomContext) -> Decision:
+        # imported here: the kernel model imports policies.api while it loads
+        from oomactors.kernel.oom_kill import select_bad_process_in
+        from oomactors.kernel.profiles import PROFILES
+        return select_bad_process_in(ctx, PROFILES[self.era or ctx.profile])
+
+
+def _era(profile: str, summary: str) -> type[Linux]:
+    return type(f"Linux_{profile.replace('-', '_').replace('.', '_')}", (Linux,), {
+        "name": profile, "era": profile, "description": summary,
+        "__doc__": f"The kernel's selection with {profile}'s badness and tie rule."})
+
+
+Linux24 = _era("linux-2.4", "2.4 badness: total_vm over roots of CPU and run time, root/nice factors")
+Linux2636 = _era("linux-2.6.36", "2.6.36-3.4 badness: per-mille of RAM+swap, root bonus 30, clamped 1..1000")
+Linux419 = _era("linux-4.19", "4.17-5.8 badness: pages + adj*totalpages/1000, at least 1, first of equals")
+Linux510 = _era("linux-5.10", "5.9+ badness: signed pages + adj*totalpages/1000, ties to the later task")

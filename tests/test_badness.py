@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 
 from oomactors.kernel import gfp as G
-from oomactors.kernel.oom_kill import ABORT, OomControl, oom_badness, select_bad_process
+from oomactors.kernel.oom_kill import ABORT, OomControl, oom_badness, oom_task_view, select_bad_process
 from oomactors.kernel.profiles import PROFILES
+from policies.linux import Linux
 from oomactors.kernel.task import MM, MMF_OOM_SKIP, Signal, Task
 
 LONG_MIN = -(2 ** 63)  # the kernel's LONG_MIN on a 64-bit machine
@@ -35,12 +36,17 @@ def make_task(*, anon=(0, 0), file=(0, 0), shmem=(0, 0), swap=0, pgtables=(0, 0)
                 kthread=kthread)
 
 
+def badness(t: Task, totalpages: int) -> int:
+    """oom_badness of the policy's view of t."""
+    return oom_badness(oom_task_view(None, t), totalpages)
+
+
 # rss 100+200 anon + 10 file + 5 shmem = 315, swap 50, page tables 2+1 pages: 368 points
 TYPICAL = dict(anon=(100, 200), file=(10, 0), shmem=(0, 5), swap=50, pgtables=(2, 1))
 
 
 def test_points_are_rss_plus_swap_plus_pagetable_pages():
-    assert oom_badness(make_task(**TYPICAL), totalpages=100_000) == 368
+    assert badness(make_task(**TYPICAL), totalpages=100_000) == 368
 
 
 @pytest.mark.parametrize("adj, totalpages, expected", [
@@ -52,32 +58,32 @@ def test_points_are_rss_plus_swap_plus_pagetable_pages():
     (-999, 999, 368),
 ])
 def test_adj_is_scaled_by_totalpages_over_1000_truncated(adj, totalpages, expected):
-    assert oom_badness(make_task(**TYPICAL, adj=adj), totalpages) == expected
+    assert badness(make_task(**TYPICAL, adj=adj), totalpages) == expected
 
 
 def test_negative_result_is_not_clamped():
     # 5.9+: no "points > 0 ? points : 1" any more
-    assert oom_badness(make_task(**TYPICAL, adj=-500), totalpages=1_000_000) == 368 - 500_000
-    assert oom_badness(make_task(adj=-1), totalpages=1000) == -1
+    assert badness(make_task(**TYPICAL, adj=-500), totalpages=1_000_000) == 368 - 500_000
+    assert badness(make_task(adj=-1), totalpages=1000) == -1
 
 
 def test_adj_min_is_never_chosen_whatever_its_size():
     huge = make_task(anon=(10 ** 9, 0), adj=-1000)
-    assert oom_badness(huge, totalpages=10 ** 9) == LONG_MIN
+    assert badness(huge, totalpages=10 ** 9) == LONG_MIN
 
 
 def test_mmf_oom_skip_is_never_chosen():
     t = make_task(**TYPICAL)
     t.mm.flags |= MMF_OOM_SKIP
-    assert oom_badness(t, totalpages=100_000) == LONG_MIN
+    assert badness(t, totalpages=100_000) == LONG_MIN
 
 
 def test_unkillable_and_vfork_are_never_chosen():
-    assert oom_badness(make_task(kthread=True), totalpages=100_000) == LONG_MIN
-    assert oom_badness(make_task(**TYPICAL, tgid=1), totalpages=100_000) == LONG_MIN  # init
+    assert badness(make_task(kthread=True), totalpages=100_000) == LONG_MIN
+    assert badness(make_task(**TYPICAL, tgid=1), totalpages=100_000) == LONG_MIN  # init
     t = make_task(**TYPICAL)
     t.in_vfork = True
-    assert oom_badness(t, totalpages=100_000) == LONG_MIN
+    assert badness(t, totalpages=100_000) == LONG_MIN
 
 
 def test_process_is_scored_through_a_thread_that_still_has_the_mm():
@@ -85,10 +91,10 @@ def test_process_is_scored_through_a_thread_that_still_has_the_mm():
     mm = leader.mm
     Task(next(_pids), leader.tgid, "t", 1000, frozenset(), leader.signal, mm)
     leader.mm = None  # the leader exited its mm; find_lock_task_mm finds the thread
-    assert oom_badness(leader, totalpages=100_000) == 368
+    assert badness(leader, totalpages=100_000) == 368
     for t in leader.signal.threads:
         t.mm = None
-    assert oom_badness(leader, totalpages=100_000) == LONG_MIN
+    assert badness(leader, totalpages=100_000) == LONG_MIN
 
 
 # --- select_bad_process --------------------------------------------------------------------
@@ -103,6 +109,8 @@ class FakeMachine:
         self.all_nodes = frozenset({0})
         self.profile = PROFILES[profile]
         self.now, self.hz = 0, 250
+        self.zones: list = []
+        self.policy = Linux()
 
     def processes(self) -> list[Task]:
         return self.procs

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from test_badness import TYPICAL, make_task
 
-from oomactors.kernel.profiles import (LONG_MIN, PROFILES, _shift_hz, badness_24, badness_419,
-                                       badness_2636, int_sqrt_24, oom_score_59, oom_score_permille)
+from oomactors.kernel import profiles
+from oomactors.kernel.oom_kill import oom_task_view
+from oomactors.kernel.profiles import LONG_MIN, PROFILES, _shift_hz, int_sqrt_24, oom_score_59, oom_score_permille
+
+
+def _on_view(fn):
+    """The era's badness of the policy's view of a test task."""
+    return lambda t, *args: fn(oom_task_view(None, t), *args)
+
+
+badness_24, badness_2636, badness_419 = map(_on_view, (profiles.badness_24, profiles.badness_2636,
+                                                       profiles.badness_419))
 
 HZ = 100
 

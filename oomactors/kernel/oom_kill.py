@@ -8,7 +8,11 @@ policy, ``policies.linux``, is exactly the kernel's loop below.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from policies import api
+from policies.api import OomContext, TaskView
 
 from . import gfp as G
 from . import params
@@ -22,6 +26,7 @@ from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
+    from .profiles import Profile
     from .task import MM
 
 CONSTRAINT_NONE, CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_MEMCG = range(4)
@@ -37,7 +42,7 @@ class OomControl:
     """struct oom_control."""
 
     __slots__ = ("zonelist", "nodemask", "memcg", "gfp_mask", "order", "totalpages", "chosen",
-                 "chosen_points", "constraint")
+                 "chosen_points", "constraint", "kill_group")
 
     def __init__(self, zonelist: list, nodemask: frozenset[int] | None, memcg: Any, gfp_mask: int,
                  order: int) -> None:
@@ -50,6 +55,7 @@ class OomControl:
         self.chosen: Task | object | None = None
         self.chosen_points = LONG_MIN
         self.constraint = CONSTRAINT_NONE
+        self.kill_group: Any = None  # a policy's whole-cgroup kill: the memcg to kill
 
 
 def is_memcg_oom(oc: OomControl) -> bool:
@@ -90,63 +96,152 @@ def find_lock_task_mm(p: Task) -> Task | None:
     return None
 
 
-def oom_badness(p: Task, totalpages: int) -> int:
+def oom_badness(p: TaskView, totalpages: int) -> int:
     """rss + swap entries + page-table pages, plus oom_score_adj in units of totalpages/1000.
 
     The result may be negative (5.9+); LONG_MIN means "never pick this one"."""
-    if oom_unkillable_task(p):
-        return LONG_MIN
-    t = find_lock_task_mm(p)
-    if t is None:
-        return LONG_MIN
-    adj = t.signal.oom_score_adj
-    mm = t.mm
+    if p.flags & _UNKILLABLE:
+        return LONG_MIN  # init, a kernel thread, or no thread left with an mm
+    adj = p.oom_score_adj
     # explicitly unkillable, already reaped, or in the middle of vfork
-    if adj == OOM_SCORE_ADJ_MIN or mm.flags & MMF_OOM_SKIP or t.in_vfork:
+    if adj == OOM_SCORE_ADJ_MIN or p.flags & _SKIPPED:
         return LONG_MIN
-    points = mm.get_mm_rss() + mm.swapents + mm.pgtables_bytes() // PAGE_SIZE
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
     adj *= totalpages // 1000  # integer division first, as the kernel does
     return points + adj
 
 
-def oom_task_origin(p: Task) -> bool:
-    return getattr(p.signal, "oom_origin", False)
+_UNKILLABLE = frozenset((api.INIT, api.KTHREAD, api.NO_MM))
+_SKIPPED = frozenset((api.OOM_SKIP, api.IN_VFORK))
 
 
-def oom_evaluate_task(m: "Machine", task: Task, oc: OomControl, cur: Task) -> bool:
-    """Returns True to stop the scan (a pending victim aborts it)."""
-    if oom_unkillable_task(task):
-        return False
-    if not is_memcg_oom(oc) and not oom_cpuset_eligible(m, task, oc, cur):
-        return False
+def oom_task_view(m: "Machine", p: Task) -> TaskView:
+    """A frozen copy of what the OOM killer reads of process p (find_lock_task_mm's thread)."""
+    t = find_lock_task_mm(p)
+    sig = p.signal
+    flags = set()
+    if p.is_global_init:
+        flags.add(api.INIT)
+    if p.is_kthread:
+        flags.add(api.KTHREAD)
+    if sig.oom_mm is not None:
+        flags.add(api.OOM_VICTIM)
+    if sig.group_exit or p.flags & PF_EXITING:
+        flags.add(api.EXITING)
+    if any(th.sigkill for th in sig.threads):
+        flags.add(api.KILLED)
+    if getattr(sig, "oom_origin", False):
+        flags.add(api.OOM_ORIGIN)
+    # a victim's flags are read from the mm it had when it was picked (signal->oom_mm)
+    mm_flags = sig.oom_mm if sig.oom_mm is not None else (t.mm if t is not None else None)
+    if mm_flags is not None and mm_flags.flags & MMF_OOM_SKIP:
+        flags.add(api.OOM_SKIP)
+    cpu_ns = sum(th.cpu_ns for th in sig.threads)
+    parent = p.parent.tgid if p.parent is not None else 0
+    if t is None:
+        flags.add(api.NO_MM)
+        return TaskView(p.pid, p.tgid, p.comm, p.uid, sig.oom_score_adj, cpu_ns=cpu_ns,
+                        start_time=p.start_time, nice=p.nice, memcg=task_memcg_path(p),
+                        cpuset=cpuset_name(p), caps=p.caps, flags=frozenset(flags), ppid=parent)
+    if t.in_vfork:
+        flags.add(api.IN_VFORK)
+    mm = t.mm
+    return TaskView(t.pid, t.tgid, t.comm, t.uid, sig.oom_score_adj, mm.rss_anon, mm.rss_file,
+                    mm.rss_shmem, mm.swapents, mm.pgtables_bytes(), mm.total_vm, cpu_ns,
+                    p.start_time, p.nice, task_memcg_path(t), cpuset_name(t), p.caps,
+                    frozenset(flags), parent, mm.id)
+
+
+def oom_context(m: "Machine", oc: OomControl, cur: Task) -> tuple[OomContext, dict[int, Task]]:
+    """The policy's view of this OOM: oc, the allocating task and every candidate the
+    kernel's scan would evaluate (the memcg's tasks, or every process; not init or kernel
+    threads; not tasks that cannot free memory where it is needed), in scan order."""
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    tasks: dict[int, Task] = {}
+    views = []
+    for p in scan:
+        if oom_unkillable_task(p):
+            continue
+        if not is_memcg_oom(oc) and not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        v = oom_task_view(m, p)
+        tasks[v.pid] = p
+        views.append(v)
+    zones = [z for z in oc.zonelist if oc.nodemask is None or z.node.nid in oc.nodemask] or m.zones
+    ctx = OomContext(CONSTRAINT_NAMES[oc.constraint], oc.totalpages, oc.gfp_mask,
+                     G.format_gfp(oc.gfp_mask), oc.order, oom_task_view(m, cur),
+                     oc.memcg.path if is_memcg_oom(oc) else None, m.profile.name, tuple(views),
+                     m.now, m.hz, sum(z.nr_free for z in zones), sum(z.nr["file"] for z in zones),
+                     MappingProxyType(dict(m.fixes)))
+    return ctx, tasks
+
+
+def oom_evaluate_task(ctx: OomContext, task: TaskView, state: list, prof: "Profile") -> bool:
+    """One step of the kernel's scan; ``state`` is [chosen, chosen_points].  True stops the
+    scan: a victim is still on its way out."""
     # a victim without MMF_OOM_SKIP is still freeing memory: wait for it, kill nobody else
-    if not is_sysrq_oom(oc) and task.tsk_is_oom_victim():
-        if task.signal.oom_mm.flags & MMF_OOM_SKIP or not m.fixes.get("pending_victim_abort", True):
+    if not ctx.sysrq and task.has(api.OOM_VICTIM):
+        if (task.has(api.OOM_SKIP) and ctx.fix("mmf_oom_skip")) or not ctx.fix("pending_victim_abort"):
             return False
-        oc.chosen = ABORT
+        state[0] = api.Abort(f"victim {task.pid} ({task.comm}) pending")
         return True
-    if oom_task_origin(task):
+    if task.has(api.OOM_ORIGIN):
         points = LONG_MAX
     else:
-        prof = m.profile
-        points = prof.badness(task, oc.totalpages, m.now, m.hz)
+        points = prof.badness(task, ctx.totalpages, ctx.now, ctx.hz)
         # 5.3+: ties go to the later task ('<', not '<='); before, the first one stays
-        if points == prof.ineligible or points < oc.chosen_points:
+        if points == prof.ineligible or points < state[1]:
             return False
-        if points == oc.chosen_points and not prof.ties_to_later and oc.chosen is not None:
+        if points == state[1] and not prof.ties_to_later and state[0] is not None:
             return False
-    oc.chosen = task
-    oc.chosen_points = points
+    state[0] = task
+    state[1] = points
     return False
 
 
-def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
-    """The kernel's loop: every process, in creation order, through oom_evaluate_task
-    (for a memcg OOM only the memcg subtree's processes, mem_cgroup_scan_tasks)."""
-    oc.chosen_points = LONG_MIN
-    for p in mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes():
-        if oom_evaluate_task(m, p, oc, cur):
+def select_bad_process_in(ctx: OomContext, prof: "Profile") -> api.Decision:
+    """The kernel's loop: every candidate, in scan order, through oom_evaluate_task, with
+    the badness, eligibility and tie rule of the era ``prof``."""
+    state: list = [None, LONG_MIN]
+    for t in ctx.candidates:
+        if oom_evaluate_task(ctx, t, state, prof):
             break
+    chosen = state[0]
+    if chosen is None:
+        return api.NothingKillable()
+    if isinstance(chosen, api.Abort):
+        return chosen
+    return api.Kill(chosen.pid, state[1])
+
+
+def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
+    """Ask the run's kill policy for a victim and check its answer (oc.chosen: a task,
+    ABORT or None)."""
+    policy = m.policy
+    ctx, tasks = oom_context(m, oc, cur)
+    try:
+        decision = policy.select(ctx)
+    except Exception as exc:  # noqa: BLE001 - the user's policy, reported by name
+        raise api.PolicyError(f"policy {policy.name!r} raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(decision, api.Kill):
+        victim = tasks.get(decision.pid) if isinstance(decision.pid, int) else None
+        if victim is None:
+            raise api.PolicyError(f"policy {policy.name!r} chose pid {decision.pid!r}, which is not one of "
+                                  f"the {len(tasks)} candidates of this OOM")
+        if not isinstance(decision.points, int):
+            raise api.PolicyError(f"policy {policy.name!r} gave points {decision.points!r}: expected an int")
+        if decision.whole_cgroup and victim.memcg is None:
+            raise api.PolicyError(f"policy {policy.name!r} asked to kill the whole cgroup of pid "
+                                  f"{victim.pid}, which is in the root cgroup")
+        oc.chosen, oc.chosen_points = victim, decision.points
+        oc.kill_group = victim.memcg if decision.whole_cgroup else None
+    elif isinstance(decision, api.Abort):
+        oc.chosen = ABORT
+    elif isinstance(decision, api.NothingKillable):
+        oc.chosen = None
+    else:
+        raise api.PolicyError(f"policy {policy.name!r} returned {decision!r}: expected Kill, Abort or "
+                              "NothingKillable")
 
 
 def constrained_alloc(m: "Machine", oc: OomControl, cur: Task) -> int:
@@ -366,7 +461,7 @@ def oom_sacrifice_child(m: "Machine", oc: OomControl, victim: Task, message: str
             continue
         if child.mm is None or child.mm is victim.mm:
             continue
-        points = prof.badness(child, oc.totalpages, m.now, m.hz)
+        points = prof.badness(oom_task_view(m, child), oc.totalpages, m.now, m.hz)
         if points > best_points:
             best, best_points = child, points
     return best
@@ -384,11 +479,13 @@ async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task
     if m.profile.sacrifice_child:
         victim = oom_sacrifice_child(m, oc, victim, message)
     # the memcg to clean up with the victim (memory.oom.group), looked up before the kill
-    oom_group = mem_cgroup_get_oom_group(m, victim, oc.memcg)
+    oom_group = oc.kill_group or mem_cgroup_get_oom_group(m, victim, oc.memcg)
     __oom_kill_process(m, victim, message, oc, cur)
     if oom_group is not None:
-        # kill the whole group; the chosen victim is met (and counted) again
-        memcg_memory_event(m, oom_group, "oom_group_kill", cur.pid)
+        # kill the whole group; the chosen victim is met (and counted) again.  A policy's
+        # whole-cgroup kill is not memory.oom.group: it leaves memory.events alone
+        if oc.kill_group is None:
+            memcg_memory_event(m, oom_group, "oom_group_kill", cur.pid)
         m.emit("sim:memcg_oom_group", cur.pid, oom_group.path)
         for p in mem_cgroup_scan_tasks(m, oom_group):
             if p.signal.oom_score_adj != OOM_SCORE_ADJ_MIN and not p.is_global_init:
@@ -449,10 +546,11 @@ async def _out_of_memory(m: "Machine", cur: Task, oc: OomControl) -> tuple[bool,
             and not oom_unkillable_task(cur) and oom_cpuset_eligible(m, cur, oc, cur)
             and cur.signal.oom_score_adj != OOM_SCORE_ADJ_MIN):
         oc.chosen = cur
-        m.emit("sim:oom_victim_chosen", cur.pid, cur.comm, oom_badness(cur, oc.totalpages), oc.totalpages)
+        m.emit("sim:oom_victim_chosen", cur.pid, cur.comm, oom_badness(oom_task_view(m, cur), oc.totalpages),
+               oc.totalpages)
         await oom_kill_process(m, oc, "Out of memory (oom_kill_allocating_task)", cur)
         return True, "killed_allocating_task"
-    m.policy.select_bad_process(m, oc, cur)
+    select_bad_process(m, oc, cur)
     # the walk over every process (a memcg OOM: the memcg's) costs CPU time, oom_lock held
     walked = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
     scan_ns = len(walked) * params.OOM_SCAN_NS_PER_TASK

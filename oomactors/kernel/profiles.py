@@ -12,12 +12,11 @@ kernel-allocation.md §6 (the 2.4 checklist) and §7 (page faults).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE
+from policies.api import INIT, IN_VFORK, KTHREAD, NO_MM, OOM_SKIP, TaskView
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .task import Task
+from .task import OOM_SCORE_ADJ_MIN, PAGE_SIZE
 
 LONG_MIN = -(1 << 63)
 
@@ -30,15 +29,12 @@ def _shift_hz(hz: int) -> int:
     return s
 
 
-def _task_mm(p: "Task") -> "Task | None":
-    for t in p.signal.threads:
-        if t.mm is not None:
-            return t
-    return None
+def _unkillable(p: "TaskView") -> bool:
+    return bool(p.flags & _UNKILLABLE)
 
 
-def _unkillable(p: "Task") -> bool:
-    return p.is_global_init or p.is_kthread
+_UNKILLABLE = frozenset((INIT, KTHREAD, NO_MM))
+_SKIPPED = frozenset((OOM_SKIP, IN_VFORK))  # already reaped, or in the middle of vfork
 
 
 # --- badness by era -------------------------------------------------------------------
@@ -54,17 +50,16 @@ def int_sqrt_24(x: int) -> int:
     return out or 1
 
 
-def badness_24(p: "Task", totalpages: int, now: int, hz: int) -> int:
+def badness_24(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """2.4 badness(): total_vm divided by the square root of CPU time and the fourth root of
     run time (with 2.4's own rough int_sqrt, which never returns 0), doubled for niced tasks, quartered for
     root/CAP_SYS_ADMIN and again for CAP_SYS_RAWIO."""
-    t = _task_mm(p)
-    if _unkillable(p) or t is None:
+    if _unkillable(p):
         return 0
-    points = t.mm.total_vm
+    points = p.total_vm
     shift = _shift_hz(hz)
     jiffy_ns = 1_000_000_000 // hz
-    cpu_jiffies = sum(th.cpu_ns for th in p.signal.threads) // jiffy_ns
+    cpu_jiffies = p.cpu_ns // jiffy_ns
     cpu_time = cpu_jiffies >> (shift + 3)
     run_time = max(0, now - p.start_time) >> (shift + 10)
     points //= int_sqrt_24(cpu_time)
@@ -78,17 +73,15 @@ def badness_24(p: "Task", totalpages: int, now: int, hz: int) -> int:
     return points
 
 
-def badness_2636(p: "Task", totalpages: int, now: int, hz: int) -> int:
+def badness_2636(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """2.6.36-3.4: per-mille of totalpages, root bonus of 30, adj added, clamped to 1..1000."""
-    t = _task_mm(p)
-    if _unkillable(p) or t is None:
+    if _unkillable(p):
         return 0
-    adj = p.signal.oom_score_adj
+    adj = p.oom_score_adj
     if adj == OOM_SCORE_ADJ_MIN:
         return 0
-    mm = t.mm
     # rss and swap only: page tables joined the sum later (3.x), not in the 2.6.36 rewrite
-    points = mm.get_mm_rss() + mm.swapents
+    points = p.rss + p.swapents
     points = points * 1000 // max(1, totalpages)
     if "CAP_SYS_ADMIN" in p.caps:
         points -= 30
@@ -98,21 +91,19 @@ def badness_2636(p: "Task", totalpages: int, now: int, hz: int) -> int:
     return min(points, 1000)
 
 
-def badness_419(p: "Task", totalpages: int, now: int, hz: int) -> int:
+def badness_419(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """4.17-5.8: pages, adj in totalpages/1000 units, eligible tasks never below 1."""
-    t = _task_mm(p)
-    if _unkillable(p) or t is None:
+    if _unkillable(p):
         return 0
-    adj = p.signal.oom_score_adj
-    mm = t.mm
-    if adj == OOM_SCORE_ADJ_MIN or mm.flags & MMF_OOM_SKIP or t.in_vfork:
+    adj = p.oom_score_adj
+    if adj == OOM_SCORE_ADJ_MIN or p.flags & _SKIPPED:
         return 0
-    points = mm.get_mm_rss() + mm.swapents + mm.pgtables_bytes() // PAGE_SIZE
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
     points += adj * (totalpages // 1000)
     return points if points > 0 else 1
 
 
-def badness_510(p: "Task", totalpages: int, now: int, hz: int) -> int:
+def badness_510(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """5.9+: the same, signed and unclamped; LONG_MIN for the ineligible (mm/oom_kill.c)."""
     from .oom_kill import oom_badness
     return oom_badness(p, totalpages)
@@ -143,7 +134,7 @@ class Profile:
     """What differs between kernel eras, by name."""
 
     name: str
-    badness: Callable[["Task", int, int, int], int]
+    badness: Callable[["TaskView", int, int, int], int]
     ineligible: int                  # what badness returns for a task that must not be picked
     ties_to_later: bool              # equal points: the later task wins (5.3+) or the first
     sacrifice_child: bool            # 2.6.36-5.0: kill the worst child instead of the parent

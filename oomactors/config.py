@@ -228,6 +228,9 @@ class Run(_Model):
     seed: Int = Field(0, ge=0)
     stop_when_idle: Bool = True
     meminfo_interval: DurationT = parse_duration("1s")  # 0 = no periodic meminfo samples
+    # period of sim:psi samples (PSI averages and totals of every group); 0 = none, except
+    # one at the run's end when a userspace daemon runs
+    psi_samples: DurationT = Duration(0)
 
 
 # --- program steps ------------------------------------------------------------------------
@@ -403,6 +406,17 @@ class Task(_Model):
     memcg: Str = "/"  # the memory cgroup its processes run in ("/": the root)
     cpuset: Str = "/"  # the cpuset its processes run in ("/": the root cpuset, every node)
     mempolicy: Optional[MemPolicy] = None  # None: the default policy (local node first)
+    # SIGTERM (kill(2) from a userspace OOM killer): "exit" is the default action (dies like
+    # SIGKILL), or with sigterm_exit_delay > 0 a handler that cleans up that long and then
+    # exits; "ignore" is SIG_IGN
+    on_sigterm: Literal["exit", "ignore"] = "exit"
+    sigterm_exit_delay: DurationT = Duration(0)
+
+    @model_validator(mode="after")
+    def _sigterm(self) -> "Task":
+        if self.on_sigterm == "ignore" and not self.sigterm_exit_delay.is_zero():
+            raise _at(("sigterm_exit_delay",), 'a cleanup time needs on_sigterm = "exit"')
+        return self
 
 
 def _check_memcg_path(path: str) -> str:
@@ -541,7 +555,18 @@ class Config(_Model):
         """The normalized config as plain ints/strings/bools/lists/dicts (for the trace
         header).  Durations become ``{"ns": .., "jiffies": ..}``; ``Config.model_validate``
         of the result gives back an equal config."""
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        # all switches on is the kernel as it is: left out, so traces of ordinary configs
+        # keep the header they had before [kernel.fixes] existed
+        if self.kernel.fixes == Fixes():
+            del d["kernel"]["fixes"]
+        # likewise the SIGTERM dispositions and PSI samples when left at their defaults
+        if self.run.psi_samples == Duration(0):
+            del d["run"]["psi_samples"]
+        for t, td in zip(self.tasks, d["tasks"]):
+            if t.on_sigterm == "exit" and t.sigterm_exit_delay == Duration(0):
+                del td["on_sigterm"], td["sigterm_exit_delay"]
+        return d
 
 
 # --- loading and error reporting ------------------------------------------------------------

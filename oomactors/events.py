@@ -169,6 +169,32 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sim:oom_score", "comm oom_score", "pid={pid} comm={comm} oom_score={oom_score}"),
     # 2.4 do_page_fault, out of memory: the faulting process itself dies
     _k("sim:vm_killing", "comm", "VM: killing process {comm}"),
+    # controlled scheduling (oomactors/schedule.py): the scheduler departed from the default
+    # at decision point ``index``: ``action`` -1 = yield the CPU, k > 0 = held back k jiffies
+    _k("sched:hold", "point action index",
+       "pid={pid} held at {point}: action={action} (choice #{index})"),
+    # the run's kill policy and userspace OOM killer, when not the kernel's own alone
+    _k("sim:policy", "policy daemon", "kill policy {policy}, userspace OOM killer {daemon}"),
+    # PSI (oomactors/psi.py) of one group ("/" = /proc/pressure/memory, else the memcg's
+    # memory.pressure): averages in hundredths of a percent as printed (avg10=12.34 -> 1234),
+    # totals in microseconds.  Sampled every run.psi_samples, and at the end of a run with
+    # samples or a userspace daemon
+    _k("sim:psi", "path some_avg10 some_avg60 some_avg300 some_total full_avg10 full_avg60 "
+       "full_avg300 full_total",
+       "{path} some avg10={some_avg10} avg60={some_avg60} avg300={some_avg300} total={some_total} "
+       "full avg10={full_avg10} avg60={full_avg60} avg300={full_avg300} total={full_total}"),
+    # a userspace OOM killer (oomactors/userspace.py) sent ``sig`` to process ``pid``;
+    # ``result`` 0, or -errno (-3 ESRCH: it was gone)
+    # (``rss_kb``/``swap_kb``: what the process held when the signal was sent)
+    _k("userspace:kill", "daemon comm sig reason result rss_kb swap_kb",
+       "{daemon}: kill({pid} {comm}, {sig}) = {result}: {reason}"),
+    # ... or SIGKILLed every process of a cgroup subtree (cgroup.kill); pid is the daemon's;
+    # ``members``: [pid, rss_kb, swap_kb] of each process signalled
+    _k("userspace:cgroup_kill", "daemon path reason nr_tasks members",
+       "{daemon}: killed cgroup {path} ({nr_tasks} processes): {reason}"),
+    # ... or called process_mrelease on a dying process: ``pages`` reaped, ``result`` 0/-errno
+    _k("userspace:mrelease", "daemon comm result pages",
+       "{daemon}: process_mrelease({pid} {comm}) = {result}, {pages} pages"),
 )
 
 EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}

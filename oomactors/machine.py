@@ -21,6 +21,7 @@ from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, No
                             setup_per_zone_wmarks)
 from .kernel.oom_kill_24 import OomState24
 from .kernel.profiles import PROFILES
+from .psi import Psi
 from .kernel.task import MM, PAGE_SIZE, Task
 from .sched import Sched
 from .units import to_jiffies
@@ -75,6 +76,9 @@ class Machine:
         self.writeback_io = IODevice(mc.writeback_bandwidth, self.hz)
         # memory cgroups: the root and every configured one, by path (kernel/memcontrol.py)
         self.root_mem_cgroup, self.memcgs = build_memcgs(cfg, len(self.zones), self.total_swap_pages)
+        # pressure stall information of the system and of every memcg (oomactors/psi.py)
+        self.psi = Psi(self.hz, mc.cpus, self.root_mem_cgroup, self.memcgs, self.sched.clock)
+        self.sched.psi = self.psi
         # tasks
         self.tasks: dict[int, Task] = {}
         self.proc_list: list[Task] = []
@@ -96,7 +100,9 @@ class Machine:
         self.vmstat: dict[str, int] = dict.fromkeys(
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
-             "oom_scan_ns"), 0)
+             "oom_scan_ns", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
+             "workingset_refault_file"), 0)
+        self.workingset_shadows: dict[Any, int] = {}  # evicted page cache by owner (kernel/workingset.py)
         # set by the runner (oomactors.sim)
         self.seed = 0
         self.rng: Any = None

@@ -46,6 +46,9 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
     refusals = 0
     memcgs: dict[str, dict[str, Any]] = {}
     profile = None
+    policy, daemon = "linux", None
+    psi: dict[str, dict[str, Any]] = {}          # the last sim:psi sample of each group
+    userspace: dict[str, list[dict[str, Any]]] = {}  # a daemon's actions
     for rec in records:
         n += 1
         end = rec[0]
@@ -75,6 +78,16 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
                 tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
         elif name == "sim:run_start":
             profile = table.decode(rec, hz).get("profile", profile)
+        elif name == "sim:psi":
+            ev = table.decode(rec, hz)
+            psi[ev["path"]] = {k: ev[k] for k in _PSI_FIELDS}
+        elif name in _USERSPACE_SUMMARY:
+            ev = table.decode(rec, hz)
+            key, fields = _USERSPACE_SUMMARY[name]
+            userspace.setdefault(key, []).append({f: ev[f] for f in fields})
+        elif name == "sim:policy":
+            ev = table.decode(rec, hz)
+            policy, daemon = ev["policy"], ev["daemon"] or None
         elif name == "sim:oom_score":
             if rec[3] in tasks:
                 tasks[rec[3]]["oom_score"] = table.decode(rec, hz)["oom_score"]
@@ -97,6 +110,8 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
         "simulated_seconds": round(end / hz, 6),
         "end_reason": run_end,
         "events": n,
+        "policy": policy,             # the kill policy that chose the kernel's victims
+        "daemon": daemon,             # the userspace OOM killer, if one ran
         "oom_invocations": oom_invocations,
         "oom_lock_contended": contended,
         "kills": kills,
@@ -111,7 +126,20 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
         # memory cgroups by path, in pages: the last usage seen, the highest, the limits,
         # memory.events (hierarchical) and memory.events.local, pages charged past max
         "memcgs": memcgs,
+        # only in runs that have them (default runs' summaries keep their keys): PSI by
+        # group path from the last sim:psi sample (averages in hundredths of a percent,
+        # totals in microseconds), and a userspace daemon's kills
+        **({"psi": psi} if psi else {}),
+        **({"userspace": userspace} if userspace else {}),
     }
+
+
+_PSI_FIELDS = ("some_avg10", "some_avg60", "some_avg300", "some_total",
+               "full_avg10", "full_avg60", "full_avg300", "full_total")
+_USERSPACE_SUMMARY = {
+    "userspace:kill": ("kills", ("t", "daemon", "pid", "comm", "sig", "reason", "result")),
+    "userspace:cgroup_kill": ("cgroup_kills", ("t", "daemon", "path", "nr_tasks", "reason")),
+}
 
 
 _MEMCG_SUMMARY = {"sim:memcg_usage", "sim:memcg_event", "sim:memcg_force_charge"}

@@ -54,6 +54,9 @@ POINTS: dict[str, str] = {
     "task.mmap_lock": "a program waiting for mmap_lock",
     "task.rate": "a program pacing its allocation rate",
     "task.enomem_retry": "a program pausing after mmap or fork failed with -ENOMEM, before retrying",
+    "task.sigterm": "a program's SIGTERM handler cleaning up before it exits (sigterm_exit_delay)",
+    "userspace.poll": "a userspace OOM killer sleeping between two polls",
+    "userspace.cpu": "CPU time a userspace OOM killer spends reading /proc and cgroup files and deciding",
     "cpu.vmstat": "the per-CPU vmstat_update timer",
     "memcg.oom_lock": "mem_cgroup_out_of_memory waiting for oom_lock (mutex_lock_killable)",
     "memcg.high_throttle": "mem_cgroup_handle_over_high: the penalty sleep above memory.high (at most 2 s)",
@@ -226,6 +229,30 @@ class Clock:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def call_at(self, deadline: int, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the clock reaches ``deadline``, from the clock itself (before
+        any actor runs at that time).  No actor is involved, so the backend's schedule is
+        the same with or without it: for observers, such as the PSI samples."""
+        self._seq += 1
+        heapq.heappush(self._heap, (deadline, self._seq, _Call(fn)))
+
+
+class _Call:
+    """A heap entry of :meth:`Clock.call_at`: waking it runs the callback."""
+
+    __slots__ = ("fn", "woken")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.woken = False
+
+    def wake(self, value: Any = None) -> bool:
+        if self.woken:
+            return False
+        self.woken = True
+        self.fn()
+        return True
+
 class CPU:
     """One CPU: the task it runs, its run queue and its per-CPU memory state."""
 
@@ -272,6 +299,13 @@ class Sched:
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
         self.idle: set[int] = set(range(ncpus))  # CPUs with nothing to run
+        # controlled scheduling (oomactors/schedule.py): None keeps the plain model
+        self.scheduler: Any = None
+        self.decisions = 0                 # decision points passed (asked or not)
+        self.choices: list[Any] = []       # its non-default answers, as schedule.Choice
+        # the machine's PSI (oomactors/psi.py): told when a task becomes runnable, is
+        # dispatched, is preempted or sleeps (psi_enqueue/psi_dequeue/psi_task_switch)
+        self.psi: Any = None
 
     @property
     def now(self) -> int:
@@ -284,6 +318,8 @@ class Sched:
         task.cpu = cpu
         task.last_cpu = cpu.id
         cpu.slice_end = self.clock.now + self.time_slice
+        if self.psi is not None:
+            self.psi.sched(task, cpu.id, True, True)
         self.idle.discard(cpu.id)
         self.emit("sched:sched_switch", cpu.id, task.pid, prev.pid if prev else 0, task.pid, task.comm)
 
@@ -315,6 +351,8 @@ class Sched:
             w = Waiter(self.clock)
             cpu.rq.append((task, w))
             self.idle.discard(cpu.id)
+            if self.psi is not None:
+                self.psi.sched(task, cpu.id, True, False)
             await w.wait()
         self.current = task
         return cpu
@@ -325,6 +363,8 @@ class Sched:
             return
         task.cpu = None
         cpu.curr = None
+        if self.psi is not None:  # asleep; a preemption makes it runnable again (_requeue)
+            self.psi.sched(task, cpu.id, False, False)
         if cpu.rq:
             cpu.wake_actor()
         else:
@@ -343,6 +383,8 @@ class Sched:
         w = Waiter(self.clock)
         cpu.rq.append((task, w))
         self.idle.discard(cpu.id)
+        if self.psi is not None:
+            self.psi.sched(task, cpu.id, True, False)
         await w.wait()
         self.current = task
 

@@ -27,7 +27,9 @@ from .kernel.oom_kill import oom_task_view
 from .kernel.task import PAGE_SIZE, Task
 from .kernel.util import vm_acct_memory, vm_commit_limit
 from .machine import Machine
+from .psi import emit_psi
 from .units import to_jiffies
+from .userspace import spawn_daemon
 
 
 # Set (to anything) to run the invariant checkers after every event of every run in this
@@ -101,6 +103,8 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         m.spawn = spawn
         m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
                   m.totalram_pages, m.profile.name)
+        if m.policy.name != "linux" or m.daemon is not None:
+            m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
         # init first: pid 1 is never killed
         init = new_process(m, "init", 0, frozenset(), 0)
         spawn(_init_actor, m, init)
@@ -115,6 +119,11 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
             spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
         _spawn_workload(m)
+        if getattr(m, "daemon", None) is not None:
+            spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
+        psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
+        if psi_every:
+            _psi_samples(m, psi_every)
         spawn_cpuset_updater(m)
         emit_memcg_usage(m)
         try:
@@ -122,6 +131,8 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
             emit_oom_scores(m)
             emit_commit(m)  # the last Committed_AS sample: what the run summary reports
             emit_memcg_usage(m)  # and the memcgs' last usage
+            if psi_every or getattr(m, "daemon", None) is not None:
+                emit_psi(m)  # the last PSI sample: the run's total stall times
         finally:
             m.stopped = True  # cancelled actors unwind now; what they do is not simulated
             tg.cancel_scope.cancel()
@@ -149,6 +160,11 @@ def _spawn_workload(m: Machine) -> None:
         for i in range(group.count):
             leader = new_process(m, group.name, group.uid, caps, group.oom_score_adj, nice=group.nice)
             leader.group = group.name
+            if group.on_sigterm == "ignore":
+                leader.signal.sigterm_action = "ignore"
+            elif not group.sigterm_exit_delay.is_zero():
+                leader.signal.sigterm_action = "handler"
+                leader.signal.sigterm_delay = to_jiffies(group.sigterm_exit_delay, m.hz)
             cpuset_attach_group(m, leader, group)   # its cpuset, then its set_mempolicy
             memcg = m.memcgs[group.memcg]
             leader.memcg = leader.mm.memcg = None if memcg.is_root else memcg
@@ -173,6 +189,18 @@ async def _init_actor(m: Machine, init: Task) -> None:
     while True:
         await m.sched.sleep(init, 3600 * m.hz, "task.sleep", interruptible=True)
         init.sigkill = False  # init ignores signals it has no handler for
+
+
+def _psi_samples(m: Machine, every: int) -> None:
+    """``run.psi_samples``: a sim:psi sample of every PSI group at this period, taken by the
+    clock itself (no actor: sampling leaves the run's schedule and events as they were)."""
+    clock = m.sched.clock
+
+    def sample() -> None:
+        emit_psi(m)
+        clock.call_at(m.now + every, sample)
+
+    clock.call_at(m.now + every, sample)
 
 
 async def _meminfo(m: Machine, every: int) -> None:

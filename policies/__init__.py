@@ -5,11 +5,16 @@ also finds third-party policies (entry-point group ``oomactors.policies``) and
 ``package.module:Name`` specs.  The API is :mod:`policies.api`.
 """
 
-from .linux import Linux, Linux24, Linux419, Linux510, Linux2636
+from .linux import Linux, Linux24, Linux310, Linux414, Linux419, Linux510, Linux2636
 from .lmk import LmkAdjLevels
 from .simple import AllocatingTask, LargestRss, Youngest
+from .earlyoom import Earlyoom
+from .systemd_oomd import SystemdOomd
+from .oomd import Oomd
+from .lmkd import Lmkd
 
 BUILTIN: dict[str, type] = {p.name: p for p in (
-    Linux, Linux24, Linux2636, Linux419, Linux510, AllocatingTask, LargestRss, Youngest, LmkAdjLevels)}
+    Linux, Linux24, Linux2636, Linux310, Linux414, Linux419, Linux510, AllocatingTask, LargestRss, Youngest,
+    LmkAdjLevels, Earlyoom, SystemdOomd, Oomd, Lmkd)}
 
 __all__ = ["BUILTIN", "Linux"]

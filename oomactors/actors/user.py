@@ -24,6 +24,7 @@ from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
+from ..kernel.workingset import workingset_refault
 from ..units import to_jiffies
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,9 +41,12 @@ class _Exit(Exception):
 
 
 def ret_to_user(task: Task) -> None:
-    """Return to user space: a pending SIGKILL is delivered here."""
+    """Return to user space: a pending SIGKILL is delivered here, and a handled SIGTERM
+    leaves the program for its handler (:func:`sigterm_handler`)."""
     if task.sigkill:
         raise _Exit("killed")
+    if task.sigterm:
+        raise _Exit("sigterm")
 
 
 def new_process(m: "Machine", comm: str, uid: int, caps: frozenset[str], adj: int, *,
@@ -82,7 +86,31 @@ async def user_task(m: "Machine", task: Task, program: tuple, start_delay: int =
         await run_steps(m, task, program)
     except _Exit as e:
         reason = e.reason
+    if reason == "sigterm":
+        reason = await sigterm_handler(m, task)
     await do_exit(m, task, reason)
+
+
+async def sigterm_handler(m: "Machine", task: Task) -> str:
+    """The program's SIGTERM handler: clean up for the group's ``sigterm_exit_delay``
+    (SIGTERM blocked meanwhile; SIGKILL still ends it), then exit(), taking the other
+    threads along.  Returns the exit reason: "sigterm", or "killed"."""
+    task.sigterm = False
+    sigs = task.signal
+    sigs.in_sigterm_handler = True
+    end = m.now + sigs.sigterm_delay
+    try:
+        while m.now < end and not task.sigkill:
+            await m.sched.sleep(task, end - m.now, "task.sigterm", interruptible=True)
+    finally:
+        sigs.in_sigterm_handler = False
+    if task.sigkill:
+        return "killed"
+    for t in sigs.live_threads():
+        if t is not task:
+            t.sigkill = True
+            m.sched.signal_wake(t)
+    return "sigterm"
 
 
 async def run_steps(m: "Machine", task: Task, steps: tuple) -> None:
@@ -221,6 +249,8 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
         if zone is None:
             await vm_fault_oom(m, task)
             continue
+        if kind == "file":
+            workingset_refault(m, owner, nr)  # reading back what reclaim evicted
         done += nr
         await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
@@ -280,6 +310,9 @@ async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
     child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
     child.group = task.group
     child.parent = task
+    # signal dispositions survive fork
+    sigs, csigs = task.signal, child.signal
+    csigs.sigterm_action, csigs.sigterm_delay = sigs.sigterm_action, sigs.sigterm_delay
     cpuset_fork(m, task, child)
     child.memcg = task.memcg  # a child starts in its parent's cgroups
     if not step.clone_vm:

@@ -104,7 +104,8 @@ async def do_exit(m: "Machine", cur: "Task", reason: str) -> None:
         outcome = "killed" if sig.group_exit else "exited"
         for t in sig.threads:
             t.outcome = outcome
-        if not leader.is_kthread and not leader.is_global_init:
+        # a userspace daemon (oomactors/userspace.py) is a service: the run does not wait for it
+        if not leader.is_kthread and not leader.is_global_init and not getattr(leader, "service", False):
             m.user_procs_alive -= 1
             if m.user_procs_alive <= 0:
                 m.finished = True

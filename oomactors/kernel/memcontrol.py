@@ -35,6 +35,7 @@ from .mmzone import MAX_RECLAIM_RETRIES, PAGE_ALLOC_COSTLY_ORDER, SWAP_CLUSTER_M
 from .page_counter import (PAGE_COUNTER_MAX, PageCounter, page_counter_charge, page_counter_try_charge,
                            page_counter_uncharge)
 from .task import MM, PAGE_SIZE, PF_EXITING, PF_MEMALLOC
+from ..psi import psi_memstall_enter, psi_memstall_leave
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -71,6 +72,9 @@ class MemCgroup:
         self.file = [0] * nzones
         self.kmem = 0            # __GFP_ACCOUNT kernel pages (never freed by the model)
         self.events = dict.fromkeys(MEMCG_EVENTS, 0)        # memory.events (hierarchical)
+        # memory.stat pgscan / pgsteal (hierarchical): pages reclaim scanned / took here
+        self.pgscan = 0
+        self.pgsteal = 0
         self.events_local = dict.fromkeys(MEMCG_EVENTS, 0)  # memory.events.local
         if parent is not None:
             parent.children.append(self)
@@ -152,6 +156,15 @@ def mem_cgroup_scan_tasks(m: "Machine", memcg: MemCgroup) -> list["Task"]:
     for c in for_each_mem_cgroup_tree(memcg):
         out.extend(p for p in procs if p.memcg is c)
     return out
+
+
+def memcg_count_scan(memcg: MemCgroup | None, scanned: int, stolen: int) -> None:
+    """memory.stat's pgscan and pgsteal of ``memcg`` and every ancestor below the root."""
+    c = memcg
+    while c is not None and not c.is_root:
+        c.pgscan += scanned
+        c.pgsteal += stolen
+        c = c.parent
 
 
 # --- memory.events ---------------------------------------------------------------------------
@@ -246,7 +259,12 @@ async def try_charge(m: "Machine", cur: "Task", memcg: MemCgroup | None, gfp_mas
         if not G.gfpflags_allow_blocking(gfp_mask):
             return _nomem(m, cur, memcg, gfp_mask, nr_pages, "nonblocking")
         memcg_memory_event(m, mem_over_limit, "max", cur.pid)
-        nr_reclaimed = await try_to_free_mem_cgroup_pages(m, cur, mem_over_limit, nr_pages, gfp_mask, may_swap)
+        pflags = psi_memstall_enter(m, cur)  # reclaim at the limit is a memory stall
+        try:
+            nr_reclaimed = await try_to_free_mem_cgroup_pages(m, cur, mem_over_limit, nr_pages, gfp_mask,
+                                                              may_swap)
+        finally:
+            psi_memstall_leave(m, cur, pflags)
         if mem_cgroup_margin(mem_over_limit) >= nr_pages:
             continue
         if not drained:
@@ -398,7 +416,11 @@ async def reclaim_high(m: "Machine", cur: "Task", memcg: MemCgroup, nr_pages: in
     while c is not None and not c.is_root:
         if c.memory.usage > c.memory.high:
             memcg_memory_event(m, c, "high", cur.pid)
-            nr_reclaimed += await try_to_free_mem_cgroup_pages(m, cur, c, nr_pages, gfp_mask, True)
+            pflags = psi_memstall_enter(m, cur)
+            try:
+                nr_reclaimed += await try_to_free_mem_cgroup_pages(m, cur, c, nr_pages, gfp_mask, True)
+            finally:
+                psi_memstall_leave(m, cur, pflags)
         c = c.parent
     return nr_reclaimed
 
@@ -460,7 +482,11 @@ async def mem_cgroup_handle_over_high(m: "Machine", cur: "Task") -> None:
             continue
         break
     m.emit("sim:throttle", cur.pid, "memcg_high", penalty)
-    await m.sched.sleep(cur, penalty, "memcg.high_throttle", interruptible=True)  # killable
+    pflags = psi_memstall_enter(m, cur)  # the penalty sleep is a memory stall
+    try:
+        await m.sched.sleep(cur, penalty, "memcg.high_throttle", interruptible=True)  # killable
+    finally:
+        psi_memstall_leave(m, cur, pflags)
 
 
 # --- protection (memory.min / memory.low) ---------------------------------------------------------

@@ -26,6 +26,7 @@ from .page_alloc import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_KSWAPD, ALLOC_NO_WATE
 from .mempolicy import cpuset_nodemask_valid_mems_allowed
 from .task import PF_DUMPCORE, PF_MEMALLOC
 from .vmscan import try_to_free_pages, wake_all_kswapds
+from ..psi import psi_memstall_enter, psi_memstall_leave
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -119,9 +120,11 @@ async def __perform_reclaim(m: "Machine", cur: "Task", gfp_mask: int, order: int
     old = cur.flags & PF_MEMALLOC
     cur.flags |= PF_MEMALLOC  # memalloc_noreclaim_save: reclaim must not recurse
     cur.stall_since = m.now
+    pflags = psi_memstall_enter(m, cur)  # direct reclaim is a memory stall
     try:
         progress = await try_to_free_pages(m, cur, ac, order, gfp_mask)
     finally:
+        psi_memstall_leave(m, cur, pflags)
         cur.flags = (cur.flags & ~PF_MEMALLOC) | old
         cur.stall_since = None
     await m.sched.point(cur, "reclaim.begin")  # the cond_resched() after reclaim
@@ -145,12 +148,14 @@ async def __alloc_pages_direct_compact(m: "Machine", cur: "Task", gfp_mask: int,
                                        nr: int) -> tuple[Zone | None, int]:
     if not order:
         return None, COMPACT_SKIPPED
+    pflags = psi_memstall_enter(m, cur)  # so is direct compaction
     old = cur.flags & PF_MEMALLOC
     cur.flags |= PF_MEMALLOC
     try:
         result = await try_to_compact_pages(m, cur, gfp_mask, order, alloc_flags, ac, prio)
     finally:
         cur.flags = (cur.flags & ~PF_MEMALLOC) | old
+        psi_memstall_leave(m, cur, pflags)
     if result == COMPACT_SKIPPED:
         return None, result
     m.vmstat["compact_stall"] += 1

@@ -138,6 +138,12 @@ class MM:
 class Signal:
     """signal_struct: shared by the threads of one process."""
 
+    # SIGTERM's disposition (kernel/signal.py): "default" (kills like SIGKILL), "handler"
+    # (cleans up for sigterm_delay jiffies, then exits) or "ignore"
+    sigterm_action = "default"
+    sigterm_delay = 0
+    in_sigterm_handler = False
+
     def __init__(self, oom_score_adj: int) -> None:
         self.oom_score_adj = oom_score_adj
         self.oom_score_adj_min = min(0, oom_score_adj)

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 from . import gfp as G
 from . import params
 from .cpuset import cpuset_zone_allowed
-from .memcontrol import mem_cgroup_swapout, swap_room, uncharge_pages
+from .memcontrol import mem_cgroup_swapout, memcg_count_scan, memcg_of, swap_room, uncharge_pages
+from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
+from .workingset import workingset_eviction
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -74,6 +76,8 @@ def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
         if k:
             m.uncharge_file(zone, owner, k)
             uncharge_pages(owner, k)  # the memcg that faulted the page cache
+            memcg_count_scan(memcg_of(owner), k, k)
+            workingset_eviction(m, owner, k)
             freed += k
     if freed:
         m.free_to_buddy(cur, zone, freed)
@@ -164,6 +168,9 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
         node.kswapd_failures = 0  # any success revives a hopeless kswapd
     m.vmstat["pgscan"] += scanned
     m.vmstat["pgsteal"] += reclaimed
+    who = "kswapd" if sc.is_kswapd else "direct"
+    m.vmstat["pgscan_" + who] += scanned
+    m.vmstat["pgsteal_" + who] += reclaimed
     m.emit("vmscan:mm_vmscan_node_reclaim", cur.pid, node.nid, scanned, reclaimed,
            io_pages + wb_pages, io_jiffies)
 
@@ -284,6 +291,21 @@ async def kswapd_try_to_sleep(m: "Machine", task: "Task", node: Node, reclaim_or
 async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, highest_zoneidx: int) -> int:
     """Reclaim until some zone is above its HIGH watermark, raising the priority as needed."""
     sc = ScanControl(G.GFP_KERNEL, order, 0, highest_zoneidx, True)
+    pflags = psi_memstall_enter(m, task)  # kswapd's balancing counts as a memory stall too
+    try:
+        await _balance(m, task, node, sc, highest_zoneidx)
+    finally:
+        psi_memstall_leave(m, task, pflags)
+    if not sc.nr_reclaimed:
+        node.kswapd_failures += 1
+        m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
+        if m.profile.kswapd_calls_oom:
+            await kswapd_out_of_memory(m, task, node)
+    return sc.order
+
+
+async def _balance(m: "Machine", task: "Task", node: Node, sc: ScanControl, highest_zoneidx: int) -> None:
+    """balance_pgdat's loop: raise the priority until some zone is balanced."""
     while sc.priority >= 1:
         if pgdat_balanced(m, node, sc.order, highest_zoneidx):
             break
@@ -299,12 +321,6 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
         if sc.nr_scanned < sc.nr_to_reclaim or sc.nr_reclaimed == before:
             sc.priority -= 1
         await m.sched.point(task, "kswapd.scan")
-    if not sc.nr_reclaimed:
-        node.kswapd_failures += 1
-        m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
-        if m.profile.kswapd_calls_oom:
-            await kswapd_out_of_memory(m, task, node)
-    return sc.order
 
 
 async def kswapd_out_of_memory(m: "Machine", task: "Task", node: Node) -> None:

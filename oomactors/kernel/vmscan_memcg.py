@@ -21,10 +21,11 @@ from . import gfp as G
 from . import params
 from .memcontrol import (MemCgroup, for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgroup_below_min,
                          mem_cgroup_calculate_protection, mem_cgroup_get_nr_swap_pages,
-                         mem_cgroup_protection, mem_cgroup_swapout, memcg_memory_event, memcg_of,
-                         uncharge_pages)
+                         mem_cgroup_protection, mem_cgroup_swapout, memcg_count_scan,
+                         memcg_memory_event, memcg_of, uncharge_pages)
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
+from .workingset import workingset_eviction
 from .vmscan import (ScanControl, _finish_writeback, get_scan_count,
                      raise_priority_until_reclaimed)
 
@@ -120,6 +121,8 @@ async def shrink_node_memcgs(m: "Machine", cur: "Task", node: Node, sc: MemcgSca
         node.kswapd_failures = 0  # any success revives a hopeless kswapd
     m.vmstat["pgscan"] += scanned
     m.vmstat["pgsteal"] += reclaimed
+    m.vmstat["pgscan_direct"] += scanned  # memcg reclaim is never kswapd's
+    m.vmstat["pgsteal_direct"] += reclaimed
     m.emit("vmscan:mm_vmscan_node_reclaim", cur.pid, node.nid, scanned, reclaimed, io_pages, io_jiffies)
 
 
@@ -169,6 +172,7 @@ def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, owners: list, budget: i
         if k:
             m.uncharge_file(zone, owner, k)
             uncharge_pages(owner, k)
+            workingset_eviction(m, owner, k)
             freed += k
     if freed:
         m.free_to_buddy(cur, zone, freed)

@@ -1,0 +1,619 @@
+"""Userspace OOM killers as actors: the daemon host.
+
+A userspace killer (a :class:`policies.api.Daemon`: earlyoom, systemd-oomd, oomd, lmkd)
+runs as a real process of the model -- its own pid and comm, its service's
+``oom_score_adj``, a CPU to run on -- and is driven by one actor that calls
+``daemon.run(host)``.  Everything the daemon knows and does goes through the
+:class:`DaemonHost`:
+
+* **time**: :attr:`~DaemonHost.now` (jiffies), :attr:`~DaemonHost.now_ms`,
+  :attr:`~DaemonHost.monotonic_us`; :meth:`~DaemonHost.sleep_ms` (an interruptible
+  sleep off the CPU, scheduling point ``userspace.poll``);
+* **what the real daemon reads**, as frozen snapshots in the files' own units:
+  :meth:`~DaemonHost.meminfo` (``/proc/meminfo``, kB, MemAvailable as ``si_mem_available``
+  computes it), :meth:`~DaemonHost.vmstat` (``/proc/vmstat``), :meth:`~DaemonHost.zoneinfo`
+  (``/proc/zoneinfo``), :meth:`~DaemonHost.pressure` (``/proc/pressure/memory`` or a
+  cgroup's ``memory.pressure``), :meth:`~DaemonHost.cgroup` (``memory.current``,
+  ``memory.swap.current``, the limits, ``memory.stat``, ``memory.events``, children and
+  processes), :meth:`~DaemonHost.processes` (``/proc/PID/...``: comm, cmdline, uid,
+  ``oom_score`` as the run's kernel profile computes it, ``oom_score_adj``, VmRSS, VmSwap,
+  the cgroup);
+* **actions**: :meth:`~DaemonHost.kill` (kill(2): SIGTERM honours the target's
+  disposition, SIGKILL does not ask), :meth:`~DaemonHost.cgroup_kill` (``cgroup.kill``,
+  5.14+: SIGKILL to every process of a subtree), :meth:`~DaemonHost.process_mrelease`
+  (5.15+: reap a dying process's memory now);
+* **PSI triggers**: :meth:`~DaemonHost.psi_trigger` and :meth:`~DaemonHost.wait_psi`.
+
+Reads cost the daemon CPU time (the ``*_NS`` constants below), charged at its next sleep
+or action (scheduling point ``userspace.cpu``), so a daemon competes for CPUs like any
+process.  Actions are events: ``userspace:kill``, ``userspace:cgroup_kill``,
+``userspace:mrelease`` (and the kernel's own ``signal:signal_generate``).
+
+A daemon class describes the process it runs as with optional class attributes: ``comm``
+(default: its ``name``), ``uid`` (0), ``oom_score_adj`` (0), ``nice`` (0), ``caps``
+(``("CAP_KILL",)``) and ``cgroup`` (``"/"``, a memcg path of the config).  The daemon is a
+service: the run does not wait for it to exit.  If the kernel's OOM killer (or anyone)
+SIGKILLs it, :class:`DaemonKilled` leaves ``run`` and the process exits.  An exception
+of any other kind stops the run with a :class:`~policies.api.PolicyError` naming the
+daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .kernel.exit import mmap_read_lock
+from .kernel.memcontrol import MEMCG_EVENTS, for_each_mem_cgroup_tree, mem_cgroup_scan_tasks
+from .kernel.oom_kill import find_lock_task_mm, task_will_free_mem
+from .kernel.oom_reaper import zap_pages
+from .kernel.page_counter import PAGE_COUNTER_MAX
+from .kernel.signal import EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
+from .kernel.task import MMF_OOM_SKIP, MMF_UNSTABLE, PAGE_SIZE
+from .psi import STATE_NAMES, Pressure, PsiTrigger, poll_triggers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .kernel.memcontrol import MemCgroup
+    from .kernel.task import Task
+    from .machine import Machine
+
+__all__ = ["DaemonHost", "DaemonKilled", "Meminfo", "ProcInfo", "CgroupInfo", "MemoryStat",
+           "ZoneInfo", "SIGKILL", "SIGTERM", "ESRCH", "EINVAL", "spawn_daemon", "si_mem_available"]
+
+# CPU time a read or an action costs the daemon (ns): earlyoom measures ~6 us for
+# parse_meminfo and 2.5 ms for a scan of a desktop's few hundred processes
+READ_MEMINFO_NS = 10_000
+READ_FILE_NS = 5_000           # one small /proc or cgroup file (pressure, memory.current...)
+SCAN_PROC_NS = 10_000          # per process in a /proc scan (oom_score, statm, comm)
+SYSCALL_NS = 5_000             # kill(2), process_mrelease(2), a write to cgroup.kill
+
+KB = 1024
+
+
+class DaemonKilled(Exception):
+    """The daemon's own process got SIGKILL: leave ``run``."""
+
+
+# --- the snapshots --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Meminfo:
+    """``/proc/meminfo``, in kB (the file's unit; the names are the file's)."""
+
+    MemTotal: int
+    MemFree: int
+    MemAvailable: int
+    Cached: int
+    AnonPages: int
+    Shmem: int
+    SReclaimable: int
+    SUnreclaim: int
+    PageTables: int
+    Dirty: int
+    Writeback: int
+    SwapTotal: int
+    SwapFree: int
+    Committed_AS: int
+    CommitLimit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """One process of ``/proc`` (a thread-group leader), as the files under /proc/PID show
+    it: sizes in kB (``vm_rss_kb`` is VmRSS: anon + file + shmem), ``oom_score`` in the
+    kernel profile's own scale, ``start_time`` in jiffies."""
+
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: str
+    uid: int
+    oom_score: int
+    oom_score_adj: int
+    vm_rss_kb: int
+    rss_anon_kb: int
+    rss_file_kb: int
+    rss_shmem_kb: int
+    vm_swap_kb: int
+    vm_size_kb: int
+    cgroup: str
+    threads: int
+    state: str                 # "R" running or runnable, "S" sleeping
+    start_time: int
+    cpu_ns: int
+    nice: int
+    kthread: bool
+
+    @property
+    def statm_rss(self) -> int:
+        """/proc/PID/statm's resident field, in pages."""
+        return self.vm_rss_kb // (PAGE_SIZE // KB)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStat:
+    """``memory.stat`` of a cgroup (hierarchical): sizes in bytes, event counts in pages.
+    Refaults are counted machine-wide only (kernel/workingset.py): 0 here."""
+
+    anon: int
+    file: int
+    shmem: int
+    kernel: int
+    pgscan: int
+    pgsteal: int
+    workingset_refault_anon: int = 0
+    workingset_refault_file: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupInfo:
+    """A cgroup directory.  Sizes in bytes; ``None`` for a limit of "max".  The root has no
+    memory.* files in cgroup v2: its ``memory_current`` is MemTotal - MemAvailable (what
+    systemd-oomd and oomd use for it), its ``memory_swap_current`` the swap in use, its
+    limits None, its stat the machine's."""
+
+    path: str
+    parent: str | None
+    children: tuple[str, ...]
+    procs: tuple[int, ...]           # cgroup.procs: processes directly in this cgroup
+    memory_current: int
+    memory_swap_current: int
+    memory_max: int | None
+    memory_high: int | None
+    memory_swap_max: int | None
+    memory_min: int
+    memory_low: int
+    oom_group: bool
+    stat: MemoryStat
+    events: tuple[tuple[str, int], ...]  # memory.events, in the file's order
+    populated: bool                  # cgroup.events: a process in the subtree
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneInfo:
+    """One zone of ``/proc/zoneinfo`` (pages)."""
+
+    node: int
+    name: str
+    free: int
+    min: int
+    low: int
+    high: int
+    present: int
+    managed: int
+    protection: tuple[int, ...]
+    nr_anon: int
+    nr_file: int
+
+
+# --- computing what the files say --------------------------------------------------------------
+def totalreserve_pages(m: "Machine") -> int:
+    """calculate_totalreserve_pages: per zone, its largest lowmem reserve plus its high
+    watermark, at most its managed pages."""
+    total = 0
+    for z in m.zones:
+        reserve = max(z.lowmem_reserve[z.idx:]) + z.high_wmark
+        total += min(reserve, z.managed)
+    return total
+
+
+def si_mem_available(m: "Machine") -> int:
+    """MemAvailable in pages (mm/page_alloc.c si_mem_available): free pages above the
+    reserves, plus the page cache and reclaimable slab that could go without swapping --
+    at least half of each, or a low watermark's worth, is assumed to stay."""
+    wmark_low = sum(z.low_wmark for z in m.zones)
+    available = sum(z.vm_free for z in m.zones) - totalreserve_pages(m)
+    pagecache = sum(z.nr["file"] + z.nr["dirty"] for z in m.zones)
+    pagecache -= min(pagecache // 2, wmark_low)
+    available += pagecache
+    reclaimable = sum(z.nr["slab_reclaimable"] for z in m.zones)
+    available += reclaimable - min(reclaimable // 2, wmark_low)
+    return max(available, 0)
+
+
+def meminfo(m: "Machine") -> Meminfo:
+    from .kernel.util import vm_commit_limit
+    nr = {k: sum(z.nr[k] for z in m.zones) for k in
+          ("anon", "file", "dirty", "writeback", "shmem", "slab_reclaimable", "slab_unreclaimable",
+           "pagetables")}
+    free = max(0, sum(z.vm_free for z in m.zones))
+    kb = PAGE_SIZE // KB
+    return Meminfo(
+        MemTotal=m.totalram_pages * kb, MemFree=free * kb, MemAvailable=si_mem_available(m) * kb,
+        Cached=(nr["file"] + nr["dirty"] + nr["shmem"]) * kb, AnonPages=nr["anon"] * kb,
+        Shmem=nr["shmem"] * kb, SReclaimable=nr["slab_reclaimable"] * kb,
+        SUnreclaim=nr["slab_unreclaimable"] * kb, PageTables=nr["pagetables"] * kb,
+        Dirty=nr["dirty"] * kb, Writeback=nr["writeback"] * kb,
+        SwapTotal=m.total_swap_pages * kb, SwapFree=m.swap_free * kb,
+        Committed_AS=m.vm_committed_as * kb, CommitLimit=vm_commit_limit(m) * kb)
+
+
+def oom_score(m: "Machine", p: "Task") -> int:
+    """/proc/PID/oom_score: the profile's badness against totalram + swap, in its scale
+    (as sim.emit_oom_scores computes it)."""
+    from .kernel.oom_kill import oom_task_view
+    prof = m.profile
+    total = m.totalram_pages + m.total_swap_pages
+    return prof.oom_score(prof.badness(oom_task_view(m, p), total, m.now, m.hz), total)
+
+
+def _held_kb(p: "Task | None") -> tuple[int, int]:
+    """RSS (anon + file + shmem) and swap entries of a process, in kB (0, 0 if it has no mm)."""
+    t = find_lock_task_mm(p) if p is not None else None
+    if t is None:
+        return 0, 0
+    kb = PAGE_SIZE // KB
+    return t.mm.get_mm_rss() * kb, t.mm.swapents * kb
+
+
+def proc_info(m: "Machine", p: "Task") -> ProcInfo:
+    from .kernel.oom_kill import oom_task_view
+    v = oom_task_view(m, p)
+    kb = PAGE_SIZE // KB
+    live = p.signal.live_threads()
+    kthread = p.is_kthread
+    if p.parent is not None:
+        ppid = p.parent.tgid
+    else:
+        ppid = 2 if kthread else (0 if p.is_global_init else 1)
+    running = any(t.cpu is not None for t in live)
+    return ProcInfo(
+        pid=p.pid, ppid=ppid, comm=p.comm, cmdline="" if kthread else p.group, uid=p.uid,
+        oom_score=oom_score(m, p), oom_score_adj=p.signal.oom_score_adj,
+        vm_rss_kb=v.rss * kb, rss_anon_kb=v.rss_anon * kb, rss_file_kb=v.rss_file * kb,
+        rss_shmem_kb=v.rss_shmem * kb, vm_swap_kb=v.swapents * kb, vm_size_kb=v.total_vm * kb,
+        cgroup=v.memcg, threads=len(live), state="R" if running else "S",
+        start_time=p.start_time, cpu_ns=v.cpu_ns, nice=p.nice, kthread=kthread)
+
+
+def _limit(pages: int) -> int | None:
+    return None if pages >= PAGE_COUNTER_MAX else pages * PAGE_SIZE
+
+
+def cgroup_info(m: "Machine", memcg: "MemCgroup") -> CgroupInfo:
+    subtree = for_each_mem_cgroup_tree(memcg)
+    members = set(map(id, subtree))
+    anon = file = shmem = 0
+    for mm in m.mms:
+        c = mm.memcg if mm.memcg is not None else m.root_mem_cgroup
+        if id(c) in members:
+            anon += mm.rss_anon
+            shmem += mm.rss_shmem
+            file += mm.rss_file
+    file += sum(sum(c.file) for c in subtree)
+    procs = tuple(p.pid for p in m.processes()
+                  if (p.memcg if p.memcg is not None else m.root_mem_cgroup) is memcg)
+    populated = bool(procs) or any(
+        p.memcg is not None and id(p.memcg) in members for p in m.processes())
+    if memcg.is_root:
+        mi = meminfo(m)
+        stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE, 0,
+                          m.vmstat["pgscan"], m.vmstat["pgsteal"])
+        return CgroupInfo("/", None, tuple(c.path for c in memcg.children), procs,
+                          (mi.MemTotal - mi.MemAvailable) * KB,
+                          (m.total_swap_pages - m.swap_free) * PAGE_SIZE, None, None, None, 0, 0,
+                          False, stat, tuple((e, 0) for e in MEMCG_EVENTS), populated)
+    mem = memcg.memory
+    stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE,
+                      sum(c.kmem for c in subtree) * PAGE_SIZE, memcg.pgscan, memcg.pgsteal)
+    return CgroupInfo(memcg.path, memcg.parent.path, tuple(c.path for c in memcg.children), procs,
+                      mem.usage * PAGE_SIZE, memcg.swap.usage * PAGE_SIZE, _limit(mem.max),
+                      _limit(mem.high), _limit(memcg.swap.max), mem.min * PAGE_SIZE,
+                      mem.low * PAGE_SIZE, memcg.oom_group, stat,
+                      tuple((e, memcg.events[e]) for e in MEMCG_EVENTS), populated)
+
+
+# --- the host ------------------------------------------------------------------------------------
+class DaemonHost:
+    """What a userspace OOM killer sees and does (see the module docstring)."""
+
+    def __init__(self, m: "Machine", daemon: Any, task: "Task") -> None:
+        self.m = m
+        self.daemon = daemon
+        self.task = task
+        self.name: str = daemon.name
+        self._debt_ns = 0
+
+    # --- identity and time ---------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.task.pid
+
+    @property
+    def hz(self) -> int:
+        return self.m.hz
+
+    @property
+    def now(self) -> int:
+        """Virtual time in jiffies."""
+        return self.m.now
+
+    @property
+    def now_ms(self) -> int:
+        return self.m.now * 1000 // self.m.hz
+
+    @property
+    def monotonic_us(self) -> int:
+        """CLOCK_MONOTONIC in microseconds (boot is 0)."""
+        return self.m.now * 1_000_000 // self.m.hz
+
+    def ms_to_jiffies(self, ms: float) -> int:
+        """Rounded up, as msecs_to_jiffies does: a non-zero wait is at least one jiffy."""
+        return max(0, -(-int(ms * self.m.hz) // 1000))
+
+    def charge(self, ns: int) -> None:
+        """Account CPU time the daemon spends (paid at its next sleep or action)."""
+        self._debt_ns += ns
+
+    async def cpu(self, ns: int = 0) -> None:
+        """Spend ``ns`` of CPU time now, with whatever reads cost since the last payment."""
+        self._debt_ns += ns
+        await self._pay()
+
+    async def _pay(self) -> None:
+        ns, self._debt_ns = self._debt_ns, 0
+        if ns:
+            await self.m.sched.run(self.task, ns, "userspace.cpu")
+
+    def _check_killed(self) -> None:
+        if self.task.sigkill:
+            raise DaemonKilled()
+
+    async def sleep_ms(self, ms: float) -> None:
+        await self.sleep_jiffies(self.ms_to_jiffies(ms))
+
+    async def sleep_jiffies(self, jiffies: int) -> None:
+        """An interruptible sleep off the CPU (nanosleep); SIGKILL ends the daemon."""
+        await self._pay()
+        self._check_killed()
+        end = self.m.now + max(0, jiffies)
+        while self.m.now < end:
+            await self.m.sched.sleep(self.task, end - self.m.now, "userspace.poll", interruptible=True)
+            self._check_killed()
+
+    async def sleep_until(self, jiffy: int) -> None:
+        await self.sleep_jiffies(jiffy - self.m.now)
+
+    # --- reading ----------------------------------------------------------------------------
+    def meminfo(self) -> Meminfo:
+        """/proc/meminfo now."""
+        self._debt_ns += READ_MEMINFO_NS
+        return meminfo(self.m)
+
+    def vmstat(self) -> dict[str, int]:
+        """/proc/vmstat: the counters the model keeps (pgscan_kswapd, pgscan_direct,
+        pgsteal_*, allocstall, oom_kill, compact_*, workingset_refault_file -- page cache
+        only: workingset_refault_anon is 0)."""
+        self._debt_ns += READ_MEMINFO_NS
+        v = self.m.vmstat
+        out = {k: v[k] for k in ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
+                                 "allocstall", "oom_kill", "compact_stall", "compact_success",
+                                 "compact_fail")}
+        out["pswpout"] = self.m.total_swap_pages - self.m.swap_free
+        out["workingset_refault_anon"] = 0
+        out["workingset_refault_file"] = self.m.vmstat.get("workingset_refault_file", 0)
+        out["nr_free_pages"] = sum(z.vm_free for z in self.m.zones)
+        return out
+
+    def zoneinfo(self) -> list[ZoneInfo]:
+        """/proc/zoneinfo: every populated zone."""
+        self._debt_ns += READ_MEMINFO_NS
+        return [ZoneInfo(z.node.nid, z.name, z.vm_free, z.min_wmark, z.low_wmark, z.high_wmark,
+                         z.present, z.managed, tuple(z.lowmem_reserve), z.nr["anon"],
+                         z.nr["file"] + z.nr["dirty"]) for z in self.m.zones]
+
+    def pressure(self, path: str = "/") -> Pressure:
+        """Read /proc/pressure/memory ("/") or ``<path>/memory.pressure``: like the real
+        read, this folds the per-CPU stall times and updates the averages if due."""
+        self._debt_ns += READ_FILE_NS
+        return self.m.psi.show(path)
+
+    def cgroup_paths(self) -> list[str]:
+        """Every cgroup, parents before children ("/" first)."""
+        return list(self.m.memcgs)
+
+    def cgroup(self, path: str) -> CgroupInfo | None:
+        """A cgroup's files now, or None if there is no such cgroup."""
+        memcg = self.m.memcgs.get(path)
+        if memcg is None:
+            return None
+        self._debt_ns += READ_FILE_NS * 4
+        return cgroup_info(self.m, memcg)
+
+    def processes(self) -> list[ProcInfo]:
+        """A scan of /proc: every process (kernel threads too), in pid order."""
+        procs = self.m.processes()
+        self._debt_ns += SCAN_PROC_NS * len(procs)
+        return [proc_info(self.m, p) for p in procs]
+
+    def process(self, pid: int) -> ProcInfo | None:
+        p = find_process(self.m, pid)
+        self._debt_ns += SCAN_PROC_NS
+        return None if p is None else proc_info(self.m, p)
+
+    def is_alive(self, pid: int) -> bool:
+        """The process still exists (a process is gone once its last thread exited)."""
+        self._debt_ns += READ_FILE_NS
+        return find_process(self.m, pid) is not None
+
+    # --- acting ------------------------------------------------------------------------------
+    async def kill(self, pid: int, sig: int, reason: str = "") -> int:
+        """kill(pid, sig) for SIGTERM or SIGKILL: 0, or -ESRCH / -EINVAL."""
+        self._debt_ns += SYSCALL_NS
+        await self._pay()
+        p = find_process(self.m, pid)
+        comm = p.comm if p is not None else ""
+        rss_kb, swap_kb = _held_kb(p)
+        res = kill_pid(self.m, self.task, pid, sig)
+        self.m.emit("userspace:kill", pid, self.name, comm, sig, reason, res, rss_kb, swap_kb)
+        return res
+
+    async def cgroup_kill(self, path: str, reason: str = "") -> int:
+        """Write 1 to ``<path>/cgroup.kill``: SIGKILL to every process of the subtree (the
+        daemon's own process excepted).  Returns how many processes were signalled, or
+        -EINVAL (the root has no cgroup.kill; an unknown path)."""
+        self._debt_ns += SYSCALL_NS
+        await self._pay()
+        memcg = self.m.memcgs.get(path)
+        if memcg is None or memcg.is_root:
+            return -EINVAL
+        members = []
+        for p in mem_cgroup_scan_tasks(self.m, memcg):
+            if p.signal is self.task.signal or not p.signal.live_threads():
+                continue
+            members.append([p.pid, *_held_kb(p)])
+            group_send_sig_info(self.m, SIGKILL, p)
+        self.m.emit("userspace:cgroup_kill", self.task.pid, self.name, path, reason, len(members), members)
+        return len(members)
+
+    async def process_mrelease(self, pid: int) -> int:
+        """process_mrelease(pidfd): reap the anonymous memory of a process that is dying
+        (SIGKILLed or exiting) right now, in the daemon's context.  0; -ESRCH (gone);
+        -EINVAL (not dying and not yet reaped)."""
+        self._debt_ns += SYSCALL_NS
+        await self._pay()
+        m = self.m
+        p = find_process(m, pid)
+        t = find_lock_task_mm(p) if p is not None else None
+        if t is None:
+            m.emit("userspace:mrelease", pid, self.name, p.comm if p else "", -ESRCH, 0)
+            return -ESRCH
+        mm = t.mm
+        if not task_will_free_mem(m, t):
+            res = 0 if mm.flags & MMF_OOM_SKIP else -EINVAL
+            m.emit("userspace:mrelease", pid, self.name, p.comm, res, 0)
+            return res
+        # (mmgrab keeps the struct, not the mappings: the victim's own exit may tear it
+        # down meanwhile; both unmap batch by batch)
+        freed = 0
+        await mmap_read_lock(m, self.task, mm, "task.mmap_lock")
+        try:
+            if not mm.flags & MMF_OOM_SKIP:
+                # __oom_reap_task_mm: the anonymous memory goes, in the caller's context
+                mm.flags |= MMF_UNSTABLE
+                freed = await zap_pages(m, self.task, mm, anon_only=True, point="reaper.zap")
+        finally:
+            mm.mmap_lock.read_unlock()
+        m.emit("userspace:mrelease", pid, self.name, p.comm, 0, freed)
+        return 0
+
+    # --- PSI triggers ----------------------------------------------------------------------------
+    def psi_trigger(self, path: str, kind: str, threshold_us: int, window_us: int) -> PsiTrigger:
+        """Write "some|full THRESHOLD_US WINDOW_US" to the pressure file of ``path`` ("/" is
+        /proc/pressure/memory).  Bad arguments raise ValueError (the kernel's -EINVAL)."""
+        from .psi import WINDOW_MAX_US, WINDOW_MIN_US
+        if kind not in STATE_NAMES:
+            raise ValueError(f"psi trigger: {kind!r} is not 'some' or 'full'")
+        if not WINDOW_MIN_US <= window_us <= WINDOW_MAX_US:
+            raise ValueError(f"psi trigger: window {window_us} us outside {WINDOW_MIN_US}..{WINDOW_MAX_US}")
+        if not 0 < threshold_us <= window_us:
+            raise ValueError(f"psi trigger: threshold {threshold_us} us not in 1..window")
+        self._debt_ns += SYSCALL_NS
+        return PsiTrigger(self.m.psi.group(path), STATE_NAMES.index(kind), threshold_us, window_us,
+                          self.m.now)
+
+    async def wait_psi(self, triggers: Sequence[PsiTrigger], timeout_ms: float | None) -> list[PsiTrigger]:
+        """poll() on the triggers' files: returns the triggers that fired (empty on timeout).
+
+        The kernel's poller runs every window/10 while stalls change; here it runs at that
+        period for as long as a daemon waits (see README "What is simplified")."""
+        m = self.m
+        period_ns = min(t.poll_period for t in triggers)
+        period = max(1, -(-period_ns * m.hz // 1_000_000_000))
+        deadline = None if timeout_ms is None else m.now + self.ms_to_jiffies(timeout_ms)
+        while True:
+            fired = poll_triggers(triggers, m.now)
+            if fired:
+                self._debt_ns += READ_FILE_NS
+                return fired
+            if deadline is not None and m.now >= deadline:
+                return []
+            step = period if deadline is None else min(period, deadline - m.now)
+            await self.sleep_jiffies(step)
+
+    # --- added for lmkd (policies/lmkd.py) -------------------------------------------------------
+    def workingset(self) -> dict[str, int]:
+        """The /proc/vmstat lines lmkd's thrashing estimate reads: ``workingset_refault_file``
+        (page cache read back after reclaim evicted it, kernel/workingset.py) and the file
+        LRU, ``nr_inactive_file`` + ``nr_active_file`` (the model has one file list: it is
+        all reported as inactive)."""
+        self._debt_ns += READ_MEMINFO_NS
+        m = self.m
+        return {"workingset_refault_file": m.vmstat.get("workingset_refault_file", 0),
+                "nr_inactive_file": sum(z.nr["file"] + z.nr["dirty"] for z in m.zones),
+                "nr_active_file": 0}
+
+    async def process_mrelease_nowait(self, pid: int) -> int:
+        """What lmkd's reaper thread does after a kill, without holding up the daemon's main
+        loop: :meth:`process_mrelease`, except that when the victim's mmap_lock is taken
+        (the real reaper thread would block on it) it gives up at once with -EAGAIN and the
+        victim's own exit frees the memory."""
+        EAGAIN = 11
+        self._debt_ns += SYSCALL_NS
+        await self._pay()
+        m = self.m
+        p = find_process(m, pid)
+        t = find_lock_task_mm(p) if p is not None else None
+        if t is None:
+            m.emit("userspace:mrelease", pid, self.name, p.comm if p else "", -ESRCH, 0)
+            return -ESRCH
+        mm = t.mm
+        if not task_will_free_mem(m, t):
+            res = 0 if mm.flags & MMF_OOM_SKIP else -EINVAL
+            m.emit("userspace:mrelease", pid, self.name, p.comm, res, 0)
+            return res
+        if not mm.mmap_lock.read_trylock():
+            m.emit("userspace:mrelease", pid, self.name, p.comm, -EAGAIN, 0)
+            return -EAGAIN
+        freed = 0
+        try:
+            if not mm.flags & MMF_OOM_SKIP:
+                mm.flags |= MMF_UNSTABLE
+                freed = await zap_pages(m, self.task, mm, anon_only=True, point="reaper.zap")
+        finally:
+            mm.mmap_lock.read_unlock()
+        m.emit("userspace:mrelease", pid, self.name, p.comm, 0, freed)
+        return 0
+
+
+# --- the actor --------------------------------------------------------------------------------
+def spawn_daemon(m: "Machine") -> "Task":
+    """Create the daemon's process (after the workload: its pid comes after theirs) and
+    start its actor."""
+    from .actors.user import new_process
+    d = m.daemon
+    comm = getattr(d, "comm", None) or d.name
+    caps = frozenset(getattr(d, "caps", ("CAP_KILL",)))
+    task = new_process(m, comm, getattr(d, "uid", 0), caps, getattr(d, "oom_score_adj", 0),
+                       nice=getattr(d, "nice", 0))
+    task.group = comm
+    task.service = True
+    path = getattr(d, "cgroup", "/")
+    memcg = m.memcgs.get(path)
+    if memcg is None:
+        from policies.api import PolicyError
+        raise PolicyError(f"policy {d.name!r}: its cgroup {path!r} is not a memcg of the config")
+    task.memcg = task.mm.memcg = None if memcg.is_root else memcg
+    m.spawn(_daemon_actor, m, d, task)
+    return task
+
+
+async def _daemon_actor(m: "Machine", daemon: Any, task: "Task") -> None:
+    from .errors import OomactorsError
+    from .kernel.exit import do_exit
+    await m.sched.get_cpu(task)
+    host = DaemonHost(m, daemon, task)
+    reason = "exit"
+    try:
+        await daemon.run(host)
+    except DaemonKilled:
+        reason = "killed"
+    except OomactorsError:
+        raise
+    except Exception as exc:  # a bug in the daemon: stop the run, naming it
+        from policies.api import PolicyError
+        raise PolicyError(f"policy {daemon.name!r} raised {type(exc).__name__}: {exc}") from exc
+    await do_exit(m, task, reason)

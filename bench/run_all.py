@@ -5,7 +5,8 @@
         # cProfile top-N (by tottime) of one benchmark instead
         # (fastpath1, fastpath32, pressure, vsleep1, vsleep1000, checkpoint)
 
-See bench/README.md for what each figure means and the goals.
+See bench/README.md for what each figure means and the goals.  The race catalogue's
+figures (bench/races.py, about 40 CPU seconds) are run on their own.
 """
 
 from __future__ import annotations

@@ -44,9 +44,19 @@ def main() -> None:
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True)
 @click.option("--policy", "policy_spec", metavar="NAME",
               help="Kill policy: a built-in or plugin name, or package.module:Name (see `oomactors policies`).")
+@click.option("--replay", "replay_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Replay a reproducer written by `oomactors explore` (config, seed, schedule).")
+@click.option("--scheduler", "scheduler_name", type=click.Choice(["none", "random", "pct"]),
+              help="Perturb the schedule at the named scheduling points (see `oomactors explore`).")
+@click.option("--schedule-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the --scheduler's own draws.")
 def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str,
-        policy_spec: str | None) -> None:
+        policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
+        schedule_seed: int = 0) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
+    if replay_path is not None:
+        _run_replay(replay_path, config, seed, trace_path, as_json, backend, policy_spec, scheduler_name)
+        return
     from . import sim
     from .report import console_lines, summarize
     from .trace.stream import TraceWriter
@@ -64,8 +74,9 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
                 writer = TraceWriter(trace_path, seed=run_seed, hz=cfg.kernel.hz, config=cfg.as_dict())
             except OSError as err:
                 _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
+        scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy,
-                         sinks=[writer.write] if writer else None)
+                         sinks=[writer.write] if writer else None, scheduler=scheduler)
     except InputError as err:  # a policy that raised or answered nonsense
         if writer is not None:
             writer.close()
@@ -80,12 +91,19 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         if writer is not None:
             writer.close()
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
+    if scheduler is not None:  # only then: plain runs print what they always printed
+        summary["scheduler"] = scheduler_name
+        summary["decisions"] = result.decisions
+        summary["schedule"] = result.schedule.dumps()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     for line in console_lines(result.records, hz=result.hz):
         click.echo(line)
     _print_summary(summary)
+    if scheduler is not None:
+        click.echo(f"{scheduler_name} scheduler: {len(result.schedule)} of {result.decisions} decisions "
+                   f"departed from the default" + (f": {result.schedule.dumps()}" if result.schedule else ""))
 
 
 def _policy(cfg: Any, spec: str | None) -> Any:
@@ -142,6 +160,161 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int, backend: str,
+                   policy: Any) -> Any:
+    """The scheduler of `run --scheduler NAME` (None without the option).  PCT needs k, the
+    decision points of an unperturbed run: one is run first to count them."""
+    if name is None:
+        return None
+    from .schedule import make_scheduler
+    if name == "pct":
+        from . import sim
+        k = sim.run(cfg, seed=run_seed, backend=backend, policy=policy).decisions
+        return make_scheduler("pct", seed=schedule_seed, k=max(1, k), hz=cfg.kernel.hz)
+    if name == "random":
+        return make_scheduler("random", seed=schedule_seed, hz=cfg.kernel.hz)
+    return make_scheduler(name, seed=schedule_seed)
+
+
+def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str | None, as_json: bool,
+                backend: str, policy_spec: str | None, scheduler_name: str | None) -> None:
+    """`run --replay FILE`: the reproducer's config, seed, policy, fixes and schedule, with
+    its invariant checked.  Exit 1 if the violation reproduced (reported on stderr)."""
+    from .explore import load_repro, replay_repro
+    from .report import console_lines, summarize
+    from .schedule import ScheduleDivergence
+    from .trace.stream import TraceWriter
+
+    for given, what in ((config, "CONFIG"), (seed, "--seed"), (policy_spec, "--policy"),
+                        (scheduler_name, "--scheduler")):
+        if given is not None:
+            _fail(InputError(f"{what} cannot be given with --replay: {path} holds it"))
+    try:
+        repro = load_repro(path)
+    except InputError as err:
+        _fail(err)
+    cfg = repro.cfg
+    writer = None
+    try:
+        if trace_path:
+            try:
+                writer = TraceWriter(trace_path, seed=repro.seed, hz=cfg.kernel.hz, config=cfg.as_dict())
+            except OSError as err:
+                _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
+        outcome, result = replay_repro(repro, sinks=[writer.write] if writer else None, backend=backend)
+    except (InputError, ScheduleDivergence) as err:
+        if writer is not None:
+            writer.close()
+        _fail(InputError(f"{path}: {err}"))
+    except KeyboardInterrupt:
+        if writer is not None:
+            writer.close()
+        click.echo("oomactors: interrupted" + (f"; trace so far in {trace_path}" if trace_path else ""),
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if writer is not None:
+            writer.close()
+    hz = cfg.kernel.hz
+    v = outcome.violation
+    summary = summarize(outcome.records, seed=repro.seed, hz=hz,
+                        reason=result.reason if result is not None else "invariant")
+    summary["replay"] = {"file": path, "invariant": repro.invariant, "reproduced": v is not None,
+                         "violation": str(v) if v is not None else None,
+                         "schedule": repro.schedule.dumps(), "decisions": outcome.decisions}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for line in console_lines(outcome.records, hz=hz):
+            click.echo(line)
+        _print_summary(summary)
+    if v is not None:
+        click.echo(f"oomactors: invariant {repro.invariant} violated (reproduced from {path}): {v}", err=True)
+        sys.exit(1)
+    click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
+               err=True)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--check", "checks", multiple=True, required=True, metavar="INVARIANT",
+              help="An invariant to check (repeat, or separate names by commas).")
+@click.option("--scheduler", "search", type=click.Choice(["random", "pct", "hypothesis"]), default="random",
+              show_default=True, help="How schedules are searched.")
+@click.option("--budget", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Search runs at most (the unperturbed first run included).")
+@click.option("--shrink-budget", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Runs spent shrinking a violation at most.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the search's own draws.")
+@click.option("--fixed-seed", is_flag=True, help="Run every schedule with the config's run.seed "
+              "(default: run i uses run.seed + i).")
+@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
+              help="PCT's bug depth d (d-1 priority change points).")
+@click.option("--policy", "policy_spec", metavar="NAME", help="Kill policy, as for `run`.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="oomactors-repro.json",
+              show_default=True, help="Where to write the reproducer of a violation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result}.")
+def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
+            fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool) -> None:
+    """Search schedules of CONFIG for a violation of the --check invariants, shrink it and
+    write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .explore import explore as do_explore
+    from .explore import reproduce_command, write_repro
+
+    from .explore import check_names
+
+    names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
+    try:
+        names = check_names(names)
+        cfg = _load(config)
+        if policy_spec is not None:
+            _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("runs, {task.fields[found]} violations"), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=True)
+        with progress:
+            bar = progress.add_task("exploring", total=budget, found=0)
+
+            def report(runs: int, total: int, found: int, phase: str) -> None:
+                progress.update(bar, completed=runs, found=found,
+                                description="shrinking" if phase == "shrink" else "exploring")
+
+            res = do_explore(cfg, names, scheduler=search, budget=budget, seed=seed, policy=policy_spec,
+                             progress=report, shrink_budget=shrink_budget, depth=depth,
+                             vary_seed=not fixed_seed)
+        if res.repro is not None:
+            write_repro(out_path, res.repro)
+    except InputError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        click.echo("oomactors: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps(res.as_json(out_path if res.repro is not None else None), indent=2))
+    else:
+        click.echo(f"explored {res.runs} runs in {res.seconds:.1f}s ({search} scheduler, "
+                   f"k={res.decisions} decision points per unperturbed run)")
+        v = res.violation
+        if v is None:
+            click.echo(f"no violation of {', '.join(res.checks)}")
+        else:
+            click.echo(f"{v.invariant} violated at run {v.found_at} (seed {v.seed}): {v.message}")
+            shrunk = res.schedule.dumps() if res.schedule else "(none: the seed alone does it)"
+            click.echo(f"schedule ({len(res.found_schedule or ())} choices found, {len(res.schedule or ())} "
+                       f"after {res.shrink_runs} shrinking runs): {shrunk}")
+            click.echo("last events:")
+            for line in res.repro["events"][-10:]:
+                click.echo(f"  {line}")
+            click.echo(f"reproducer: {out_path}")
+            click.echo(f"reproduce with: {reproduce_command(out_path)}")
+    if res.violation is not None:
+        sys.exit(1)
+
+
 @main.group()
 def trace() -> None:
     """Read trace files."""
@@ -175,6 +348,126 @@ def validate(config: str) -> None:
         _fail(err)
     click.echo(f"{config}: ok ({len(cfg.tasks)} task groups, {cfg.machine.cpus} CPUs, "
                f"profile {cfg.kernel.profile})")
+
+
+@main.command("compare")
+@click.argument("configs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--policy", "specs", multiple=True, metavar="NAME",
+              help="A policy to compare (repeat it): a built-in or plugin name, or package.module:Name. "
+                   "Default: each config's own [policy], else linux.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes (the results do not depend on it).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int, jobs: int,
+                as_json: bool) -> None:
+    """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
+    stall time, allocation failures and panics (median and range over seeds)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .compare import compare, tables
+
+    err_console = Console(stderr=True)
+    progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
+                        disable=not err_console.is_terminal)
+    bar = progress.add_task("compare", total=None)
+
+    def show(done: int, total: int, job: Any) -> None:
+        progress.update(bar, completed=done, total=total,
+                        description=f"{job.config} · {job.policy} · seed {job.seed}")
+
+    try:
+        with progress:
+            data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
+                           progress=show)
+    except InputError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        click.echo("oomactors: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    out = Console(highlight=False)
+    for table in tables(data):
+        # never squeeze the columns: as wide as the table needs (a narrow terminal wraps lines)
+        need = Console(width=1000).measure(table).maximum
+        Console(highlight=False, width=max(need, out.width if out.is_terminal else 0)).print(table)
+
+
+@main.command("replay")
+@click.argument("logfiles", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--policy", "policy_names", multiple=True, metavar="NAME",
+              help="A kernel-side kill policy to ask (repeat; default: linux).")
+@click.option("--profile", "profile", metavar="NAME",
+              help="The kernel era for `linux` (default: from the kernel version in the log).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per report.")
+def replay_cmd(logfiles: tuple[str, ...], policy_names: tuple[str, ...], profile: str | None,
+               as_json: bool) -> None:
+    """Replay the OOM reports in kernel logs (dmesg, journalctl, syslog, a paste): who the
+    kernel killed, and who each policy would have killed."""
+    from .replay import replay_files
+
+    try:
+        results, warnings = replay_files(list(logfiles), policy_names or ("linux",), profile)
+    except InputError as err:
+        _fail(err)
+    for w in warnings:
+        click.echo(f"oomactors: warning: {w}", err=True)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    _print_replay(results)
+
+
+def _print_replay(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for r in results:
+        inv = r["invoking_task"]
+        console.print(f"[bold]report {r['index']}[/bold]  {r['file']}:{r['line']}-{r['end_line']}")
+        source = "from the kernel version" if r["profile_source"] == "kernel version" else r["profile_source"]
+        console.print(f"  kernel {r['kernel_version'] or '(not printed)'}: profile {r['profile']} ({source})")
+        console.print(f"  {r['constraint']}" + (f" in {r['memcg']}" if r["memcg"] else ""))
+        console.print(f"  totalpages {r['totalpages']}: {r['totalpages_source']}")
+        if inv["comm"] is not None:
+            console.print(f"  invoked by {inv['comm']} (pid {inv['pid'] if inv['pid'] is not None else '?'}): "
+                          f"gfp_mask={inv['gfp_mask']}" + (f"({inv['gfp_flags']})" if inv["gfp_flags"] else "")
+                          + f", order={inv['order']}, oom_score_adj={inv['oom_score_adj']}")
+        v = r["kernel_victim"]
+        if v is None:
+            console.print("  the kernel killed: nobody (or the kill line is missing)")
+        else:
+            score = f", score {v['score']}" if v["score"] is not None else ""
+            sel = v["selected"]
+            if v["sacrificed_child"]:
+                console.print(f"  the kernel selected {sel['comm']} (pid {sel['pid']}){score} and killed its "
+                              f"child {v['comm']} (pid {v['pid']})")
+            else:
+                console.print(f"  the kernel killed {v['comm']} (pid {v['pid']}){score}")
+        if r["choices"]:
+            table = Table(title=f"report {r['index']}: {r['tasks']} tasks", title_justify="left")
+            for col in ("policy", "pid", "comm", "points", "same as the kernel"):
+                table.add_column(col, justify="right" if col in ("pid", "points") else "left")
+            for name, c in r["choices"].items():
+                if c["pid"] is None:
+                    table.add_row(name, "-", c.get("decision", "-"), "-", "-")
+                    continue
+                agrees = {True: "yes", False: "no", None: "?"}[c["agrees"]]
+                unit = {"per-mille": " ‰", "pages": " pages"}.get(c["scale"], "")
+                table.add_row(name, str(c["pid"]), c["comm"], f"{c['points']}{unit}", agrees)
+            console.print(table)
+        for note in r["notes"]:
+            console.print(f"  note: {note}")
+        if r["skipped_lines"]:
+            console.print(f"  skipped lines: {', '.join(map(str, r['skipped_lines']))}")
+        console.print()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -190,6 +190,42 @@ class Machine(_Model):
         return self
 
 
+class Fixes(_Model):
+    """``[kernel.fixes]``: the kernel fixes that guard the OOM path, each a switch that is on
+    by default.  Turning one off brings back the race it closes (the README's "Race
+    catalogue"; a config per switch in ``configs/races/``)."""
+
+    # the oom_lock mutex serialising the OOM killer (4.2 dc56401fc9f2): off, every CPU that
+    # detects OOM selects and kills at once, and two victims die for one shortage
+    oom_lock: Bool = True
+    # the last get_page_from_freelist at the HIGH watermark under oom_lock, "only to catch a
+    # parallel oom killing": off, memory a parallel kill just freed is ignored and a second,
+    # unnecessary victim dies
+    high_wmark_last_attempt: Bool = True
+    # oom_evaluate_task aborting the scan on a victim that has no MMF_OOM_SKIP yet ("one
+    # victim at a time"): off, a new victim is chosen while the last one is still exiting
+    pending_victim_abort: Bool = True
+    # the oom_reaper kthread (4.6 aac453635549): off, a victim that cannot exit (D state, a
+    # lock held by an allocator) holds every later OOM up: the system stalls
+    oom_reaper: Bool = True
+    # skipping victims whose mm has MMF_OOM_SKIP (reaped or given up on, 4.8): off, one
+    # unkillable victim blocks every later OOM forever, even after the reaper gave up
+    mmf_oom_skip: Bool = True
+    # check_retry_cpuset before the OOM killer and at nopage (cpuset mems seqcount): off, an
+    # allocation racing a cpuset.mems update fails or goes OOM on its stale nodemask
+    cpuset_retry: Bool = True
+    # task_will_free_mem: an exiting current, or a chosen victim that is exiting, gets reserves
+    # and the reaper instead of a kill: off, a dying task's mm is killed again
+    task_will_free_mem: Bool = True
+    # 5.18+ OOM_REAPER_DELAY (2 s, e4a38402c36e; the linux-6.12 profile): off, the reaper
+    # races the victim's own exit (robust futex cleanup) and reaps at once
+    reaper_delay: Bool = True
+
+
+FIXES: tuple[str, ...] = tuple(Fixes.model_fields)
+"""The switch names of ``[kernel.fixes]``, in the catalogue's order."""
+
+
 class Kernel(_Model):
     """Kernel tunables; names and defaults follow the sysctls of the profile's kernel."""
 
@@ -219,6 +255,8 @@ class Kernel(_Model):
     user_reserve_kbytes: KbytesOrAuto = "auto"
     # which vm_enough_memory(): 5.2+ ("modern") or 2.4's; kernel profiles will choose it
     overcommit_heuristic: Literal["modern", "2.4"] = "modern"
+    # the race catalogue's switches (all on: the kernel as it is)
+    fixes: Fixes = Field(default_factory=Fixes)
 
 
 class Run(_Model):

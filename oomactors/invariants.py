@@ -15,6 +15,75 @@ Each checker is a callable ``check(machine, record)`` that raises
   munmap or exit_mmap, and a refused request leaves nothing behind.
 * :class:`OomLockExclusion` -- ``oom_lock`` is a mutex: nobody acquires it while another
   task holds it, and only the holder releases it (read from the event stream alone).
+* :func:`no_unkillable_killed` -- no task whose ``oom_score_adj`` is -1000
+  (OOM_SCORE_ADJ_MIN) gets the OOM killer's SIGKILL, whoever chose it (the kernel's scan,
+  a kill policy, ``oom_kill_allocating_task``, a memory.oom.group sweep), nor does a
+  process sharing a victim's mm.  Kernel rule: ``oom_badness()`` returns LONG_MIN for
+  OOM_SCORE_ADJ_MIN, so ``select_bad_process()`` never picks such a task;
+  ``out_of_memory()`` checks it before killing current under
+  ``sysctl_oom_kill_allocating_task``; ``oom_kill_memcg_member()`` skips it; and
+  ``__set_oom_adj()`` keeps the value equal across processes sharing an mm.  (2.4's
+  page-fault "VM: killing process" is not an OOM-killer kill and predates the knob.)
+* :class:`MemcgEventsConsistent` -- memory.events ``oom_kill`` and ``oom_group_kill``
+  agree with the kills: each kill raises ``oom_kill`` once on the victim's memcg
+  (``.local``) and once on every ancestor below the root, each memory.oom.group sweep
+  raises ``oom_group_kill`` likewise on the group's memcg and kills only, and every
+  killable process of, that subtree; the machine's counters equal the stream's.  Kernel
+  rule: ``__oom_kill_process()`` calls ``memcg_memory_event_mm(mm, MEMCG_OOM_KILL)`` once
+  per kill, ``oom_kill_process()`` calls ``memcg_memory_event(oom_group,
+  MEMCG_OOM_GROUP_KILL)`` before ``mem_cgroup_scan_tasks(oom_group,
+  oom_kill_memcg_member)``, and ``memcg_memory_event()`` counts on the memcg's
+  ``events_local`` and on its ``events`` up the hierarchy, the root excluded.
+
+The OOM killer's own rules (the race catalogue: README "Race catalogue", ``configs/races/``;
+the code is in :mod:`oomactors.oom_invariants`):
+
+* :class:`SinglePendingVictim` (``single_pending_victim``) -- one victim at a time: no OOM
+  kill while an earlier victim that the same OOM would scan is still pending (its
+  ``signal->oom_mm`` set, no MMF_OOM_SKIP on it), and no mm is killed by two separate
+  kill decisions.  "Scanned" is what ``oom_evaluate_task()`` looks at: a global OOM's
+  killable, cpuset/mempolicy-eligible processes, a memcg OOM's subtree; so victims of a
+  disjoint memcg or cpuset do not count.  Processes sharing the victim's mm and the
+  members of a memory.oom.group sweep are part of the same kill.  Kernel rule:
+  ``oom_evaluate_task()`` aborts the scan (``oc->chosen = (void *)-1``) on a victim whose
+  mm has no MMF_OOM_SKIP; ``oom_lock`` serialises kill decisions; ``oom_kill_process()``
+  does not kill again a victim that is already exiting (``task_will_free_mem()``).
+  Exempt: ``oom_kill_allocating_task``, which kills current without a scan by design.
+* :class:`NoUnnecessaryKill` (``no_unnecessary_kill``) -- no OOM kill while the
+  allocation's last attempt at the HIGH watermark would have succeeded: evaluated when
+  ``out_of_memory()`` is entered from ``__alloc_pages_may_oom()`` (the state that attempt
+  saw) with the request's order, chunk, zonelist and cpuset, over the zones the task may
+  allocate from *now* (a bind policy as a cpuset update rebound it), and charged to any
+  kill that OOM call makes.  Kernel rule: "this is only to catch a parallel oom killing,
+  we must fail if we're still under heavy pressure" (the HIGH-watermark
+  ``get_page_from_freelist()`` under ``oom_lock``), and ``check_retry_cpuset()`` before the
+  OOM killer.  Not checked: memcg OOMs (a limit, not the zones) and the page-fault OOM
+  (no allocation; 5.10 kills there without any last attempt, 5.16 stopped it).
+* :class:`VictimExitBound` (``victim_exit_bound``, ``victim_exit_bound:BOUND``) -- every
+  victim (``oom:mark_victim``) exits or gets MMF_OOM_SKIP on its mm within the bound
+  (default 10 s).  Kernel rule: the oom_reaper unmaps a victim, or gives up after
+  MAX_OOM_REAP_RETRIES (10) trylocks HZ/10 apart, and sets MMF_OOM_SKIP either way: about
+  1 s, plus OOM_REAPER_DELAY (2 s) from 5.18, plus the victims queued before it.  Eras
+  without a reaper (2.4, 2.6.36) make no such promise: a victim in D state breaks it.
+* :class:`AllocProgressBound` (``alloc_progress_bound``, ``alloc_progress_bound:BOUND``)
+  -- every page-allocator request that enters the slow path returns (a page, or a
+  failure) or has its task SIGKILLed within the bound (default 30 s); at the end of a run
+  that ended in a deadlock any open request is a violation.  Kernel rule: the slow path
+  loops only while the OOM killer makes progress (``did_some_progress``); the reaper and
+  MMF_OOM_SKIP guarantee that it does.  memcg charge loops are not covered.
+* :class:`NoReapDuringExit` (``no_reap_during_exit``) -- the oom_reaper is not unmapping a
+  victim's memory (between ``oom:start_task_reaping`` and ``oom:finish_task_reaping``)
+  while a thread of the victim runs its own exit (PF_EXITING).  Kernel rule (5.18+,
+  ``OOM_REAPER_DELAY``): the reaper waits 2 s so that a victim able to exit does so
+  first; its exit path reads the robust futex list in the memory the reaper would zap.
+  Only checked in eras with the delay (``profile.reaper_delay_s``); 5.10 reaps at once.
+
+A bounded checker's bound is part of its name: ``alloc_progress_bound:2s`` (any duration
+with a unit) is a fresh checker with that bound wherever a name is accepted, and its
+violations carry that name.
+
+Every checker's violation carries ``invariant`` (its name in :data:`INVARIANTS`): raise
+``violation(name, msg, rec)``, or decorate a checker with :func:`named`.
 """
 
 from __future__ import annotations
@@ -29,9 +98,51 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class InvariantViolation(AssertionError):
-    pass
+    """A rule broke.  ``invariant`` names the checker (a key of :data:`INVARIANTS`) and
+    ``record`` is the event after which it was found (when the checker knows it)."""
+
+    invariant: str | None = None
+    record: tuple | None = None
 
 
+def violation(name: str, msg: str, rec: tuple | None = None) -> InvariantViolation:
+    """The exception a checker raises: ``raise violation("my_rule", "t=..: what broke", rec)``."""
+    exc = InvariantViolation(msg)
+    exc.invariant = name
+    exc.record = rec
+    return exc
+
+
+def named(name: str) -> Callable[[Any], Any]:
+    """Decorate a checker function (or a checker class's ``__call__``) so that every
+    :class:`InvariantViolation` it raises carries ``invariant = name`` -- for checkers that
+    raise a bare ``InvariantViolation(msg)``."""
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def checked(*args: Any) -> None:
+            try:
+                fn(*args)
+            except InvariantViolation as exc:
+                if exc.invariant is None:
+                    exc.invariant = name
+                if exc.record is None:
+                    exc.record = args[-1]
+                raise
+        checked.invariant = name  # type: ignore[attr-defined]
+        return checked
+
+    def deco(obj: Any) -> Any:
+        if isinstance(obj, type):
+            obj.__call__ = wrap(obj.__call__)
+            obj.invariant = name
+            return obj
+        return wrap(obj)
+
+    return deco
+
+
+@named("page_conservation")
 def page_conservation(m: "Machine", rec: tuple) -> None:
     cpus = m.sched.cpus
     for z in m.zones:
@@ -90,6 +201,7 @@ def _memcg_conservation(m: "Machine", rec: tuple) -> None:
                 raise InvariantViolation(f"t={rec[0]}: {c} swap {c.swap.usage} above swap.max {c.swap.max}")
 
 
+@named("commit_accounting")
 def commit_accounting(m: "Machine", rec: tuple) -> None:
     carried = sum(mm.vm_accounted + mm.shmem_accounted for mm in m.mms)
     if carried != m.vm_committed_as or min((min(mm.vm_accounted, mm.shmem_accounted) for mm in m.mms),
@@ -98,6 +210,7 @@ def commit_accounting(m: "Machine", rec: tuple) -> None:
                                  f"pages charged to live mms")
 
 
+@named("oom_lock_exclusion")
 class OomLockExclusion:
     """Nobody takes oom_lock while someone holds it; only the holder lets it go."""
 
@@ -118,5 +231,193 @@ class OomLockExclusion:
             self.holder = None
 
 
+OOM_SCORE_ADJ_MIN = -1000
+_KILL = EVENT_ID["sim:oom_kill"]
+_KILL_SHARED = EVENT_ID["sim:oom_kill_shared"]
+_KILL_FIELDS = EVENTS[_KILL].fields
+_KILL_ADJ = 4 + _KILL_FIELDS.index("oom_score_adj")
+_KILL_MEMCG = 4 + _KILL_FIELDS.index("task_memcg")
+
+
+def no_unkillable_killed(m: "Machine", rec: tuple) -> None:
+    """No task whose oom_score_adj is OOM_SCORE_ADJ_MIN (-1000) gets the OOM killer's SIGKILL:
+    neither as the victim (``sim:oom_kill``, whoever chose it: the kernel's selection, a
+    kill policy, oom_kill_allocating_task, a memory.oom.group sweep) nor as a process
+    sharing the victim's mm (``sim:oom_kill_shared``; oom_score_adj is kept equal across
+    processes sharing an mm, so such a process could only be hit by a broken choice)."""
+    eid = rec[1]
+    if eid == _KILL:
+        adj = rec[_KILL_ADJ]
+        if adj == OOM_SCORE_ADJ_MIN:
+            raise violation("no_unkillable_killed",
+                            f"t={rec[0]}: the OOM killer killed pid {rec[3]} ({rec[5]}) whose "
+                            f"oom_score_adj is {adj} (OOM_SCORE_ADJ_MIN)", rec)
+    elif eid == _KILL_SHARED:
+        task = m.tasks.get(rec[3])
+        if task is not None and task.signal.oom_score_adj == OOM_SCORE_ADJ_MIN:
+            raise violation("no_unkillable_killed",
+                            f"t={rec[0]}: the OOM killer sent SIGKILL to pid {rec[3]} ({rec[4]}), sharing "
+                            f"the mm of victim {rec[5]}, whose oom_score_adj is {OOM_SCORE_ADJ_MIN}", rec)
+
+
+def _memcg_chain(path: str) -> list[tuple[str, int]]:
+    """The ``(path, local)`` pairs one memory.events increment on ``path`` emits: ``local``
+    1 on the memcg itself, 0 on every ancestor below the root (the root counts nothing)."""
+    out: list[tuple[str, int]] = []
+    local = 1
+    while path not in ("/", ""):
+        out.append((path, local))
+        local = 0
+        path = path.rsplit("/", 1)[0]
+    return out
+
+
+def _in_subtree(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+class MemcgEventsConsistent:
+    """memory.events' ``oom_kill`` and ``oom_group_kill`` agree with the kills.
+
+    * every ``sim:oom_kill`` is preceded by exactly one ``oom_kill`` memcg event on the
+      victim's memcg (``local`` = 1) and one on each ancestor below the root (``local`` =
+      0), with no other ``oom_kill`` memcg event since the previous kill;
+    * every ``sim:memcg_oom_group`` (a memory.oom.group sweep) is preceded by exactly such a
+      chain of ``oom_group_kill`` events on the group's memcg; the kills of the sweep hit
+      only tasks of that memcg's subtree, and by the end of that ``out_of_memory`` every
+      process of the subtree that still has an mm and an oom_score_adj above -1000 has
+      been sent SIGKILL;
+    * the machine's counters (``memory.events`` and ``memory.events.local``, what the run
+      summary reports) equal the counts read from the stream, at every kill and at the end
+      of the run, and no memcg event is left without its kill at the end.
+    """
+
+    _EVENT = EVENT_ID["sim:memcg_event"]
+    _GROUP = EVENT_ID["sim:memcg_oom_group"]
+    _RETURN = EVENT_ID["sim:out_of_memory_return"]
+    _END = EVENT_ID["sim:run_end"]
+    NAMES = ("oom_kill", "oom_group_kill")
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[tuple[str, int]]] = {n: [] for n in self.NAMES}
+        self.counts: dict[tuple[str, str], int] = {}        # (path, name) -> memory.events
+        self.counts_local: dict[tuple[str, str], int] = {}  # (path, name) -> memory.events.local
+        self.group: tuple[int, str] | None = None  # (pid running the sweep, group path)
+
+    def __call__(self, m: "Machine", rec: tuple) -> None:
+        eid = rec[1]
+        if eid == self._EVENT:
+            path, name, local = rec[4], rec[5], rec[6]
+            if name in self.pending:
+                self.pending[name].append((path, local))
+                self.counts[path, name] = self.counts.get((path, name), 0) + 1
+                if local:
+                    self.counts_local[path, name] = self.counts_local.get((path, name), 0) + 1
+        elif eid == _KILL:
+            path = rec[_KILL_MEMCG] or "/"
+            self._consume(rec, "oom_kill", path, f"the kill of pid {rec[3]} in {path}")
+            if self.group is not None and not _in_subtree(path, self.group[1]):
+                raise self._fail(rec, f"pid {rec[3]} in {path} was killed by the memory.oom.group "
+                                      f"sweep of {self.group[1]}")
+            self._books(m, rec)
+        elif eid == self._GROUP:
+            path = rec[4]
+            if self.pending["oom_group_kill"] or getattr(m.policy, "name", "linux") == "linux":
+                self._consume(rec, "oom_group_kill", path, f"the oom.group sweep of {path}")
+            # else a kill policy's whole-cgroup kill: not memory.oom.group, no memory.events
+            self.group = (rec[3], path)
+        elif eid == self._RETURN and self.group is not None and rec[3] == self.group[0]:
+            self._sweep_done(m, rec, self.group[1])
+            self.group = None
+        elif eid == self._END:
+            for name, left in self.pending.items():
+                if left:
+                    raise self._fail(rec, f"memcg {name} events {left} have no matching kill")
+            self._books(m, rec)
+
+    def _fail(self, rec: tuple, msg: str) -> InvariantViolation:
+        return violation("memcg_events_consistent", f"t={rec[0]}: {msg}", rec)
+
+    def _consume(self, rec: tuple, name: str, path: str, what: str) -> None:
+        got, self.pending[name] = self.pending[name], []
+        want = _memcg_chain(path)
+        if got != want:
+            raise self._fail(rec, f"{what}: memory.events {name} went up on {got}, expected {want}")
+
+    def _sweep_done(self, m: "Machine", rec: tuple, top: str) -> None:
+        for p in m.processes():
+            path = p.memcg.path if p.memcg is not None else "/"
+            if not _in_subtree(path, top) or p.is_global_init or p.is_kthread:
+                continue
+            if p.signal.oom_score_adj == OOM_SCORE_ADJ_MIN:
+                continue
+            if any(t.mm is not None for t in p.signal.threads) and not p.signal.group_exit:
+                raise self._fail(rec, f"pid {p.pid} ({p.comm}) in {path} survived the "
+                                      f"memory.oom.group sweep of {top}")
+
+    def _books(self, m: "Machine", rec: tuple) -> None:
+        for path, c in m.memcgs.items():
+            if c.is_root:
+                continue
+            for name in self.NAMES:
+                seen = self.counts.get((path, name), 0)
+                seen_local = self.counts_local.get((path, name), 0)
+                if c.events[name] != seen or c.events_local[name] != seen_local:
+                    raise self._fail(rec, f"{path} memory.events {name}={c.events[name]} "
+                                          f"(local {c.events_local[name]}), the event stream says "
+                                          f"{seen} (local {seen_local})")
+
+
+# --- the OOM killer's own rules (the race catalogue's checkers): oomactors/oom_invariants.py --
+from .oom_invariants import (AllocProgressBound, NoReapDuringExit, NoUnnecessaryKill,  # noqa: E402
+                             SinglePendingVictim, VictimExitBound, parse_bound)
+
+
 def default_checkers() -> list:
     return [page_conservation, commit_accounting, OomLockExclusion()]
+
+
+# name -> factory of a fresh checker (stateful checkers must not be shared between runs).
+# ``oomactors explore --check NAME`` and the reproducer files use these names.
+INVARIANTS: dict[str, Callable[[], Callable[["Machine", tuple], None]]] = {
+    "page_conservation": lambda: page_conservation,
+    "commit_accounting": lambda: commit_accounting,
+    "oom_lock_exclusion": OomLockExclusion,
+    "no_unkillable_killed": lambda: no_unkillable_killed,
+    "memcg_events_consistent": MemcgEventsConsistent,
+    "single_pending_victim": SinglePendingVictim,
+    "no_unnecessary_kill": NoUnnecessaryKill,
+    "victim_exit_bound": VictimExitBound,
+    "alloc_progress_bound": AllocProgressBound,
+    "no_reap_during_exit": NoReapDuringExit,
+}
+
+
+class _Registry(dict):
+    """:data:`INVARIANTS`, which also knows ``NAME:BOUND`` for the checkers that take a time
+    bound (``victim_exit_bound:3s``, ``alloc_progress_bound:500ms``): a fresh checker with
+    that bound, wherever a name is accepted (``--check``, explore, reproducers)."""
+
+    BOUNDED = {"victim_exit_bound": VictimExitBound, "alloc_progress_bound": AllocProgressBound}
+
+    def _bounded(self, key: object) -> Callable[[], Callable[["Machine", tuple], None]] | None:
+        if not isinstance(key, str) or ":" not in key:
+            return None
+        name, _, bound = key.partition(":")
+        cls = self.BOUNDED.get(name)
+        if cls is None:
+            return None
+        parse_bound(bound)  # InputError now, not at the first run
+        return lambda: cls(bound)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._bounded(key) is not None
+
+    def __missing__(self, key: object) -> Callable[[], Callable[["Machine", tuple], None]]:
+        factory = self._bounded(key)
+        if factory is None:
+            raise KeyError(key)
+        return factory
+
+
+INVARIANTS = _Registry(INVARIANTS)

@@ -51,7 +51,8 @@ class Machine:
         self.records: list[tuple] = []
         self.sinks: list[Callable[[tuple], None]] = []
         self.checkers: list[Callable[["Machine", tuple], None]] = []
-        self.fixes: dict[str, bool] = {}
+        # [kernel.fixes]: the race catalogue's switches (sim.build lays run overrides on top)
+        self.fixes: dict[str, bool] = k.fixes.model_dump()
         self.profile = PROFILES[k.profile]
         self.oom24 = OomState24()
         self.panic_on_oom = k.panic_on_oom
@@ -94,6 +95,9 @@ class Machine:
         self.oom_reaper_list: list[Task] = []
         self.oom_reaper_wait = self.sched.clock.waiter()
         self.oom_rs: dict[str, Any] = {"begin": None, "printed": 0}
+        # pid -> (OomControl, AllocContext, nr) of the page-allocator OOM that pid is in
+        # (set by __alloc_pages_may_oom around out_of_memory; read by invariant checkers)
+        self.oom_alloc: dict[int, tuple] = {}
         self.warn_alloc_last: int | None = None
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
@@ -231,8 +235,15 @@ class Machine:
         self.records.append(rec)
         for sink in self.sinks:
             sink(rec)
-        for check in self.checkers:
-            check(self, rec)
+        try:
+            for check in self.checkers:
+                check(self, rec)
+        except BaseException:
+            # an invariant broke: the run ends at this event; actors unwinding from here
+            # must not advance the clock or record anything more
+            self.stopped = True
+            self.sched.clock.ended = "violation"
+            raise
 
     def emit(self, name: str, pid: int, *fields: Any) -> None:
         cur = self.sched.current

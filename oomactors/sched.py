@@ -11,6 +11,10 @@ is used up yields at its next scheduling point when someone else is waiting.
 Every place the model can sleep or be preempted inside the OOM paths is a *named
 scheduling point* (:data:`POINTS`).  That list is the surface that race exploration
 controls, and the README documents it.
+
+Each pass through a named point is also a *decision point* for an installed scheduler
+(:mod:`oomactors.schedule`): it may hold the actor back (a yield, or k jiffies off the
+CPU) before the point does its own work.  Without a scheduler nothing is asked.
 """
 
 from __future__ import annotations
@@ -130,6 +134,14 @@ class _Backend:
             self._wait = trio.lowlevel.wait_task_rescheduled
             self._reschedule = trio.lowlevel.reschedule
             _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+            self.checkpoint = trio.lowlevel.checkpoint
+        else:
+            import asyncio
+
+            async def checkpoint() -> None:
+                await asyncio.sleep(0)
+
+            self.checkpoint = checkpoint
 
     async def park(self, w: Waiter) -> None:
         if self.name == "trio":
@@ -374,6 +386,9 @@ class Sched:
     async def point(self, task: "Task", name: str) -> None:
         """A named scheduling point where the task may be preempted."""
         self.point_hits[name] += 1
+        self.decisions += 1
+        if self.scheduler is not None:
+            await self._decide(task, name)
         cpu = task.cpu
         if cpu is not None and cpu.rq and self.clock.now >= cpu.slice_end:
             self.put_cpu(task)
@@ -391,6 +406,9 @@ class Sched:
     async def sleep(self, task: "Task", jiffies: int, name: str, *, interruptible: bool = False) -> bool:
         """Sleep off the CPU for ``jiffies``.  Returns True if a signal cut it short."""
         self.point_hits[name] += 1
+        self.decisions += 1
+        if self.scheduler is not None:
+            await self._decide(task, name)
         if interruptible and task.sigkill:
             return True
         self.put_cpu(task)
@@ -405,6 +423,9 @@ class Sched:
     async def block_on(self, task: "Task", w: Waiter, name: str) -> Any:
         """Sleep off the CPU until someone wakes ``w`` (a lock hand-over, a wakeup)."""
         self.point_hits[name] += 1
+        self.decisions += 1
+        if self.scheduler is not None:
+            await self._decide(task, name)
         self.put_cpu(task)
         value = await w.wait()
         await self.get_cpu(task)
@@ -421,6 +442,9 @@ class Sched:
         task.cpu_debt_ns = debt % jiffy
         jiffies = debt // jiffy
         self.point_hits[name] += 1
+        self.decisions += 1
+        if self.scheduler is not None:
+            await self._decide(task, name)
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - self.clock.now)) if cpu.rq else jiffies
@@ -430,6 +454,49 @@ class Sched:
             if cpu.rq and self.clock.now >= cpu.slice_end:
                 self.put_cpu(task)
                 await self._requeue(task, cpu)
+
+    # --- controlled scheduling --------------------------------------------------------
+    async def decision(self, task: "Task", name: str) -> None:
+        """A named point that is only a decision point (no preemption of its own)."""
+        self.point_hits[name] += 1
+        self.decisions += 1
+        if self.scheduler is not None:
+            await self._decide(task, name)
+
+    async def _decide(self, task: "Task", name: str) -> None:
+        """Ask the scheduler about this decision point; record and apply a departure."""
+        index = self.decisions - 1
+        try:
+            action = self.scheduler.decide(index, task.pid, name)
+        except BaseException:
+            self.clock.ended = "aborted"  # a diverged replay: the clock must not run on
+            raise
+        if not action:
+            return
+        from .schedule import Choice
+        self.choices.append(Choice(index, task.pid, name, action))
+        cpu = task.cpu
+        self.emit("sched:hold", cpu.id if cpu is not None else -1, task.pid, name, action, index)
+        await self.hold(task, action)
+
+    async def hold(self, task: "Task", action: int) -> None:
+        """Hold the task back: ``action`` k > 0 is k jiffies off the CPU (uninterruptible:
+        signals are looked at by the code after the point, as without the hold); -1 gives
+        the CPU up and requeues behind what is runnable at this instant."""
+        cpu = task.cpu
+        if cpu is not None:
+            self.put_cpu(task)
+        if action > 0:
+            await self.clock.sleep_until(self.clock.now + action)
+        elif cpu is not None and cpu.rq:
+            await self._requeue(task, cpu)  # behind the CPU's queue, as a preemption
+            return
+        else:
+            await self.backend.checkpoint()  # behind every actor ready to run now
+        if cpu is not None:
+            await self.get_cpu(task)
+        else:
+            self.current = task
 
     def signal_wake(self, task: "Task") -> None:
         """signal_wake_up: cut short an interruptible or killable sleep."""

@@ -44,6 +44,10 @@ class RunResult:
     reason: str
     end_jiffies: int
     records: list[tuple] = field(repr=False)
+    # controlled scheduling (oomactors/schedule.py): the choices that departed from the
+    # default (empty without a scheduler), and the decision points the run passed
+    schedule: Any = None
+    decisions: int = 0
 
     @property
     def hz(self) -> int:
@@ -71,6 +75,9 @@ def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy
     m.seed = cfg.run.seed if seed is None else seed
     m.rng = random.Random(m.seed)
     if fixes:
+        unknown = sorted(set(fixes) - set(m.fixes))
+        if unknown:
+            raise InputError(f"fixes: unknown switch {unknown[0]!r} (known: {', '.join(m.fixes)})")
         m.fixes.update(fixes)
     return m
 
@@ -244,12 +251,21 @@ def emit_commit(m: Machine) -> None:
 def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,
         sinks: list[Callable[[tuple], None]] | None = None,
         checkers: list[Callable[[Machine, tuple], None]] | None = None,
-        fixes: dict[str, bool] | None = None, duration: int | None = None) -> RunResult:
-    """Run one simulation to its end and return the machine and its events."""
+        fixes: dict[str, bool] | None = None, duration: int | None = None,
+        scheduler: Any = None, env_checks: bool = True) -> RunResult:
+    """Run one simulation to its end and return the machine and its events.
+
+    ``scheduler`` (an :class:`oomactors.schedule.Scheduler`) is asked at every decision
+    point; ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for
+    runs that check exactly the invariants they name, like ``oomactors explore``)."""
+    from .schedule import Schedule, ScheduleDivergence
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
     m.sinks.extend(sinks or ())
     m.checkers.extend(checkers or ())
-    if os.environ.get(CHECK_ENV):
+    if scheduler is not None:
+        m.sched.scheduler = scheduler
+        scheduler.bind(m.sched)
+    if env_checks and os.environ.get(CHECK_ENV):
         from .invariants import default_checkers, page_conservation
         if page_conservation not in m.checkers:
             m.checkers.extend(default_checkers())
@@ -271,7 +287,11 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
             raise
         reason = "panic"
     m.emit_on("sim:run_end", -1, -1, reason)
-    return RunResult(m, m.seed, reason, m.now, m.records)
+    decisions = m.sched.decisions
+    if scheduler is not None:
+        scheduler.finish(decisions)
+    return RunResult(m, m.seed, reason, m.now, m.records, schedule=Schedule(tuple(m.sched.choices)),
+                     decisions=decisions)
 
 
 def _find(exc: BaseException, kind: type) -> BaseException | None:

@@ -294,7 +294,7 @@ def task_will_free_mem(m: "Machine", task: Task) -> bool:
         return False
     if not __task_will_free_mem(task):
         return False
-    if mm.flags & MMF_OOM_SKIP:
+    if mm.flags & MMF_OOM_SKIP and m.fixes.get("mmf_oom_skip", True):
         return False  # already reaped or given up: do not wait on it again
     if mm.users <= 1:
         return True
@@ -470,7 +470,7 @@ def oom_sacrifice_child(m: "Machine", oc: OomControl, victim: Task, message: str
 async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task) -> None:
     victim = oc.chosen
     # already exiting: no report, no kill, just reserves and the reaper
-    if task_will_free_mem(m, victim):
+    if m.fixes.get("task_will_free_mem", True) and task_will_free_mem(m, victim):
         mark_oom_victim(m, victim)
         wake_oom_reaper(m, victim)
         return

@@ -266,7 +266,14 @@ async def __alloc_pages_may_oom(m: "Machine", cur: "Task", gfp_mask: int, order:
         if ac.highest_zoneidx < ZONE_NORMAL:
             return None, 0            # no needless kills for lowmem
         oc = OomControl(ac.zonelist, ac.nodemask, None, gfp_mask, order)
-        if await out_of_memory(m, cur, oc) or gfp_mask & G.__GFP_NOFAIL:
+        # what this OOM is about, for invariant checkers (no_unnecessary_kill): the request
+        # whose last HIGH-watermark attempt just failed (or was skipped)
+        m.oom_alloc[cur.pid] = (oc, ac, nr)
+        try:
+            oom_progress = await out_of_memory(m, cur, oc)
+        finally:
+            del m.oom_alloc[cur.pid]
+        if oom_progress or gfp_mask & G.__GFP_NOFAIL:
             did_some_progress = 1
             if gfp_mask & G.__GFP_NOFAIL:
                 page = __alloc_pages_cpuset_fallback(m, cur, gfp_mask, order, ALLOC_NO_WATERMARKS, ac, nr)

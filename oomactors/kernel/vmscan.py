@@ -266,11 +266,11 @@ async def kswapd_try_to_sleep(m: "Machine", task: "Task", node: Node, reclaim_or
                               highest_zoneidx: int) -> None:
     """Nap HZ/10; if nobody woke us and the node is still balanced, sleep until woken."""
     premature = True
+    await m.sched.decision(task, "kswapd.nap")  # a scheduler may hold kswapd back here
     if prepare_kswapd_sleep(m, node, reclaim_order, highest_zoneidx):
         w = node.kswapd_waiter = m.sched.clock.waiter()
         node.kswapd_sleeping = True
         m.sched.put_cpu(task)
-        m.sched.point_hits["kswapd.nap"] += 1
         await m.sched.clock.sleep_until(m.now + max(1, m.hz // 10), w)
         node.kswapd_sleeping = False
         premature = w.value == "wake"   # woken by wakeup_kswapd before the nap ended

@@ -1,0 +1,332 @@
+"""Search schedules for an invariant violation, shrink it, and write a reproducer.
+
+:func:`explore` runs one config many times, each run under a different controlled
+schedule (:mod:`oomactors.schedule`) and, unless ``vary_seed=False``, a different seed,
+with the named invariant checkers (:data:`oomactors.invariants.INVARIANTS`) watching
+every event.  The first run is always the unperturbed one: it may find the violation by
+itself, and it measures k, the number of decision points a run passes (PCT's change
+points and the Hypothesis strategy draw indices below k), and how often each scheduling
+point is reached.
+
+Search strategies:
+
+* ``random`` -- swarm-style: each run perturbs a random subset of the scheduling points
+  the first run reached, with a random intensity (1 to 16 expected perturbations per run,
+  spread evenly over the chosen points, so rare points such as ``may_oom.locked`` get as
+  much attention as ``fault.cpu``), drawing actions from yield, 1, 2, 5 and HZ/10
+  jiffies;
+* ``pct`` -- :class:`oomactors.schedule.PCTScheduler` with depth ``depth`` and the k above;
+* ``hypothesis`` -- :func:`hypothesis.find` over a sparse schedule (a few (index, action)
+  perturbations with indices below k) and a seed offset; Hypothesis' shrinker gives the
+  minimal schedule.
+
+Shrinking (random and pct): the seed alone is tried first; then the choices are
+delta-debugged (ddmin: keep one chunk or drop one, halves, quarters, ... down to single
+choices) and each hold is made smaller (a yield, then 1 jiffy, then half), keeping the
+*same* invariant violated.  While shrinking, choices are replayed by anchor -- (pid, point, n-th time that
+pid reached that point) -- rather than by index, since dropping one choice shifts the
+index of every later decision.  The result is recorded from the last failing run, so
+``oomactors run --replay`` replays it strictly by index, byte for byte.
+
+Reproducer files and replays live in :mod:`oomactors.repro` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Config
+from .errors import InputError, OomactorsError
+from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_run, event_lines,
+                    load_repro, make_repro, policy_spec, replay_repro, reproduce_command,
+                    write_repro)
+from .schedule import (AnchoredScheduler, Anchoring, PCTScheduler, RandomScheduler,
+                       ReplayScheduler, Schedule, Scheduler, sparse_schedules)
+
+SEARCHES = ("random", "pct", "hypothesis")
+
+Progress = Callable[[int, int, int, str], None]  # (runs done, runs planned, violations, phase)
+
+__all__ = ["EVENTS_KEPT", "FORMAT", "SEARCHES", "ExploreResult", "Outcome", "Repro", "Violation",
+           "check_names", "checked_run", "event_lines", "explore", "load_repro", "make_repro",
+           "policy_spec", "replay_repro", "reproduce_command", "write_repro"]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Violation:
+    invariant: str
+    message: str
+    seed: int
+    t: int | None          # jiffies of the event after which it was found
+    found_at: int          # the search run (1-based) that found it
+
+
+@dataclass
+class ExploreResult:
+    runs: int                          # search runs (the unperturbed first run included)
+    violation: Violation | None
+    schedule: Schedule | None          # the shrunk schedule (None: nothing found)
+    seconds: float                     # wall time of the search and the shrinking
+    repro: dict[str, Any] | None
+    found_schedule: Schedule | None = None  # the schedule as found, before shrinking
+    shrink_runs: int = 0
+    decisions: int = 0                 # k: decision points of the unperturbed run
+    scheduler: str = "random"
+    checks: list[str] = field(default_factory=list)
+
+    def as_json(self, repro_path: str | None = None) -> dict[str, Any]:
+        result = None
+        if self.violation is not None:
+            v = self.violation
+            result = {"invariant": v.invariant, "message": v.message, "seed": v.seed,
+                      "t": v.t, "found_at_run": v.found_at, "shrink_runs": self.shrink_runs,
+                      "schedule": self.schedule.dumps() if self.schedule is not None else "",
+                      "choices": len(self.schedule or ()),
+                      "found_choices": len(self.found_schedule or ()),
+                      "repro": repro_path,
+                      "reproduce": reproduce_command(repro_path) if repro_path else None}
+        return {"runs": self.runs, "seconds": round(self.seconds, 3), "scheduler": self.scheduler,
+                "checks": self.checks, "decisions": self.decisions, "result": result}
+
+
+# --- the search -----------------------------------------------------------------------------
+
+
+class _Census(Scheduler):
+    """The default schedule, counting how often each point is asked about."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+
+    def decide(self, index: int, pid: int, point: str) -> int:
+        self.hits[point] = self.hits.get(point, 0) + 1
+        return 0
+
+
+def _swarm(rng: random.Random, hits: dict[str, int], hz: int) -> RandomScheduler:
+    """A random scheduler over a random subset of the points, at a random intensity."""
+    seen = sorted(p for p, h in hits.items() if h)
+    chosen = [p for p in seen if rng.random() < 0.5] or [rng.choice(seen)]
+    target = rng.choice((1, 2, 4, 8, 16))  # expected perturbations in the run
+    per = target / len(chosen)
+    rates = {p: min(0.5, per / hits[p]) for p in chosen}
+    return RandomScheduler(rng.getrandbits(32), p=0.0, rates=rates, points=chosen, hz=hz)
+
+
+class _Ctx:
+    """The fixed part of every run of one exploration."""
+
+    def __init__(self, cfg: Config, checks: list[str], policy: Any, fixes: dict[str, bool] | None,
+                 progress: Progress | None, budget: int) -> None:
+        self.cfg = cfg
+        self.checks = checks
+        self.policy = policy
+        self.fixes = fixes
+        self.progress = progress
+        self.budget = budget
+        self.runs = 0
+        self.shrink_runs = 0
+        self.found = 0
+
+    def run(self, seed: int, scheduler: Scheduler, *, shrinking: bool = False) -> Outcome:
+        out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler,
+                          policy=self.policy, fixes=self.fixes)
+        if shrinking:
+            self.shrink_runs += 1
+        else:
+            self.runs += 1
+            if out.violation is not None:
+                self.found += 1
+        if self.progress is not None:
+            self.progress(self.runs, self.budget, self.found, "shrink" if shrinking else "search")
+        return out
+
+
+def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: int = 100,
+            seed: int = 0, policy: Any = None, progress: Progress | None = None, *,
+            fixes: dict[str, bool] | None = None, shrink_budget: int = 100, depth: int = 3,
+            vary_seed: bool = True, max_choices: int = 8) -> ExploreResult:
+    """Search up to ``budget`` runs for a violation of one of ``checks``; shrink it.
+
+    Run i (from 0) uses seed ``cfg.run.seed + i`` (always ``cfg.run.seed`` without
+    ``vary_seed``); ``seed`` drives the scheduler draws.  ``progress(runs, budget,
+    violations, phase)`` is called after every run.
+    """
+    checks = check_names(checks)
+    if scheduler not in SEARCHES:
+        raise InputError(f"unknown scheduler {scheduler!r} for explore (known: {', '.join(SEARCHES)})")
+    if budget < 1:
+        raise InputError(f"budget must be at least 1, not {budget}")
+    t0 = time.perf_counter()
+    ctx = _Ctx(cfg, checks, policy, fixes, progress, budget)
+    base = cfg.run.seed
+    hz = cfg.kernel.hz
+    census = _Census()
+    first = ctx.run(base, census)
+    k = max(1, first.decisions)
+    found: tuple[int, Outcome, list[tuple[int, str, int, int]]] | None = None
+    if first.violation is not None:
+        found = (base, first, [])
+    elif scheduler == "hypothesis":
+        found = _search_hypothesis(ctx, base, k, hz, seed, vary_seed, max_choices, shrink_budget)
+    else:
+        rng = random.Random(seed)
+        for i in range(1, budget):
+            run_seed = base + i if vary_seed else base
+            inner = (_swarm(rng, census.hits, hz) if scheduler == "random"
+                     else PCTScheduler(rng.getrandbits(32), k=k, depth=depth, hz=hz))
+            anchoring = Anchoring(inner)
+            out = ctx.run(run_seed, anchoring)
+            if out.violation is not None:
+                found = (run_seed, out, anchoring.anchors)
+                break
+    if found is None:
+        return ExploreResult(ctx.runs, None, None, time.perf_counter() - t0, None, decisions=k,
+                             scheduler=scheduler, checks=checks)
+    run_seed, out, anchors = found
+    found_at = ctx.runs
+    found_schedule = out.schedule
+    if scheduler != "hypothesis" and out.schedule:
+        out = _shrink(ctx, run_seed, out, anchors, shrink_budget)
+    # the result is replayed strictly by index, as `oomactors run --replay` will
+    check = ctx.run(run_seed, ReplayScheduler(out.schedule, strict=True), shrinking=True)
+    if check.invariant != out.invariant:  # pragma: no cover - a determinism bug
+        raise OomactorsError(f"the shrunk schedule did not replay: {check.invariant} != {out.invariant}")
+    v = check.violation
+    assert v is not None
+    rec = getattr(v, "record", None)
+    violation = Violation(v.invariant, str(v), run_seed, rec[0] if rec else None, found_at)
+    repro = make_repro(cfg, seed=run_seed, schedule=check.schedule, invariant=v.invariant,
+                       message=str(v), events=event_lines(check.records, hz), policy=policy,
+                       fixes=fixes, checks=checks, scheduler=scheduler)
+    return ExploreResult(ctx.runs, violation, check.schedule, time.perf_counter() - t0, repro,
+                         found_schedule=found_schedule, shrink_runs=ctx.shrink_runs, decisions=k,
+                         scheduler=scheduler, checks=checks)
+
+
+# --- shrinking ------------------------------------------------------------------------------
+
+
+def _simpler(action: int) -> list[int]:
+    """Smaller perturbations than ``action``: a yield, then 1 jiffy, then half the hold."""
+    if action <= 0:
+        return []
+    return [a for a in dict.fromkeys((-1, 1, action // 2)) if a != 0 and (a == -1 or a < action)]
+
+
+def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, int, int]],
+            budget: int) -> Outcome:
+    target = out.invariant
+    best = out
+    items = list(anchors)
+
+    def test(cand: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]] | None:
+        """The anchors that were used, if the candidate still violates the target."""
+        nonlocal best
+        if ctx.shrink_runs >= budget:
+            return None
+        sched = AnchoredScheduler(cand)
+        got = ctx.run(seed, sched, shrinking=True)
+        if got.invariant != target:
+            return None
+        best = got
+        return sched.applied
+
+    used = test([])
+    if used is not None:
+        return best
+    # ddmin over the choices
+    n = 2
+    while len(items) >= 2 and ctx.shrink_runs < budget:
+        size = math.ceil(len(items) / n)
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        # one chunk alone (with two chunks that is the other's complement, tried next)
+        for chunk in chunks if len(chunks) > 2 else ():
+            used = test(chunk)
+            if used is not None:
+                items = used
+                n = 2
+                break
+        else:
+            for i in range(len(chunks)):
+                comp = [x for j, c in enumerate(chunks) if j != i for x in c]
+                used = test(comp)
+                if used is not None:
+                    items = used
+                    n = max(n - 1, 2)
+                    break
+            else:
+                if n >= len(items):
+                    break
+                n = min(2 * n, len(items))
+    # smaller holds
+    i = 0
+    while i < len(items) and ctx.shrink_runs < budget:
+        pid, point, occ, action = items[i]
+        for smaller in _simpler(action):
+            cand = items[:i] + [(pid, point, occ, smaller)] + items[i + 1:]
+            used = test(cand)
+            if used is not None:
+                items = used
+                break
+        i += 1
+    return best
+
+
+# --- Hypothesis -----------------------------------------------------------------------------
+
+
+def _schedule_strategy(k: int, hz: int, max_choices: int) -> Any:
+    """``oomactors.testing.strategies.schedules`` (sparse, lenient schedules below k)."""
+    try:
+        from .testing.strategies import schedules
+    except ImportError:  # pragma: no cover - the testing package ships with oomactors
+        return sparse_schedules(k=k, max_choices=max_choices, hz=hz)
+    return schedules(k, max_choices, hz=hz)
+
+
+def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_seed: bool,
+                       max_choices: int, shrink_budget: int):
+    from hypothesis import HealthCheck, Phase, find, settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import NoSuchExample
+
+    offsets = st.integers(0, max(0, ctx.budget - 1)) if vary_seed else st.just(0)
+    strategy = st.tuples(offsets, _schedule_strategy(k, hz, max_choices))
+    cache: dict[tuple[int, str], bool] = {}
+    target: dict[str, Any] = {}
+
+    def condition(example: tuple[int, Schedule]) -> bool:
+        off, schedule = example
+        key = (off, schedule.dumps())
+        if key in cache:
+            return cache[key]
+        shrinking = "name" in target
+        if (ctx.shrink_runs if shrinking else ctx.runs) >= (shrink_budget if shrinking else ctx.budget):
+            return False  # out of budget: answer without running (the cache keeps replays stable)
+        out = ctx.run(base + off, ReplayScheduler(schedule, strict=False), shrinking=shrinking)
+        ok = out.violation is not None and target.setdefault("name", out.invariant) == out.invariant
+        if ok:
+            target.setdefault("first", (base + off, out))
+        cache[key] = ok
+        return ok
+
+    # hypothesis' own seed is derived from ours: the search is a function of `seed`
+    conf = settings(max_examples=ctx.budget, database=None, derandomize=False, deadline=None,
+                    phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    try:
+        off, schedule = find(strategy, condition, settings=conf, random=random.Random(seed))
+    except NoSuchExample:
+        return None
+    run_seed = base + off
+    out = ctx.run(run_seed, ReplayScheduler(schedule, strict=False), shrinking=True)
+    if out.invariant != target.get("name"):  # pragma: no cover - a determinism bug
+        raise OomactorsError("the Hypothesis example did not replay")
+    return run_seed, out, []

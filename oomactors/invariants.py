@@ -88,9 +88,10 @@ Every checker's violation carries ``invariant`` (its name in :data:`INVARIANTS`)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any, Callable
 
-from .events import EVENT_ID
+from .events import EVENT_ID, EVENTS
 from .kernel.mmzone import OWNERS
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -98,6 +98,7 @@ def _take_anon(m: "Machine", zone: Zone, budget: int) -> int:
             mm.anon[g] -= k
             mm.swapents += k
             mem_cgroup_swapout(mm, k)
+            memcg_count_scan(mm.memcg, k, k)
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k

@@ -154,11 +154,14 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
             continue
         anon_scan, file_scan = get_scan_count(total, anon, file)
         scanned += file_scan + anon_scan
-        reclaimed += _reclaim_file(m, cur, zone, owners, file_scan)
+        freed = _reclaim_file(m, cur, zone, owners, file_scan)
+        reclaimed += freed
+        taken = 0
         if anon_scan:
             taken = _take_anon(m, zone, mms, min(anon_scan, m.swap_free))
             if taken:
                 inflight.append((zone, taken))
+        memcg_count_scan(memcg, file_scan + anon_scan, freed + taken)
     return scanned, reclaimed, inflight
 
 

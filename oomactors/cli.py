@@ -141,7 +141,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
-    console.print(f"\nsimulated {s['simulated_seconds']:.3f}s (seed {s['seed']}, ended by {s['end_reason']}): "
+    console.print(f"\nsimulated {s['simulated_seconds']:.3f}s (seed {s['seed']}, policy {s['policy']}"
+                  + (f" + {s['daemon']}" if s["daemon"] else "") + f", ended by {s['end_reason']}): "
                   f"{s['events']} events, {s['oom_invocations']} out_of_memory calls, "
                   f"{s['oom_lock_contended']} oom_lock contentions, {s['alloc_failures']} allocation failures"
                   + (f", PANIC: {s['panic']}" if s["panic"] else ""))

@@ -259,8 +259,47 @@ class Console24(Console2636):
         return f"Out of Memory: Killed process {ev['pid']} ({ev['comm']})."
 
 
-CONSOLES: dict[str, Console510] = {"2.4": Console24(), "2.6.36": Console2636(), "4.19": Console419(),
-                                   "5.10": Console510(), "6.x": Console6()}
+class Console414(Console419):
+    """4.1-4.14: nr_ptes and nr_pmds columns (page tables in pages), a 5-wide pid, two
+    spaces before order= (kernel-oom-killer.md §10.1, §10.6; mm/oom_kill.c at 4.14)."""
+
+    tasks_state = False
+    header = "[ pid ]   uid  tgid total_vm      rss nr_ptes nr_pmds swapents oom_score_adj name"
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        return (f"{ev['comm']} invoked oom-killer: gfp_mask={ev['gfp_flags']}, nodemask={ev['nodemask']},  "
+                f"order={ev['order']}, oom_score_adj={ev['oom_score_adj']}")
+
+    def row(self, r: Sequence[Any]) -> str:
+        pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r[:9]
+        # the model keeps page tables as one byte count: all of it is shown as PTE pages
+        return (f"[{pid:5d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables // 4096:7d} {0:7d}"
+                f" {swapents:8d}         {adj:5d} {comm}")
+
+
+class Console310(Console414):
+    """3.x: a numeric gfp mask, nr_ptes without nr_pmds, no shmem-rss in the kill line."""
+
+    header = "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"
+
+    def invoked(self, ev: dict[str, Any]) -> str | None:
+        gfp = str(ev["gfp_flags"]).split("(")[0]
+        return (f"{ev['comm']} invoked oom-killer: gfp_mask={gfp}, order={ev['order']}, "
+                f"oom_score_adj={ev['oom_score_adj']}")
+
+    def row(self, r: Sequence[Any]) -> str:
+        pid, uid, tgid, total_vm, rss, pgtables, swapents, adj, comm = r[:9]
+        return (f"[{pid:5d}] {uid:5d} {tgid:5d} {total_vm:8d} {rss:8d} {pgtables // 4096:7d}"
+                f" {swapents:8d}         {adj:5d} {comm}")
+
+    def killed(self, ev: dict[str, Any]) -> str:
+        return (f"Killed process {ev['pid']} ({ev['comm']}) total-vm:{ev['total_vm']}kB, "
+                f"anon-rss:{ev['anon_rss']}kB, file-rss:{ev['file_rss']}kB")
+
+
+CONSOLES: dict[str, Console510] = {"2.4": Console24(), "2.6.36": Console2636(), "3.10": Console310(),
+                                   "4.14": Console414(), "4.19": Console419(), "5.10": Console510(),
+                                   "6.x": Console6()}
 
 
 def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None = None) -> list[str]:

@@ -3,8 +3,8 @@
 ``linux`` is ``select_bad_process`` of the run's kernel profile: every candidate in scan
 order through ``oom_evaluate_task`` and the era's ``oom_badness``, exactly as
 mm/oom_kill.c does (:func:`oomactors.kernel.oom_kill.select_bad_process_in`).  It is the
-default policy of every run.  ``linux-2.4``, ``linux-2.6.36``, ``linux-4.19`` and
-``linux-5.10`` pin an era's badness and tie rule whatever the run's profile is, to ask
+default policy of every run.  ``linux-2.4``, ``linux-2.6.36``, ``linux-3.10``, ``linux-4.14``,
+``linux-4.19`` and ``linux-5.10`` pin an era's badness and tie rule whatever the run's profile is, to ask
 "what would that kernel have picked here?".
 """
 
@@ -37,5 +37,9 @@ def _era(profile: str, summary: str) -> type[Linux]:
 
 Linux24 = _era("linux-2.4", "2.4 badness: total_vm over roots of CPU and run time, root/nice factors")
 Linux2636 = _era("linux-2.6.36", "2.6.36-3.4 badness: per-mille of RAM+swap, root bonus 30, clamped 1..1000")
+Linux310 = _era("linux-3.10", "3.5-3.13 badness: pages incl. page tables, root -30 on adj, adj*totalpages/1000, "
+                              "at least 1, first of equals")
+Linux414 = _era("linux-4.14", "3.14-4.16 badness: pages less 3% for root, adj*totalpages/1000, at least 1, "
+                              "first of equals")
 Linux419 = _era("linux-4.19", "4.17-5.8 badness: pages + adj*totalpages/1000, at least 1, first of equals")
 Linux510 = _era("linux-5.10", "5.9+ badness: signed pages + adj*totalpages/1000, ties to the later task")

@@ -101,7 +101,9 @@ def test_policies_command_lists_builtins_and_plugins():
 def test_run_uses_a_plugin_policy_by_its_entry_point_name():
     out = oomactors("run", CHOICE, "--policy", "smallest-first", "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["kills"][0]["comm"] == "batch"
+    summary = json.loads(out.stdout)
+    assert summary["kills"][0]["comm"] == "batch"
+    assert summary["policy"] == "smallest-first" and summary["daemon"] is None
 
 
 MY_POLICY = '''

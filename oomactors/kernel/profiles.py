@@ -91,6 +91,37 @@ def badness_2636(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     return min(points, 1000)
 
 
+def badness_310(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
+    """3.5-3.13: pages (rss + page tables + swap), the root bonus taken off adj (30 per
+    mille of totalpages), adj in totalpages/1000 units, eligible tasks never below 1.
+    MMF_OOM_SKIP and in_vfork did not exist yet."""
+    if _unkillable(p):
+        return 0
+    adj = p.oom_score_adj
+    if adj == OOM_SCORE_ADJ_MIN:
+        return 0
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
+    if "CAP_SYS_ADMIN" in p.caps:
+        adj -= 30
+    points += adj * (totalpages // 1000)
+    return points if points > 0 else 1
+
+
+def badness_414(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
+    """3.14-4.16: the root bonus became 3% of the task's own pages (778c14affaf9);
+    reaped (MMF_OOM_SKIP) and vforking tasks are ineligible (verified at 4.14)."""
+    if _unkillable(p):
+        return 0
+    adj = p.oom_score_adj
+    if adj == OOM_SCORE_ADJ_MIN or p.flags & _SKIPPED:
+        return 0
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
+    if "CAP_SYS_ADMIN" in p.caps:
+        points -= points * 3 // 100
+    points += adj * (totalpages // 1000)
+    return points if points > 0 else 1
+
+
 def badness_419(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """4.17-5.8: pages, adj in totalpages/1000 units, eligible tasks never below 1."""
     if _unkillable(p):
@@ -157,6 +188,18 @@ PROFILES: dict[str, Profile] = {
                 "force", oom_score_raw, "2.4"),
         Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
                 "global", "force", oom_score_raw, "2.6.36"),
+        # 3.5-3.13 and 3.14-4.16: the 4.19 selection and kill path with their own badness;
+        # the oom_reaper came in 4.6.  Their consoles print nr_ptes (and nr_pmds from 4.1)
+        Profile(name="linux-3.10", badness=badness_310, ineligible=0, ties_to_later=False,
+                sacrifice_child=True, oom_checklist_24=False, kswapd_calls_oom=False,
+                vm_enough_memory="modern", oom_reaper=False, reaper_delay_s=0,
+                exit_mmap_skip_after_unmap=False, pagefault_oom="global", memcg_oom_failure="force",
+                oom_score=oom_score_permille, console="3.10"),
+        Profile(name="linux-4.14", badness=badness_414, ineligible=0, ties_to_later=False,
+                sacrifice_child=True, oom_checklist_24=False, kswapd_calls_oom=False,
+                vm_enough_memory="modern", oom_reaper=True, reaper_delay_s=0,
+                exit_mmap_skip_after_unmap=False, pagefault_oom="global", memcg_oom_failure="force",
+                oom_score=oom_score_permille, console="4.14"),
         Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, "global",
                 "force", oom_score_permille, "4.19"),
         Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,

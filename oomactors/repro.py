@@ -92,10 +92,19 @@ def checked_run(cfg: Config, *, seed: int, checks: list[str], scheduler: Schedul
                 policy: Any = None, fixes: dict[str, bool] | None = None,
                 sinks: list[Callable[[tuple], None]] | None = None) -> Outcome:
     """One run with exactly the named checkers; a violation ends it and is returned."""
+    return _run(cfg, seed=seed, checks=checks, scheduler=scheduler, policy=policy, fixes=fixes,
+                sinks=sinks)[0]
+
+
+def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | None, policy: Any,
+         fixes: dict[str, bool] | None, sinks: list[Callable[[tuple], None]] | None,
+         backend: str = "trio") -> tuple[Outcome, Any]:
+    """The run, and its RunResult (None when a violation ended it)."""
     caught: dict[str, Any] = {}
     try:
-        res = sim.run(cfg, seed=seed, scheduler=scheduler, checkers=[_named(n, caught) for n in checks],
-                      policy=_policy_instance(cfg, policy), fixes=fixes, sinks=sinks, env_checks=False)
+        res = sim.run(cfg, seed=seed, backend=backend, scheduler=scheduler,
+                      checkers=[_named(n, caught) for n in checks], policy=_policy_instance(cfg, policy),
+                      fixes=fixes, sinks=sinks, env_checks=False)
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
         if v is None or "m" not in caught:
@@ -104,8 +113,8 @@ def checked_run(cfg: Config, *, seed: int, checks: list[str], scheduler: Schedul
                 raise known from None
             raise
         m = caught["m"]
-        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions)  # type: ignore[arg-type]
-    return Outcome(None, res.machine, res.schedule, res.decisions)
+        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions), None  # type: ignore[arg-type]
+    return Outcome(None, res.machine, res.schedule, res.decisions), res
 
 
 def _policy_instance(cfg: Config, policy: Any) -> Any:
@@ -224,20 +233,5 @@ def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = 
     """Run a reproducer's config, seed and schedule (strict replay), checking its
     invariant.  Returns the outcome and the RunResult (None if the violation ended it)."""
     checks = check_names([repro.invariant]) if check else []
-    caught: dict[str, Any] = {}
-    try:
-        res = sim.run(repro.cfg, seed=repro.seed, backend=backend,
-                      scheduler=ReplayScheduler(repro.schedule, strict=True),
-                      checkers=[_named(n, caught) for n in checks],
-                      policy=_policy_instance(repro.cfg, repro.policy), fixes=repro.fixes or None,
-                      sinks=sinks, env_checks=False)
-    except BaseException as exc:  # noqa: BLE001
-        v = sim._find(exc, InvariantViolation)
-        if v is None or "m" not in caught:
-            known = sim._find(exc, OomactorsError)
-            if known is not None and known is not exc:
-                raise known from None
-            raise
-        m = caught["m"]
-        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions), None  # type: ignore[arg-type]
-    return Outcome(None, res.machine, res.schedule, res.decisions), res
+    return _run(repro.cfg, seed=repro.seed, checks=checks, scheduler=ReplayScheduler(repro.schedule, strict=True),
+                policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend)

@@ -48,7 +48,7 @@ from .kernel.memcontrol import MEMCG_EVENTS, for_each_mem_cgroup_tree, mem_cgrou
 from .kernel.oom_kill import find_lock_task_mm, task_will_free_mem
 from .kernel.oom_reaper import zap_pages
 from .kernel.page_counter import PAGE_COUNTER_MAX
-from .kernel.signal import EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
+from .kernel.signal import EAGAIN, EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
 from .kernel.task import MMF_OOM_SKIP, MMF_UNSTABLE, PAGE_SIZE
 from .psi import STATE_NAMES, Pressure, PsiTrigger, poll_triggers
 
@@ -469,10 +469,15 @@ class DaemonHost:
         self.m.emit("userspace:cgroup_kill", self.task.pid, self.name, path, reason, len(members), members)
         return len(members)
 
-    async def process_mrelease(self, pid: int) -> int:
+    async def process_mrelease(self, pid: int, *, nowait: bool = False) -> int:
         """process_mrelease(pidfd): reap the anonymous memory of a process that is dying
         (SIGKILLed or exiting) right now, in the daemon's context.  0; -ESRCH (gone);
-        -EINVAL (not dying and not yet reaped)."""
+        -EINVAL (not dying and not yet reaped).
+
+        ``nowait`` is what lmkd's reaper thread does after a kill without holding up the
+        daemon's main loop: when the victim's mmap_lock is taken (the real reaper thread
+        would block on it) it gives up at once with -EAGAIN, and the victim's own exit
+        frees the memory."""
         self._debt_ns += SYSCALL_NS
         await self._pay()
         m = self.m
@@ -486,10 +491,15 @@ class DaemonHost:
             res = 0 if mm.flags & MMF_OOM_SKIP else -EINVAL
             m.emit("userspace:mrelease", pid, self.name, p.comm, res, 0)
             return res
-        # (mmgrab keeps the struct, not the mappings: the victim's own exit may tear it
-        # down meanwhile; both unmap batch by batch)
+        if nowait:
+            if not mm.mmap_lock.read_trylock():
+                m.emit("userspace:mrelease", pid, self.name, p.comm, -EAGAIN, 0)
+                return -EAGAIN
+        else:
+            # (mmgrab keeps the struct, not the mappings: the victim's own exit may tear it
+            # down meanwhile; both unmap batch by batch)
+            await mmap_read_lock(m, self.task, mm, "task.mmap_lock")
         freed = 0
-        await mmap_read_lock(m, self.task, mm, "task.mmap_lock")
         try:
             if not mm.flags & MMF_OOM_SKIP:
                 # __oom_reap_task_mm: the anonymous memory goes, in the caller's context
@@ -545,39 +555,6 @@ class DaemonHost:
         return {"workingset_refault_file": m.vmstat.get("workingset_refault_file", 0),
                 "nr_inactive_file": sum(z.nr["file"] + z.nr["dirty"] for z in m.zones),
                 "nr_active_file": 0}
-
-    async def process_mrelease_nowait(self, pid: int) -> int:
-        """What lmkd's reaper thread does after a kill, without holding up the daemon's main
-        loop: :meth:`process_mrelease`, except that when the victim's mmap_lock is taken
-        (the real reaper thread would block on it) it gives up at once with -EAGAIN and the
-        victim's own exit frees the memory."""
-        EAGAIN = 11
-        self._debt_ns += SYSCALL_NS
-        await self._pay()
-        m = self.m
-        p = find_process(m, pid)
-        t = find_lock_task_mm(p) if p is not None else None
-        if t is None:
-            m.emit("userspace:mrelease", pid, self.name, p.comm if p else "", -ESRCH, 0)
-            return -ESRCH
-        mm = t.mm
-        if not task_will_free_mem(m, t):
-            res = 0 if mm.flags & MMF_OOM_SKIP else -EINVAL
-            m.emit("userspace:mrelease", pid, self.name, p.comm, res, 0)
-            return res
-        if not mm.mmap_lock.read_trylock():
-            m.emit("userspace:mrelease", pid, self.name, p.comm, -EAGAIN, 0)
-            return -EAGAIN
-        freed = 0
-        try:
-            if not mm.flags & MMF_OOM_SKIP:
-                mm.flags |= MMF_UNSTABLE
-                freed = await zap_pages(m, self.task, mm, anon_only=True, point="reaper.zap")
-        finally:
-            mm.mmap_lock.read_unlock()
-        m.emit("userspace:mrelease", pid, self.name, p.comm, 0, freed)
-        return 0
-
 
 # --- the actor --------------------------------------------------------------------------------
 def spawn_daemon(m: "Machine") -> "Task":

@@ -525,7 +525,7 @@ class Lmkd(Daemon):
             return -1
         self.last_kill_ms = now                    # the time of the wakeup that decided the kill
         if self.params.reaper:
-            await host.process_mrelease_nowait(proc.pid)   # lmkd's reaper thread
+            await host.process_mrelease(proc.pid, nowait=True)   # lmkd's reaper thread
         return rss_pages
 
 

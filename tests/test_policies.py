@@ -232,3 +232,29 @@ def test_lmk_levels_pick_the_highest_adj_then_the_largest():
     # memory above every level: the driver kills nobody; the kernel's choice again, which
     # counts adj 900 as 900 * totalpages/1000 = 90000 pages
     assert lmk.select(ctx_of(*tasks, free=5000, file=5000)) == Kill(4, 300 + 90_000)
+
+
+# --- the plugin through compare and explore -------------------------------------------------
+def test_compare_uses_a_plugin_policy():
+    out = oomactors("compare", CHOICE, "--policy", "linux", "--policy", "smallest-first", "--seeds", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {p["policy"]: p for p in json.loads(out.stdout)["configs"][0]["policies"]}
+    assert [k["comm"] for k in rows["smallest-first"]["runs"][0]["killed"]][:1] == ["batch"]
+    assert [k["comm"] for k in rows["linux"]["runs"][0]["killed"]][:1] == ["app"]
+
+
+def test_explore_catches_the_broken_plugin_that_kills_an_unkillable_task(tmp_path):
+    out = tmp_path / "repro.json"
+    p = oomactors("explore", CHOICE, "--check", "no_unkillable_killed", "--policy", "kill-unkillable",
+                  "--budget", "3", "--out", str(out), "--json")
+    assert p.returncode == 1, p.stderr
+    result = json.loads(p.stdout)["result"]
+    assert result["invariant"] == "no_unkillable_killed" and "guard" in result["message"]
+    # the reproducer names the plugin, and replaying it shows the same violation
+    assert json.loads(out.read_text())["policy"] == "kill-unkillable"
+    again = oomactors("run", "--replay", str(out), "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["replay"]["reproduced"] is True
+    # the well-behaved plugin never trips it
+    ok = oomactors("explore", CHOICE, "--check", "no_unkillable_killed", "--policy", "smallest-first",
+                   "--budget", "3", "--out", str(tmp_path / "none.json"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr

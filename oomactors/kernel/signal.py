@@ -31,6 +31,7 @@ SIGTERM = 15
 SIGNAMES = {SIGKILL: "SIGKILL", SIGTERM: "SIGTERM"}
 
 ESRCH = 3
+EAGAIN = 11
 EINVAL = 22
 
 # enum trace_signal_result (include/trace/events/signal.h)

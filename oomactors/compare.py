@@ -60,7 +60,7 @@ STALL_END = {"vmscan:mm_vmscan_direct_reclaim_end": "direct",
 _WANTED = frozenset(("sim:task_new", "sim:step", "sim:oom_header", "sim:slowpath_exit", "sim:panic",
                      "sim:run_end", "sim:throttle", "sim:exit_mm", "signal:signal_generate",
                      "sched:sched_process_exit", *KERNEL_KILLS, *STALL_BEGIN, *STALL_END))
-SIGKILL = 9
+SIGNAL_IGNORED = 1  # signal:signal_generate's result for a signal the process ignores
 # a recovery needs this long without a stall or a kill before a run that was cut off ends
 RECOVERY_QUIET_S = 1
 
@@ -124,14 +124,18 @@ def killed_processes(events: Sequence[Event]) -> list[Killed]:
     seen: set[int] = set()
     signalled: dict[int, tuple[int, int, int]] = {}  # tgid -> (t, order, kB held) at the first signal
     exited: set[int] = set()
+    ignored: dict[int, bool] = {}      # pid -> its latest signal was ignored (signal_generate)
 
     def tgid_of(pid: int) -> int:
         return procs.get(pid, (pid, ""))[0]
 
     def add(i: int, ev: Event, freed: int | None) -> None:
         tgid = tgid_of(ev["pid"])
-        if tgid in seen or tgid in signalled:
+        if tgid in seen or tgid in exited:
             return
+        # the kernel killed a process a daemon had signalled but that was still alive
+        # (a SIGTERM handler cleaning up): the kernel's kill is the one that counts
+        signalled.pop(tgid, None)
         seen.add(tgid)
         kernel.append((ev["t"], i, Killed(ev["t"], tgid, procs.get(tgid, (tgid, ev["comm"]))[1], "kernel", freed)))
 
@@ -152,8 +156,11 @@ def killed_processes(events: Sequence[Event]) -> list[Killed]:
             add(i, ev, 0)   # the victim's mm: counted with the victim
         elif name == "sim:vm_killing":
             add(i, ev, None)  # 2.4 printed no sizes
+        elif name == "signal:signal_generate":
+            ignored[ev["pid"]] = ev["result"] == SIGNAL_IGNORED
         elif name == "userspace:kill":
-            if ev["result"] == 0:
+            # kill(2) returns 0 for a signal the process ignores: that is no kill
+            if ev["result"] == 0 and not ignored.get(ev["pid"], False):
                 signal(i, ev["t"], ev["pid"], ev["rss_kb"] + ev["swap_kb"])
         elif name == "userspace:cgroup_kill":
             for pid, rss_kb, swap_kb_ in ev["members"]:

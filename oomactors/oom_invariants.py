@@ -266,8 +266,10 @@ class AllocProgressBound(_Deadlines):
         elif eid in (_SLOW_EXIT, _EXIT):
             self.open.pop(rec[3], None)
         elif eid == _SIGNAL and self.open:
+            # a SIGKILL ends the wait (the task is killed); an ignored or handled SIGTERM
+            # does not: the request still has to finish
             sig = m.tasks[rec[3]].signal
-            for pid in [p for p in self.open if m.tasks[p].signal is sig]:
+            for pid in [p for p in self.open if m.tasks[p].signal is sig and m.tasks[p].sigkill]:
                 del self.open[pid]
         self.check(m, rec)
 

@@ -69,7 +69,10 @@ def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy
         policy = policy_for(cfg)
     daemon = None
     if getattr(policy, "kind", "kernel") == "daemon":
-        daemon, policy = policy, None  # a userspace killer runs beside the kernel's own policy
+        # a userspace killer runs beside the kernel's own policy; a daemon keeps state
+        # while it runs, so each run gets a fresh one: a run stays a function of its
+        # config, seed and policy however often one instance is passed in
+        daemon, policy = type(policy)(policy.params), None
     m = Machine(cfg, backend=backend, policy=policy)
     m.daemon = daemon
     m.seed = cfg.run.seed if seed is None else seed

@@ -47,6 +47,7 @@ from .kernel.exit import mmap_read_lock
 from .kernel.memcontrol import MEMCG_EVENTS, for_each_mem_cgroup_tree, mem_cgroup_scan_tasks
 from .kernel.oom_kill import find_lock_task_mm, task_will_free_mem
 from .kernel.oom_reaper import zap_pages
+from .kernel.mmzone import totalreserve_pages
 from .kernel.page_counter import PAGE_COUNTER_MAX
 from .kernel.signal import EAGAIN, EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
 from .kernel.task import MMF_OOM_SKIP, MMF_UNSTABLE, PAGE_SIZE
@@ -190,16 +191,6 @@ class ZoneInfo:
 
 
 # --- computing what the files say --------------------------------------------------------------
-def totalreserve_pages(m: "Machine") -> int:
-    """calculate_totalreserve_pages: per zone, its largest lowmem reserve plus its high
-    watermark, at most its managed pages."""
-    total = 0
-    for z in m.zones:
-        reserve = max(z.lowmem_reserve[z.idx:]) + z.high_wmark
-        total += min(reserve, z.managed)
-    return total
-
-
 def si_mem_available(m: "Machine") -> int:
     """MemAvailable in pages (mm/page_alloc.c si_mem_available): free pages above the
     reserves, plus the page cache and reclaimable slab that could go without swapping --

@@ -120,7 +120,8 @@ class OomContext:
     now: int = 0                 # jiffies
     hz: int = 250
     free_pages: int = 0          # NR_FREE_PAGES over the eligible zones
-    file_pages: int = 0          # page cache (NR_FILE_PAGES) over the eligible zones
+    file_pages: int = 0          # page cache (NR_FILE_PAGES, shmem aside) over the eligible zones
+    reserve_pages: int = 0       # totalreserve_pages: the zones' high watermarks + lowmem reserves
     fixes: Mapping[str, bool] = field(default_factory=dict)  # [kernel.fixes] switches
 
     @property

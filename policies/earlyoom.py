@@ -60,9 +60,11 @@ class EarlyoomParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mem_percent: float = Field(10.0, ge=0, le=99)            # -m PERCENT
+    # -m/-s default to 10 only when neither -m nor -M (-s nor -S) is given; with both, the
+    # lower limit wins; with only -M (-S), the size alone counts (earlyoom's main.c)
+    mem_percent: Optional[float] = Field(None, ge=0, le=99)  # -m PERCENT
     mem_kill_percent: Optional[float] = Field(None, ge=0)     # -m ,KILL_PERCENT (PERCENT/2)
-    swap_percent: float = Field(10.0, ge=0, le=100)          # -s PERCENT (100: ignore swap)
+    swap_percent: Optional[float] = Field(None, ge=0, le=100)  # -s PERCENT (100: ignore swap)
     swap_kill_percent: Optional[float] = Field(None, ge=0)    # -s ,KILL_PERCENT
     mem_size: Optional[Size] = None        # -M SIZE: the lower of -m and -M is used
     mem_kill_size: Optional[Size] = None   # -M ,KILL_SIZE (SIZE/2)
@@ -88,14 +90,35 @@ class EarlyoomParams(BaseModel):
 
     @model_validator(mode="after")
     def _kill_below_term(self) -> "EarlyoomParams":
-        for what, term, kill in (("mem", self.mem_percent, self.mem_kill_percent),
-                                 ("swap", self.swap_percent, self.swap_kill_percent),
+        for what, term, kill in (("mem", _or_default(self.mem_percent), self.mem_kill_percent),
+                                 ("swap", _or_default(self.swap_percent), self.swap_kill_percent),
                                  ("mem", self.mem_size, self.mem_kill_size),
                                  ("swap", self.swap_size, self.swap_kill_size)):
             if kill is not None and (term is None or kill > term):
                 raise ValueError(f"{what}: the SIGKILL limit {kill} cannot be greater than the "
                                  f"SIGTERM limit {term}")
         return self
+
+
+DEFAULT_PERCENT = 10.0
+
+
+def _or_default(percent: Optional[float]) -> float:
+    return DEFAULT_PERCENT if percent is None else percent
+
+
+def _merge(percent: Optional[float], kill_percent: Optional[float], size: Optional[int],
+           kill_size: Optional[int], total_kib: int) -> tuple[float, float]:
+    """(SIGTERM, SIGKILL) limits in percent from -m/-M (or -s/-S): a size becomes a share of
+    the total; given both, the lower limit wins; given neither, 10 % (and half of it)."""
+    limits = []
+    if percent is not None or size is None:
+        term = _or_default(percent)
+        limits.append((term, kill_percent if kill_percent is not None else term / 2))
+    if size is not None:
+        kill_kib = kill_size / 1024 if kill_size is not None else size / 2048
+        limits.append((100 * (size / 1024) / total_kib, 100 * kill_kib / total_kib))
+    return min(t for t, _k in limits), min(k for _t, k in limits)
 
 
 class Earlyoom(Daemon):
@@ -122,21 +145,11 @@ class Earlyoom(Daemon):
     def _limits(self, mi: Meminfo) -> tuple[float, float, float, float]:
         """(mem_term, mem_kill, swap_term, swap_kill) in percent, -M/-S merged (the lower wins)."""
         p = self.params
-        mem_term = p.mem_percent
-        mem_kill = p.mem_kill_percent if p.mem_kill_percent is not None else mem_term / 2
-        swap_term = p.swap_percent
-        swap_kill = p.swap_kill_percent if p.swap_kill_percent is not None else swap_term / 2
-        if p.mem_size is not None:
-            term = 100 * (p.mem_size / 1024) / mi.MemTotal
-            kill_kib = p.mem_kill_size / 1024 if p.mem_kill_size is not None else p.mem_size / 2048
-            kill = 100 * kill_kib / mi.MemTotal
-            mem_term, mem_kill = min(mem_term, term), min(mem_kill, kill)
-        if p.swap_size is not None and mi.SwapTotal:  # zero swap: -S is ignored
-            term = 100 * (p.swap_size / 1024) / mi.SwapTotal
-            kill_kib = p.swap_kill_size / 1024 if p.swap_kill_size is not None else p.swap_size / 2048
-            kill = 100 * kill_kib / mi.SwapTotal
-            swap_term, swap_kill = min(swap_term, term), min(swap_kill, kill)
-        return mem_term, mem_kill, swap_term, swap_kill
+        mem = _merge(p.mem_percent, p.mem_kill_percent, p.mem_size, p.mem_kill_size, mi.MemTotal)
+        # zero swap: -S is ignored
+        swap = _merge(p.swap_percent, p.swap_kill_percent, p.swap_size if mi.SwapTotal else None,
+                      p.swap_kill_size, mi.SwapTotal)
+        return mem[0], mem[1], swap[0], swap[1]
 
     @staticmethod
     def percents(mi: Meminfo) -> tuple[float, float, int]:

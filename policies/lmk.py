@@ -4,7 +4,8 @@ to 4.12) as a kernel-side policy: ``lmk-adj-levels``.
 The driver paired a table of free-memory levels (``minfree``, pages) with a table of
 oom_score_adj floors (``adj``).  The first level that both the free pages and the page
 cache are under sets the floor; the victim is the task with the highest oom_score_adj at
-or above it, the largest RSS among equals.  The driver ran from a shrinker, before the
+or above it, the largest RSS among equals.  Free pages count above totalreserve_pages, as
+the driver's other_free does.  The driver ran from a shrinker, before the
 OOM killer; here the same choice is made when the OOM killer runs.  When no task reaches
 the floor (or memory is above every level) the driver killed nobody and left the rest to
 the kernel's OOM killer: so does this policy, with the kernel's own choice.
@@ -46,8 +47,11 @@ class LmkAdjLevels(KillPolicy):
 
     def floor(self, ctx: OomContext) -> int | None:
         """The oom_score_adj floor of the first level both free and file pages are under."""
+        # the driver's other_free and other_file: free pages above the reserves, and the
+        # page cache without shmem (shmem is not in the model's page cache)
+        other_free = ctx.free_pages - ctx.reserve_pages
         for minfree, adj in zip(self.params.minfree, self.params.adj):
-            if ctx.free_pages < minfree and ctx.file_pages < minfree:
+            if other_free < minfree and ctx.file_pages < minfree:
                 return adj
         return None
 

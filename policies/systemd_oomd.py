@@ -62,7 +62,7 @@ LOADAVG_PRECISION_BITS = 11
 
 def loadavg_fixed_point(i: int, f: int) -> int:
     """store_loadavg_fixed_point: "i.ff" percent as systemd's loadavg_t."""
-    return (i << LOADAVG_PRECISION_BITS) | (f * (1 << LOADAVG_PRECISION_BITS) // 100)
+    return (i << LOADAVG_PRECISION_BITS) | -(-(f << LOADAVG_PRECISION_BITS) // 100)  # DIV_ROUND_UP
 
 
 def _check_path(p: str) -> str:

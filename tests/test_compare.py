@@ -126,6 +126,23 @@ def test_userspace_kills_count_when_the_signalled_process_dies():
     assert collateral(kills, "hog") == 2
 
 
+def test_a_kernel_kill_after_an_ignored_or_pending_sigterm_is_the_kernels():
+    def ukill(t, pid, comm, signo):
+        return ev(t, "userspace:kill", pid, daemon="d", comm=comm, sig=signo, reason="", result=0,
+                  rss_kb=4000, swap_kb=0)
+
+    events = PROCS + [
+        # earlyoom's SIGTERM is ignored (kill(2) still returns 0); later the kernel kills it
+        ev(100, "signal:signal_generate", 10, sig=15, comm="hog", group=1, result=1), ukill(100, 10, "hog", 15),
+        oom_kill(150, 10, "hog", anon_kb=5000), exit_(160, 10, "killed"),
+        # a SIGTERM handler is still cleaning up when the kernel picks the process
+        sig(200, 30, 15), ukill(200, 30, "web", 15),
+        oom_kill(210, 30, "web", anon_kb=700), exit_(215, 30, "killed"),
+    ]
+    kills = killed_processes(events)
+    assert [(k.t, k.pid, k.by, k.freed_kb) for k in kills] == [(150, 10, "kernel", 5000), (210, 30, "kernel", 700)]
+
+
 def test_the_hog_is_the_biggest_allocator_before_the_first_kill_or_stall():
     events = PROCS + [alloc(1, 20, 100), alloc(2, 11, 60), alloc(3, 10, 60), *reclaim(4, 6, 10),
                       alloc(8, 20, 10_000)]                  # after the first stall: not counted

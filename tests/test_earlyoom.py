@@ -161,3 +161,20 @@ def test_params_are_validated():
         validate_params("earlyoom", {"prefer": "("})
     with pytest.raises(ParamProblem, match="policy.bogus: unknown key"):
         validate_params("earlyoom", {"bogus": 1})
+
+
+def test_size_limits_alone_are_not_capped_by_the_default_percentages():
+    """earlyoom's main.c: -M alone sets the limit; -m and -M together, the lower wins;
+    neither, 10 % (SIGKILL at half)."""
+    from types import SimpleNamespace
+    from policies.earlyoom import Earlyoom, EarlyoomParams
+
+    mi = SimpleNamespace(MemTotal=2 * 1024 * 1024, SwapTotal=0)   # kB: 2 GiB, no swap
+
+    def limits(**kw):
+        return Earlyoom(EarlyoomParams(**kw))._limits(mi)[:2]
+
+    assert limits() == (10.0, 5.0)
+    assert limits(mem_size=1 << 30) == (50.0, 25.0)
+    assert limits(mem_size=1 << 30, mem_percent=20) == (20.0, 10.0)
+    assert limits(mem_percent=20) == (20.0, 10.0)

@@ -298,3 +298,16 @@ def test_watermarks_and_swap_utilization():
     from policies.lmkd import Mem
     mem = Mem(_Mi(100, 512, 112, anon_mb=300, shmem_mb=0), 1000)
     assert swap_utilization(mem, mem.free_swap) == 400 * 100 // 700
+
+
+def test_one_daemon_instance_gives_the_same_run_every_time():
+    """A daemon keeps state while it runs (lmkd's thrashing limit, its kill history): each
+    run starts from a fresh copy, so reusing an instance cannot change a run."""
+    from oomactors import sim
+    from policies.registry import load_policy
+
+    cfg = variant()
+    pol = load_policy("lmkd", cfg.policy.params)
+    first, second = (sim.run(cfg, policy=pol) for _ in range(2))
+    assert first.records == second.records
+    assert events(first, "userspace:kill")

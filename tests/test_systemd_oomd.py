@@ -148,7 +148,8 @@ def test_swap_rule_omit_and_no_swap(simulate):
 
 def test_params_and_limits():
     assert loadavg_fixed_point(60, 0) == 60 << 11
-    assert loadavg_fixed_point(12, 34) == (12 << 11) + 34 * 2048 // 100
+    # store_loadavg_fixed_point rounds the fraction up: DIV_ROUND_UP(34 << 11, 100) = 697
+    assert loadavg_fixed_point(12, 34) == (12 << 11) + 697
     with pytest.raises(ParamProblem, match="not in memory_pressure"):
         validate_params("systemd-oomd", {"memory_pressure_limit": {"/a": 50}})
     with pytest.raises(ParamProblem, match="is not a cgroup path"):

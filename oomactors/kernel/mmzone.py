@@ -12,7 +12,7 @@ CPU's per-CPU list, or one of the owner counters below.  ``check_zone`` verifies
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .task import MM
@@ -231,3 +231,13 @@ def setup_per_zone_lowmem_reserve(nodes: list[Node], ratio: list[int]) -> None:
                 if r:
                     for j in range(upper.idx, MAX_NR_ZONES):
                         lower.lowmem_reserve[j] = managed // r
+
+
+def totalreserve_pages(m: Any) -> int:
+    """calculate_totalreserve_pages: per zone, its largest lowmem reserve plus its high
+    watermark, at most its managed pages."""
+    total = 0
+    for z in m.zones:
+        reserve = max(z.lowmem_reserve[z.idx:]) + z.high_wmark
+        total += min(reserve, z.managed)
+    return total

@@ -20,6 +20,7 @@ from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_all
 from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
                          memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .mempolicy import mempolicy_nodemask_intersects
+from .mmzone import totalreserve_pages
 from .oom_kill_24 import out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
@@ -171,7 +172,8 @@ def oom_context(m: "Machine", oc: OomControl, cur: Task) -> tuple[OomContext, di
     ctx = OomContext(CONSTRAINT_NAMES[oc.constraint], oc.totalpages, oc.gfp_mask,
                      G.format_gfp(oc.gfp_mask), oc.order, oom_task_view(m, cur),
                      oc.memcg.path if is_memcg_oom(oc) else None, m.profile.name, tuple(views),
-                     m.now, m.hz, sum(z.nr_free for z in zones), sum(z.nr["file"] for z in zones),
+                     m.now, m.hz, sum(z.nr_free for z in zones),
+                     sum(z.nr["file"] + z.nr["dirty"] + z.nr["writeback"] for z in zones), totalreserve_pages(m),
                      MappingProxyType(dict(m.fixes)))
     return ctx, tasks
 

@@ -383,7 +383,7 @@ class DaemonHost:
         out = {k: v[k] for k in ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
                                  "allocstall", "oom_kill", "compact_stall", "compact_success",
                                  "compact_fail")}
-        out["pswpout"] = self.m.total_swap_pages - self.m.swap_free
+        out["pswpout"] = self.m.vmstat["pswpout"]   # pages swapped out since boot
         out["workingset_refault_anon"] = 0
         out["workingset_refault_file"] = self.m.vmstat.get("workingset_refault_file", 0)
         out["nr_free_pages"] = sum(z.vm_free for z in self.m.zones)

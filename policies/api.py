@@ -144,7 +144,10 @@ class OomContext:
         return None
 
 
-_NOT_KILLABLE = frozenset((NO_MM, OOM_SKIP, IN_VFORK, OOM_VICTIM, INIT, KTHREAD))
+# what oom_badness never scores: init, kernel threads, no mm left; reaped or in vfork
+UNKILLABLE = frozenset((INIT, KTHREAD, NO_MM))
+SKIPPED = frozenset((OOM_SKIP, IN_VFORK))
+_NOT_KILLABLE = UNKILLABLE | SKIPPED | {OOM_VICTIM}
 
 
 # --- decisions --------------------------------------------------------------------------
@@ -205,13 +208,25 @@ class KillPolicy(_Policy):
     def pending_victim(ctx: OomContext) -> Abort | None:
         """The kernel's guard in oom_evaluate_task: while any candidate is a victim whose
         mm is not yet reaped (no MMF_OOM_SKIP), kill nobody else (not for sysrq)."""
-        if ctx.sysrq or not ctx.fix("pending_victim_abort"):
-            return None
-        skip_reaped = ctx.fix("mmf_oom_skip")
         for t in ctx.candidates:
-            if OOM_VICTIM in t.flags and not (skip_reaped and OOM_SKIP in t.flags):
+            if victim_status(ctx, t) is VICTIM_PENDING:
                 return Abort(f"victim {t.pid} ({t.comm}) pending")
         return None
+
+
+VICTIM_PENDING = "pending"   # an earlier victim still freeing memory: abort the scan
+VICTIM_SKIP = "skip"         # an earlier victim already reaped: not a candidate any more
+
+
+def victim_status(ctx: OomContext, t: TaskView) -> str | None:
+    """What oom_evaluate_task makes of an earlier OOM victim among the candidates (None:
+    not a victim, or a sysrq OOM, which ignores victims).  The ``mmf_oom_skip`` and
+    ``pending_victim_abort`` switches of ``[kernel.fixes]`` act here."""
+    if ctx.sysrq or OOM_VICTIM not in t.flags:
+        return None
+    if (OOM_SKIP in t.flags and ctx.fix("mmf_oom_skip")) or not ctx.fix("pending_victim_abort"):
+        return VICTIM_SKIP
+    return VICTIM_PENDING
 
 
 class Daemon(_Policy):

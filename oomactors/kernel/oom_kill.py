@@ -112,8 +112,7 @@ def oom_badness(p: TaskView, totalpages: int) -> int:
     return points + adj
 
 
-_UNKILLABLE = frozenset((api.INIT, api.KTHREAD, api.NO_MM))
-_SKIPPED = frozenset((api.OOM_SKIP, api.IN_VFORK))
+_UNKILLABLE, _SKIPPED = api.UNKILLABLE, api.SKIPPED
 
 
 def oom_task_view(m: "Machine", p: Task) -> TaskView:
@@ -182,9 +181,10 @@ def oom_evaluate_task(ctx: OomContext, task: TaskView, state: list, prof: "Profi
     """One step of the kernel's scan; ``state`` is [chosen, chosen_points].  True stops the
     scan: a victim is still on its way out."""
     # a victim without MMF_OOM_SKIP is still freeing memory: wait for it, kill nobody else
-    if not ctx.sysrq and task.has(api.OOM_VICTIM):
-        if (task.has(api.OOM_SKIP) and ctx.fix("mmf_oom_skip")) or not ctx.fix("pending_victim_abort"):
-            return False
+    status = api.victim_status(ctx, task)
+    if status is api.VICTIM_SKIP:
+        return False
+    if status is api.VICTIM_PENDING:
         state[0] = api.Abort(f"victim {task.pid} ({task.comm}) pending")
         return True
     if task.has(api.OOM_ORIGIN):

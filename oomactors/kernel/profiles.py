@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from policies.api import INIT, IN_VFORK, KTHREAD, NO_MM, OOM_SKIP, TaskView
+from policies.api import SKIPPED as _SKIPPED
+from policies.api import UNKILLABLE as _UNKILLABLE
+from policies.api import TaskView
 
 from .task import OOM_SCORE_ADJ_MIN, PAGE_SIZE
 
@@ -33,8 +35,6 @@ def _unkillable(p: "TaskView") -> bool:
     return bool(p.flags & _UNKILLABLE)
 
 
-_UNKILLABLE = frozenset((INIT, KTHREAD, NO_MM))
-_SKIPPED = frozenset((OOM_SKIP, IN_VFORK))  # already reaped, or in the middle of vfork
 
 
 # --- badness by era -------------------------------------------------------------------

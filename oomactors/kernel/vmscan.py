@@ -106,6 +106,7 @@ def _take_anon(m: "Machine", zone: Zone, budget: int) -> int:
         zone.nr["anon"] -= taken
         zone.nr["writeback"] += taken
         m.swap_free -= taken
+        m.vmstat["pswpout"] += taken
     return taken
 
 

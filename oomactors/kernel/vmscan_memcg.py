@@ -202,4 +202,5 @@ def _take_anon(m: "Machine", zone: Zone, mms: list, budget: int) -> int:
     if taken:
         zone.nr["anon"] -= taken
         zone.nr["writeback"] += taken
+        m.vmstat["pswpout"] += taken
     return taken

@@ -67,7 +67,9 @@ def check_names(checks: Iterable[str]) -> list[str]:
     return names
 
 
-def _named(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], None]:
+def named_checker(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], None]:
+    """A fresh checker for invariant ``name`` that ends the run at its first violation and
+    leaves the machine in ``caught["m"]`` (its records and choices stop right there)."""
     check = INVARIANTS[name]()
 
     def checked(m: Any, rec: tuple) -> None:
@@ -103,7 +105,7 @@ def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | No
     caught: dict[str, Any] = {}
     try:
         res = sim.run(cfg, seed=seed, backend=backend, scheduler=scheduler,
-                      checkers=[_named(n, caught) for n in checks], policy=_policy_instance(cfg, policy),
+                      checkers=[named_checker(n, caught) for n in checks], policy=policy_instance(cfg, policy),
                       fixes=fixes, sinks=sinks, env_checks=False)
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
@@ -117,7 +119,7 @@ def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | No
     return Outcome(None, res.machine, res.schedule, res.decisions), res
 
 
-def _policy_instance(cfg: Config, policy: Any) -> Any:
+def policy_instance(cfg: Config, policy: Any) -> Any:
     """A fresh policy for one run: a spec string (through the policy registry, with the
     config's [policy] parameters when the names match), an instance, or None (the
     config's own [policy], else linux)."""

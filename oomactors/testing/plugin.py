@@ -115,37 +115,6 @@ def _scheduler_for(schedule: Any, scheduler: Any) -> "tuple[Scheduler | None, Sc
     return ReplayScheduler(schedule, strict=not schedule.lenient), schedule
 
 
-def _policy(cfg: "Config", policy: Any) -> Any:
-    if isinstance(policy, str):
-        from policies.registry import policy_for
-        return policy_for(cfg, policy)
-    return policy
-
-
-def _watch(name: str, factory: Callable[[], Callable[[Any, tuple], None]],
-           caught: dict[str, Any]) -> Callable[[Any, tuple], None]:
-    """A fresh checker that remembers the first violation of the run, with the machine,
-    the number of records and the choices made up to it (actors unwinding after it may
-    still emit events and trip checkers again)."""
-    from oomactors.invariants import InvariantViolation
-    check = factory()
-
-    def checked(m: Any, rec: tuple) -> None:
-        try:
-            check(m, rec)
-        except InvariantViolation as exc:
-            if getattr(exc, "invariant", None) is None:
-                exc.invariant = name
-            if getattr(exc, "record", None) is None:
-                exc.record = rec
-            if "violation" not in caught:
-                caught.update(violation=exc, machine=m, n=len(m.records),
-                              choices=tuple(m.sched.choices))
-            raise
-
-    return checked
-
-
 def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = None,
                 scheduler: Any = None, checks: Iterable[str] | None = None, policy: Any = None,
                 fixes: dict[str, bool] | None = None, duration: int | None = None,
@@ -164,6 +133,7 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
     from oomactors import sim
     from oomactors.explore import check_names
     from oomactors.invariants import INVARIANTS, InvariantViolation
+    from oomactors.repro import named_checker, policy_instance
 
     cfg = _load(cfg_or_path)
     if checks is None:
@@ -173,14 +143,15 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
         names = check_names(checks) if checks else []  # checks=(): a plain run
     sched, drawn = _scheduler_for(schedule, scheduler)
     run_seed = cfg.run.seed if seed is None else seed
-    pol = _policy(cfg, policy)
+    pol = policy_instance(cfg, policy)
     caught: dict[str, Any] = {}
     with _RUN_LOCK:
         try:
             return sim.run(cfg, seed=run_seed, scheduler=sched, policy=pol, fixes=fixes, duration=duration,
-                           checkers=[_watch(n, INVARIANTS[n], caught) for n in names], env_checks=False)
+                           checkers=[named_checker(n, caught) for n in names], env_checks=False)
         except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
-            if "violation" not in caught:
+            caught["violation"] = sim._find(exc, InvariantViolation)
+            if caught["violation"] is None or "m" not in caught:
                 from oomactors.errors import OomactorsError
                 known = sim._find(exc, OomactorsError) or sim._find(exc, InvariantViolation)
                 if known is not None and known is not exc:
@@ -209,9 +180,9 @@ def _failure(cfg: "Config", seed: int, caught: dict[str, Any], *, policy: Any, f
     from oomactors.schedule import Schedule
 
     exc = caught["violation"]
-    m = caught["machine"]
-    records = m.records[: caught["n"]]
-    schedule = Schedule(caught["choices"])
+    m = caught["m"]   # stopped at the violating event: its records and choices end there
+    records = m.records
+    schedule = Schedule(tuple(m.sched.choices))
     invariant = exc.invariant
     message = str(exc)
     lines = event_lines(records, m.hz, last=40)

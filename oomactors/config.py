@@ -578,6 +578,20 @@ class Config(_Model):
                                                 f"({format_size(boot * PAGE_SIZE)})")
         return self
 
+    @model_validator(mode="after")
+    def _policy_fits(self) -> Config:
+        """The [policy]'s parameters agree with the rest of the config (the cgroups they
+        name are declared ...): the policy's ``check_config`` hook, after the memcgs."""
+        if self.policy is None:
+            return self
+        from policies.registry import policy_class, validate_params
+        check = getattr(policy_class(self.policy.name), "check_config", None)
+        if check is None:  # a plugin class that does not derive from policies.api
+            return self
+        for key, problem in check(validate_params(self.policy.name, self.policy.params), self):
+            raise _at(("policy", *key), problem)
+        return self
+
     @field_validator("tasks")
     @classmethod
     def _unique_names(cls, tasks: tuple[Task, ...]) -> tuple[Task, ...]:

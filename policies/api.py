@@ -195,6 +195,19 @@ class _Policy:
     def __repr__(self) -> str:
         return f"<{self.kind} policy {self.name}>"
 
+    @classmethod
+    def check_config(cls, params: Any, cfg: Any) -> list[tuple[tuple, str]]:
+        """What is wrong with the validated ``params`` given the rest of the config ``cfg``
+        (a cgroup path that names no declared memcg, ...): ``(key path below [policy],
+        problem)`` pairs, none by default.  Config validation reports the first as its
+        one-line error, so ``oomactors validate`` catches it before a run."""
+        return []
+
+
+def config_cgroups(cfg: Any) -> list[str]:
+    """The cgroups a config declares, parents first: the root "/" and its ``[[memcgs]]``."""
+    return ["/", *(m.path for m in cfg.memcgs)]
+
 
 class KillPolicy(_Policy):
     """A kernel-side policy: choose the OOM victim."""

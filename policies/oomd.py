@@ -68,7 +68,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from oomactors.units import KiB, Duration, parse_duration, parse_size
 
-from .api import Daemon
+from .api import Daemon, config_cgroups
 
 NSEC_PER_SEC = 1_000_000_000
 SIGKILL = 9
@@ -459,6 +459,13 @@ class KillBySizeOrGrowth(KillAction):
             tick.average(path)
 
     def rank(self, tick: Tick, paths: list[str]) -> list[tuple[str, str]]:
+        # current oomd (KillMemoryGrowth::get_ranking_fn + rankForKilling): one sort by
+        # (size-eligible effective usage, growth-eligible ratio, effective usage); every
+        # cgroup at or over the size threshold is size-eligible, and every one whose
+        # effective usage ties the percentile cut is growth-eligible.  Older releases
+        # (tryToKillBySize / tryToKillByGrowth) walked three passes instead, stopping at the
+        # first cgroup under the threshold and keeping exactly n growth candidates.
+        # std::sort leaves equal ranks in no set order; here they keep the tree's order.
         a = self.args
         total = sum(tick.current(p) for p in paths)
         size_threshold = int(total * (a.size_threshold / 100))
@@ -552,6 +559,28 @@ class Oomd(Daemon):
     def __init__(self, params: Any = None) -> None:
         super().__init__(params)
         self.dry_kills: list[tuple[int, str, str]] = []  # (jiffy, cgroup, reason) of dry runs
+
+    @classmethod
+    def check_config(cls, params: OomdParams, cfg: Any) -> list[tuple[tuple, str]]:
+        """A detector's or action's ``cgroup`` part without wildcards must name a declared
+        cgroup: the model's cgroups never change during a run, so a literal that matches
+        nothing is a typo (a pattern that matches nothing is allowed, as in oomd)."""
+        paths = config_cgroups(cfg)
+        out: list[tuple[tuple, str]] = []
+
+        def check(key: tuple, spec: str) -> None:
+            for pat in split_patterns(spec):
+                if not any(c in pat for c in "*?[") and not glob_cgroups([pat], paths):
+                    out.append((key + ("cgroup",), f"no cgroup {pat!r} in memcgs"))
+
+        for i, rs in enumerate(params.rulesets):
+            for j, group in enumerate(rs.detector_groups):
+                for k, det in enumerate(group.detectors):
+                    if getattr(det, "cgroup", None) is not None:
+                        check(("rulesets", i, "detector_groups", j, "detectors", k), det.cgroup)
+            for k, act in enumerate(rs.actions):
+                check(("rulesets", i, "actions", k), act.cgroup)
+        return out
 
     async def run(self, host: Any) -> None:
         hz = host.hz

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 
 from oomactors.units import Duration, parse_duration, to_jiffies
 
-from .api import Daemon, PolicyError
+from .api import Daemon, PolicyError, config_cgroups
 
 if TYPE_CHECKING:  # pragma: no cover
     from oomactors.userspace import DaemonHost
@@ -139,6 +139,15 @@ class SystemdOomd(Daemon):
         self.monitored_pressure: dict[str, CGroupContext] = {}
         self.candidates: dict[str, CGroupContext] = {}
         self.post_action_delay_start = 0
+
+    @classmethod
+    def check_config(cls, params: SystemdOomdParams, cfg: Any) -> list[tuple[tuple, str]]:
+        """Every unit the ManagedOOM*= / ManagedOOMPreference= paths name is a declared
+        cgroup (systemd only sets them on units that exist)."""
+        known = set(config_cgroups(cfg))
+        return [((key, i), f"no cgroup {path!r} in memcgs")
+                for key in ("swap", "memory_pressure", "avoid", "omit")
+                for i, path in enumerate(getattr(params, key)) if path not in known]
 
     # --- reading a cgroup (oomd_cgroup_context_acquire) -----------------------------------
     def acquire(self, host: DaemonHost, path: str, old: Optional[CGroupContext]) -> Optional[CGroupContext]:

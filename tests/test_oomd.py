@@ -20,7 +20,7 @@ import pytest
 from helpers import events, pids_of, where
 from oomactors.config import Config, parse_config
 from oomactors.errors import ConfigError
-from policies.oomd import OomdParams, glob_cgroups, split_patterns
+from policies.oomd import KillBySizeOrGrowth, KillBySizeOrGrowthArgs, OomdParams, glob_cgroups, split_patterns
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = tomllib.loads((ROOT / "configs/userspace-oomd.toml").read_text())
@@ -274,3 +274,75 @@ def test_defaults_are_oomds():
     act = p.rulesets[0].actions[0]
     assert (act.size_threshold, act.min_growth_ratio, act.growing_size_percentile,
             act.post_action_delay.ns, act.dry) == (50, 1.25, 80, 15 * 10**9, False)
+
+
+# --- kill_by_memory_size_or_growth's ranking, on made-up cgroup readings -------------------------------
+class _Readings:
+    """Just what KillBySizeOrGrowth.rank reads: memory.current, effective usage, growth."""
+
+    def __init__(self, rows: dict[str, tuple[int, int, float]]) -> None:
+        self.rows = rows  # path -> (current MiB, effective MiB, growth ratio)
+
+    def current(self, p: str) -> int:
+        return self.rows[p][0] << 20
+
+    def effective(self, p: str) -> int:
+        return self.rows[p][1] << 20
+
+    def growth(self, p: str) -> float:
+        return self.rows[p][2]
+
+
+def _rank(rows: dict[str, tuple[int, int, float]], **args: Any) -> list[tuple[str, str]]:
+    act = KillBySizeOrGrowthArgs.model_validate({"plugin": "kill_by_memory_size_or_growth",
+                                                 "cgroup": "w/*", **args})
+    return KillBySizeOrGrowth(act, None).rank(_Readings(rows), list(rows))
+
+
+def test_size_phase_ranks_every_cgroup_over_the_threshold():
+    """oomd's get_ranking_fn: every candidate whose memory.current is at least size_threshold %
+    of the candidates' total is in the size phase, whatever its place by effective usage.
+    (The older three-pass plugin walked by effective usage and gave up at /w/a, under the
+    threshold, then killed /w/a as the largest: it never reached /w/b, whose memory.low
+    shrinks its effective usage.)"""
+    ranked = _rank({"/w/a": (450, 450, 1.0), "/w/b": (550, 50, 1.0)})
+    assert ranked == [("/w/b", "size 550MB >= 50% of siblings' 1000MB"),
+                      ("/w/a", "effective usage 450MB")]
+
+
+def test_growth_phase_admits_ties_at_the_percentile_cut():
+    """Growth candidates are those with effective usage at least the nth largest (n =
+    ceil(5 * 20 / 100) = 1): /w/b ties /w/a for the largest, so both are in, and /w/b grows.
+    (The older plugin kept exactly n cgroups, here only the first, /w/a, which is not growing.)"""
+    rows = {"/w/a": (200, 200, 1.0), "/w/b": (200, 200, 2.0),
+            "/w/c": (100, 100, 3.0), "/w/d": (100, 100, 1.0), "/w/e": (100, 100, 1.0)}
+    ranked = _rank(rows)
+    assert ranked[0] == ("/w/b", "growth 2.00 >= 1.25 among the largest 20%")
+    # /w/c grows faster but is not among the largest: it ranks by effective usage only
+    assert [p for p, _ in ranked[1:]] == ["/w/a", "/w/c", "/w/d", "/w/e"]
+    assert ranked[2] == ("/w/c", "effective usage 100MB")
+
+
+@pytest.mark.parametrize("where_, value, line", [
+    ("action", "workload/*,nonexist",
+     "x.toml: policy.rulesets[0].actions[0].cgroup: no cgroup '/nonexist' in memcgs"),
+    ("detector", "/workload/nope/",
+     "x.toml: policy.rulesets[0].detector_groups[0].detectors[0].cgroup: no cgroup '/workload/nope' in memcgs"),
+])
+def test_literal_cgroup_naming_nothing_fails_validation(where_, value, line):
+    data = copy.deepcopy(SHIPPED)
+    rs = data["policy"]["rulesets"][0]
+    (rs["actions"][0] if where_ == "action" else rs["detector_groups"][0]["detectors"][0])["cgroup"] = value
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_to_toml(data), "x.toml")
+    assert str(exc.value) == line
+
+
+def test_cgroup_patterns_matching_nothing_pass_validation():
+    """Wildcards may match nothing (oomd then has no candidates); literals that exist pass."""
+    data = copy.deepcopy(SHIPPED)
+    rs = data["policy"]["rulesets"][0]
+    rs["actions"][0]["cgroup"] = "workload/*,system.slice/*,workload/db"
+    rs["detector_groups"][0]["detectors"][0]["cgroup"] = "/,workload/x?"
+    cfg = parse_config(_to_toml(data), "x.toml")
+    assert cfg.policy.params["rulesets"][0]["actions"][0]["cgroup"].endswith("workload/db")

@@ -13,8 +13,8 @@ import re
 import pytest
 
 from helpers import events, first, pids_of
-from oomactors.config import Config, load_config
-from oomactors.errors import InputError
+from oomactors.config import Config, load_config, parse_config
+from oomactors.errors import ConfigError, InputError
 from oomactors.units import parse_duration
 from policies.registry import ParamProblem, load_policy, validate_params
 from policies.systemd_oomd import loadavg_fixed_point
@@ -159,7 +159,34 @@ def test_params_and_limits():
 
 
 def test_unknown_cgroup_is_an_input_error(simulate):
-    cfg = Config.model_validate({"run": {"duration": "1s"},
-                                 "policy": {"name": "systemd-oomd", "memory_pressure": ["/nope"]}})
+    """Parameters given to the policy directly (no [policy] table) are checked at run time."""
+    cfg = Config.model_validate({"run": {"duration": "1s"}})
     with pytest.raises(InputError, match="no cgroup '/nope'"):
-        simulate(cfg)
+        simulate(cfg, policy=load_policy("systemd-oomd", {"memory_pressure": ["/nope"]}))
+
+
+@pytest.mark.parametrize("table, line", [
+    ('memory_pressure = ["/nonexist"]', "x.toml: policy.memory_pressure[0]: no cgroup '/nonexist' in memcgs"),
+    ('swap = ["/", "/a/b", "/c"]', "x.toml: policy.swap[2]: no cgroup '/c' in memcgs"),
+    ('memory_pressure = ["/a"]\navoid = ["/a/x"]', "x.toml: policy.avoid[0]: no cgroup '/a/x' in memcgs"),
+    ('omit = ["/b"]', "x.toml: policy.omit[0]: no cgroup '/b' in memcgs"),
+])
+def test_policy_table_naming_an_undeclared_cgroup_fails_validation(table, line):
+    text = f'[[memcgs]]\npath = "/a"\n[[memcgs]]\npath = "/a/b"\n[policy]\nname = "systemd-oomd"\n{table}\n'
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, "x.toml")
+    assert str(exc.value) == line
+    # declared ones (and the root, always there) pass
+    parse_config('[[memcgs]]\npath = "/a"\n[policy]\nname = "systemd-oomd"\nswap = ["/", "/a"]\n'
+                 'memory_pressure = ["/a"]\navoid = ["/a"]\n', "x.toml")
+
+
+def test_validate_command_rejects_an_undeclared_cgroup(tmp_path):
+    from click.testing import CliRunner
+
+    from oomactors.cli import main
+    path = tmp_path / "x.toml"
+    path.write_text('[policy]\nname = "systemd-oomd"\nmemory_pressure = ["/nonexist"]\n')
+    res = CliRunner().invoke(main, ["validate", str(path)])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"oomactors: error: {path}: policy.memory_pressure[0]: no cgroup '/nonexist' in memcgs"

@@ -7,7 +7,7 @@ exiting, :meth:`KillPolicy.pending_victim`) and never picks what the kernel neve
 
 from __future__ import annotations
 
-from .api import Decision, Kill, KillPolicy, NothingKillable, OomContext
+from .api import Decision, Kill, KillPolicy, NothingKillable, OomContext, TaskView
 from .linux import Linux
 
 
@@ -29,35 +29,49 @@ class AllocatingTask(KillPolicy):
         return Linux().select(ctx)
 
 
-class LargestRss(KillPolicy):
+class _Ranked(KillPolicy):
+    """Kill the killable candidate with the highest ``rank``; report ``points``."""
+
+    @staticmethod
+    def rank(t: TaskView) -> tuple:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def points(t: TaskView) -> int:
+        return t.rss
+
+    def select(self, ctx: OomContext) -> Decision:
+        pending = self.pending_victim(ctx)
+        if pending is not None:
+            return pending
+        tasks = ctx.killable()
+        if not tasks:
+            return NothingKillable()
+        best = max(tasks, key=self.rank)
+        return Kill(best.pid, self.points(best))
+
+
+class LargestRss(_Ranked):
     """The biggest resident set, oom_score_adj ignored (but -1000 respected)."""
 
     name = "largest-rss"
     description = "the killable task with the largest RSS (anon+file+shmem), adj ignored"
 
-    def select(self, ctx: OomContext) -> Decision:
-        pending = self.pending_victim(ctx)
-        if pending is not None:
-            return pending
-        tasks = ctx.killable()
-        if not tasks:
-            return NothingKillable()
-        best = max(tasks, key=lambda t: (t.rss + t.swapents, -t.pid))
-        return Kill(best.pid, best.rss + best.swapents)
+    @staticmethod
+    def rank(t: TaskView) -> tuple:
+        return (t.rss + t.swapents, -t.pid)
+
+    @staticmethod
+    def points(t: TaskView) -> int:
+        return t.rss + t.swapents
 
 
-class Youngest(KillPolicy):
+class Youngest(_Ranked):
     """The most recently started task: it has done the least work."""
 
     name = "youngest"
     description = "the killable task started last (ties: the highest pid)"
 
-    def select(self, ctx: OomContext) -> Decision:
-        pending = self.pending_victim(ctx)
-        if pending is not None:
-            return pending
-        tasks = ctx.killable()
-        if not tasks:
-            return NothingKillable()
-        best = max(tasks, key=lambda t: (t.start_time, t.pid))
-        return Kill(best.pid, best.rss)
+    @staticmethod
+    def rank(t: TaskView) -> tuple:
+        return (t.start_time, t.pid)

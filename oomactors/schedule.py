@@ -46,13 +46,17 @@ next: it can only hold back the actor that asks.  So:
 * d-1 change points are drawn uniformly, without repetition, from the decision indices
   [0, k), with k the number of decision points of an unperturbed run of the same config
   and seed (``oomactors explore`` measures it);
-* the actor that reaches the i-th change point drops to priority i;
-* a lowered actor that reaches a decision point while some other *enabled* actor (one on
+* the actor that reaches the i-th change point drops to priority i and, if any other
+  actor has a higher priority, is held there ``starve`` jiffies (HZ): in virtual time the
+  actors that must run ahead of it include those asleep on a timer, which a hold that
+  only waited for CPUs would never let run first;
+* afterwards, a lowered actor that reaches a decision point while some other *enabled* actor (one on
   a CPU or in a run queue) has a higher priority is held back one jiffy -- it does not run
   while a higher-priority actor can;
-* runs do not end on their own (memory hogs allocate forever), so a lowered actor is held
-  for at most ``starve`` jiffies in all (default HZ, one second), then goes back to the
-  default; unbounded starvation would make liveness checkers fire on the scheduler's doing.
+* runs do not end on their own (memory hogs allocate forever), so after its change point
+  a lowered actor is held for at most another ``starve`` jiffies in all, then goes back to
+  the default; unbounded starvation would make liveness checkers fire on the scheduler's
+  doing.
 
 The initial priorities only matter against lowered actors: among actors that were never
 lowered the order is the seed's own interleaving, not enforced by priority.  The
@@ -304,6 +308,11 @@ class PCTScheduler(Scheduler):
         if lowered is not None:
             mine = self.prio[pid] = lowered
             self.left[pid] = self.starve
+            # in virtual time the actors that run ahead of a lowered one include those
+            # asleep on a timer: hold it ``starve`` jiffies at once, while anyone else
+            # has a higher priority
+            if any(p > mine for q, p in self.prio.items() if q != pid):
+                return self.starve
         if mine >= self.depth or self.left.get(pid, 0) <= 0 or self.sched is None:
             return 0
         for cpu in self.sched.cpus:

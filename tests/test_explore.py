@@ -155,6 +155,14 @@ def test_pct_search_runs_within_its_budget():
     assert res.violation is None and res.runs == 10
 
 
+def test_pct_finds_the_race_through_a_change_point_hold():
+    res = explore(CFG, ["oom_lock_exclusion"], scheduler="pct", budget=20, seed=1, fixes=OFF, shrink_budget=0)
+    assert res.violation is not None and res.violation.invariant == "oom_lock_exclusion"
+    assert res.runs == res.violation.found_at <= 20
+    # the found schedule's first hold is a change point's: HZ jiffies (250 at the default HZ)
+    assert res.found_schedule and res.found_schedule.choices[0].action == 250
+
+
 def test_bad_input_is_one_line(tmp_path, found):
     with pytest.raises(InputError, match=r"unknown invariant 'nope' \(known: .*oom_lock_exclusion"):
         explore(CFG, ["nope"], budget=2)

@@ -337,14 +337,34 @@ class PsiGroup:
     def change(self, cpu: int, dm: int, dr: int, dmr: int, doncpu: int, now_j: int) -> None:
         """psi_group_change: move this CPU's counts, account the time of the old state,
         enter the new one; re-arm the averaging worker if it stopped."""
-        self.advance(now_j)
+        at = self.avgs_work_at
+        if at is not None and at <= now_j:  # advance() does nothing otherwise
+            self.advance(now_j)
         c = self.pcpu[cpu]
-        c.memstall += dm
-        c.running += dr
+        c.memstall = memstall = c.memstall + dm
+        c.running = running = c.running + dr
         c.memstall_running += dmr
         c.oncpu_memstall += doncpu
-        c.record_times(now_j * self.jiffy_ns)
-        c.state = c.test_states()
+        # c.record_times(now) and c.test_states(), inlined (this runs on every switch)
+        now = now_j * self.jiffy_ns
+        st = c.state
+        delta = now - c.state_start
+        c.state_start = now
+        if delta and st:
+            t = c.times
+            if st & 1:
+                t[SOME] += delta
+                if st & 2:
+                    t[FULL] += delta
+            if st & 4:
+                t[NONIDLE] += delta
+        if memstall:
+            if running == c.memstall_running or c.oncpu_memstall:
+                c.state = (1 << SOME) | (1 << FULL) | (1 << NONIDLE)
+            else:
+                c.state = (1 << SOME) | (1 << NONIDLE)
+        else:
+            c.state = (1 << NONIDLE) if running else 0
         if self.avgs_work_at is None:
             self.avgs_work_at = now_j + psi_freq(self.hz)
 
@@ -522,6 +542,10 @@ class Psi:
         st = self._state.get(task.pid)
         if st is None:
             st = self._state[task.pid] = [cpu, 0]
+        self._apply(task, st, cpu, flags)
+
+    def _apply(self, task: "Task", st: list[int], cpu: int, flags: int) -> None:
+        """_set with the task's state entry ``st`` already looked up."""
         old_cpu, old = st
         if old_cpu == cpu and old == flags:
             return
@@ -529,7 +553,17 @@ class Psi:
         now = self.clock.now
         chain = self.chain(task.memcg)
         if old_cpu == cpu:
-            dm, dr, dmr, don = _deltas(old, flags)
+            d = _DELTAS[old << 3 | flags]
+            if d is None:
+                # no count moves (an ONCPU toggle outside a stall): the state and the
+                # time accounting are unchanged, so a group whose averaging worker is
+                # armed and not yet due needs nothing; anything else takes the full path
+                for g in chain:
+                    at = g.avgs_work_at
+                    if at is None or at <= now:
+                        g.change(cpu, 0, 0, 0, 0, now)
+                return
+            dm, dr, dmr, don = d
             for g in chain:
                 g.change(cpu, dm, dr, dmr, don, now)
             return
@@ -551,7 +585,10 @@ class Psi:
             flags |= TSK_RUNNING
         if oncpu:
             flags |= TSK_ONCPU
-        self._set(task, cpu, flags)
+        if st is None:
+            self._set(task, cpu, flags)
+        else:
+            self._apply(task, st, cpu, flags)
 
     def memstall(self, task: "Task", stalled: bool) -> None:
         st = self._state.get(task.pid)
@@ -578,6 +615,11 @@ def _deltas(old: int, new: int) -> tuple[int, int, int, int]:
     dmr = (1 if nm and nr else 0) - (1 if om and orr else 0)
     don = (1 if nm and nc else 0) - (1 if om and oc else 0)
     return dm, dr, dmr, don
+
+
+# _deltas of every (old, new) pair of flags, indexed old << 3 | new; None: all four are 0
+_DELTAS: list[tuple[int, int, int, int] | None] = [
+    (d if any(d) else None) for d in (_deltas(o, n) for o in range(8) for n in range(8))]
 
 
 # --- the kernel's entry points ------------------------------------------------------------------

@@ -135,6 +135,9 @@ class _Backend:
             self._reschedule = trio.lowlevel.reschedule
             _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
             self.checkpoint = trio.lowlevel.checkpoint
+            # the trio halves of park/unpark, bound once (they run on every sleep)
+            self.park = self._park_trio  # type: ignore[method-assign]
+            self.unpark = self._unpark_trio  # type: ignore[method-assign]
         else:
             import asyncio
 
@@ -142,6 +145,15 @@ class _Backend:
                 await asyncio.sleep(0)
 
             self.checkpoint = checkpoint
+
+    async def _park_trio(self, w: Waiter) -> None:
+        w.task = self._current_task()
+        await self._wait(w._abort)
+
+    def _unpark_trio(self, w: Waiter) -> None:
+        if w.task is not None:
+            self._reschedule(w.task)
+            w.task = None
 
     async def park(self, w: Waiter) -> None:
         if self.name == "trio":
@@ -359,15 +371,20 @@ class Sched:
         cpu = self._pick_cpu(task)
         if cpu.curr is None and not cpu.rq:
             self.switch_to(cpu, task)
+            self.current = task
         else:
-            w = Waiter(self.clock)
-            cpu.rq.append((task, w))
-            self.idle.discard(cpu.id)
-            if self.psi is not None:
-                self.psi.sched(task, cpu.id, True, False)
-            await w.wait()
-        self.current = task
+            await self._wait_cpu(task, cpu)
         return cpu
+
+    async def _wait_cpu(self, task: "Task", cpu: CPU) -> None:
+        """get_cpu's other case: queue on ``cpu`` and wait to be dispatched."""
+        w = Waiter(self.clock)
+        cpu.rq.append((task, w))
+        self.idle.discard(cpu.id)
+        if self.psi is not None:
+            self.psi.sched(task, cpu.id, True, False)
+        await w.wait()
+        self.current = task
 
     def put_cpu(self, task: "Task") -> None:
         cpu = task.cpu
@@ -412,12 +429,29 @@ class Sched:
         if interruptible and task.sigkill:
             return True
         self.put_cpu(task)
-        w = Waiter(self.clock)
+        clock = self.clock
+        w = Waiter(clock)
         if interruptible:
             task.wake_on_signal = w
-        await self.clock.sleep_until(self.clock.now + max(0, jiffies), w)
+        # clock.sleep_until and Waiter.wait, inlined (the hottest path of a run)
+        clock.sleeps += 1
+        clock._seq += 1
+        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
+        if not w.woken:
+            w.parked = True
+            clock.active -= 1
+            if clock.active <= 0:
+                clock.idle()
+            if not w.woken:  # else: the clock moved to our own deadline
+                await clock.backend.park(w)
         task.wake_on_signal = None
-        await self.get_cpu(task)
+        # get_cpu, with its no-wait case inlined
+        cpu = self._pick_cpu(task)
+        if cpu.curr is None and not cpu.rq:
+            self.switch_to(cpu, task)
+            self.current = task
+        else:
+            await self._wait_cpu(task, cpu)
         return w.value == "signal"
 
     async def block_on(self, task: "Task", w: Waiter, name: str) -> Any:
@@ -445,10 +479,21 @@ class Sched:
         self.decisions += 1
         if self.scheduler is not None:
             await self._decide(task, name)
+        clock = self.clock
         while jiffies > 0:
             cpu = task.cpu
-            step = max(1, min(jiffies, cpu.slice_end - self.clock.now)) if cpu.rq else jiffies
-            await self.clock.sleep_until(self.clock.now + step)
+            step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
+            # clock.sleep_until and Waiter.wait, inlined
+            w = Waiter(clock)
+            clock.sleeps += 1
+            clock._seq += 1
+            heapq.heappush(clock._heap, (clock.now + step, clock._seq, w))
+            w.parked = True
+            clock.active -= 1
+            if clock.active <= 0:
+                clock.idle()
+            if not w.woken:  # else: the clock moved to our own deadline
+                await clock.backend.park(w)
             self.current = task
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:

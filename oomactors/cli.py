@@ -7,14 +7,15 @@ readable and exits 130.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import click
 
-from .errors import InputError
+from .errors import InputError, OomactorsError
 
 EXIT_INTERRUPTED = 130
 
@@ -59,7 +60,6 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         return
     from . import sim
     from .report import console_lines, summarize
-    from .trace.stream import TraceWriter
 
     try:
         cfg = _load(config)
@@ -67,29 +67,9 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         _fail(err)
     run_seed = cfg.run.seed if seed is None else seed
     policy = _policy(cfg, policy_spec)
-    writer = None
-    try:
-        if trace_path:
-            try:
-                writer = TraceWriter(trace_path, seed=run_seed, hz=cfg.kernel.hz, config=cfg.as_dict())
-            except OSError as err:
-                _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
+    with _tracing(trace_path, run_seed, cfg) as sinks:
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
-        result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy,
-                         sinks=[writer.write] if writer else None, scheduler=scheduler)
-    except InputError as err:  # a policy that raised or answered nonsense
-        if writer is not None:
-            writer.close()
-        _fail(InputError(f"{err}" + (f"; trace so far in {trace_path}" if trace_path else "")))
-    except KeyboardInterrupt:
-        if writer is not None:
-            writer.close()
-        click.echo("oomactors: interrupted" + (f"; trace so far in {trace_path}" if trace_path else ""),
-                   err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        if writer is not None:
-            writer.close()
+        result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy, sinks=sinks, scheduler=scheduler)
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
@@ -104,6 +84,32 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     if scheduler is not None:
         click.echo(f"{scheduler_name} scheduler: {len(result.schedule)} of {result.decisions} decisions "
                    f"departed from the default" + (f": {result.schedule.dumps()}" if result.schedule else ""))
+
+
+@contextlib.contextmanager
+def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> Iterator[list | None]:
+    """The sinks of a run (the --trace writer, if any).  Whatever ends the run, the trace
+    written so far is closed and readable: bad input met mid-run (a policy that raised, a
+    replay that diverged) is one line and exit 2, Ctrl-C exits 130."""
+    from .trace.stream import TraceWriter
+
+    writer = None
+    if trace_path:
+        try:
+            writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict())
+        except OSError as err:
+            _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
+    so_far = f"; trace so far in {trace_path}" if trace_path else ""
+    try:
+        yield [writer.write] if writer is not None else None
+    except OomactorsError as err:  # InputError, ScheduleDivergence
+        _fail(InputError(f"{where}{err}{so_far}"))
+    except KeyboardInterrupt:
+        click.echo(f"oomactors: interrupted{so_far}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:  # also on the way out of the two exits above
+        if writer is not None:
+            writer.close()
 
 
 def _policy(cfg: Any, spec: str | None) -> Any:
@@ -183,8 +189,6 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     its invariant checked.  Exit 1 if the violation reproduced (reported on stderr)."""
     from .explore import load_repro, replay_repro
     from .report import console_lines, summarize
-    from .schedule import ScheduleDivergence
-    from .trace.stream import TraceWriter
 
     for given, what in ((config, "CONFIG"), (seed, "--seed"), (policy_spec, "--policy"),
                         (scheduler_name, "--scheduler")):
@@ -195,27 +199,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     except InputError as err:
         _fail(err)
     cfg = repro.cfg
-    writer = None
-    try:
-        if trace_path:
-            try:
-                writer = TraceWriter(trace_path, seed=repro.seed, hz=cfg.kernel.hz, config=cfg.as_dict())
-            except OSError as err:
-                _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
-        outcome, result = replay_repro(repro, sinks=[writer.write] if writer else None, backend=backend)
-    except (InputError, ScheduleDivergence) as err:
-        if writer is not None:
-            writer.close()
-        _fail(InputError(f"{path}: {err}"))
-    except KeyboardInterrupt:
-        if writer is not None:
-            writer.close()
-        click.echo("oomactors: interrupted" + (f"; trace so far in {trace_path}" if trace_path else ""),
-                   err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        if writer is not None:
-            writer.close()
+    with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks:
+        outcome, result = replay_repro(repro, sinks=sinks, backend=backend)
     hz = cfg.kernel.hz
     v = outcome.violation
     summary = summarize(outcome.records, seed=repro.seed, hz=hz,

@@ -337,34 +337,14 @@ class PsiGroup:
     def change(self, cpu: int, dm: int, dr: int, dmr: int, doncpu: int, now_j: int) -> None:
         """psi_group_change: move this CPU's counts, account the time of the old state,
         enter the new one; re-arm the averaging worker if it stopped."""
-        at = self.avgs_work_at
-        if at is not None and at <= now_j:  # advance() does nothing otherwise
-            self.advance(now_j)
+        self.advance(now_j)
         c = self.pcpu[cpu]
-        c.memstall = memstall = c.memstall + dm
-        c.running = running = c.running + dr
+        c.memstall += dm
+        c.running += dr
         c.memstall_running += dmr
         c.oncpu_memstall += doncpu
-        # c.record_times(now) and c.test_states(), inlined (this runs on every switch)
-        now = now_j * self.jiffy_ns
-        st = c.state
-        delta = now - c.state_start
-        c.state_start = now
-        if delta and st:
-            t = c.times
-            if st & 1:
-                t[SOME] += delta
-                if st & 2:
-                    t[FULL] += delta
-            if st & 4:
-                t[NONIDLE] += delta
-        if memstall:
-            if running == c.memstall_running or c.oncpu_memstall:
-                c.state = (1 << SOME) | (1 << FULL) | (1 << NONIDLE)
-            else:
-                c.state = (1 << SOME) | (1 << NONIDLE)
-        else:
-            c.state = (1 << NONIDLE) if running else 0
+        c.record_times(now_j * self.jiffy_ns)
+        c.state = c.test_states()
         if self.avgs_work_at is None:
             self.avgs_work_at = now_j + psi_freq(self.hz)
 

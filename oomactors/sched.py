@@ -376,23 +376,13 @@ class Sched:
             await self._wait_cpu(task, cpu)
         return cpu
 
-    async def _wait_cpu(self, task: "Task", cpu: CPU) -> None:
-        """get_cpu's other case: queue on ``cpu`` and wait to be dispatched."""
-        w = Waiter(self.clock)
-        cpu.rq.append((task, w))
-        self.idle.discard(cpu.id)
-        if self.psi is not None:
-            self.psi.sched(task, cpu.id, True, False)
-        await w.wait()
-        self.current = task
-
     def put_cpu(self, task: "Task") -> None:
         cpu = task.cpu
         if cpu is None:
             return
         task.cpu = None
         cpu.curr = None
-        if self.psi is not None:  # asleep; a preemption makes it runnable again (_requeue)
+        if self.psi is not None:  # asleep; a preemption makes it runnable again (_wait_cpu)
             self.psi.sched(task, cpu.id, False, False)
         if cpu.rq:
             cpu.wake_actor()
@@ -409,9 +399,11 @@ class Sched:
         cpu = task.cpu
         if cpu is not None and cpu.rq and self.clock.now >= cpu.slice_end:
             self.put_cpu(task)
-            await self._requeue(task, cpu)
+            await self._wait_cpu(task, cpu)
 
-    async def _requeue(self, task: "Task", cpu: CPU) -> None:
+    async def _wait_cpu(self, task: "Task", cpu: CPU) -> None:
+        """Queue on ``cpu`` (runnable, not running) and wait to be dispatched: after a
+        wakeup that found the CPU busy, or after a preemption."""
         w = Waiter(self.clock)
         cpu.rq.append((task, w))
         self.idle.discard(cpu.id)
@@ -498,7 +490,7 @@ class Sched:
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:
                 self.put_cpu(task)
-                await self._requeue(task, cpu)
+                await self._wait_cpu(task, cpu)
 
     # --- controlled scheduling --------------------------------------------------------
     async def decision(self, task: "Task", name: str) -> None:
@@ -534,7 +526,7 @@ class Sched:
         if action > 0:
             await self.clock.sleep_until(self.clock.now + action)
         elif cpu is not None and cpu.rq:
-            await self._requeue(task, cpu)  # behind the CPU's queue, as a preemption
+            await self._wait_cpu(task, cpu)  # behind the CPU's queue, as a preemption
             return
         else:
             await self.backend.checkpoint()  # behind every actor ready to run now

@@ -242,7 +242,7 @@ class Machine:
             # an invariant broke: the run ends at this event; actors unwinding from here
             # must not advance the clock or record anything more
             self.stopped = True
-            self.sched.clock.ended = "violation"
+            self.sched.clock.ended = "invariant"
             raise
 
     def emit(self, name: str, pid: int, *fields: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from . import sim
 from .config import Config
-from .errors import InputError, OomactorsError
+from .errors import InputError
 from .invariants import INVARIANTS, InvariantViolation
 from .schedule import ReplayScheduler, Schedule, Scheduler
 
@@ -80,11 +80,7 @@ def named_checker(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], N
                 exc.invariant = name
             if getattr(exc, "record", None) is None:
                 exc.record = rec
-            caught["m"] = m  # the machine, for the records and choices up to here
-            # end the run right here: no event after the violating one, and no actor goes
-            # on advancing the clock while the task group unwinds
-            m.stopped = True
-            m.sched.clock.ended = "invariant"
+            caught["m"] = m  # the machine, stopped at this event by Machine.emit_on
             raise
 
     return checked
@@ -110,10 +106,7 @@ def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | No
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
         if v is None or "m" not in caught:
-            known = sim._find(exc, OomactorsError)
-            if known is not None and known is not exc:
-                raise known from None
-            raise
+            raise  # not a violation (sim.run already unwrapped errors of ours)
         m = caught["m"]
         return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions), None  # type: ignore[arg-type]
     return Outcome(None, res.machine, res.schedule, res.decisions), res

@@ -19,7 +19,7 @@ from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
 from .config import Config
-from .errors import InputError, SimulationPanic
+from .errors import InputError, OomactorsError, SimulationPanic
 from policies.api import PolicyError
 from .kernel.cpuset import cpuset_attach_group, task_mem_nodes
 from .kernel.memcontrol import boot_charge, emit_memcg_usage
@@ -261,7 +261,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     ``scheduler`` (an :class:`oomactors.schedule.Scheduler`) is asked at every decision
     point; ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for
     runs that check exactly the invariants they name, like ``oomactors explore``)."""
-    from .schedule import Schedule, ScheduleDivergence
+    from .schedule import Schedule
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
     m.sinks.extend(sinks or ())
     m.checkers.extend(checkers or ())
@@ -278,16 +278,15 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     try:
         reason = anyio.run(_main, m, dur, cfg.run.stop_when_idle, backend=backend)
     except BaseException as exc:  # noqa: BLE001 - unwrap the task group's exception group
-        policy_error = _find(exc, PolicyError)
-        if policy_error is not None:
-            raise policy_error from None
-        panic = _find(exc, SimulationPanic)
-        if panic is None:
-            for kind in (KeyboardInterrupt, ScheduleDivergence):
-                inner = _find(exc, kind)
-                if inner is not None:
-                    raise inner from None
-            raise
+        # a failing policy is the story even when the machine then panicked; a panic
+        # ends the run; any other error of ours, or Ctrl-C, comes out of the task group
+        error = _find(exc, PolicyError)
+        if error is None and _find(exc, SimulationPanic) is None:
+            error = _find(exc, (KeyboardInterrupt, OomactorsError))
+            if error is None:
+                raise
+        if error is not None:
+            raise error from None
         reason = "panic"
     m.emit_on("sim:run_end", -1, -1, reason)
     decisions = m.sched.decisions
@@ -297,7 +296,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
                      decisions=decisions)
 
 
-def _find(exc: BaseException, kind: type) -> BaseException | None:
+def _find(exc: BaseException, kind: type | tuple[type, ...]) -> BaseException | None:
     if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):

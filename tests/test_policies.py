@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import events
 
-from oomactors.config import load_config, parse_config
+from oomactors.config import parse_config
 from oomactors.errors import ConfigError
 from oomactors.trace.stream import read_trace
 from policies import api

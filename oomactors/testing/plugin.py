@@ -152,11 +152,7 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
         except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
             caught["violation"] = sim._find(exc, InvariantViolation)
             if caught["violation"] is None or "m" not in caught:
-                from oomactors.errors import OomactorsError
-                known = sim._find(exc, OomactorsError) or sim._find(exc, InvariantViolation)
-                if known is not None and known is not exc:
-                    raise known from None
-                raise
+                raise  # not a violation (sim.run already unwrapped errors of ours)
     raise _failure(cfg, run_seed, caught, policy=policy, fixes=fixes, checks=names,
                    scheduler_name=getattr(sched, "name", None), drawn=drawn,
                    repro_dir=Path(".oomactors") if repro_dir is None else repro_dir) from None

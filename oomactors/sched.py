@@ -97,17 +97,22 @@ class Waiter:
         return True
 
     async def wait(self) -> Any:
+        if self.must_park():
+            await self.clock.backend.park(self)
+        return self.value
+
+    def must_park(self) -> bool:
+        """Count this actor out of the running ones; False if it was woken already (the
+        clock, advanced because it was the last one running, reached its own deadline)."""
         if self.woken:
-            return self.value
+            return False
         clock = self.clock
         self.parked = True
         clock.active -= 1
         if clock.active <= 0:
             clock.idle()
-            if self.woken:  # the clock moved to our own deadline
-                return self.value
-        await clock.backend.park(self)
-        return self.value
+            return not self.woken
+        return True
 
     def _abort(self, _raise_cancel: Any) -> Any:
         self.task = None
@@ -221,11 +226,14 @@ class Clock:
     async def sleep_until(self, deadline: int, w: Waiter | None = None) -> Waiter:
         if w is None:
             w = Waiter(self)
+        self.add_sleeper(deadline, w)
+        await w.wait()
+        return w
+
+    def add_sleeper(self, deadline: int, w: Waiter) -> None:
         self.sleeps += 1
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, w))
-        await w.wait()
-        return w
 
     def idle(self) -> None:
         """Every actor is parked: jump to the next deadline, or end the run."""
@@ -425,17 +433,10 @@ class Sched:
         w = Waiter(clock)
         if interruptible:
             task.wake_on_signal = w
-        # clock.sleep_until and Waiter.wait, inlined (the hottest path of a run)
-        clock.sleeps += 1
-        clock._seq += 1
-        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
-        if not w.woken:
-            w.parked = True
-            clock.active -= 1
-            if clock.active <= 0:
-                clock.idle()
-            if not w.woken:  # else: the clock moved to our own deadline
-                await clock.backend.park(w)
+        # clock.sleep_until without its coroutine (the hottest path of a run)
+        clock.add_sleeper(clock.now + max(0, jiffies), w)
+        if w.must_park():
+            await clock.backend.park(w)
         task.wake_on_signal = None
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)
@@ -475,16 +476,10 @@ class Sched:
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
-            # clock.sleep_until and Waiter.wait, inlined
+            # clock.sleep_until without its coroutine
             w = Waiter(clock)
-            clock.sleeps += 1
-            clock._seq += 1
-            heapq.heappush(clock._heap, (clock.now + step, clock._seq, w))
-            w.parked = True
-            clock.active -= 1
-            if clock.active <= 0:
-                clock.idle()
-            if not w.woken:  # else: the clock moved to our own deadline
+            clock.add_sleeper(clock.now + step, w)
+            if w.must_park():
                 await clock.backend.park(w)
             self.current = task
             jiffies -= step

@@ -16,7 +16,6 @@ from policies.api import OomContext, TaskView
 
 from . import gfp as G
 from . import params
-from .cpuset import ROOT_NAME as _CPUSET_ROOT
 from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_allowed
 from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
                          memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
@@ -24,7 +23,7 @@ from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
 from .oom_kill_24 import out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
-                   PAGE_SIZE, PF_EXITING, PF_KTHREAD, Task)
+                   PAGE_SIZE, PF_EXITING, Task)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -102,14 +101,13 @@ def oom_badness(p: TaskView, totalpages: int) -> int:
     """rss + swap entries + page-table pages, plus oom_score_adj in units of totalpages/1000.
 
     The result may be negative (5.9+); LONG_MIN means "never pick this one"."""
-    flags = p.flags  # usually empty: skip the set intersections then
-    if flags and flags & _UNKILLABLE:
+    if p.flags & _UNKILLABLE:
         return LONG_MIN  # init, a kernel thread, or no thread left with an mm
     adj = p.oom_score_adj
     # explicitly unkillable, already reaped, or in the middle of vfork
-    if adj == OOM_SCORE_ADJ_MIN or (flags and flags & _SKIPPED):
+    if adj == OOM_SCORE_ADJ_MIN or p.flags & _SKIPPED:
         return LONG_MIN
-    points = p.rss_anon + p.rss_file + p.rss_shmem + p.swapents + p.pgtables_bytes // PAGE_SIZE
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
     adj *= totalpages // 1000  # integer division first, as the kernel does
     return points + adj
 
@@ -119,80 +117,53 @@ _UNKILLABLE, _SKIPPED = api.UNKILLABLE, api.SKIPPED
 
 def oom_task_view(m: "Machine", p: Task) -> TaskView:
     """A frozen copy of what the OOM killer reads of process p (find_lock_task_mm's thread)."""
+    t = find_lock_task_mm(p)
     sig = p.signal
-    threads = sig.threads
-    t = None
-    for th in threads:  # find_lock_task_mm, inlined
-        if th.mm is not None:
-            t = th
-            break
-    # the flags, in the order they were always added; most candidates have none
-    flags = None
-    if p.tgid == 1:
-        flags = {api.INIT}
-    if p.flags & PF_KTHREAD:
-        flags = _add(flags, api.KTHREAD)
-    oom_mm = sig.oom_mm
-    if oom_mm is not None:
-        flags = _add(flags, api.OOM_VICTIM)
+    flags = set()
+    if p.is_global_init:
+        flags.add(api.INIT)
+    if p.is_kthread:
+        flags.add(api.KTHREAD)
+    if sig.oom_mm is not None:
+        flags.add(api.OOM_VICTIM)
     if sig.group_exit or p.flags & PF_EXITING:
-        flags = _add(flags, api.EXITING)
-    if len(threads) == 1:
-        if threads[0].sigkill:
-            flags = _add(flags, api.KILLED)
-        cpu_ns = threads[0].cpu_ns
-    else:
-        if any(th.sigkill for th in threads):
-            flags = _add(flags, api.KILLED)
-        cpu_ns = sum(th.cpu_ns for th in threads)
+        flags.add(api.EXITING)
+    if any(th.sigkill for th in sig.threads):
+        flags.add(api.KILLED)
     if getattr(sig, "oom_origin", False):
-        flags = _add(flags, api.OOM_ORIGIN)
+        flags.add(api.OOM_ORIGIN)
     # a victim's flags are read from the mm it had when it was picked (signal->oom_mm)
-    mm_flags = oom_mm if oom_mm is not None else (t.mm if t is not None else None)
+    mm_flags = sig.oom_mm if sig.oom_mm is not None else (t.mm if t is not None else None)
     if mm_flags is not None and mm_flags.flags & MMF_OOM_SKIP:
-        flags = _add(flags, api.OOM_SKIP)
+        flags.add(api.OOM_SKIP)
+    cpu_ns = sum(th.cpu_ns for th in sig.threads)
     parent = p.parent.tgid if p.parent is not None else 0
     if t is None:
-        flags = _add(flags, api.NO_MM)
+        flags.add(api.NO_MM)
         return TaskView(p.pid, p.tgid, p.comm, p.uid, sig.oom_score_adj, cpu_ns=cpu_ns,
                         start_time=p.start_time, nice=p.nice, memcg=task_memcg_path(p),
                         cpuset=cpuset_name(p), caps=p.caps, flags=frozenset(flags), ppid=parent)
     if t.in_vfork:
-        flags = _add(flags, api.IN_VFORK)
+        flags.add(api.IN_VFORK)
     mm = t.mm
-    memcg = t.memcg
-    cs = t.cpuset
-    return TaskView(t.pid, t.tgid, t.comm, t.uid, sig.oom_score_adj, sum(mm.anon), sum(mm.file),
-                    sum(mm.shmem), mm.swapents, sum(mm.pgtables) * PAGE_SIZE, mm.total_vm, cpu_ns,
-                    p.start_time, p.nice, memcg.path if memcg is not None else "/",
-                    cs.name if cs is not None else _CPUSET_ROOT, p.caps,
-                    frozenset(flags) if flags is not None else _NO_FLAGS, parent, mm.id)
+    return TaskView(t.pid, t.tgid, t.comm, t.uid, sig.oom_score_adj, mm.rss_anon, mm.rss_file,
+                    mm.rss_shmem, mm.swapents, mm.pgtables_bytes(), mm.total_vm, cpu_ns,
+                    p.start_time, p.nice, task_memcg_path(t), cpuset_name(t), p.caps,
+                    frozenset(flags) if flags else _NO_FLAGS, parent, mm.id)
 
 
-_NO_FLAGS: frozenset[str] = frozenset()
-
-
-def _add(flags: "set[str] | None", flag: str) -> set[str]:
-    if flags is None:
-        return {flag}
-    flags.add(flag)
-    return flags
+_NO_FLAGS: frozenset[str] = frozenset()  # most candidates: one shared empty set
 
 
 def oom_context(m: "Machine", oc: OomControl, cur: Task) -> tuple[OomContext, dict[int, Task]]:
     """The policy's view of this OOM: oc, the allocating task and every candidate the
     kernel's scan would evaluate (the memcg's tasks, or every process; not init or kernel
     threads; not tasks that cannot free memory where it is needed), in scan order."""
-    memcg_oom = is_memcg_oom(oc)
-    scan = mem_cgroup_scan_tasks(m, oc.memcg) if memcg_oom else m.processes()
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
     tasks: dict[int, Task] = {}
     views = []
-    # no nodemask and current may use every node: every process is cpuset-eligible
-    all_eligible = memcg_oom or (oc.nodemask is None and cur.mems_allowed is None)
     for p in scan:
-        if p.tgid == 1 or p.flags & PF_KTHREAD:  # oom_unkillable_task
-            continue
-        if not all_eligible and not oom_cpuset_eligible(m, p, oc, cur):
+        if oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
             continue
         v = oom_task_view(m, p)
         tasks[v.pid] = p

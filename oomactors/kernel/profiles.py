@@ -18,6 +18,7 @@ from policies.api import SKIPPED as _SKIPPED
 from policies.api import UNKILLABLE as _UNKILLABLE
 from policies.api import TaskView
 
+from .oom_kill import oom_badness
 from .task import OOM_SCORE_ADJ_MIN, PAGE_SIZE
 
 LONG_MIN = -(1 << 63)
@@ -136,19 +137,7 @@ def badness_419(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
 
 def badness_510(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """5.9+: the same, signed and unclamped; LONG_MIN for the ineligible (mm/oom_kill.c)."""
-    f = _oom_badness
-    if f is None:  # imported on first use: oom_kill imports this module's users
-        from .oom_kill import oom_badness as f
-        _set_oom_badness(f)
-    return f(p, totalpages)
-
-
-_oom_badness: "Callable[[TaskView, int], int] | None" = None
-
-
-def _set_oom_badness(f: "Callable[[TaskView, int], int]") -> None:
-    global _oom_badness
-    _oom_badness = f
+    return oom_badness(p, totalpages)
 
 
 # --- /proc/PID/oom_score by era ---------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from policies import api
 
@@ -22,29 +22,57 @@ UNLIMITED_KB = 1 << 50  # a memcg limit this big is "max" (PAGE_COUNTER_MAX, RES
 
 # --- line prefixes ---------------------------------------------------------------------
 _QUOTE = re.compile(r"^(?:[ \t]*>)+ ?")
-_TIME = r"(?:[A-Za-z]{3}\s+\d{1,2}\s+\d{1,2}:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*)"
-_SYSLOG_KERNEL = re.compile(rf"^{_TIME}\s+\S+\s+(?:<[^>]*>\s+)?kernel(?:\[\d+\])?:\s?")
+_CLOCK = r"\d{1,2}:\d\d:\d\d(?:[.,]\d+)?"
+# syslog / journalctl (short, short-precise, short-full, short-iso[-precise], RFC 3339)
+_TIME = (rf"(?:(?:[A-Za-z]{{3}},?\s+)?(?:[A-Za-z]{{3}}\s+\d{{1,2}}|\d{{4}}-\d\d-\d\d)[T ]\s*{_CLOCK}"
+         rf"(?:Z|[+-]\d\d:?\d\d)?(?:\s+[A-Z]{{2,5}})?)")
+_SYSLOG_KERNEL = re.compile(rf"^{_TIME}\s+\S+\s+(?:<[^>]*>\s+)?kernel(?:\[\d+\])?:\s?(?::\s?)?")
 _SYSLOG_HOST = re.compile(rf"^{_TIME}\s+\S+:\s?")
+_MONO_KERNEL = re.compile(r"^\[\s*\d+\.\d+\]\s+\S+\s+kernel(?:\[\d+\])?:\s?")  # journalctl -o short-monotonic
 _BARE_KERNEL = re.compile(r"^kernel(?:\[\d+\])?:\s?")
 _PRIORITY = re.compile(r"^<\d+>")
-_STAMP = re.compile(r"^\[\s*\d+\.\d+\](?:\[\s*[TC]\d+\])?\s?")
+_STAMP = re.compile(r"^\[\s*(?P<secs>\d+\.\d+)\](?:\s*\[\s*[TC]\d+\])?\s?")
+_CALLER = re.compile(r"^\[\s*[TC]\d+\]\s?")   # CONFIG_PRINTK_CALLER without a time stamp
 _STAMP_T = re.compile(r"^\[[^\[\]]*\d{1,2}:\d\d:\d\d[^\[\]]*\]\s?")
+_HMS = re.compile(r"(\d{1,2}):(\d\d):(\d\d(?:[.,]\d+)?)")
+
+
+def _clock_seconds(text: str) -> float | None:
+    m = _HMS.search(text)
+    if m is None:
+        return None
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3].replace(",", "."))
+
+
+def split_prefixes(line: str) -> tuple[float | None, str]:
+    """The time a log line carries (seconds: dmesg's own stamp, else the syslog clock of
+    the day; None without either) and the kernel's own text: without indentation, mail
+    quoting, the syslog/journal time-host-tag, a printk priority, the dmesg time stamp
+    (seconds or ``-T``) and the printk caller id."""
+    stamp = None
+    line = _QUOTE.sub("", line.lstrip(), count=1)
+    for rx in (_SYSLOG_KERNEL, _MONO_KERNEL, _SYSLOG_HOST, _BARE_KERNEL):
+        m = rx.match(line)
+        if m is not None:
+            stamp = _clock_seconds(m[0])
+            mono = re.match(r"\[\s*(\d+\.\d+)\]", m[0])
+            if mono is not None:
+                stamp = float(mono[1])
+            line = line[m.end():]
+            break
+    line = _PRIORITY.sub("", line.lstrip(), count=1)
+    m = _STAMP.match(line)
+    if m is not None:
+        return float(m["secs"]), line[m.end():]
+    m = _STAMP_T.match(line)
+    if m is not None:
+        return _clock_seconds(m[0]), line[m.end():]
+    return stamp, _CALLER.sub("", line, count=1)
 
 
 def strip_prefixes(line: str) -> str:
-    """The kernel's own text of a log line: without mail quoting, the syslog/journal
-    time-host-tag, a printk priority and the dmesg time stamp (seconds or ``-T``)."""
-    line = _QUOTE.sub("", line, count=1)
-    for rx in (_SYSLOG_KERNEL, _SYSLOG_HOST, _BARE_KERNEL):
-        new = rx.sub("", line, count=1)
-        if new != line:
-            line = new
-            break
-    line = _PRIORITY.sub("", line, count=1)
-    new = _STAMP.sub("", line, count=1)
-    if new == line:
-        new = _STAMP_T.sub("", line, count=1)
-    return new
+    """The kernel's own text of a log line (see :func:`split_prefixes`)."""
+    return split_prefixes(line)[1]
 
 
 # --- the kernel's lines ----------------------------------------------------------------
@@ -81,6 +109,8 @@ _EXITING = re.compile(r"OOM victim (?P<pid>\d+) \((?P<comm>.*)\) is already exit
 _GROUP = re.compile(r"^Tasks in (?P<path>\S+) are going to be killed due to memory\.oom\.group set")
 _NO_KILLABLE = re.compile(r"Out of memory and no killable process")
 _PANIC = re.compile(r"^Kernel panic - not syncing: (?P<msg>.*)$")
+_KILLED_ANY = re.compile(r"\bKilled process \d+ ")
+_REAPED = re.compile(r"^oom_reaper: reaped process")
 
 # column names of the task table, and the synonyms some kernels or patches used
 _COLUMN_ALIASES = {"score_adj": "oom_score_adj", "swap": "swapents"}
@@ -130,6 +160,7 @@ class Kill:
     message: str | None = None
     score: int | None = None
     uid: int | None = None
+    stamp: float | None = None
 
 
 @dataclass
@@ -171,6 +202,18 @@ class Report:
     closed: bool = False
     in_table: bool = False
     group_marker: bool = False
+    first_stamp: float | None = None       # the log's time of its first and last line
+    last_stamp: float | None = None
+    tentative: bool = False                # opened by a line other dumps print too (CPU:, Mem-Info:)
+    interleaved: list[int] = field(default_factory=list)  # foreign lines inside the table
+    merged: list[str] = field(default_factory=list)       # fragments put back together
+
+    def saw(self, n: int, stamp: float | None) -> None:
+        self.end_line = max(self.end_line, n)
+        if stamp is not None:
+            if self.first_stamp is None:
+                self.first_stamp = stamp
+            self.last_stamp = stamp
 
     # --- what the report says ---------------------------------------------------------
     @property
@@ -259,33 +302,107 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str]]:
 
 def parse_log(text: str, file: str = "<log>") -> tuple[list[Report], list[LogWarning]]:
     """Every OOM report in ``text`` (a log file's contents), and the lines skipped."""
-    reports: list[Report] = []
-    warnings: list[LogWarning] = []
-    cur: Report | None = None
-
-    def warn(n: int, msg: str) -> None:
-        warnings.append(LogWarning(file, n, msg))
-        if cur is not None:
-            cur.skipped_lines.append(n)
-
-    def start(n: int, partial: bool) -> Report:
-        nonlocal cur
-        if cur is not None:
-            cur.closed = True
-        cur = Report(file=file, line=n, end_line=n, partial=partial)
-        reports.append(cur)
-        return cur
-
+    parser = _Parser(file)
     for n, raw in _logical_lines(text):
-        line = strip_prefixes(raw).rstrip()
+        stamp, line = split_prefixes(raw)
         body = line.strip()
-        if not body:
-            continue
-        open_ = cur is not None and not cur.closed
+        if body:
+            parser.feed(n, stamp, body)
+    parser.end_table()
+    reports = [r for r in parser.reports if not r.tentative or r.rows or _kill_of(r) or r.memcg_limit_kb is not None]
+    return _put_back_together(reports), parser.warnings
 
+
+# Lines that may follow a task table in its own report: the table has ended when one comes.
+# Anything else inside a table is other console output written between its rows (another
+# CPU's printk, a getty or systemd on a serial console) and is passed over.
+_AFTER_TABLE = (_SUMMARY, _SELECT, _GROUP, _PANIC, _MEMCG_MEM, _KILLED_ANY, _REAPED, _NO_KILLABLE, _EXITING)
+_NOISE_LIMIT = 8   # this many foreign lines in a row: the table has ended (a report cut short)
+_PENDING_LIMIT = 3  # lines a row cut short waits for the rest of its text
+
+
+class _Parser:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.reports: list[Report] = []
+        self.warnings: list[LogWarning] = []
+        self.cur: Report | None = None
+        self.pending: tuple[int, str, int] | None = None   # line, text, lines waited
+        self.noise = 0
+
+    def warn(self, n: int, msg: str) -> None:
+        self.warnings.append(LogWarning(self.file, n, msg))
+        if self.cur is not None:
+            self.cur.skipped_lines.append(n)
+
+    def start(self, n: int, stamp: float | None, partial: bool) -> Report:
+        self.end_table()
+        if self.cur is not None:
+            self.cur.closed = True
+        self.cur = Report(file=self.file, line=n, end_line=n, partial=partial)
+        self.cur.saw(n, stamp)
+        self.reports.append(self.cur)
+        return self.cur
+
+    # --- the task table ---------------------------------------------------------------
+    def end_table(self) -> None:
+        if self.pending is not None:
+            n, text, _ = self.pending
+            self.pending = None
+            self.warn(n, _row_problem(self.cur.columns, text))
+        if self.cur is not None:
+            self.cur.in_table = False
+        self.noise = 0
+
+    def table_line(self, n: int, stamp: float | None, body: str) -> bool:
+        """Take a line met while a task table is open; False: the table has ended."""
+        cur = self.cur
+        if _ROW_START.match(body):
+            if self.pending is not None:
+                pn, text, _ = self.pending
+                self.pending = None
+                self.warn(pn, _row_problem(cur.columns, text))
+            row = _parse_row(cur.columns, n, body)
+            if row is not None:
+                cur.rows.append(row)
+            elif _row_fields(cur.columns, body) < len(cur.columns):
+                self.pending = (n, body, 0)   # perhaps cut by other output: wait for the rest
+            else:
+                self.warn(n, _row_problem(cur.columns, body))
+            self.noise = 0
+            cur.saw(n, stamp)
+            return True
+        if _HEADER.match(body) or any(rx.search(body) for rx in _AFTER_TABLE) or _INVOKED.match(body):
+            self.end_table()
+            return False
+        if self.pending is not None:
+            pn, text, waited = self.pending
+            for joined in (text + body, f"{text} {body}"):   # cut inside a field, or between two
+                row = _parse_row(cur.columns, pn, joined)
+                if row is not None:
+                    cur.rows.append(row)
+                    cur.merged.append(f"the row of pid {row.pid} at line {pn} was cut by other console "
+                                      f"output; its rest is at line {n}")
+                    self.pending = None
+                    cur.saw(n, stamp)
+                    return True
+            self.pending = (pn, text, waited + 1) if waited + 1 < _PENDING_LIMIT else None
+            if self.pending is None:
+                self.warn(pn, _row_problem(cur.columns, text))
+        self.noise += 1
+        if self.noise > _NOISE_LIMIT:
+            cur.interleaved = cur.interleaved[:-_NOISE_LIMIT]
+            self.end_table()
+            return False
+        cur.interleaved.append(n)
+        return True
+
+    # --- one line ---------------------------------------------------------------------
+    def feed(self, n: int, stamp: float | None, body: str) -> None:
+        cur = self.cur
         m = _INVOKED.match(body)
         if m:
-            rep = start(n, partial=False)
+            rep = self.start(n, stamp, partial=False)
             rep.comm = m["comm"].strip()
             rest = m["rest"]
             g, o, a = _GFP.search(rest), _ORDER.search(rest), _ADJ.search(rest)
@@ -299,78 +416,91 @@ def parse_log(text: str, file: str = "<log>") -> tuple[list[Report], list[LogWar
             if nm:
                 rep.nodemask = nm["nodemask"]
             if not (g and o):
-                warn(n, "could not read gfp_mask/order from the 'invoked oom-killer' line")
-            continue
+                self.warn(n, "could not read gfp_mask/order from the 'invoked oom-killer' line")
+            return
+        if cur is not None and cur.in_table and self.table_line(n, stamp, body):
+            return
+        open_ = cur is not None and not cur.closed
 
-        # a table row (or what should be one) while a task table is being read
+        if _ROW_START.match(body) and (cols := _headerless_columns(body, cur)) is not None:
+            if not open_ or cur.rows:
+                cur = self.start(n, stamp, partial=True)
+            cur.columns, cur.in_table, cur.header = cols, True, None
+            cur.notes.append(f"the task table has no header line: its {len(cols)} columns were taken as "
+                             f"{' '.join(cols[4:-3])} from the rows' shape")
+            self.table_line(n, stamp, body)
+            return
+
         header = _HEADER.match(body)
-        if open_ and cur.in_table and body.startswith("[") and header is None:
-            _table_row(cur, n, body, warn)
-            cur.end_line = n
-            continue
-        if open_ and cur.in_table:
-            cur.in_table = False
-
         if header is not None:
             if not open_ or cur.rows:
-                start(n, partial=True)  # a table without its report's first lines
+                cur = self.start(n, stamp, partial=True)  # a table without its report's first lines
             cols = [_COLUMN_ALIASES.get(c, c) for c in header["cols"].split()]
             if "rss" not in cols or cols[-1] != "name":
-                warn(n, "unrecognised task-table header")
-                continue
+                self.warn(n, "unrecognised task-table header")
+                return
             cur.header, cur.columns, cur.in_table = body, cols, True
-            cur.end_line = n
-            continue
+            cur.saw(n, stamp)
+            return
 
         m = _SELECT.match(body)
         if m:
             if not open_ or cur.selected is not None:
-                start(n, partial=True)
-            cur.selected = Kill(n, int(m["pid"]), m["comm"], m["msg"], int(m["score"]))
+                cur = self.start(n, stamp, partial=True)
+            cur.selected = Kill(n, int(m["pid"]), m["comm"], m["msg"], int(m["score"]), stamp=stamp)
             _note_message(cur, m["msg"])
-            cur.end_line = n
-            continue
+            cur.saw(n, stamp)
+            return
 
         if "Killed process" in body:
             m = _KILLED.match(body)
             if not m:
-                warn(n, "could not read a 'Killed process' line")
-                continue
-            kill = Kill(n, int(m["pid"]), m["comm"], m["msg"], uid=int(m["uid"]) if m["uid"] else None)
+                self.warn(n, "could not read a 'Killed process' line")
+                return
+            kill = Kill(n, int(m["pid"]), m["comm"], m["msg"], uid=int(m["uid"]) if m["uid"] else None,
+                        stamp=stamp)
             if cur is not None and cur.closed and cur.group_marker:
                 cur.group_kills.append(kill)  # memory.oom.group: the rest of the group
-                cur.end_line = n
-                continue
-            if not open_:
-                start(n, partial=True)
+                cur.saw(n, stamp)
+                return
+            if not open_ or cur.killed is not None:
+                cur = self.start(n, stamp, partial=True)
             cur.killed = kill
             _note_message(cur, m["msg"])
             cur.closed = True
-            cur.end_line = n
-            continue
+            cur.saw(n, stamp)
+            return
 
         m = _GROUP.match(body)
         if m and cur is not None:
             cur.group_marker = True
-            cur.end_line = n
-            continue
+            cur.saw(n, stamp)
+            return
 
         m = _MEMCG_MEM.match(body)
         if m:
             if not open_ or cur.memcg_limit_kb is not None:
-                start(n, partial=True)
+                cur = self.start(n, stamp, partial=True)
             cur.memcg_oom = True
             cur.memcg_limit_kb = int(m["limit"])
-            cur.end_line = n
-            continue
+            cur.saw(n, stamp)
+            return
 
         if (m := _PANIC.match(body)) is not None and cur is not None:
             cur.notes.append(f"the kernel panicked: {m['msg']}")
             cur.closed = True
-            continue
+            return
         if not open_:
-            continue  # outside a report: call traces, page allocation failures, ...
-        cur.end_line = n
+            if not _REPORT_HEAD.match(body):
+                return  # outside a report: call traces, page allocation failures, ...
+            # a paste that lost its first line: what follows may be a report's head (or
+            # another dump's: kept only if a table, a kill or memcg lines follow)
+            cur = self.start(n, stamp, partial=True)
+            cur.tentative = True
+        self.report_line(cur, n, stamp, body)
+
+    def report_line(self, cur: Report, n: int, stamp: float | None, body: str) -> None:
+        """A line inside an open report that neither opens nor closes one."""
         if (m := _CPU.match(body) or _PID_OLD.match(body)) is not None:
             if cur.kernel_version is None:
                 cur.kernel_version = m["ver"]
@@ -396,38 +526,169 @@ def parse_log(text: str, file: str = "<log>") -> tuple[list[Report], list[LogWar
         elif _TASKS_STATE.match(body):
             cur.tasks_state = True
         elif (m := _SUMMARY.match(body)) is not None:
-            _summary_line(cur, n, m["body"], warn)
+            _summary_line(cur, n, m["body"], self.warn)
         elif (m := _EXITING.search(body)) is not None:
             cur.notes.append(f"the kernel's choice, {m['comm']} ({m['pid']}), was already exiting: "
                              "nothing was killed")
-            cur.selected = Kill(n, int(m["pid"]), m["comm"])
+            cur.selected = Kill(n, int(m["pid"]), m["comm"], stamp=stamp)
             cur.closed = True
         elif _NO_KILLABLE.search(body):
             cur.notes.append("the kernel found no killable process")
             cur.closed = True
-    return reports, warnings
+        else:
+            return  # Mem-Info, call traces, ... of this report: nothing we read
+        cur.saw(n, stamp)
 
 
-def _table_row(rep: Report, n: int, body: str, warn: Any) -> None:
+_ROW_START = re.compile(r"^\[\s*\d+\s*\]")
+_REPORT_HEAD = re.compile(r"^(?:CPU: \d+ (?:UID: \d+ )?PID: \d+ Comm: |Pid: \d+, comm: |Mem-Info:|\d+ pages RAM\s*$|"
+                          r"Tasks state \(memory values in pages\):|\S+ cpuset=\S* mems_allowed=)")
+
+
+# the task table's columns by the number of fields of a row, when its header is lost
+_LAYOUTS = {
+    12: ("rss_anon", "rss_file", "rss_shmem", "pgtables_bytes"),   # 6.8+
+    10: ("nr_ptes", "nr_pmds"),                                    # 4.1-4.14
+    9: ("pgtables_bytes",),                                        # 4.15+ (or nr_ptes: 3.x-4.0)
+}
+
+
+def _headerless_columns(body: str, rep: Report | None) -> list[str] | None:
+    """The columns of a task-table row met without a header, from its shape: the pid in
+    brackets, then numbers, then the name."""
     m = _ROW.match(body)
-    numeric = rep.columns[:-1]
+    parts = m["rest"].split() if m else []
+    if len(parts) < 8:
+        return None
+    for fields in sorted(_LAYOUTS, reverse=True):
+        # the name may hold spaces: the first fields-2 words after the pid are the numbers
+        if len(parts) >= fields - 1 and all(p.lstrip("-").isdigit() for p in parts[:fields - 2]):
+            middle = list(_LAYOUTS[fields])
+            if middle == ["pgtables_bytes"]:
+                value = int(parts[4])
+                version = rep.kernel_version if rep is not None else None
+                old = version is not None and tuple(map(int, re.findall(r"\d+", version)[:2])) < (4, 15)
+                if old or value % PAGE_SIZE or value == 0:
+                    middle = ["nr_ptes"]
+            return ["pid", "uid", "tgid", "total_vm", "rss", *middle, "swapents", "oom_score_adj", "name"][1:]
+    return None
+
+
+def _row_fields(columns: Sequence[str], body: str) -> int:
+    m = _ROW.match(body)
+    return 1 + len(m["rest"].split(None, len(columns) - 1)) if m else 0
+
+
+def _parse_row(columns: Sequence[str], n: int, body: str) -> Row | None:
+    """The row ``body`` under ``columns`` (pid first, name last), or None if it is not one."""
+    m = _ROW.match(body)
+    numeric = columns[:-1]
     if m is None or not m["pid"].isdigit():
-        warn(n, f"skipped an unreadable task-table row: {body[:60]!r}")
-        return
+        return None
     parts = m["rest"].split(None, len(numeric))
     if len(parts) != len(numeric) + 1:
-        warn(n, f"skipped a task-table row with {len(parts)} fields (the header has {len(numeric) + 1}): "
-                f"{body[:60]!r}")
-        return
+        return None
     values: dict[str, int] = {}
     for col, text in zip(numeric, parts):
         try:
             values[col] = int(text)
         except ValueError:
             if col in _INT_COLUMNS:
-                warn(n, f"skipped a task-table row: {col} is {text!r}, not a number")
-                return
-    rep.rows.append(Row(n, int(m["pid"]), values, parts[-1].strip()))
+                return None
+    return Row(n, int(m["pid"]), values, parts[-1].strip())
+
+
+def _row_problem(columns: Sequence[str], body: str) -> str:
+    """Why ``body`` is not a row under ``columns``: the warning for a skipped row."""
+    m = _ROW.match(body)
+    if m is None or not m["pid"].isdigit():
+        return f"skipped an unreadable task-table row: {body[:60]!r}"
+    numeric = columns[:-1]
+    parts = m["rest"].split(None, len(numeric))
+    if len(parts) != len(numeric) + 1:
+        return (f"skipped a task-table row with {len(parts)} fields (the header has {len(numeric) + 1}): "
+                f"{body[:60]!r}")
+    for col, text in zip(numeric, parts):
+        if col in _INT_COLUMNS and not text.lstrip("-").isdigit():
+            return f"skipped a task-table row: {col} is {text!r}, not a number"
+    return f"skipped a task-table row: {body[:60]!r}"
+
+
+def _put_back_together(reports: list[Report]) -> list[Report]:
+    """Join the fragments of one report that lines out of order split in two: a task table
+    after its report's kill line (a paste that moved lines), or a kill line printed after a
+    report but pasted before it.  Fragments of different OOMs stay apart: two tables, two
+    kills, or times that say they were printed at different moments."""
+    out: list[Report] = []
+    for rep in reports:
+        prev = out[-1] if out else None
+        if prev is not None and _same_report(prev, rep):
+            _absorb(prev, rep)
+        else:
+            out.append(rep)
+    return out
+
+
+_SAME_MOMENT = 1.0  # seconds: one report is printed within milliseconds
+
+
+def _kill_of(rep: Report) -> list[Kill]:
+    return [k for k in (rep.selected, rep.killed, rep.summary) if k is not None]
+
+
+def _same_report(a: Report, b: Report) -> bool:
+    """Are the fragments ``a`` and then ``b`` one report whose lines were moved?"""
+    if not (a.partial or b.partial) or (a.rows and b.rows):
+        return False
+    if any(getattr(a, k) is not None and getattr(b, k) is not None for k in ("selected", "killed", "summary")):
+        return False
+    if a.memcg_limit_kb is not None and b.memcg_limit_kb is not None:
+        return False
+    table = a if a.rows else b if b.rows else None
+    killer = a if _kill_of(a) else b if _kill_of(b) else None
+    if table is not None and killer is not None and table is not killer:
+        # the kernel's victim is in its own report's table
+        if not {k.pid for k in _kill_of(killer)} <= {r.pid for r in table.rows}:
+            return False
+    if a.first_stamp is None or b.first_stamp is None:
+        # no times to go by: only a fragment that lacks its report's first lines follows it
+        return b.partial and table is not None and killer is not None and table is not killer
+    if max(a.last_stamp, b.last_stamp) - min(a.first_stamp, b.first_stamp) > _SAME_MOMENT:
+        return False
+    # a kill line is printed after its report's table: one printed before it is an earlier OOM's
+    return table is None or killer is None or killer.last_stamp >= table.first_stamp
+
+
+def _absorb(a: Report, b: Report) -> None:
+    # the report is the fragment with its first line, else the one the kernel printed first
+    if a.partial != b.partial:
+        b_first = a.partial
+    else:
+        b_first = a.first_stamp is not None and b.first_stamp is not None and b.first_stamp < a.first_stamp
+    base, moved = (b, a) if b_first else (a, b)
+    what = "task table" if moved.rows else "kill line" if _kill_of(moved) else "lines"
+    a.merged.append(f"lines out of order: the {what} at line {moved.line} belongs to the report at line "
+                    f"{base.line}")
+    a.partial = a.partial and b.partial
+    for name in ("comm", "pid", "gfp_mask", "gfp_flags", "order", "oom_score_adj", "nodemask", "kernel_version",
+                 "ram_pages", "reserved_pages", "swap_total_kb", "memcg_limit_kb", "memcg_memsw_limit_kb",
+                 "memcg_swap_limit_kb", "memcg", "constraint", "header", "selected", "killed", "summary"):
+        if getattr(a, name) is None:
+            setattr(a, name, getattr(b, name))
+    a.memcg_oom = a.memcg_oom or b.memcg_oom
+    a.tasks_state = a.tasks_state or b.tasks_state
+    a.allocating_task = a.allocating_task or b.allocating_task
+    if not a.columns:
+        a.columns = b.columns
+    a.rows.extend(b.rows)
+    a.group_kills.extend(b.group_kills)
+    for name in ("skipped_lines", "notes", "interleaved", "merged"):
+        getattr(a, name).extend(getattr(b, name))
+    a.line, a.end_line = min(a.line, b.line), max(a.end_line, b.end_line)
+    stamps = [s for s in (a.first_stamp, b.first_stamp) if s is not None]
+    a.first_stamp = min(stamps) if stamps else None
+    stamps = [s for s in (a.last_stamp, b.last_stamp) if s is not None]
+    a.last_stamp = max(stamps) if stamps else None
 
 
 def _note_message(rep: Report, msg: str | None) -> None:

@@ -207,6 +207,12 @@ def replay_report(rep: Report, index: int, policies: Sequence[tuple[str, Any]],
     notes = list(rep.notes)
     if rep.partial:
         notes.append("partial report: no 'invoked oom-killer' line")
+    notes.extend(rep.merged)
+    if rep.interleaved:
+        notes.append(f"passed over {len(rep.interleaved)} line(s) of other console output inside the task table "
+                     f"(lines {_spans(rep.interleaved)})")
+    notes.append(f"inferred: era {profile} from {profile_source}"
+                 + (f"; totalpages {totalpages} from {how}" if totalpages is not None else ""))
     if rep.selected is not None and rep.killed is not None and rep.selected.pid != rep.killed.pid:
         notes.append(f"the kernel selected {rep.selected.comm} ({rep.selected.pid}) and sacrificed its child "
                      f"{rep.killed.comm} ({rep.killed.pid}); policies are compared with the selection")
@@ -256,6 +262,20 @@ def replay_report(rep: Report, index: int, policies: Sequence[tuple[str, Any]],
         "skipped_lines": list(rep.skipped_lines),
         "notes": notes,
     }
+
+
+def _spans(lines: Sequence[int]) -> str:
+    """``3-5, 9`` for the lines 3, 4, 5 and 9."""
+    out: list[str] = []
+    first = prev = None
+    for n in [*sorted(lines), None]:
+        if first is not None and (n is None or n != prev + 1):
+            out.append(str(first) if first == prev else f"{first}-{prev}")
+            first = None
+        if first is None:
+            first = n
+        prev = n
+    return ", ".join(out)
 
 
 def read_log(path: str) -> str:

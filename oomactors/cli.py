@@ -354,7 +354,7 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .compare import compare, tables
+    from .comparison import compare, tables
 
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),

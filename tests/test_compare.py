@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from oomactors import sim
 from oomactors.cli import main
-from oomactors.compare import (COLUMNS, Killed, aggregate, cell, collateral, compare, freed_per_kill_mib, hog,
-                               killed_processes, recovery, run_metrics, stall_intervals)
+from oomactors.comparison import (COLUMNS, Killed, aggregate, cell, collateral, compare, freed_per_kill_mib, hog,
+                                  killed_processes, recovery, run_metrics, stall_intervals)
 from oomactors.config import load_config
 from oomactors.psi import psi_totals
 from oomactors.report import summarize

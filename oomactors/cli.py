@@ -199,8 +199,10 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     except InputError as err:
         _fail(err)
     cfg = repro.cfg
+    # the reproducer's own backend, unless --backend was given (then it must be the same)
+    given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks:
-        outcome, result = replay_repro(repro, sinks=sinks, backend=backend)
+        outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
     hz = cfg.kernel.hz
     v = outcome.violation
     summary = summarize(outcome.records, seed=repro.seed, hz=hz,

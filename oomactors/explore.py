@@ -22,8 +22,9 @@ Search strategies:
 
 Shrinking (random and pct): the seed alone is tried first; then the choices are
 delta-debugged (ddmin: keep one chunk or drop one, halves, quarters, ... down to single
-choices) and each hold is made smaller (a yield, then 1 jiffy, then half), keeping the
-*same* invariant violated.  While shrinking, choices are replayed by anchor -- (pid, point, n-th time that
+choices) and each hold is made as small as it can be (a yield if that will do, else a
+binary search for the shortest hold that still fails), keeping the *same* invariant
+violated.  While shrinking, choices are replayed by anchor -- (pid, point, n-th time that
 pid reached that point) -- rather than by index, since dropping one choice shifts the
 index of every later decision.  The result is recorded from the last failing run, so
 ``oomactors run --replay`` replays it strictly by index, byte for byte.
@@ -214,13 +215,6 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
 # --- shrinking ------------------------------------------------------------------------------
 
 
-def _simpler(action: int) -> list[int]:
-    """Smaller perturbations than ``action``: a yield, then 1 jiffy, then half the hold."""
-    if action <= 0:
-        return []
-    return [a for a in dict.fromkeys((-1, 1, action // 2)) if a != 0 and (a == -1 or a < action)]
-
-
 def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, int, int]],
             budget: int) -> Outcome:
     target = out.invariant
@@ -266,17 +260,33 @@ def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, in
                 if n >= len(items):
                     break
                 n = min(2 * n, len(items))
-    # smaller holds
-    i = 0
-    while i < len(items) and ctx.shrink_runs < budget:
-        pid, point, occ, action = items[i]
-        for smaller in _simpler(action):
-            cand = items[:i] + [(pid, point, occ, smaller)] + items[i + 1:]
-            used = test(cand)
+    # smaller holds: a yield where one will do, else the shortest hold that still fails
+    # (a binary search between 0 and the hold: h fails and h-1 does not, unless the budget
+    # ran out first)
+    for anchor in [a[:3] for a in items]:
+        def at() -> int | None:
+            return next((j for j, a in enumerate(items) if a[:3] == anchor), None)
+
+        def try_action(action: int) -> bool:
+            nonlocal items
+            j = at()
+            if j is None:
+                return False
+            used = test(items[:j] + [(*anchor, action)] + items[j + 1:])
             if used is not None:
                 items = used
-                break
-        i += 1
+            return used is not None
+
+        j = at()
+        if j is None or items[j][3] <= 0 or try_action(-1):
+            continue
+        lo, hi = 0, items[j][3]
+        while hi - lo > 1 and ctx.shrink_runs < budget:
+            mid = (lo + hi) // 2
+            if try_action(mid):
+                hi = mid
+            else:
+                lo = mid
     return best
 
 

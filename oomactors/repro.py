@@ -3,7 +3,7 @@
 A reproducer (:func:`write_repro`, :func:`load_repro`; written by ``oomactors explore``)
 is a JSON object::
 
-    {"format": "oomactors-repro/1",
+    {"format": "oomactors-repro/2",
      "config": {...},            # Config.as_dict(): the whole normalized config
      "seed": 12,                 # the run's seed
      "schedule": [[812, 7, "may_oom.locked", 5], ...],  # Schedule.to_json()
@@ -12,14 +12,21 @@ is a JSON object::
      "events": ["[    0.512000] cpu3 pid 7 ...", ...],   # the events up to the violation
      "policy": null,             # --policy spec, or null for the config's own
      "fixes": {"oom_lock": false},  # kernel fixes switched by the caller (sim.run fixes=)
-     "checks": ["oom_lock_exclusion"], "scheduler": "random"}  # how it was found
+     "checks": ["oom_lock_exclusion"], "scheduler": "random",  # how it was found
+     "backend": "trio",          # the anyio backend the schedule was recorded on
+     "version": "0.1.0",         # the oomactors that wrote it
+     "digest": {"config": "…", "seed": "…", ...}}  # a SHA-256 prefix of each field in SEALED
 
-``checks`` and ``scheduler`` are informational; everything else is needed to replay
-(:func:`replay_repro`, ``oomactors run --replay FILE``), strictly by decision index.
+``checks``, ``scheduler``, ``violation`` and ``events`` are informational; everything in
+:data:`SEALED` decides the replay (:func:`replay_repro`, ``oomactors run --replay FILE``,
+strictly by decision index), so each has its digest: a field edited by hand, or a file
+written by another version of oomactors, is refused with the field's name rather than
+replayed into a silent "did not reproduce".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +38,9 @@ from .errors import InputError
 from .invariants import INVARIANTS, InvariantViolation
 from .schedule import ReplayScheduler, Schedule, Scheduler
 
-FORMAT = "oomactors-repro/1"
+FORMAT = "oomactors-repro/2"
+# the fields that decide a replay, each sealed by its digest
+SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version")
 EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating one
 
 
@@ -145,13 +154,35 @@ def reproduce_command(path: str) -> str:
     return f"oomactors run --replay {path}"
 
 
+def project_version() -> str:
+    """The installed oomactors' version (schedules are only replayable by the same model)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("oomactors")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown"
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+
+
+def seal(repro: dict[str, Any]) -> dict[str, Any]:
+    """``repro`` with the digest of each field that decides its replay (what regenerating
+    a reproducer means; explore does it for every file it writes)."""
+    return {**repro, "digest": {key: _digest(repro.get(key)) for key in SEALED}}
+
+
 def make_repro(cfg: Config, *, seed: int, schedule: Schedule, invariant: str, message: str,
                events: list[str], policy: Any = None, fixes: dict[str, bool] | None = None,
-               checks: list[str] | None = None, scheduler: str | None = None) -> dict[str, Any]:
-    return {"format": FORMAT, "config": cfg.as_dict(), "seed": seed, "schedule": schedule.to_json(),
-            "invariant": invariant, "violation": message, "events": list(events),
-            "policy": policy_spec(policy), "fixes": dict(fixes or {}),
-            "checks": list(checks or [invariant]), "scheduler": scheduler}
+               checks: list[str] | None = None, scheduler: str | None = None,
+               backend: str = "trio") -> dict[str, Any]:
+    return seal({"format": FORMAT, "config": cfg.as_dict(), "seed": seed, "schedule": schedule.to_json(),
+                 "invariant": invariant, "violation": message, "events": list(events),
+                 "policy": policy_spec(policy), "fixes": dict(fixes or {}),
+                 "checks": list(checks or [invariant]), "scheduler": scheduler, "backend": backend,
+                 "version": project_version()})
 
 
 def write_repro(path: str | Path, repro: dict[str, Any]) -> None:
@@ -173,6 +204,7 @@ class Repro:
     fixes: dict[str, bool]
     checks: list[str]
     raw: dict[str, Any]
+    backend: str = "trio"
 
 
 def load_repro(path: str | Path) -> Repro:
@@ -188,6 +220,9 @@ def load_repro(path: str | Path) -> Repro:
         raise InputError(f"{path}: cannot read reproducer: not UTF-8 text") from e
     except ValueError as e:
         raise InputError(f"{path}: not a reproducer: bad JSON: {e}") from e
+    if isinstance(data, dict) and data.get("format") == "oomactors-repro/1":
+        raise InputError(f"{path}: format: written by an older oomactors (oomactors-repro/1, without a digest): "
+                         "regenerate it with `oomactors explore`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a reproducer (format is not {FORMAT!r})")
     for key in ("config", "seed", "schedule", "invariant"):
@@ -219,14 +254,40 @@ def load_repro(path: str | Path) -> Repro:
     checks = data.get("checks") or [invariant]
     if not isinstance(checks, list) or not all(isinstance(c, str) for c in checks):
         raise InputError(f"{path}: checks: expected a list of invariant names")
+    backend = data.get("backend")
+    if backend not in ("trio", "asyncio"):
+        raise InputError(f"{path}: backend: expected \"trio\" or \"asyncio\"")
+    _check_seal(path, data)
     return Repro(cfg, seed, schedule, invariant, str(data.get("violation", "")), events, policy,
-                 fixes, checks, data)
+                 fixes, checks, data, backend)
+
+
+def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
+    """Refuse a reproducer whose replay-deciding fields are not the ones explore wrote."""
+    digest = data.get("digest")
+    if not isinstance(digest, dict):
+        raise InputError(f"{path}: digest: missing: this reproducer cannot show it was not edited; "
+                         "regenerate it with `oomactors explore`")
+    for key in SEALED:
+        if digest.get(key) != _digest(data.get(key)):
+            raise InputError(f"{path}: {key}: edited since the reproducer was written (its digest does not "
+                             "match); regenerate it with `oomactors explore` rather than edit it")
+    here = project_version()
+    if data["version"] != here:
+        raise InputError(f"{path}: version: written by oomactors {data['version']}, this is {here}: the model "
+                         "may schedule differently; regenerate it with this version's `oomactors explore`")
 
 
 def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = None,
-                 check: bool = True, backend: str = "trio") -> tuple[Outcome, Any]:
-    """Run a reproducer's config, seed and schedule (strict replay), checking its
-    invariant.  Returns the outcome and the RunResult (None if the violation ended it)."""
+                 check: bool = True, backend: str | None = None) -> tuple[Outcome, Any]:
+    """Run a reproducer's config, seed and schedule (strict replay) on the backend it was
+    recorded on, checking its invariant.  Returns the outcome and the RunResult (None if
+    the violation ended it).  Another ``backend`` is refused: the interleaving is the
+    backend's, so the schedule would diverge."""
+    if backend is not None and backend != repro.backend:
+        raise InputError(f"backend: the schedule was recorded on {repro.backend}, not {backend}; "
+                         f"replay it on {repro.backend}")
+    backend = repro.backend
     checks = check_names([repro.invariant]) if check else []
     return _run(repro.cfg, seed=repro.seed, checks=checks, scheduler=ReplayScheduler(repro.schedule, strict=True),
                 policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend)

@@ -15,6 +15,7 @@ from oomactors.cli import main
 from oomactors.config import parse_config
 from oomactors.errors import InputError
 from oomactors.explore import FORMAT, explore, load_repro, replay_repro, write_repro
+from oomactors.repro import seal
 from oomactors.trace.stream import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +191,8 @@ def test_a_diverging_replay_says_where(tmp_path, found):
     first = found.repro["schedule"][0]
     wrong = [[first[0], first[1] + 50, first[2], first[3]]] + found.repro["schedule"][1:]
     path = tmp_path / "div.json"
-    path.write_text(json.dumps({**found.repro, "schedule": wrong}))
+    # regenerated (sealed) as explore would write it: a schedule the model no longer takes
+    path.write_text(json.dumps(seal({**found.repro, "schedule": wrong})))
     p = _cli("run", "--replay", str(path))
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert (f"choice #{first[0]}: schedule says pid {first[1] + 50} at {first[2]}, "
@@ -209,3 +211,78 @@ def test_cli_run_with_a_scheduler_prints_its_schedule(tmp_path):
     assert pct["scheduler"] == "pct" and pct["decisions"] > 100
     plain = json.loads(_cli("run", str(cfg), "--json").stdout)
     assert "schedule" not in plain
+
+
+def _edited(repro: dict, key: str, value) -> dict:
+    return {**repro, key: value}
+
+
+def test_an_edited_reproducer_is_refused_naming_the_field(tmp_path, found):
+    sched = found.repro["schedule"]
+    first = sched[0]
+    longer = [[first[0], first[1], first[2], first[3] + 1 if first[3] > 0 else 5]] + sched[1:]
+    flip = [list(c) for c in sched]       # a yield into a hold, or a hold into a yield
+    flip[0][3] = 1 if first[3] == -1 else -1
+    to_yield = flip
+    cases = {
+        "hold.json": (_edited(found.repro, "schedule", longer), "schedule"),
+        "yield.json": (_edited(found.repro, "schedule", to_yield), "schedule"),
+        "seed.json": (_edited(found.repro, "seed", found.repro["seed"] + 1), "seed"),
+        "fixes.json": (_edited(found.repro, "fixes", {}), "fixes"),
+        "config.json": (_edited(found.repro, "config", {**found.repro["config"], "run": {"seed": 99}}), "config"),
+        "policy.json": (_edited(found.repro, "policy", "largest-rss"), "policy"),
+        "invariant.json": (_edited(found.repro, "invariant", "page_conservation"), "invariant"),
+        "backend.json": (_edited(found.repro, "backend", "asyncio"), "backend"),
+        "version.json": (_edited(found.repro, "version", "0.0.1"), "version"),
+        "nodigest.json": ({k: v for k, v in found.repro.items() if k != "digest"}, "digest"),
+    }
+    for name, (data, field) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        p = _cli("run", "--replay", str(path))
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, (name, p.stderr)
+        assert p.stderr.startswith(f"oomactors: error: {path}: {field}: "), (name, p.stderr)
+    # a file explore wrote with another version of oomactors (its digest intact)
+    path = tmp_path / "other-version.json"
+    path.write_text(json.dumps(seal({**found.repro, "version": "0.0.1"})))
+    p = _cli("run", "--replay", str(path))
+    assert p.returncode == 2 and f"{path}: version: written by oomactors 0.0.1, this is" in p.stderr
+    # the previous format had no digest at all
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({**found.repro, "format": "oomactors-repro/1"}))
+    p = _cli("run", "--replay", str(path))
+    assert p.returncode == 2 and "oomactors-repro/1, without a digest" in p.stderr
+    # informational fields may change: the replay is the same
+    path = tmp_path / "notes.json"
+    path.write_text(json.dumps({**found.repro, "violation": "my note", "events": [], "checks": ["x"]}))
+    assert _cli("run", "--replay", str(path)).returncode == 1
+
+
+def test_a_reproducer_replays_on_its_own_backend_only(tmp_path, found):
+    assert found.repro["backend"] == "trio"
+    path = tmp_path / "r.json"
+    write_repro(path, found.repro)
+    p = _cli("run", "--replay", str(path), "--backend", "asyncio")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "backend: the schedule was recorded on trio, not asyncio" in p.stderr
+    assert _cli("run", "--replay", str(path), "--backend", "trio").returncode == 1
+
+
+def test_shrunk_holds_are_as_short_as_they_can_be(found):
+    from oomactors.repro import checked_run
+    from oomactors.schedule import AnchoredScheduler, Anchoring, ReplayScheduler
+
+    seed = found.violation.seed
+    anchoring = Anchoring(ReplayScheduler(found.schedule, strict=True))
+    assert checked_run(CFG, seed=seed, checks=["oom_lock_exclusion"], scheduler=anchoring,
+                       fixes=OFF).invariant == "oom_lock_exclusion"
+    anchors = anchoring.anchors
+    holds = [i for i, a in enumerate(anchors) if a[3] > 0]
+    assert holds, "the race needs a hold inside the lock"
+    for i in holds:
+        pid, point, occ, action = anchors[i]
+        for shorter in ([-1] + ([action - 1] if action > 1 else [])):
+            cand = anchors[:i] + [(pid, point, occ, shorter)] + anchors[i + 1:]
+            got = checked_run(CFG, seed=seed, checks=["oom_lock_exclusion"], scheduler=AnchoredScheduler(cand),
+                              fixes=OFF)
+            assert got.invariant is None, (anchors[i], shorter)

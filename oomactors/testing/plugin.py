@@ -18,9 +18,11 @@ has nothing to object to inside ``@given`` tests):
   (``trio.to_thread.run_sync``) with a random generator of its own for trio's seeded
   scheduler: the trace is byte-identical to the synchronous fixture's.
 
-Reproducers go to ``--oomactors-repro-dir DIR`` if given, else to ``oomactors-repro/``
-under pytest's base temporary directory (kept for the last three sessions); outside
-pytest (:func:`run_checked` called directly) to ``.oomactors/`` in the current directory.
+Reproducers go to ``--oomactors-repro-dir DIR`` if given, else to ``oomactors-repro/`` in
+pytest's cache directory (``.pytest_cache/d/oomactors-repro``, the same in every session);
+outside pytest (:func:`run_checked` called directly) to ``.oomactors/`` in the current
+directory.  The plugin's own frames are hidden from failure tracebacks: a failure shows
+the property, the shrunk schedule and the replay command.
 
 This module imports nothing heavy at import time (pytest loads it in every session) and
 never needs Hypothesis.
@@ -115,9 +117,22 @@ def _scheduler_for(schedule: Any, scheduler: Any) -> "tuple[Scheduler | None, Sc
     return ReplayScheduler(schedule, strict=not schedule.lenient), schedule
 
 
+def _jiffies(duration: Any, hz: int) -> int | None:
+    """``duration`` as jiffies: a string as a config writes it (``"5s"``, ``"300ms"``), a
+    :class:`~oomactors.units.Duration`, or an int already in jiffies."""
+    if duration is None or (isinstance(duration, int) and not isinstance(duration, bool)):
+        return duration
+    from oomactors.errors import InputError
+    from oomactors.units import parse_duration, to_jiffies
+    try:
+        return to_jiffies(parse_duration(duration), hz)
+    except ValueError as e:
+        raise InputError(f"oom_sim duration: {e}") from None
+
+
 def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = None,
                 scheduler: Any = None, checks: Iterable[str] | None = None, policy: Any = None,
-                fixes: dict[str, bool] | None = None, duration: int | None = None,
+                fixes: dict[str, bool] | None = None, duration: int | str | None = None,
                 repro_dir: str | Path | bool | None = None) -> "RunResult":
     """Run one simulation with the named invariants (default: all of ``INVARIANTS``).
 
@@ -126,7 +141,7 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
     :class:`~oomactors.schedule.Schedule` (or its compact/JSON form) to replay, or
     ``scheduler`` any :class:`~oomactors.schedule.Scheduler`; ``policy``: a policy
     instance or spec; ``fixes``: ``[kernel.fixes]`` switches to override; ``duration``:
-    jiffies instead of ``run.duration``.  Raises :class:`SimFailure` when an invariant
+    instead of ``run.duration``, as a config writes it (``"5s"``) or in jiffies.  Raises :class:`SimFailure` when an invariant
     breaks, after writing a reproducer into ``repro_dir`` (``None``: ``.oomactors/`` in
     the current directory; ``False``: write none).
     """
@@ -135,7 +150,9 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
     from oomactors.invariants import INVARIANTS, InvariantViolation
     from oomactors.repro import named_checker, policy_instance
 
+    __tracebackhide__ = True  # a failure shows the property, the schedule and the replay line
     cfg = _load(cfg_or_path)
+    duration = _jiffies(duration, cfg.kernel.hz)
     if checks is None:
         names = check_names(INVARIANTS)
     else:
@@ -172,6 +189,7 @@ def _hypothesis_context() -> Any:
 def _failure(cfg: "Config", seed: int, caught: dict[str, Any], *, policy: Any, fixes: Any,
              checks: list[str], scheduler_name: str | None, drawn: "Schedule | None",
              repro_dir: str | Path | bool | None) -> SimFailure:
+    __tracebackhide__ = True
     from oomactors.explore import event_lines, make_repro, reproduce_command, write_repro
     from oomactors.schedule import Schedule
 
@@ -282,6 +300,7 @@ def _in_async_context() -> bool:
 
 
 def _in_thread(fn: Callable[[], Any]) -> Any:
+    __tracebackhide__ = True
     out: dict[str, Any] = {}
 
     def target() -> None:
@@ -300,6 +319,7 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
 
 async def run_checked_async(cfg_or_path: Any, **kw: Any) -> "RunResult":
     """:func:`run_checked` from inside a trio run: in a worker thread."""
+    __tracebackhide__ = True
     import trio
     _isolate_trio_random()
     return await trio.to_thread.run_sync(functools.partial(run_checked, cfg_or_path, **kw))
@@ -312,13 +332,19 @@ def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("oomactors", "oomactors simulations")
     group.addoption(REPRO_DIR_OPTION, dest="oomactors_repro_dir", default=None, metavar="DIR",
                     help="where oom_sim writes reproducers of invariant violations "
-                         "(default: oomactors-repro/ under pytest's base temporary directory)")
+                         "(default: .pytest_cache/d/oomactors-repro)")
 
 
 def _repro_dir(request: Any, tmp_path_factory: Any) -> Path:
+    """``--oomactors-repro-dir``, else ``oomactors-repro`` in pytest's cache directory
+    (``.pytest_cache/d/oomactors-repro``: the same place every session, kept until
+    ``--cache-clear``), else (the cache plugin off) under the base temporary directory."""
     given = request.config.getoption("oomactors_repro_dir", None)
     if given:
         return Path(given)
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("oomactors-repro"))
     return tmp_path_factory.getbasetemp() / "oomactors-repro"
 
 
@@ -330,7 +356,8 @@ class OomSim:
 
     def __call__(self, cfg_or_path: Any, *, seed: int | None = None, schedule: Any = None,
                  scheduler: Any = None, checks: Iterable[str] | None = None, policy: Any = None,
-                 fixes: dict[str, bool] | None = None, duration: int | None = None) -> "RunResult":
+                 fixes: dict[str, bool] | None = None, duration: int | str | None = None) -> "RunResult":
+        __tracebackhide__ = True
         run = functools.partial(run_checked, cfg_or_path, seed=seed, schedule=schedule, scheduler=scheduler,
                                 checks=checks, policy=policy, fixes=fixes, duration=duration,
                                 repro_dir=self._repro_dir())
@@ -347,6 +374,7 @@ class OomSimAsync(OomSim):
     """The ``oom_sim_async`` fixture's value: ``await oom_sim_async(cfg, ...)``."""
 
     async def __call__(self, cfg_or_path: Any, **kw: Any) -> "RunResult":  # type: ignore[override]
+        __tracebackhide__ = True
         kw.setdefault("repro_dir", self._repro_dir())
         return await run_checked_async(cfg_or_path, **kw)
 

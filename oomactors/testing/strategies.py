@@ -357,8 +357,8 @@ def configs(*, memory_mib: tuple[int, int] = (64, 256), cpus: tuple[int, int] = 
 # --- schedules ----------------------------------------------------------------------------------
 
 
-def schedules(max_index: int, max_len: int = 8, *, menu: Iterable[int] | None = None,
-              hz: int = 250) -> st.SearchStrategy[Schedule]:
+def schedules(max_index: Any, max_len: int = 8, *, menu: Iterable[int] | None = None,
+              hz: int | None = None, seed: int | None = None) -> st.SearchStrategy[Schedule]:
     """A sparse, lenient :class:`~oomactors.schedule.Schedule`: up to ``max_len``
     perturbations at distinct decision indices in ``[0, max_index)``, each an action of
     ``menu`` (default :func:`oomactors.schedule.default_menu`: -1 yield, or a hold of 1,
@@ -366,10 +366,36 @@ def schedules(max_index: int, max_len: int = 8, *, menu: Iterable[int] | None = 
     index without checking), and the list shrinks towards fewer perturbations, earlier
     indices and the first action of the menu (a yield).
 
-    ``max_index`` is usually ``RunResult.decisions`` of an unperturbed run of the config."""
+    ``max_index`` is the number of decision points to draw below, or -- simpler -- the
+    config the schedules are for (a :class:`~oomactors.config.Config`, a config dict or a
+    TOML path): its unperturbed run (at ``seed``, default its ``run.seed``) is simulated
+    once, when the strategy is built, to count them, and its HZ sizes the menu."""
+    if not isinstance(max_index, int) or isinstance(max_index, bool):
+        cfg = _config_of(max_index)
+        hz = cfg.kernel.hz if hz is None else hz
+        max_index = _decisions(cfg, cfg.run.seed if seed is None else seed)
     if max_index < 1:
         return st.just(Schedule())
-    return sparse_schedules(k=max_index, max_choices=max_len, menu=menu, hz=hz)
+    return sparse_schedules(k=max_index, max_choices=max_len, menu=menu, hz=250 if hz is None else hz)
+
+
+def _config_of(value: Any) -> Config:
+    from .plugin import _load
+    return _load(value)
+
+
+_DECISIONS: dict[tuple[str, int], int] = {}
+
+
+def _decisions(cfg: Config, seed: int) -> int:
+    """Decision points of the unperturbed run of ``cfg`` at ``seed`` (cached)."""
+    import json
+
+    from .. import sim
+    key = (json.dumps(cfg.as_dict(), sort_keys=True, default=str), seed)
+    if key not in _DECISIONS:
+        _DECISIONS[key] = sim.run(cfg, seed=seed, env_checks=False).decisions
+    return _DECISIONS[key]
 
 
 __all__ = ["SIM_SETTINGS", "GFP_MASKS", "LOOPING_GFP_MASKS", "oom_score_adjs", "gfp_masks", "steps",

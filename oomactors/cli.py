@@ -18,6 +18,7 @@ import click
 from .errors import InputError, OomactorsError
 
 EXIT_INTERRUPTED = 130
+EXIT_VACUOUS = 3  # explore --strict: no run reached what an invariant guards
 
 
 def _fail(err: InputError) -> None:
@@ -242,11 +243,14 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
 @click.option("--policy", "policy_spec", metavar="NAME", help="Kill policy, as for `run`.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="oomactors-repro.json",
               show_default=True, help="Where to write the reproducer of a violation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result}.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result, coverage}.")
+@click.option("--strict", is_flag=True, help="Exit 3 when no run reached the code an invariant guards.")
 def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
-            fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool) -> None:
+            fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool,
+            strict: bool = False) -> None:
     """Search schedules of CONFIG for a violation of the --check invariants, shrink it and
-    write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input."""
+    write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input;
+    3 (with --strict): none found, and no run reached what an invariant guards."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -254,6 +258,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     from .explore import reproduce_command, write_repro
 
     from .explore import check_names
+    from .sched import POINTS
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
@@ -286,6 +291,10 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     else:
         click.echo(f"explored {res.runs} runs in {res.seconds:.1f}s ({search} scheduler, "
                    f"k={res.decisions} decision points per unperturbed run)")
+        cov = res.coverage
+        click.echo(f"reached {len(cov['points'])} of {len(POINTS)} scheduling points and "
+                   f"{len(cov['branches'])} kernel branches; {cov['oom_invocations']} out_of_memory calls, "
+                   f"{cov['kills']} kills")
         v = res.violation
         if v is None:
             click.echo(f"no violation of {', '.join(res.checks)}")
@@ -299,8 +308,13 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
                 click.echo(f"  {line}")
             click.echo(f"reproducer: {out_path}")
             click.echo(f"reproduce with: {reproduce_command(out_path)}")
+    for name, guarded in res.vacuous.items():
+        click.echo(f"oomactors: warning: no run reached what {name} guards ({' or '.join(guarded)}): "
+                   "the search says nothing about it", err=True)
     if res.violation is not None:
         sys.exit(1)
+    if strict and res.vacuous:
+        sys.exit(EXIT_VACUOUS)
 
 
 @main.group()

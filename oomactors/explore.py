@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import Config
+from .coverage import Coverage
 from .errors import InputError, OomactorsError
 from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_run, event_lines,
                     load_repro, make_repro, policy_spec, replay_repro, reproduce_command,
@@ -81,6 +82,8 @@ class ExploreResult:
     decisions: int = 0                 # k: decision points of the unperturbed run
     scheduler: str = "random"
     checks: list[str] = field(default_factory=list)
+    coverage: dict[str, Any] = field(default_factory=dict)  # over the search runs
+    vacuous: dict[str, tuple[str, ...]] = field(default_factory=dict)  # invariant -> guarded branches
 
     def as_json(self, repro_path: str | None = None) -> dict[str, Any]:
         result = None
@@ -94,7 +97,8 @@ class ExploreResult:
                       "repro": repro_path,
                       "reproduce": reproduce_command(repro_path) if repro_path else None}
         return {"runs": self.runs, "seconds": round(self.seconds, 3), "scheduler": self.scheduler,
-                "checks": self.checks, "decisions": self.decisions, "result": result}
+                "checks": self.checks, "decisions": self.decisions, "result": result,
+                "coverage": self.coverage, "vacuous": {k: list(v) for k, v in self.vacuous.items()}}
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class _Ctx:
         self.runs = 0
         self.shrink_runs = 0
         self.found = 0
+        self.coverage = Coverage()   # of the search runs (not the shrinking)
 
     def run(self, seed: int, scheduler: Scheduler, *, shrinking: bool = False) -> Outcome:
         out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler,
@@ -143,6 +148,7 @@ class _Ctx:
             self.shrink_runs += 1
         else:
             self.runs += 1
+            self.coverage.merge(out.coverage)
             if out.violation is not None:
                 self.found += 1
         if self.progress is not None:
@@ -188,9 +194,11 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
             if out.violation is not None:
                 found = (run_seed, out, anchoring.anchors)
                 break
+    coverage = ctx.coverage.as_dict()
+    vacuous = ctx.coverage.vacuous(checks) if found is None else {}
     if found is None:
         return ExploreResult(ctx.runs, None, None, time.perf_counter() - t0, None, decisions=k,
-                             scheduler=scheduler, checks=checks)
+                             scheduler=scheduler, checks=checks, coverage=coverage, vacuous=vacuous)
     run_seed, out, anchors = found
     found_at = ctx.runs
     found_schedule = out.schedule
@@ -209,7 +217,7 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
                        fixes=fixes, checks=checks, scheduler=scheduler)
     return ExploreResult(ctx.runs, violation, check.schedule, time.perf_counter() - t0, repro,
                          found_schedule=found_schedule, shrink_runs=ctx.shrink_runs, decisions=k,
-                         scheduler=scheduler, checks=checks)
+                         scheduler=scheduler, checks=checks, coverage=coverage)
 
 
 # --- shrinking ------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ first arguments and keep their kernel names.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import Any, Callable
 
 from .config import Config
@@ -107,6 +109,8 @@ class Machine:
              "oom_scan_ns", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
              "workingset_refault_file", "pswpout"), 0)
         self.workingset_shadows: dict[Any, int] = {}  # evicted page cache by owner (kernel/workingset.py)
+        # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
+        self.branches: Counter[str] = Counter()
         # set by the runner (oomactors.sim)
         self.seed = 0
         self.rng: Any = None

@@ -49,12 +49,14 @@ EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating on
 
 @dataclass
 class Outcome:
-    """What one run gave: the violation (or None), its records and recorded schedule."""
+    """What one run gave: the violation (or None), its records and recorded schedule, and
+    what it reached (:meth:`oomactors.coverage.Coverage.as_dict`)."""
 
     violation: InvariantViolation | None
     machine: Any
     schedule: Schedule
     decisions: int
+    coverage: dict[str, Any] | None = None
 
     @property
     def records(self) -> list[tuple]:
@@ -107,18 +109,23 @@ def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | No
          fixes: dict[str, bool] | None, sinks: list[Callable[[tuple], None]] | None,
          backend: str = "trio") -> tuple[Outcome, Any]:
     """The run, and its RunResult (None when a violation ended it)."""
+    from .coverage import Coverage
+
     caught: dict[str, Any] = {}
+    cov = Coverage()
     try:
         res = sim.run(cfg, seed=seed, backend=backend, scheduler=scheduler,
                       checkers=[named_checker(n, caught) for n in checks], policy=policy_instance(cfg, policy),
-                      fixes=fixes, sinks=sinks, env_checks=False)
+                      fixes=fixes, sinks=[*(sinks or ()), cov], env_checks=False)
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
         if v is None or "m" not in caught:
             raise  # not a violation (sim.run already unwrapped errors of ours)
         m = caught["m"]
-        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions), None  # type: ignore[arg-type]
-    return Outcome(None, res.machine, res.schedule, res.decisions), res
+        cov.add_machine(m)
+        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions, cov.as_dict()), None  # type: ignore[arg-type]
+    cov.add_machine(res.machine)
+    return Outcome(None, res.machine, res.schedule, res.decisions, cov.as_dict()), res
 
 
 def policy_instance(cfg: Config, policy: Any) -> Any:

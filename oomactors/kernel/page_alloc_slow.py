@@ -256,14 +256,19 @@ async def __alloc_pages_may_oom(m: "Machine", cur: "Task", gfp_mask: int, order:
             page = get_page_from_freelist(m, cur, (gfp_mask | G.__GFP_HARDWALL) & ~G.__GFP_DIRECT_RECLAIM,
                                           order, ALLOC_WMARK_HIGH | ALLOC_CPUSET, ac, nr)
         if page is not None:
+            m.branches["may_oom: high watermark page"] += 1
             return page, did_some_progress
         if cur.flags & PF_DUMPCORE:
+            m.branches["may_oom: coredump"] += 1
             return None, 0            # coredumps can quickly deplete all memory reserves
         if order > PAGE_ALLOC_COSTLY_ORDER:
+            m.branches["may_oom: costly order"] += 1
             return None, 0            # the OOM killer will not help higher order allocs
         if gfp_mask & (G.__GFP_RETRY_MAYFAIL | G.__GFP_THISNODE):
+            m.branches["may_oom: retry_mayfail or thisnode"] += 1
             return None, 0            # the caller has a better fallback than a kill
         if ac.highest_zoneidx < ZONE_NORMAL:
+            m.branches["may_oom: lowmem"] += 1
             return None, 0            # no needless kills for lowmem
         oc = OomControl(ac.zonelist, ac.nodemask, None, gfp_mask, order)
         # what this OOM is about, for invariant checkers (no_unnecessary_kill): the request
@@ -276,6 +281,7 @@ async def __alloc_pages_may_oom(m: "Machine", cur: "Task", gfp_mask: int, order:
         if oom_progress or gfp_mask & G.__GFP_NOFAIL:
             did_some_progress = 1
             if gfp_mask & G.__GFP_NOFAIL:
+                m.branches["may_oom: nofail fallback"] += 1
                 page = __alloc_pages_cpuset_fallback(m, cur, gfp_mask, order, ALLOC_NO_WATERMARKS, ac, nr)
         return page, did_some_progress
     finally:

@@ -68,9 +68,18 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         _fail(err)
     run_seed = cfg.run.seed if seed is None else seed
     policy = _policy(cfg, policy_spec)
+    from .textout import RefusalLog
+    refusals = RefusalLog()
+    live = _live(cfg, as_json)
     with _tracing(trace_path, run_seed, cfg) as sinks:
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
-        result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy, sinks=sinks, scheduler=scheduler)
+        sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
+        try:
+            result = sim.run(cfg, seed=run_seed, backend=backend, policy=policy, sinks=sinks,
+                             scheduler=scheduler)
+        finally:
+            if live is not None:
+                live.close()
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
@@ -79,9 +88,10 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    for line in console_lines(result.records, hz=result.hz):
-        click.echo(line)
-    _print_summary(summary)
+    if live is None:  # else its lines were shown as they happened
+        for line in console_lines(result.records, hz=result.hz):
+            click.echo(line)
+    _print_summary(summary, refusals)
     if scheduler is not None:
         click.echo(f"{scheduler_name} scheduler: {len(result.schedule)} of {result.decisions} decisions "
                    f"departed from the default" + (f": {result.schedule.dumps()}" if result.schedule else ""))
@@ -140,32 +150,22 @@ def list_policies(as_json: bool) -> None:
         table.add_column(col)
     for i in infos:
         table.add_row(i.name, i.kind, i.origin, i.description)
-    Console(highlight=False).print(table)
+    from .textout import show
+    show(table)
 
 
-def _print_summary(s: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_summary(s: dict[str, Any], refusals: Any = None) -> None:
+    from .textout import print_summary
+    print_summary(s, refusals)
 
-    console = Console(highlight=False)
-    console.print(f"\nsimulated {s['simulated_seconds']:.3f}s (seed {s['seed']}, policy {s['policy']}"
-                  + (f" + {s['daemon']}" if s["daemon"] else "") + f", ended by {s['end_reason']}): "
-                  f"{s['events']} events, {s['oom_invocations']} out_of_memory calls, "
-                  f"{s['oom_lock_contended']} oom_lock contentions, {s['alloc_failures']} allocation failures"
-                  + (f", PANIC: {s['panic']}" if s["panic"] else ""))
-    if s["kills"]:
-        table = Table(title="OOM kills")
-        for col in ("t (s)", "pid", "comm", "points"):
-            table.add_column(col, justify="right" if col != "comm" else "left")
-        for k in s["kills"]:
-            table.add_row(f"{k['t']:.3f}", str(k["pid"]), k["comm"], str(k["points"]))
-        console.print(table)
-    table = Table(title="Tasks")
-    for col in ("pid", "comm", "outcome"):
-        table.add_column(col)
-    for t in s["tasks"]:
-        table.add_row(str(t["pid"]), t["comm"], t["outcome"])
-    console.print(table)
+
+def _live(cfg: Any, as_json: bool) -> Any:
+    """The console-and-progress sink of a run on a terminal (None with --json or off one)."""
+    if as_json or not sys.stdout.isatty():
+        return None
+    from .live import LiveRun
+    from .units import to_jiffies
+    return LiveRun(hz=cfg.kernel.hz, duration=to_jiffies(cfg.run.duration, cfg.kernel.hz))
 
 
 def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int, backend: str,
@@ -395,10 +395,14 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
         click.echo(json.dumps(data, indent=2))
         return
     out = Console(highlight=False)
+    if not out.is_terminal:
+        from .textout import show
+        show(*tables(data))
+        return
     for table in tables(data):
         # never squeeze the columns: as wide as the table needs (a narrow terminal wraps lines)
         need = Console(width=1000).measure(table).maximum
-        Console(highlight=False, width=max(need, out.width if out.is_terminal else 0)).print(table)
+        Console(highlight=False, width=max(need, out.width)).print(table)
 
 
 @main.command("replay")
@@ -427,10 +431,15 @@ def replay_cmd(logfiles: tuple[str, ...], policy_names: tuple[str, ...], profile
 
 
 def _print_replay(results: list[dict[str, Any]]) -> None:
-    from rich.console import Console
+    from .textout import text_console
+
+    with text_console() as console:
+        _print_replay_on(console, results)
+
+
+def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    console = Console(highlight=False)
     for r in results:
         inv = r["invoking_task"]
         console.print(f"[bold]report {r['index']}[/bold]  {r['file']}:{r['line']}-{r['end_line']}")

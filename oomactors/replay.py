@@ -53,6 +53,7 @@ What the log cannot say, and what is assumed instead (README, "What is simplifie
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -279,13 +280,31 @@ def _spans(lines: Sequence[int]) -> str:
 
 
 def read_log(path: str) -> str:
+    """The text of a log: ``-`` is standard input; gzip and xz files (told by their magic
+    bytes, whatever their name) are decompressed."""
     try:
-        data = Path(path).read_bytes()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not a log file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror or err}") from None
-    return data.decode("utf-8", errors="replace")
+    return _decompress(data, path).decode("utf-8", errors="replace")
+
+
+def _decompress(data: bytes, path: str) -> bytes:
+    import gzip
+    import lzma
+    import zlib
+    try:
+        if data[:2] == b"\x1f\x8b":
+            return gzip.decompress(data)
+        if data[:6] == b"\xfd7zXZ\x00":
+            return lzma.decompress(data, format=lzma.FORMAT_XZ)
+    except EOFError:
+        raise InputError(f"{path}: compressed log is truncated") from None
+    except (OSError, lzma.LZMAError, zlib.error) as err:
+        raise InputError(f"{path}: cannot decompress: {err}") from None
+    return data
 
 
 def replay_files(paths: Sequence[str], policy_names: Sequence[str] = ("linux",),

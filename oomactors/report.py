@@ -304,40 +304,63 @@ CONSOLES: dict[str, Console510] = {"2.4": Console24(), "2.6.36": Console2636(), 
 
 def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None = None) -> list[str]:
     """The kernel log the run's kernel era would have printed for this run."""
-    from .kernel.profiles import DEFAULT_PROFILE, PROFILES
-
-    table = table or EventTable()
+    text = ConsoleText(hz=hz, table=table)
     out: list[str] = []
-    header_printed = False
-    memcg_info: dict[str, Any] | None = None
-    era = CONSOLES[PROFILES[DEFAULT_PROFILE].console]
-
-    def say(t: int, text: str) -> None:
-        out.append(f"[{t / hz:12.6f}] {text}")
-
     for rec in records:
+        if rec[1] in text.ids:
+            out += text.feed(rec)
+    return out
+
+
+class ConsoleText:
+    """The kernel console, one event at a time: :meth:`feed` returns the lines an event
+    prints (often none), so a run's console can be shown while it runs (an event sink)
+    and :func:`console_lines` is the same text for a whole run.  ``ids`` are the event ids
+    that can print or change what is printed; others need not be fed."""
+
+    def __init__(self, *, hz: int, table: EventTable | None = None) -> None:
+        from .kernel.profiles import DEFAULT_PROFILE, PROFILES
+
+        self.hz = hz
+        self.table = table or EventTable()
+        self.ids = frozenset(i for i, n in enumerate(self.table.names)
+                             if n in _CONSOLE or n == "sim:out_of_memory_enter")
+        self.header_printed = False
+        self.memcg_info: dict[str, Any] | None = None
+        self.era = CONSOLES[PROFILES[DEFAULT_PROFILE].console]
+
+    def feed(self, rec: tuple) -> list[str]:
+        from .kernel.profiles import DEFAULT_PROFILE, PROFILES
+
+        table, hz = self.table, self.hz
         name = table.names[rec[1]]
+        out: list[str] = []
         if not name.startswith("sim:"):
-            continue
+            return out
         t = rec[0]
         if name == "sim:out_of_memory_enter":
-            header_printed = False
-            continue
+            self.header_printed = False
+            return out
         if name not in _CONSOLE:
-            continue
+            return out
+        era = self.era
+
+        def say(t: int, text: str) -> None:
+            out.append(f"[{t / hz:12.6f}] {text}")
+
         ev = table.decode(rec, hz)
         if name == "sim:run_start":
             prof = PROFILES.get(ev.get("profile") or DEFAULT_PROFILE)
             if prof is not None:
-                era = CONSOLES[prof.console]
+                self.era = CONSOLES[prof.console]
         elif name == "sim:oom_header":
-            header_printed = True
+            self.header_printed = True
             line = era.invoked(ev)
             if line is None:
-                continue
+                return out
             say(t, line)
-            if memcg_info is not None:  # mem_cgroup_print_oom_meminfo, where show_mem() would be
-                mi, memcg_info = memcg_info, None
+            if self.memcg_info is not None:  # mem_cgroup_print_oom_meminfo, where show_mem() would be
+                mi, self.memcg_info = self.memcg_info, None
                 say(t, f"memory: usage {mi['usage_kb']}kB, limit {mi['limit_kb']}kB, failcnt {mi['failcnt']}")
                 say(t, f"swap: usage {mi['swap_usage_kb']}kB, limit {mi['swap_limit_kb']}kB, "
                        f"failcnt {mi['swap_failcnt']}")
@@ -348,15 +371,15 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
                 for r in ev["rows"]:
                     say(t, era.row(r))
         elif name == "sim:memcg_oom_meminfo":
-            memcg_info = ev
+            self.memcg_info = ev
         elif name == "sim:memcg_oom_group":
             say(t, f"Tasks in {ev['path']} are going to be killed due to memory.oom.group set")
         elif name == "sim:oom_sacrifice":
             say(t, f"{ev['message']}: Kill process {ev['pid']} ({ev['comm']}) score {ev['score']} "
                    f"or sacrifice child")
         elif name == "sim:oom_kill":
-            if header_printed and era.summary_line:
-                header_printed = False  # dump_oom_summary: once per report, not per group member
+            if self.header_printed and era.summary_line:
+                self.header_printed = False  # dump_oom_summary: once per report, not per group member
                 oom_memcg = ev.get("oom_memcg") or ""
                 memcg_ctx = f"oom_memcg={oom_memcg}" if oom_memcg else "global_oom"
                 say(t, f"oom-kill:constraint={ev['constraint']},nodemask={ev['nodemask']},"
@@ -380,7 +403,7 @@ def console_lines(records: Iterable[tuple], *, hz: int, table: EventTable | None
             say(t, "Out of memory and no killable processes...")
         elif name == "sim:panic":
             say(t, f"Kernel panic - not syncing: {ev['message']}")
-    return out
+        return out
 
 
 _CONSOLE = {"sim:run_start", "sim:vm_killing", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",

@@ -71,7 +71,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     from .textout import RefusalLog
     refusals = RefusalLog()
     live = _live(cfg, as_json)
-    with _tracing(trace_path, run_seed, cfg) as sinks:
+    with _tracing(trace_path, run_seed, cfg, policy=policy) as sinks:
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
         try:
@@ -98,7 +98,8 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
 
 
 @contextlib.contextmanager
-def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> Iterator[list | None]:
+def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "",
+             policy: Any = None) -> Iterator[list | None]:
     """The sinks of a run (the --trace writer, if any).  Whatever ends the run, the trace
     written so far is closed and readable: bad input met mid-run (a policy that raised, a
     replay that diverged) is one line and exit 2, Ctrl-C exits 130."""
@@ -107,7 +108,8 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     writer = None
     if trace_path:
         try:
-            writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict())
+            writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
+                                 extra=_provenance(cfg, policy))
         except OSError as err:
             _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
     so_far = f"; trace so far in {trace_path}" if trace_path else ""
@@ -121,6 +123,20 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()
+
+
+def _provenance(cfg: Any, policy: Any) -> dict[str, Any]:
+    """What `trace show --header` reports beside the config and seed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        ours = version("oomactors")
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        ours = "unknown"
+    if policy is None and cfg.policy is not None:
+        name = cfg.policy.name
+    else:
+        name = getattr(policy, "name", None) or "linux"
+    return {"oomactors_version": ours, "policy": name}
 
 
 def _policy(cfg: Any, spec: str | None) -> Any:
@@ -324,20 +340,74 @@ def trace() -> None:
 
 @trace.command("show")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def trace_show(path: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (same as --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "ftrace"]), default="text",
+              show_default=True, help="text: dmesg-style lines; json: one object per line; "
+                                      "ftrace: trace-cmd/trace_pipe-style lines.")
+@click.option("--header", is_flag=True,
+              help="Print what produced the trace (version, seed, policy, HZ, config) instead of its events.")
+def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
     """Print the events of a trace file."""
-    from .trace.render import json_line, text_line
-    from .trace.stream import decode, read_trace
+    from .trace.stream import read_trace
 
-    render = json_line if as_json else text_line
     try:
         tr = read_trace(path)
-        for rec in tr.records():
-            click.echo(render(decode(tr, rec)))
+        if header:
+            from .trace.header import header_text
+            from .trace.header import header_info
+            click.echo(json.dumps(header_info(tr), indent=2) + "\n" if as_json or fmt == "json"
+                       else header_text(tr), nl=False)
+            return
+        out = sys.stdout
+        if as_json or fmt == "json":
+            from .trace.render import render_trace_json
+            render_trace_json(tr.names, tr.fields, tr.hz, tr.records(), out)
+        elif fmt == "ftrace":
+            from .trace.ftrace import render_ftrace
+            render_ftrace(tr, out)
+        else:
+            from .trace.render import render_trace_text
+            render_trace_text(tr.names, tr.fields, tr.hz, tr.records(), out)
     except InputError as err:
         sys.stdout.flush()
         _fail(err)
+    except BrokenPipeError:  # `trace show ... | head`
+        sys.stderr.close()
+        sys.exit(0)
+
+
+@trace.command("stats")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def trace_stats_cmd(path: str, as_json: bool) -> None:
+    """Events per kind, and the time each task spent in each state."""
+    from .trace.stats import STATES, trace_stats
+    from .trace.stream import read_trace
+
+    try:
+        st = trace_stats(read_trace(path))
+    except InputError as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    from rich.table import Table
+
+    from .textout import show
+    kinds = Table(title=f"{st['total']} events in {st['seconds']:.3f} simulated s", title_justify="left")
+    kinds.add_column("event")
+    kinds.add_column("count", justify="right")
+    kinds.add_column("share", justify="right")
+    for name, n in st["events"].items():
+        kinds.add_row(name, str(n), f"{100 * n / max(1, st['total']):.1f}%")
+    tasks = Table(title="Time per task state (s; direct reclaim is inside the slow path)",
+                  title_justify="left")
+    for col in ("pid", "comm", "dispatches", *STATES):
+        tasks.add_column(col, justify="left" if col == "comm" else "right")
+    for pid, t in st["tasks"].items():
+        tasks.add_row(str(pid), t["comm"], str(t["dispatches"]),
+                      *(f"{t[s]:.3f}" if s in t else "-" for s in STATES))
+    show(kinds, tasks)
 
 
 @main.command()

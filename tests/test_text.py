@@ -135,3 +135,118 @@ def test_run_off_a_terminal_prints_no_bar_and_the_same_lines():
     assert out.startswith("\n".join(console_lines(r.records, hz=r.hz)) + "\n")
     js = _cli("run", "--json").output
     assert json.loads(js)["kills"] and "simulating" not in js
+
+
+def _trace(tmp_path: Path, config: str = "quickstart.toml", *extra: str) -> Path:
+    path = tmp_path / "run.trace"
+    res = _cli("run", str(ROOT / "configs" / config), "--trace", str(path), *extra)
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def test_trace_show_fast_path_is_byte_for_byte_the_per_event_renderers(tmp_path: Path):
+    from oomactors.trace.render import json_line, text_line
+    from oomactors.trace.stream import decode, read_trace
+
+    path = _trace(tmp_path, "userspace-earlyoom.toml")
+    tr = read_trace(path)
+    text = _cli("trace", "show", str(path)).output
+    assert text == "".join(text_line(decode(tr, r)) + "\n" for r in tr.records())
+    js = _cli("trace", "show", str(path), "--json").output
+    assert js == "".join(json_line(decode(tr, r)) + "\n" for r in tr.records())
+    assert _cli("trace", "show", str(path), "--format", "json").output == js
+
+
+def test_ftrace_format_has_the_kernels_sched_switch_fields(tmp_path: Path):
+    import re
+
+    from oomactors.trace.stream import decode, read_trace
+
+    path = _trace(tmp_path)
+    tr = read_trace(path)
+    events = [decode(tr, r) for r in tr.records()]
+    lines = _cli("trace", "show", str(path), "--format", "ftrace").output.splitlines()
+    assert len(lines) == len(events)
+    line_re = re.compile(r"^ *(\S+)-(\d+) +\[(\d{3}|---)\] +(\d+\.\d{6}): (\w+): (.*)$")
+    switch_re = re.compile(r"prev_comm=(\S+) prev_pid=(\d+) prev_prio=120 prev_state=([RSDZX]) ==> "
+                           r"next_comm=(\S+) next_pid=(\d+) next_prio=120$")
+    comm = {e["pid"]: e["comm"] for e in events if e["event"] == "sim:task_new"}
+    last_on: dict[int, int] = {}
+    for ev, line in zip(events, lines):
+        m = line_re.match(line)
+        assert m, line
+        system, name = ev["event"].split(":")
+        kernel = system in ("oom", "vmscan", "sched", "signal", "compaction")
+        assert float(m[4]) == ev["t"] and m[5] == (name if kernel else f"{system}_{name}")
+        assert m[3] == ("---" if ev["cpu"] < 0 else f"{ev['cpu']:03d}")
+        if ev["event"] == "sched:sched_switch":
+            s = switch_re.match(m[6])
+            assert s, m[6]
+            assert (s[4], int(s[5])) == (ev["next_comm"], ev["next_pid"])
+            prev = int(s[2])
+            assert s[1] == (f"swapper/{ev['cpu']}" if prev == 0 else comm[prev])
+            assert (m[1], int(m[2])) == (("<idle>", 0) if prev == 0 else (comm[prev], prev))
+            if prev:  # the task that was last put on this CPU, not the one coming back
+                assert last_on[ev["cpu"]] == prev != ev["next_pid"]
+            last_on[ev["cpu"]] = ev["next_pid"]
+        elif ev["event"] == "oom:mark_victim":
+            assert f"pid={ev['pid']} comm={ev['comm']}" in m[6]
+    victim = next(e for e in events if e["event"] == "sched:sched_process_exit" and e["reason"] == "killed")
+    gone = [line for line in lines if f"prev_pid={victim['pid']} " in line
+            and float(line.split()[2].rstrip(":")) >= victim["t"]]
+    assert gone and all("prev_state=Z" in line for line in gone)
+
+
+def test_trace_header_says_what_produced_the_trace(tmp_path: Path):
+    from importlib.metadata import version
+
+    path = _trace(tmp_path, "userspace-earlyoom.toml", "--seed", "3")
+    head = _cli("trace", "show", str(path), "--header")
+    assert head.exit_code == 0
+    assert f"oomactors_version = '{version('oomactors')}'" in head.output
+    assert "seed = 3" in head.output and "policy = 'earlyoom'" in head.output
+    assert "[machine]" in head.output and "[[tasks]]" in head.output and 'name = "leaker"' in head.output
+    info = json.loads(_cli("trace", "show", str(path), "--header", "--json").output)
+    assert info["seed"] == 3 and info["policy"] == "earlyoom" and info["hz"] == 250
+    assert info["config"]["tasks"][0]["name"]
+    plain = json.loads(_cli("trace", "show", str(_trace(tmp_path)), "--header", "--json").output)
+    assert plain["policy"] == "linux"
+
+
+def test_trace_stats_counts_kinds_and_task_states(tmp_path: Path):
+    from collections import Counter
+
+    from oomactors.trace.stream import decode, read_trace
+
+    path = _trace(tmp_path)
+    tr = read_trace(path)
+    events = [decode(tr, r) for r in tr.records()]
+    st = json.loads(_cli("trace", "stats", str(path), "--json").output)
+    assert st["events"] == dict(Counter(e["event"] for e in events))
+    assert st["total"] == len(events)
+    leaker = next(e["pid"] for e in events if e["event"] == "sim:task_new" and e["comm"] == "leaker")
+    row = st["tasks"][str(leaker)]
+    begins = [e["t"] for e in events if e["event"] == "sim:slowpath_enter" and e["pid"] == leaker]
+    ends = [e["t"] for e in events if e["event"] == "sim:slowpath_exit" and e["pid"] == leaker]
+    end_t = events[-1]["t"]
+    spent = sum(b - a for a, b in zip(begins, ends + [end_t] * (len(begins) - len(ends))))
+    assert row["slow path"] == round(spent, 6) > 0
+    assert row["dispatches"] == sum(1 for e in events if e["event"] == "sched:sched_switch"
+                                    and e["next_pid"] == leaker)
+    text = _cli("trace", "stats", str(path)).output
+    assert "sched:sched_switch" in text and "leaker" in text
+
+
+def test_trace_show_of_a_bad_or_cut_trace_is_one_line(tmp_path: Path):
+    path = _trace(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.trace"
+    cut.write_bytes(data[: len(data) - 7])
+    for args in (["trace", "show", str(cut)], ["trace", "show", str(cut), "--format", "ftrace"],
+                 ["trace", "stats", str(cut)]):
+        res = _cli(*args)
+        assert res.exit_code == 2
+        assert res.stderr.strip().startswith("oomactors: error:") and res.stderr.count("\n") == 1
+    res = _cli("trace", "show", str(cut))
+    assert "truncated at byte" in res.output
+    assert res.output.count("\n") > 100  # what was readable came out first

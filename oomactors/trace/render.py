@@ -18,7 +18,8 @@ event's fields, in that order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -125,3 +126,102 @@ def render_json(events: Iterable[Mapping[str, Any]], out: TextIO) -> None:
     emit = log.msg
     for ev in events:
         emit(None, ev=ev)
+
+
+# --- fast paths for `trace show` ------------------------------------------------------------
+#
+# A trace holds ~21 bytes per event, so 20 MB/s of trace is about a million events a
+# second: the per-event work must be a few dict lookups and one str.format.  Each event
+# kind's format is compiled once into a positional format (pid first, then the fields in
+# record order), the time stamp is formatted once per jiffy, and lines are written in
+# batches.  The output is byte for byte what text_line/json_line give (tests compare).
+
+_BATCH = 8192
+
+
+def _positional(fmt: str, fields: Sequence[str], head: str = "", offset: int = 0) -> Callable[..., str] | None:
+    """``head`` + ``fmt`` with its named fields turned into positions of ``(pid, *fields)``
+    (shifted by ``offset``: 3 takes a whole record ``(t, id, cpu, pid, *fields)``)."""
+    index = {name: i + offset for i, name in enumerate(("pid", *fields))}
+    out = [head]
+    try:
+        for literal, name, spec, conv in string.Formatter().parse(fmt):
+            out.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is None:
+                continue
+            if name not in index or conv or not name.isidentifier():
+                return None
+            out.append("{" + str(index[name]) + (":" + spec if spec else "") + "}")
+    except ValueError:
+        return None
+    return "".join(out).format
+
+
+def _compiled(names: Sequence[str], fields: Sequence[Sequence[str]], heads: Sequence[str] | None = None,
+              offset: int = 0) -> list[Callable[..., str] | None]:
+    """Each event kind's format, compiled (None: unknown to this version, or its fields differ)."""
+    out: list[Callable[..., str] | None] = []
+    for i, (name, flds) in enumerate(zip(names, fields)):
+        eid = EVENT_ID.get(name)
+        head = heads[i] if heads is not None else ""
+        out.append(_positional(EVENTS[eid].fmt, flds, head, offset)
+                   if eid is not None and EVENTS[eid].fields == tuple(flds) else None)
+    return out
+
+
+def render_trace_text(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                      records: Iterable[tuple], out: TextIO) -> None:
+    """``trace show``: the records as text lines, the same bytes as :func:`text_line`."""
+    # "cpu{2} pid {3} NAME: " + the kind's format, over the whole record
+    heads = ["cpu{2} pid {3} " + n.replace("{", "{{").replace("}", "}}") + ": " for n in names]
+    fmts = _compiled(names, fields, heads, offset=3)
+    write = out.write
+    buf: list[str] = []
+    append = buf.append
+    last_t = None
+    stamp = ""
+    try:
+        for rec in records:
+            t = rec[0]
+            if t != last_t:
+                last_t = t
+                stamp = f"[{round(t / hz, 6):12.6f}] "
+            fmt = fmts[rec[1]]
+            try:
+                append(stamp + fmt(*rec))  # type: ignore[misc]
+            except (IndexError, ValueError, TypeError, KeyError, AttributeError):
+                eid = rec[1]
+                append(stamp + f"cpu{rec[2]} pid {rec[3]} {names[eid]}: "
+                       + " ".join(f"{k}={v}" for k, v in zip(("pid", *fields[eid]), rec[3:])))
+            if len(buf) >= _BATCH:
+                write("\n".join(buf) + "\n")
+                buf.clear()
+    finally:  # a torn trace raises after its last record: what was read still goes out
+        if buf:
+            write("\n".join(buf) + "\n")
+
+
+def render_trace_json(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                      records: Iterable[tuple], out: TextIO) -> None:
+    """``trace show --json``: the same bytes as :func:`json_line`, in batches."""
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+    heads = [f'{{"event":{dumps(n)}' for n in names]
+    keys = [[f",{dumps(f)}:" for f in flds] for flds in fields]
+    write = out.write
+    buf: list[str] = []
+    try:
+        for rec in records:
+            eid = rec[1]
+            parts = [f'{{"t":{round(rec[0] / hz, 6)!r},"event"', heads[eid][8:],
+                     f',"cpu":{rec[2]},"pid":{rec[3]}']
+            for k, v in zip(keys[eid], rec[4:]):
+                parts.append(k)
+                parts.append(dumps(v))
+            parts.append("}")
+            buf.append("".join(parts))
+            if len(buf) >= _BATCH:
+                write("\n".join(buf) + "\n")
+                buf.clear()
+    finally:  # a torn trace raises after its last record: what was read still goes out
+        if buf:
+            write("\n".join(buf) + "\n")

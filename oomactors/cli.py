@@ -71,7 +71,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     from .textout import RefusalLog
     refusals = RefusalLog()
     live = _live(cfg, as_json)
-    with _tracing(trace_path, run_seed, cfg, policy=policy) as sinks:
+    with _tracing(trace_path, run_seed, cfg) as sinks:
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
         try:
@@ -98,18 +98,18 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
 
 
 @contextlib.contextmanager
-def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "",
-             policy: Any = None) -> Iterator[list | None]:
+def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> Iterator[list | None]:
     """The sinks of a run (the --trace writer, if any).  Whatever ends the run, the trace
     written so far is closed and readable: bad input met mid-run (a policy that raised, a
     replay that diverged) is one line and exit 2, Ctrl-C exits 130."""
+    from .trace.header import provenance
     from .trace.stream import TraceWriter
 
     writer = None
     if trace_path:
         try:
             writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
-                                 extra=_provenance(cfg, policy))
+                                 extra=provenance())
         except OSError as err:
             _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
     so_far = f"; trace so far in {trace_path}" if trace_path else ""
@@ -123,20 +123,6 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "",
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()
-
-
-def _provenance(cfg: Any, policy: Any) -> dict[str, Any]:
-    """What `trace show --header` reports beside the config and seed."""
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        ours = version("oomactors")
-    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
-        ours = "unknown"
-    if policy is None and cfg.policy is not None:
-        name = cfg.policy.name
-    else:
-        name = getattr(policy, "name", None) or "linux"
-    return {"oomactors_version": ours, "policy": name}
 
 
 def _policy(cfg: Any, spec: str | None) -> Any:
@@ -371,8 +357,10 @@ def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
     except InputError as err:
         sys.stdout.flush()
         _fail(err)
-    except BrokenPipeError:  # `trace show ... | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # `trace show ... | head`: the reader has all it wanted
+        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
         sys.exit(0)
 
 

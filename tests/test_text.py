@@ -204,13 +204,18 @@ def test_trace_header_says_what_produced_the_trace(tmp_path: Path):
     head = _cli("trace", "show", str(path), "--header")
     assert head.exit_code == 0
     assert f"oomactors_version = '{version('oomactors')}'" in head.output
-    assert "seed = 3" in head.output and "policy = 'earlyoom'" in head.output
+    assert "seed = 3" in head.output
+    assert "policy = 'linux'" in head.output and "daemon = 'earlyoom'" in head.output  # beside the kernel
     assert "[machine]" in head.output and "[[tasks]]" in head.output and 'name = "leaker"' in head.output
     info = json.loads(_cli("trace", "show", str(path), "--header", "--json").output)
-    assert info["seed"] == 3 and info["policy"] == "earlyoom" and info["hz"] == 250
-    assert info["config"]["tasks"][0]["name"]
+    assert info["seed"] == 3 and (info["policy"], info["daemon"]) == ("linux", "earlyoom")
+    assert info["hz"] == 250 and info["config"]["tasks"][0]["name"]
+    assert info["config"]["policy"]["name"] == "earlyoom"
     plain = json.loads(_cli("trace", "show", str(_trace(tmp_path)), "--header", "--json").output)
-    assert plain["policy"] == "linux"
+    assert (plain["policy"], plain["daemon"]) == ("linux", None)
+    other = json.loads(_cli("trace", "show", str(_trace(tmp_path, "quickstart.toml", "--policy", "largest-rss")),
+                            "--header", "--json").output)
+    assert (other["policy"], other["daemon"]) == ("largest-rss", None)
 
 
 def test_trace_stats_counts_kinds_and_task_states(tmp_path: Path):

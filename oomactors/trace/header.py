@@ -1,5 +1,10 @@
 """``trace show --header``: what produced a trace (oomactors version, seed, policy, HZ and
-the whole config, as simulated: "auto" sizes resolved)."""
+the whole config, as simulated: "auto" sizes resolved).
+
+The seed, HZ and config are the trace header's own keys; the oomactors version is an extra
+header key the command line writes (:func:`provenance`); the policy and userspace daemon
+are the run's ``sim:policy`` event (none: the kernel's own, ``linux``), so that one fact
+lives in one place."""
 
 from __future__ import annotations
 
@@ -7,13 +12,41 @@ from typing import Any
 
 from .stream import Trace
 
-_SHOWN = ("oomactors_version", "seed", "policy", "daemon", "hz", "format", "version")
+_SHOWN = ("oomactors_version", "seed", "hz", "format", "version")
+
+
+def provenance() -> dict[str, Any]:
+    """Extra trace-header keys saying which oomactors wrote a trace."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return {"oomactors_version": version("oomactors")}
+    except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+        return {"oomactors_version": "unknown"}
+
+
+def run_policy(trace: Trace) -> tuple[str, str | None]:
+    """The kill policy and userspace daemon of the run, from its ``sim:policy`` event
+    (emitted at t=0, right after ``sim:run_start``)."""
+    try:
+        pid = trace.names.index("sim:policy")
+    except ValueError:
+        return "linux", None
+    fields = trace.fields[pid]
+    for rec in trace.records():
+        if rec[1] == pid:
+            ev = dict(zip(fields, rec[4:]))
+            return ev.get("policy", "linux"), ev.get("daemon") or None
+        if rec[0] > 0:
+            break
+    return "linux", None
 
 
 def header_info(trace: Trace) -> dict[str, Any]:
     """The header without its event table (that is `trace stats`' and the docs' business)."""
     h = trace.header
-    info = {k: h.get(k) for k in _SHOWN if k in h}
+    info = {k: h.get(k) for k in _SHOWN[:2] if k in h}
+    info["policy"], info["daemon"] = run_policy(trace)
+    info.update({k: h.get(k) for k in _SHOWN[2:] if k in h})
     info.update({k: v for k, v in h.items() if k not in info and k not in ("events", "config")})
     info["events_in_table"] = len(h.get("events", ()))
     info["config"] = h.get("config")
@@ -24,7 +57,7 @@ def header_text(trace: Trace) -> str:
     info = header_info(trace)
     lines = [f"# {trace.path}"]
     for k, v in info.items():
-        if k != "config":
+        if k != "config" and v is not None:
             lines.append(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}")
     lines.append("")
     lines.append("# the config, as simulated")
@@ -42,7 +75,7 @@ def _toml(config: dict[str, Any]) -> list[str]:
         return json.dumps(v, separators=(", ", " = ")) if not isinstance(v, dict) else _inline(v)
 
     def _inline(d: dict[str, Any]) -> str:
-        return "{ " + ", ".join(f"{k} = {value(v)}" for k, v in d.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {value(v)}" for k, v in d.items() if v is not None) + " }"
 
     def table(name: str, d: dict[str, Any]) -> None:
         scalars = {k: v for k, v in d.items() if not (isinstance(v, dict) and k != "time" and

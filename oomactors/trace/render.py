@@ -205,6 +205,7 @@ def render_trace_json(names: Sequence[str], fields: Sequence[Sequence[str]], hz:
                       records: Iterable[tuple], out: TextIO) -> None:
     """``trace show --json``: the same bytes as :func:`json_line`, in batches."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+    enc_str = json.encoder.encode_basestring_ascii  # what dumps does for a str, without the detour
     heads = [f'{{"event":{dumps(n)}' for n in names]
     keys = [[f",{dumps(f)}:" for f in flds] for flds in fields]
     write = out.write
@@ -216,7 +217,8 @@ def render_trace_json(names: Sequence[str], fields: Sequence[Sequence[str]], hz:
                      f',"cpu":{rec[2]},"pid":{rec[3]}']
             for k, v in zip(keys[eid], rec[4:]):
                 parts.append(k)
-                parts.append(dumps(v))
+                tv = type(v)
+                parts.append(str(v) if tv is int else enc_str(v) if tv is str else dumps(v))
             parts.append("}")
             buf.append("".join(parts))
             if len(buf) >= _BATCH:

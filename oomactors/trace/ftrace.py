@@ -20,9 +20,10 @@ task creation) show ``[---]``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TextIO
 
-from .render import _BATCH, _compiled
+from .render import _compiled, _pairs, write_batched
 from .stream import Trace
 
 _KERNEL_SYSTEMS = ("oom", "vmscan", "compaction", "sched", "signal")
@@ -36,6 +37,10 @@ def _event_name(name: str) -> str:
 
 
 def render_ftrace(trace: Trace, out: TextIO) -> None:
+    write_batched(_ftrace_lines(trace), out)
+
+
+def _ftrace_lines(trace: Trace) -> Iterator[str]:
     names, fields, hz = trace.names, trace.fields, trace.hz
     fmts = _compiled(names, fields)
     short = [_event_name(n) for n in names]
@@ -50,55 +55,46 @@ def render_ftrace(trace: Trace, out: TextIO) -> None:
     running: dict[int, int] = {}    # cpu -> the pid last put on it
     where: dict[int, int] = {}      # pid -> the cpu it was last put on
     state: dict[int, str] = {}      # pid -> the state it leaves its CPU in
-    write = out.write
-    buf: list[str] = []
     last_t = None
     stamp = ""
-    try:
-        for rec in trace.records():
-            t, eid, cpu, pid = rec[0], rec[1], rec[2], rec[3]
-            if t != last_t:
-                last_t = t
-                stamp = f"{round(t / hz, 6):12.6f}"
-            if eid == sw:
-                c = col[sw]
-                nxt, nxt_comm = rec[c["next_pid"]], rec[c["next_comm"]]
-                prev = running.get(cpu, 0)
-                if prev == nxt or where.get(prev) != cpu:
-                    prev = 0
-                prev_comm = comm.get(prev, "?") if prev else f"swapper/{cpu}"
-                prev_state = state.get(prev, "S") if prev else "R"
-                head = f"{comm.get(prev, '?') if prev else '<idle>'}-{prev}"
-                msg = (f"prev_comm={prev_comm} prev_pid={prev} prev_prio=120 prev_state={prev_state} ==> "
-                       f"next_comm={nxt_comm} next_pid={nxt} next_prio=120")
-                running[cpu] = nxt
-                where[nxt] = cpu
-                state.pop(nxt, None)
-                comm[nxt] = nxt_comm
-            else:
-                if eid == new:
-                    comm[pid] = rec[col[new]["comm"]]
-                    leader[pid] = rec[col[new]["tgid"]] == pid
-                elif eid == fork:
-                    comm[rec[col[fork]["child_pid"]]] = rec[col[fork]["child_comm"]]
-                elif eid == exit_:
-                    state[pid] = "Z" if leader.get(pid, True) else "X"
-                elif eid in d_ids and pid >= 0 and state.get(pid) not in ("Z", "X"):
-                    state[pid] = "D"
-                cur = running.get(cpu, 0) if cpu >= 0 else -1
-                head = "<...>-0" if cur < 0 else (f"{comm.get(cur, '?')}-{cur}" if cur else "<idle>-0")
-                fmt = fmts[eid]
-                try:
-                    msg: Any = fmt(*rec[3:]) if fmt is not None else None
-                except (IndexError, ValueError, TypeError, KeyError, AttributeError):
-                    msg = None
-                if msg is None:
-                    msg = " ".join(f"{k}={v}" for k, v in zip(("pid", *fields[eid]), rec[3:]))
-            cpu_col = f"[{cpu:03d}]" if cpu >= 0 else "[---]"
-            buf.append(f"{head:>22} {cpu_col} {stamp}: {short[eid]}: {msg}")
-            if len(buf) >= _BATCH:
-                write("\n".join(buf) + "\n")
-                buf.clear()
-    finally:  # a torn trace raises after its last record: what was read still goes out
-        if buf:
-            write("\n".join(buf) + "\n")
+    for rec in trace.records():
+        t, eid, cpu, pid = rec[0], rec[1], rec[2], rec[3]
+        if t != last_t:
+            last_t = t
+            stamp = f"{round(t / hz, 6):12.6f}"
+        if eid == sw:
+            c = col[sw]
+            nxt, nxt_comm = rec[c["next_pid"]], rec[c["next_comm"]]
+            prev = running.get(cpu, 0)
+            if prev == nxt or where.get(prev) != cpu:
+                prev = 0
+            prev_comm = comm.get(prev, "?") if prev else f"swapper/{cpu}"
+            prev_state = state.get(prev, "S") if prev else "R"
+            head = f"{comm.get(prev, '?') if prev else '<idle>'}-{prev}"
+            msg = (f"prev_comm={prev_comm} prev_pid={prev} prev_prio=120 prev_state={prev_state} ==> "
+                   f"next_comm={nxt_comm} next_pid={nxt} next_prio=120")
+            running[cpu] = nxt
+            where[nxt] = cpu
+            state.pop(nxt, None)
+            comm[nxt] = nxt_comm
+        else:
+            if eid == new:
+                comm[pid] = rec[col[new]["comm"]]
+                leader[pid] = rec[col[new]["tgid"]] == pid
+            elif eid == fork:
+                comm[rec[col[fork]["child_pid"]]] = rec[col[fork]["child_comm"]]
+            elif eid == exit_:
+                state[pid] = "Z" if leader.get(pid, True) else "X"
+            elif eid in d_ids and pid >= 0 and state.get(pid) not in ("Z", "X"):
+                state[pid] = "D"
+            cur = running.get(cpu, 0) if cpu >= 0 else -1
+            head = "<...>-0" if cur < 0 else (f"{comm.get(cur, '?')}-{cur}" if cur else "<idle>-0")
+            fmt = fmts[eid]
+            try:
+                msg: Any = fmt(*rec[3:]) if fmt is not None else None
+            except (IndexError, ValueError, TypeError, KeyError, AttributeError):
+                msg = None
+            if msg is None:
+                msg = _pairs(fields[eid], rec)
+        cpu_col = f"[{cpu:03d}]" if cpu >= 0 else "[---]"
+        yield f"{head:>22} {cpu_col} {stamp}: {short[eid]}: {msg}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -169,61 +169,70 @@ def _compiled(names: Sequence[str], fields: Sequence[Sequence[str]], heads: Sequ
     return out
 
 
-def render_trace_text(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
-                      records: Iterable[tuple], out: TextIO) -> None:
-    """``trace show``: the records as text lines, the same bytes as :func:`text_line`."""
-    # "cpu{2} pid {3} NAME: " + the kind's format, over the whole record
-    heads = ["cpu{2} pid {3} " + n.replace("{", "{{").replace("}", "}}") + ": " for n in names]
-    fmts = _compiled(names, fields, heads, offset=3)
+def _pairs(fields: Sequence[str], rec: tuple) -> str:
+    """``pid=.. key=value ..``: an event whose format does not fit (another version's)."""
+    return " ".join(f"{k}={v}" for k, v in zip(("pid", *fields), rec[3:]))
+
+
+def write_batched(lines: Iterable[str], out: TextIO) -> None:
+    """Write ``lines`` in batches of :data:`_BATCH`.  A torn trace raises after its last
+    complete record: what was rendered until then still goes out first."""
     write = out.write
     buf: list[str] = []
-    append = buf.append
-    last_t = None
-    stamp = ""
     try:
-        for rec in records:
-            t = rec[0]
-            if t != last_t:
-                last_t = t
-                stamp = f"[{round(t / hz, 6):12.6f}] "
-            fmt = fmts[rec[1]]
-            try:
-                append(stamp + fmt(*rec))  # type: ignore[misc]
-            except (IndexError, ValueError, TypeError, KeyError, AttributeError):
-                eid = rec[1]
-                append(stamp + f"cpu{rec[2]} pid {rec[3]} {names[eid]}: "
-                       + " ".join(f"{k}={v}" for k, v in zip(("pid", *fields[eid]), rec[3:])))
+        for line in lines:
+            buf.append(line)
             if len(buf) >= _BATCH:
                 write("\n".join(buf) + "\n")
                 buf.clear()
-    finally:  # a torn trace raises after its last record: what was read still goes out
+    finally:
         if buf:
             write("\n".join(buf) + "\n")
+
+
+def render_trace_text(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                      records: Iterable[tuple], out: TextIO) -> None:
+    """``trace show``: the records as text lines, the same bytes as :func:`text_line`."""
+    write_batched(_text_lines(names, fields, hz, records), out)
+
+
+def _text_lines(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                records: Iterable[tuple]) -> Iterator[str]:
+    # "cpu{2} pid {3} NAME: " + the kind's format, over the whole record
+    heads = ["cpu{2} pid {3} " + n.replace("{", "{{").replace("}", "}}") + ": " for n in names]
+    fmts = _compiled(names, fields, heads, offset=3)
+    last_t = None
+    stamp = ""
+    for rec in records:
+        t = rec[0]
+        if t != last_t:
+            last_t = t
+            stamp = f"[{round(t / hz, 6):12.6f}] "
+        try:
+            yield stamp + fmts[rec[1]](*rec)  # type: ignore[misc]
+        except (IndexError, ValueError, TypeError, KeyError, AttributeError):
+            eid = rec[1]
+            yield stamp + f"cpu{rec[2]} pid {rec[3]} {names[eid]}: " + _pairs(fields[eid], rec)
 
 
 def render_trace_json(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
                       records: Iterable[tuple], out: TextIO) -> None:
     """``trace show --json``: the same bytes as :func:`json_line`, in batches."""
+    write_batched(_json_lines(names, fields, hz, records), out)
+
+
+def _json_lines(names: Sequence[str], fields: Sequence[Sequence[str]], hz: int,
+                records: Iterable[tuple]) -> Iterator[str]:
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
     enc_str = json.encoder.encode_basestring_ascii  # what dumps does for a str, without the detour
-    heads = [f'{{"event":{dumps(n)}' for n in names]
+    heads = [f',"event":{dumps(n)},"cpu":' for n in names]
     keys = [[f",{dumps(f)}:" for f in flds] for flds in fields]
-    write = out.write
-    buf: list[str] = []
-    try:
-        for rec in records:
-            eid = rec[1]
-            parts = [f'{{"t":{round(rec[0] / hz, 6)!r},"event"', heads[eid][8:],
-                     f',"cpu":{rec[2]},"pid":{rec[3]}']
-            for k, v in zip(keys[eid], rec[4:]):
-                parts.append(k)
-                tv = type(v)
-                parts.append(str(v) if tv is int else enc_str(v) if tv is str else dumps(v))
-            parts.append("}")
-            buf.append("".join(parts))
-            if len(buf) >= _BATCH:
-                write("\n".join(buf) + "\n")
-                buf.clear()
-    finally:  # a torn trace raises after its last record: what was read still goes out
-        if buf:
-            write("\n".join(buf) + "\n")
+    for rec in records:
+        eid = rec[1]
+        parts = [f'{{"t":{round(rec[0] / hz, 6)!r}', heads[eid], f'{rec[2]},"pid":{rec[3]}']
+        for k, v in zip(keys[eid], rec[4:]):
+            parts.append(k)
+            tv = type(v)
+            parts.append(str(v) if tv is int else enc_str(v) if tv is str else dumps(v))
+        parts.append("}")
+        yield "".join(parts)

@@ -148,13 +148,15 @@ def test_trace_show_fast_path_is_byte_for_byte_the_per_event_renderers(tmp_path:
     from oomactors.trace.render import json_line, text_line
     from oomactors.trace.stream import decode, read_trace
 
-    path = _trace(tmp_path, "userspace-earlyoom.toml")
-    tr = read_trace(path)
-    text = _cli("trace", "show", str(path)).output
-    assert text == "".join(text_line(decode(tr, r)) + "\n" for r in tr.records())
-    js = _cli("trace", "show", str(path), "--json").output
-    assert js == "".join(json_line(decode(tr, r)) + "\n" for r in tr.records())
-    assert _cli("trace", "show", str(path), "--format", "json").output == js
+    # a userspace killer's events, an OOM report (its task table is a list field), memcgs
+    for config in ("userspace-earlyoom.toml", "quickstart.toml", "memcg-swap.toml"):
+        path = _trace(tmp_path, config)
+        tr = read_trace(path)
+        text = _cli("trace", "show", str(path)).output
+        assert text == "".join(text_line(decode(tr, r)) + "\n" for r in tr.records())
+        js = _cli("trace", "show", str(path), "--json").output
+        assert js == "".join(json_line(decode(tr, r)) + "\n" for r in tr.records())
+        assert _cli("trace", "show", str(path), "--format", "json").output == js
 
 
 def test_ftrace_format_has_the_kernels_sched_switch_fields(tmp_path: Path):

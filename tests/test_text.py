@@ -257,3 +257,39 @@ def test_trace_show_of_a_bad_or_cut_trace_is_one_line(tmp_path: Path):
     res = _cli("trace", "show", str(cut))
     assert "truncated at byte" in res.output
     assert res.output.count("\n") > 100  # what was readable came out first
+
+
+def test_run_on_a_terminal_streams_each_console_line_once():
+    """On a terminal, run shows the console through the live sink and does not print it
+    again after the run (a pseudo-terminal stands in for one)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from oomactors import sim
+    from oomactors.config import load_config
+    from oomactors.report import console_lines
+
+    config = str(ROOT / "configs" / "parallel-oom.toml")
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "400", "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "oomactors", "run", config], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    r = sim.run(load_config(config))
+    for line in console_lines(r.records, hz=r.hz):
+        assert screen.count(line + "\n") == 1, line
+    assert "OOM kills (kernel)" in screen

@@ -251,8 +251,7 @@ def program_text(cfg: Config, leaf: dict[int, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-SYSCTLS = ("overcommit_memory", "overcommit_ratio", "overcommit_kbytes", "panic_on_oom",
-           "oom_kill_allocating_task", "oom_dump_tasks", "watermark_scale_factor")
+SYSCTLS = ("panic_on_oom", "oom_kill_allocating_task", "oom_dump_tasks", "watermark_scale_factor")
 
 
 def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) -> str:
@@ -282,6 +281,13 @@ def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) ->
     if m.page_cache:
         sh.append(f"must dd if={NVME}{disk} of=/dev/null bs=1M count={m.page_cache // MiB} 2>/dev/null")
     sh += cg_lines
+    # the commit policy last, so that the set-up's own forks are not refused; writing
+    # overcommit_kbytes zeroes overcommit_ratio and the reverse (mm/util.c): write one
+    if k.overcommit_kbytes:
+        sh.append(f"must sysctl -q -w vm.overcommit_kbytes={k.overcommit_kbytes}")
+    else:
+        sh.append(f"must sysctl -q -w vm.overcommit_ratio={k.overcommit_ratio}")
+    sh.append(f"must sysctl -q -w vm.overcommit_memory={k.overcommit_memory}")
     sh += ["echo =meminfo >&3", "cat /proc/meminfo >&3",
            "for n in /sys/devices/system/node/node*; do echo \"=node ${n##*node}\" >&3; "
            "cat $n/meminfo >&3; done",

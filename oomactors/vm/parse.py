@@ -21,7 +21,8 @@ from typing import Any
 
 from ..kernel.memcontrol import MEMCG_EVENTS
 from ..kernel.profiles import PROFILES
-from ..replay import _STAMP, build_context, parse_log, strip_prefixes
+from ..oomlog import parse_log, strip_prefixes
+from ..replay import build_context
 
 _KILLED = re.compile(r"^\[\s*(\d+\.\d+)\]\s*(?:(?P<msg>[^:]*): )?Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)")
 _PANIC = re.compile(r"Kernel panic - not syncing: (.*)$")
@@ -207,5 +208,3 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
         "zones": {str(n): z for n, z in zones.items()},
     }
 
-
-__all__ = ["summarize_vm", "kernel_version", "profile_for_kernel", "_STAMP"]

@@ -160,10 +160,16 @@ def _print_summary(s: dict[str, Any]) -> None:
         for k in s["kills"]:
             table.add_row(f"{k['t']:.3f}", str(k["pid"]), k["comm"], str(k["points"]))
         console.print(table)
+    _print_tasks(console, s["tasks"])
+
+
+def _print_tasks(console: Any, tasks: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title="Tasks")
     for col in ("pid", "comm", "outcome"):
         table.add_column(col)
-    for t in s["tasks"]:
+    for t in tasks:
         table.add_row(str(t["pid"]), t["comm"], t["outcome"])
     console.print(table)
 

@@ -29,6 +29,19 @@ def _interrupted() -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
+def _attempt(action: Any, config: str, *args: Any) -> Any:
+    """``action(cfg, *args)`` on the loaded CONFIG; bad input is one line and exit 2,
+    Ctrl-C (the VM already stopped) exit 130."""
+    from .config import load_config
+
+    try:
+        return action(load_config(config), *args)
+    except InputError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        _interrupted()
+
+
 _common = [
     click.argument("config", type=click.Path(dir_okay=False)),
     click.option("--kernel", "kernel", type=click.Path(dir_okay=False), metavar="PATH",
@@ -57,16 +70,9 @@ def vm() -> None:
 def vm_run(config: str, kernel: str | None, timeout_s: float | None, console_path: str | None,
            as_json: bool) -> None:
     """Run CONFIG's workload in QEMU and print what the kernel did (the keys of `run --json`)."""
-    from .config import load_config
     from .vm.session import run_vm
 
-    try:
-        cfg = load_config(config)
-        summary = run_vm(cfg, kernel, timeout_s, console_path)
-    except InputError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        _interrupted()
+    summary = _attempt(run_vm, config, kernel, timeout_s, console_path)
     console = summary.pop("console")
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -95,12 +101,8 @@ def _print(s: dict[str, Any]) -> None:
             table.add_row(f"{k['t']:.3f}", str(k["pid"]), k["comm"], str(k["points"]),
                           (k["constraint"] or "?").removeprefix("CONSTRAINT_"))
         console.print(table)
-    table = Table(title="Tasks")
-    for col in ("pid", "comm", "outcome"):
-        table.add_column(col)
-    for t in s["tasks"]:
-        table.add_row(str(t["pid"]), t["comm"], t["outcome"])
-    console.print(table)
+    from .cli import _print_tasks
+    _print_tasks(console, s["tasks"])
     for path, mc in s["memcgs"].items():
         console.print(f"memcg {path}: " + " ".join(f"{k}={v}" for k, v in mc["events"].items()))
 
@@ -111,16 +113,9 @@ def vm_compare(config: str, kernel: str | None, timeout_s: float | None, console
                as_json: bool) -> None:
     """Run CONFIG in QEMU and in the model (calibrated from the guest) and compare the victims.
     Exit status 0: they agree; 1: they do not; 2: bad input."""
-    from .config import load_config
     from .vm.compare import calibration_line, compare, rows, verdict_line
 
-    try:
-        cfg = load_config(config)
-        data = compare(cfg, kernel, timeout_s, console_path)
-    except InputError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        _interrupted()
+    data = _attempt(compare, config, kernel, timeout_s, console_path)
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:

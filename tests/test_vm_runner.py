@@ -219,3 +219,29 @@ def test_ctrl_c_stops_the_vm_and_exits_130(tmp_path: Path) -> None:
     assert "interrupted" in err
     time.sleep(0.5)
     assert not _our_qemus(str(tmp_path))
+
+
+def test_summary_of_a_real_memcg_oom_console() -> None:
+    """A 6.1 guest's console (configs/vm/memcg-max.toml) and a hand-made event stream: the
+    kill, its points from the task table (rss 10291 + 126976 B of page tables = 31 pages),
+    the constraint, the task outcomes and the memcg files."""
+    console = (ROOT / "tests" / "data" / "vm" / "memcg-max.console").read_text()
+    events = "\n".join([
+        "=workload", "@5000000000 100 start tasks=3 duration_ms=4000",
+        "@5100000000 106 task name=helper index=0", "@5600000000 108 task name=hog index=0",
+        "@7800000000 100 died pid=108 signal=9", "@9000000000 100 end reason=duration",
+        "=memcg /work", "low 0", "high 0", "max 26", "oom 1", "oom_kill 1", "oom_group_kill 0",
+        "memory.current 9011200", "memory.peak 50331648", "memory.max 50331648", "memory.high max",
+        "memory.swap.current 0", "memory.swap.max max",
+        "=meminfo-end", "Committed_AS:      12345 kB"])
+    s = summarize_vm(console, events)
+    assert s["kernel"] == "6.1.0-57-cloud-amd64" and s["profile"] == "linux-6.1"
+    assert s["kills"] == [{"t": 2.781198, "pid": 108, "comm": "hog", "points": 10322,
+                           "message": "Memory cgroup out of memory", "constraint": "CONSTRAINT_MEMCG",
+                           "memcg": "/work"}]
+    assert s["oom_invocations"] == 1 and s["panic"] is None and s["end_reason"] == "duration"
+    assert {t["comm"]: t["outcome"] for t in s["tasks"]} == {"helper": "running", "hog": "killed"}
+    mc = s["memcgs"]["/work"]
+    assert mc["events"]["oom_kill"] == 1 and mc["events"]["max"] == 26
+    assert (mc["usage"], mc["peak_usage"], mc["max"], mc["high"], mc["swap_max"]) == (2200, 12288, 12288, "max", "max")
+    assert s["committed_as"] == 12345 // 4 and s["simulated_seconds"] == 4.0

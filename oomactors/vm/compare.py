@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from .. import interrupt
 from ..config import Config
 from .session import calibrated_config, calibration, run_vm
 
@@ -74,6 +75,8 @@ def compare(cfg: Config, kernel: str | None = None, timeout_s: float | None = No
     cal = calibration(cfg, vm)
     model_cfg = calibrated_config(cfg, cal, vm["profile"])
     model = run_model(model_cfg)
+    if interrupt.requested():  # the engine stopped the model run at a safe place
+        raise KeyboardInterrupt
     diffs = differences(vm, model)
     vm.pop("console", None)
     return {"kernel": vm, "model": model, "calibration": cal, "agree": not diffs, "differences": diffs}

@@ -29,6 +29,8 @@ _PANIC = re.compile(r"Kernel panic - not syncing: (.*)$")
 _EVENT = re.compile(r"^@(\d+) (\d+) (\S+)(.*)$")
 _VERSION = re.compile(r"Linux version (\S+)")
 PAGE_KB = 4
+_MEMCG_FILES = {"memory.current": "usage", "memory.peak": "peak_usage", "memory.max": "max",
+                "memory.high": "high", "memory.swap.current": "swap_usage", "memory.swap.max": "swap_max"}
 
 
 def kernel_version(console: str) -> str | None:
@@ -183,17 +185,24 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
         if key.startswith("memcg ") or key.startswith("memcg-local "):
             local = key.startswith("memcg-local ")
             path = key.split(" ", 1)[1]
-            mc = memcgs.setdefault(path, {"events": dict.fromkeys(MEMCG_EVENTS, 0),
-                                          "events_local": dict.fromkeys(MEMCG_EVENTS, 0), "usage": None})
+            mc = memcgs.setdefault(path, {"usage": None, "peak_usage": None, "max": None, "high": None,
+                                          "swap_usage": None, "swap_max": None,
+                                          "events": dict.fromkeys(MEMCG_EVENTS, 0),
+                                          "events_local": dict.fromkeys(MEMCG_EVENTS, 0)})
             for ln in lines:
                 parts = ln.split()
                 if len(parts) == 2 and parts[0] in MEMCG_EVENTS:
                     mc["events_local" if local else "events"][parts[0]] = int(parts[1])
-                elif len(parts) == 1 and parts[0].isdigit() and not local:
-                    mc["usage"] = int(parts[0]) // 4096
+                elif len(parts) == 2 and parts[0] in _MEMCG_FILES:
+                    # in pages, as `run --json` has them; "max" stays the word
+                    v = parts[1]
+                    mc[_MEMCG_FILES[parts[0]]] = v if v == "max" else int(v) // 4096
+    end_meminfo = meminfo(secs.get("meminfo-end", []))
     return {
         "kernel": version,
         "profile": profile,
+        "policy": "linux",     # the kernel's own OOM killer chose
+        "daemon": None,
         "simulated_seconds": round((last - (t0 or last)) / 1e9, 6),
         "end_reason": end_reason,
         "oom_invocations": oom_invocations,
@@ -201,6 +210,8 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
         "alloc_failures": alloc_failures,
         "panic": panic,
         "tasks": sorted(tasks.values(), key=lambda t: t["pid"]),
+        # Committed_AS in pages after the workload (the guest keeps no peak)
+        "committed_as": end_meminfo["Committed_AS"] // PAGE_KB if "Committed_AS" in end_meminfo else None,
         "overcommit_refusals": refusals["alloc"] + refusals["fork"],
         "refusals": refusals,
         "memcgs": memcgs,

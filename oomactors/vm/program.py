@@ -26,6 +26,8 @@ MAX_PROCESSES = 2000
 NVME = "/dev/nvme0n"  # one NVMe controller (built into the cloud kernel): swap, then the file disk
 CACHE_DISK = 1 * GiB  # a sparse image: touch_file reads it into the page cache (wrapping round)
 EVENTS_TTY = "/dev/ttyS1"
+# dumped for each memcg after the workload (memory.peak: 5.19+)
+MEMCG_FILES = ("current", "peak", "max", "high", "swap.current", "swap.max")
 
 
 @dataclass
@@ -297,9 +299,10 @@ def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) ->
            "echo =workload-end >&3"]
     for path, d in memcg_dirs.items():
         if path != "/":
-            sh += [f"echo '=memcg {path}' >&3", f"cat {d}/memory.events {d}/memory.current >&3",
+            sh += [f"echo '=memcg {path}' >&3", f"cat {d}/memory.events >&3",
+                   f"for f in {' '.join(MEMCG_FILES)}; do echo \"memory.$f $(cat {d}/memory.$f)\" >&3; done",
                    f"echo '=memcg-local {path}' >&3", f"cat {d}/memory.events.local >&3"]
-    sh += ["echo =done >&3", "poweroff -f"]
+    sh += ["echo =meminfo-end >&3", "cat /proc/meminfo >&3", "echo =done >&3", "poweroff -f"]
     return "\n".join(sh) + "\n"
 
 

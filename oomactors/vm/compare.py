@@ -35,6 +35,18 @@ def run_model(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def number_instances(s: dict[str, Any]) -> None:
+    """Give each kill the ``instance`` of its task among those of the same name, in pid
+    (creation) order: which of two twins died, on both sides alike."""
+    by_name: dict[str, list[int]] = {}
+    for t in sorted(s["tasks"], key=lambda t: t["pid"]):
+        by_name.setdefault(t["comm"], []).append(t["pid"])
+    for k in s["kills"]:
+        pids = by_name.get(k["comm"], [])
+        k["instance"] = pids.index(k["pid"]) if k["pid"] in pids else None
+        k["of"] = len(pids)
+
+
 def _verdict_keys(s: dict[str, Any]) -> dict[str, Any]:
     victims = [k["comm"] for k in s["kills"]]
     return {"victims": victims, "kills_per_task": dict(Counter(victims)), "panic": s["panic"] is not None,
@@ -77,6 +89,8 @@ def compare(cfg: Config, kernel: str | None = None, timeout_s: float | None = No
     model = run_model(model_cfg)
     if interrupt.requested():  # the engine stopped the model run at a safe place
         raise KeyboardInterrupt
+    number_instances(vm)
+    number_instances(model)
     diffs = differences(vm, model)
     vm.pop("console", None)
     return {"kernel": vm, "model": model, "calibration": cal, "agree": not diffs, "differences": diffs}
@@ -88,7 +102,8 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
     names = {t["comm"] for t in k["tasks"]}
 
     def kills(s: dict[str, Any]) -> str:
-        return ", ".join(s and [x["comm"] for x in s["kills"]]) or "(none)"
+        return ", ".join(x["comm"] + (f"#{x['instance']}" if (x.get("of") or 0) > 1 else "")
+                         for x in s["kills"]) or "(none)"
 
     def per_task(s: dict[str, Any]) -> str:
         c = Counter(x["comm"] for x in s["kills"])
@@ -108,7 +123,7 @@ def rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
         t = _first_kill(s)
         return "-" if t is None else f"{t:.3f}s"
 
-    out = [("victims (in order)", kills(k), kills(m)),
+    out = [("victims (in order; #n: n-th of that name)", kills(k), kills(m)),
            ("kills per task", per_task(k), per_task(m)),
            ("points at each kill", points(k), points(m)),
            ("constraint", constraint(k), constraint(m)),

@@ -85,6 +85,7 @@ def test_runner_reports_a_refused_mmap(tmp_path: Path) -> None:
      "tasks[0].program[0]: alloc order 3 cannot be expressed"),
     ('[[cpusets]]\nname = "c"\nmems = [0]\nmem_hardwall = true', "cpusets[0].mem_hardwall"),
     ('[kernel.fixes]\noom_lock = false', "kernel.fixes"),
+    ('[[memcgs]]\npath = "/a;b"', "memcgs[0].path: '/a;b' cannot be a cgroup in the VM's init script"),
 ])
 def test_what_the_vm_cannot_express_is_refused_before_boot(extra: str, message: str) -> None:
     with pytest.raises(VmError) as err:
@@ -245,3 +246,10 @@ def test_summary_of_a_real_memcg_oom_console() -> None:
     assert mc["events"]["oom_kill"] == 1 and mc["events"]["max"] == 26
     assert (mc["usage"], mc["peak_usage"], mc["max"], mc["high"], mc["swap_max"]) == (2200, 12288, 12288, "max", "max")
     assert s["committed_as"] == 12345 // 4 and s["simulated_seconds"] == 4.0
+
+
+def test_a_task_the_runner_could_not_set_up_is_named() -> None:
+    events = "\n".join(["@1 100 start tasks=1 duration_ms=1000", "@2 101 task name=odd index=0",
+                        "@3 101 error what=setresuid errno=22", "@4 100 exited pid=101 code=111",
+                        "@5 100 end reason=idle"])
+    assert summarize_vm("", events)["runner_errors"] == ["odd: setresuid failed (errno 22)"]

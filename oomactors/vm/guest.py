@@ -129,7 +129,10 @@ def boot(plan: Plan, kernel: Path, timeout_s: float | None = None, keep: str | N
         console = _read(work / "console.log")
         events = _read(work / "events.log")
         if keep:
-            Path(keep).write_text(console)
+            try:
+                Path(keep).write_text(console)
+            except OSError as err:
+                raise VmError(f"--console {keep}: cannot write the console log: {err.strerror or err}") from None
     return GuestRun(console=console, events=events, ended=ended, wall_s=time.monotonic() - start,
                     stderr=stderr.strip())
 

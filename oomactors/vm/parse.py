@@ -131,8 +131,10 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
     secs = sections(events)
     evs = runner_events(events)
     t0 = next((ns for ns, _pid, what, _kv in evs if what == "start"), None)
+    t_end = next((ns for ns, _pid, what, _kv in evs if what == "end"), None)
     tasks: dict[int, dict[str, Any]] = {}
     refusals = {"alloc": 0, "fork": 0}
+    errors: list[str] = []
     end_reason = None
     last = t0 or 0
     for ns, pid, what, kv in evs:
@@ -154,9 +156,12 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
             refusals[kv.get("op", "alloc")] = refusals.get(kv.get("op", "alloc"), 0) + 1
         elif what == "end":
             end_reason = kv.get("reason")
+        elif what == "error":
+            errors.append(f"{tasks.get(pid, {}).get('comm', f'pid {pid}')}: {kv.get('what', '?')} "
+                          f"failed (errno {kv.get('errno', '?')})")
     zones = zone_present(secs.get("zoneinfo", []))
     points = _points(console, profile, nodes_of or (lambda comm, c: None), zones)
-    kills = []
+    kills, late = [], []
     oom_invocations = alloc_failures = 0
     panic = None
     for raw in console.splitlines():
@@ -170,7 +175,9 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
             pid = int(m["pid"])
             t = float(m[1]) - (t0 or 0) / 1e9
             info = points.get(pid, {})
-            kills.append({"t": round(t, 6), "pid": pid, "comm": m["comm"], "points": info.get("points"),
+            # after the runner's end the init's own dumps run: a kill then is not the workload's
+            after = t_end is not None and t0 is not None and float(m[1]) * 1e9 > t_end
+            (late if after else kills).append({"t": round(t, 6), "pid": pid, "comm": m["comm"], "points": info.get("points"),
                           "message": (m["msg"] or "").strip(), "constraint": info.get("constraint"),
                           "memcg": info.get("memcg")})
         p = _PANIC.search(strip_prefixes(line))
@@ -207,6 +214,7 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
         "end_reason": end_reason,
         "oom_invocations": oom_invocations,
         "kills": kills,
+        "kills_after_workload": late,
         "alloc_failures": alloc_failures,
         "panic": panic,
         "tasks": sorted(tasks.values(), key=lambda t: t["pid"]),
@@ -215,6 +223,7 @@ def summarize_vm(console: str, events: str, *, nodes_of: Any = None, profile: st
         "overcommit_refusals": refusals["alloc"] + refusals["fork"],
         "refusals": refusals,
         "memcgs": memcgs,
+        "runner_errors": errors,   # set-up steps the runner could not do (a bug or a refusal)
         "meminfo": meminfo(secs.get("meminfo", [])),
         "zones": {str(n): z for n, z in zones.items()},
     }

@@ -11,6 +11,7 @@ switches (``[kernel.fixes]``, 2.4's commit heuristic, a non-``linux`` ``[policy]
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +166,14 @@ def cgroup_layout(cfg: Config) -> tuple[dict[str, str], dict[int, str], list[str
     runs in /a/tasks.  /a's memory.max still bounds them both.
     """
     root = "/sys/fs/cgroup"
+    for i, c in enumerate(cfg.memcgs):
+        if not re.fullmatch(r"(/[\w.-]+)+", c.path):
+            raise VmError(f"memcgs[{i}].path: {c.path!r} cannot be a cgroup in the VM's init script: "
+                          "use letters, digits, '_', '.', '-' and '/'")
+    for i, cs in enumerate(cfg.cpusets):
+        if not re.fullmatch(r"[\w.-]+", cs.name):
+            raise VmError(f"cpusets[{i}].name: {cs.name!r} cannot be a cgroup in the VM's init script: "
+                          "use letters, digits, '_', '.' and '-'")
     leaf: dict[int, str] = {}
     memcg_dirs = {"/": root}
     for c in cfg.memcgs:
@@ -296,13 +305,16 @@ def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) ->
            "echo =zoneinfo >&3", "grep -E '^Node|present|managed' /proc/zoneinfo >&3",
            "echo =workload >&3",
            f"OOMACTORS_BLOCKDEV={NVME}{disk} /runner /prog {ev}",
-           "echo =workload-end >&3"]
+           "echo =workload-end >&3",
+           # after the workload memory may still be full: shell builtins only, no fork
+           # that an OOM (or oom_kill_allocating_task) could hit
+           "dump() { while read -r l; do echo \"$l\" >&3; done < \"$1\"; }"]
     for path, d in memcg_dirs.items():
         if path != "/":
-            sh += [f"echo '=memcg {path}' >&3", f"cat {d}/memory.events >&3",
-                   f"for f in {' '.join(MEMCG_FILES)}; do echo \"memory.$f $(cat {d}/memory.$f)\" >&3; done",
-                   f"echo '=memcg-local {path}' >&3", f"cat {d}/memory.events.local >&3"]
-    sh += ["echo =meminfo-end >&3", "cat /proc/meminfo >&3", "echo =done >&3", "poweroff -f"]
+            sh += [f"echo '=memcg {path}' >&3", f"dump {d}/memory.events",
+                   f"for f in {' '.join(MEMCG_FILES)}; do read v < {d}/memory.$f; echo \"memory.$f $v\" >&3; done",
+                   f"echo '=memcg-local {path}' >&3", f"dump {d}/memory.events.local"]
+    sh += ["echo =meminfo-end >&3", "dump /proc/meminfo", "echo =done >&3", "poweroff -f"]
     return "\n".join(sh) + "\n"
 
 

@@ -476,6 +476,7 @@ static void *parked(void *arg)
 static void start_task(struct task *t, int index)
 {
 	char b[300];
+	event("task name=%s index=%d", t->name, index); /* first: a set-up error names the task */
 	if (t->cgroup[0] && strcmp(t->cgroup, "-")) {
 		snprintf(b, sizeof b, "%s/cgroup.procs", t->cgroup);
 		write_file(b, "0");
@@ -500,7 +501,6 @@ static void start_task(struct task *t, int index)
 		if (syscall(SYS_capset, &h, d) < 0)
 			die("capset");
 	}
-	event("task name=%s index=%d", t->name, index);
 	for (long long i = 1; i < t->threads; i++) {
 		pthread_t th;
 		pthread_create(&th, NULL, parked, NULL);

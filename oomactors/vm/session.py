@@ -6,7 +6,7 @@ from typing import Any
 
 from ..config import Config
 from ..units import PAGE_SIZE
-from .assets import kernel_image
+from .assets import VmError, kernel_image
 from .guest import boot, check_boot
 from .parse import summarize_vm
 from .program import plan
@@ -37,8 +37,9 @@ def run_vm(cfg: Config, kernel: str | None = None, timeout_s: float | None = Non
     guest = boot(p, image, timeout_s, keep=console_path)
     check_boot(guest, image)
     summary = summarize_vm(guest.console, guest.events, nodes_of=_nodes_of(cfg), ended=guest.ended)
+    if summary["runner_errors"]:
+        raise VmError(f"the workload runner could not set a task up in the guest: {summary['runner_errors'][0]}")
     if guest.ended == "timeout" and summary["panic"] is None:
-        from .assets import VmError
         raise VmError(f"the workload did not finish: the VM was stopped after "
                       f"{p.timeout_s if timeout_s is None else timeout_s:.0f}s (timeout)")
     summary["notes"] = p.notes

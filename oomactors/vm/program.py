@@ -265,7 +265,7 @@ def program_text(cfg: Config, leaf: dict[int, str]) -> str:
 SYSCTLS = ("panic_on_oom", "oom_kill_allocating_task", "oom_dump_tasks", "watermark_scale_factor")
 
 
-def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) -> str:
+def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str], plan_uses_file: bool = False) -> str:
     k, m = cfg.kernel, cfg.machine
     ev = EVENTS_TTY
     sh = [
@@ -286,6 +286,9 @@ def init_script(cfg: Config, cg_lines: list[str], memcg_dirs: dict[str, str]) ->
         if v != "auto":
             sh.append(f"must sysctl -q -w vm.{name}={v}")
     disk = 1
+    if m.swap or m.page_cache or plan_uses_file:
+        # the NVMe namespaces are scanned asynchronously: /init may start before they exist
+        sh.append(f"i=0; while [ ! -b {NVME}1 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done")
     if m.swap:
         sh += [f"must mkswap {NVME}{disk} >/dev/null", f"must swapon {NVME}{disk}"]
         disk += 1
@@ -331,7 +334,7 @@ def plan(cfg: Config) -> Plan:
     node_cpus = tuple(tuple(c for c in range(m.cpus) if c * m.nodes // m.cpus == n) for n in range(m.nodes))
     uses_file = m.page_cache > 0 or "touch_file" in prog
     duration_s = _ns(cfg.run.duration, cfg.kernel.hz) / 1e9
-    return Plan(program=prog, init=init_script(cfg, cg_lines, memcg_dirs), memory=memory, cpus=m.cpus,
+    return Plan(program=prog, init=init_script(cfg, cg_lines, memcg_dirs, uses_file), memory=memory, cpus=m.cpus,
                 node_memory=tuple(per_node), node_cpus=node_cpus, swap=m.swap,
                 cache_disk=CACHE_DISK if uses_file else 0, memcg_dirs=memcg_dirs,
                 timeout_s=60.0 + 6 * duration_s, notes=notes)

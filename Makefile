@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean vm-deps
 
 # tests/plugin_pkg is a third-party kill policy packaged on its own: the suite checks
 # that oomactors finds it through its entry point, so it is installed like one.
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 run: $(STAMP)
 	$(BIN)/oomactors run
 
-test: $(STAMP)
+# the VM differential suite (tests/test_vm_*.py) needs QEMU, busybox and a kernel
+vm-deps: $(STAMP)
+	sh tests/vm/setup.sh $(BIN)/python
+
+test: $(STAMP) vm-deps
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

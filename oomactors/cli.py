@@ -465,5 +465,8 @@ def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
         console.print()
 
 
+from .cli_vm import vm as _vm  # noqa: E402 - the `vm` group lives in its own module
+main.add_command(_vm)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -99,11 +99,16 @@ def print_summary(s: dict[str, Any], refusals: "RefusalLog | None" = None) -> No
             table.add_row(f"{r['t']:.3f}", str(r["pid"]), r["comm"], str(r["pages"]), str(r["mode"]),
                           str(r["committed"]), str(r["allowed"]))
         tables.append(table)
-    table = _table("Tasks", ("pid", "comm", "outcome"))
-    for t in s["tasks"]:
-        table.add_row(str(t["pid"]), t["comm"], t["outcome"])
-    tables.append(table)
+    tables.append(tasks_table(s["tasks"]))
     show(*tables)
+
+
+def tasks_table(tasks: list[dict[str, Any]]) -> Any:
+    """The Tasks table of a summary (``run``, ``vm run``)."""
+    table = _table("Tasks", ("pid", "comm", "outcome"))
+    for t in tasks:
+        table.add_row(str(t["pid"]), t["comm"], t["outcome"])
+    return table
 
 
 class RefusalLog:

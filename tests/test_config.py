@@ -195,7 +195,7 @@ TASK = '[[tasks]]\nname = "a"\n'
     ('[kernel]\nhz = "250"', "x.toml: kernel.hz: expected an integer"),
     ("[kernel]\nhz = true", "x.toml: kernel.hz: expected an integer"),
     ("[kernel]\nhz = 251", "x.toml: kernel.hz: must be one of 100, 250, 300, 1000"),
-    ('[kernel]\nprofile = "linux-9"', "x.toml: kernel.profile: unknown profile (known: linux-2.4, linux-2.6.36, linux-3.10, linux-4.14, linux-4.19, linux-5.10, linux-6.12)"),
+    ('[kernel]\nprofile = "linux-9"', "x.toml: kernel.profile: unknown profile (known: linux-2.4, linux-2.6.36, linux-3.10, linux-4.14, linux-4.19, linux-5.10, linux-6.1, linux-6.12)"),
     ("[kernel]\nwatermark_scale_factor = 0", "x.toml: kernel.watermark_scale_factor: must be at least 1"),
     ("[kernel]\npanic_on_oom = 3", "x.toml: kernel.panic_on_oom: must be at most 2"),
     ("[kernel]\nlowmem_reserve_ratio = [1, 2]",

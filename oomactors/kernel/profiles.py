@@ -204,6 +204,10 @@ PROFILES: dict[str, Profile] = {
                 "force", oom_score_permille, "4.19"),
         Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,
                 "global", "force", oom_score_59, "5.10"),
+        # 5.18-6.7 (Debian 12's 6.1): every 6.12 behaviour above, but the console still prints
+        # the 5.x task table (rss_anon/rss_file/rss_shmem columns came in 6.8)
+        Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
+                "none", "enomem", oom_score_59, "5.10"),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "6.x"),
     )

@@ -1,0 +1,1 @@
+"""`oomactors vm`: a config's workload on a real Linux kernel in QEMU (docs/vm.md)."""

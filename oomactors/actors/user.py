@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
 
 ENOMEM = 12
+EACCES = 13
 
 
 class _Exit(Exception):
@@ -310,6 +311,8 @@ async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
     child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
     child.group = task.group
     child.parent = task
+    # copy_signal: the child inherits the adj and its floor
+    child.signal.oom_score_adj_min = task.signal.oom_score_adj_min
     # signal dispositions survive fork
     sigs, csigs = task.signal, child.signal
     csigs.sigterm_action, csigs.sigterm_delay = sigs.sigterm_action, sigs.sigterm_delay
@@ -352,14 +355,26 @@ async def _block(m: "Machine", task: Task, step: BlockStep) -> None:
 
 
 async def _set_adj(m: "Machine", task: Task, step: SetOomScoreAdjStep) -> None:
-    """/proc/PID/oom_score_adj: shared by the thread group and by processes sharing the mm."""
+    """A write to its own /proc/PID/oom_score_adj (fs/proc/base.c __set_oom_adj): shared by
+    the thread group and by processes sharing the mm.  Without CAP_SYS_RESOURCE a task may
+    not go below its floor (EACCES); a privileged write moves the floor along with it."""
+    sigs = task.signal
+    privileged = "CAP_SYS_RESOURCE" in task.caps  # capable(): the writer is the task itself
+    # 2.6.36 compared with the current value; oom_score_adj_min (3.2+) remembers the lowest
+    # value a privileged writer granted, so an unprivileged task can go back down to it
+    floor = sigs.oom_score_adj if m.profile.adj_floor == "current" else sigs.oom_score_adj_min
+    if step.value < floor and not privileged:
+        m.emit("sim:step_failed", task.pid, "set_oom_score_adj", EACCES)
+        return
     targets = [task]
     if task.mm is not None and task.mm.users > 1:
-        targets += [p for p in m.processes() if p.signal is not task.signal
+        targets += [p for p in m.processes() if p.signal is not sigs
                     and any(t.mm is task.mm for t in p.signal.threads)
                     and not p.is_kthread and not p.is_global_init]
     for p in targets:
         p.signal.oom_score_adj = step.value
+        if privileged:
+            p.signal.oom_score_adj_min = step.value
         m.emit("oom:oom_score_adj_update", p.pid, p.comm, step.value)
 
 

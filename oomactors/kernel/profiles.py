@@ -180,14 +180,16 @@ class Profile:
     memcg_oom_failure: str           # "force" (charge over the limit) or "enomem"
     oom_score: Callable[[int, int], int]
     console: str                     # which console format the report uses
+    adj_floor: str = "min"           # an unprivileged adj write may not go below: "current"
+                                     # (<= 3.1: the present value) or "min" (oom_score_adj_min)
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
         Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, "kill_current",
-                "force", oom_score_raw, "2.4"),
+                "force", oom_score_raw, "2.4", "current"),
         Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
-                "global", "force", oom_score_raw, "2.6.36"),
+                "global", "force", oom_score_raw, "2.6.36", "current"),
         # 3.5-3.13 and 3.14-4.16: the 4.19 selection and kill path with their own badness;
         # the oom_reaper came in 4.6.  Their consoles print nr_ptes (and nr_pmds from 4.1)
         Profile(name="linux-3.10", badness=badness_310, ineligible=0, ties_to_later=False,

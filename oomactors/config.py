@@ -361,6 +361,15 @@ class SetOomScoreAdjStep(_Model):
     value: Int = Field(ge=-1000, le=1000)
 
 
+class WriteStep(_Model):
+    """Write to ``size`` bytes of the process's anonymous memory: pages still shared
+    copy-on-write with its fork parent get private copies (each a new page)."""
+
+    op: Literal["write"]
+    size: PositiveSize
+    chunk: Int = Field(32, ge=1, le=4096)
+
+
 class RepeatStep(_Model):
     """Run ``steps`` ``times`` times (``None``, i.e. the key omitted: forever)."""
 
@@ -370,12 +379,12 @@ class RepeatStep(_Model):
 
 
 Step = Annotated[Union[AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
-                       ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep],
+                       ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep, WriteStep],
                  Field(discriminator="op")]
 STEP_TYPES: dict[str, type[_Model]] = {
     cls.model_fields["op"].annotation.__args__[0]: cls  # type: ignore[union-attr]
     for cls in (AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
-                ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep)
+                ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep, WriteStep)
 }
 OPS: tuple[str, ...] = tuple(STEP_TYPES)
 ForkStep.model_rebuild()

@@ -271,7 +271,7 @@ def cgroup_info(m: "Machine", memcg: "MemCgroup") -> CgroupInfo:
     for mm in m.mms:
         c = mm.memcg if mm.memcg is not None else m.root_mem_cgroup
         if id(c) in members:
-            anon += mm.rss_anon
+            anon += sum(mm.anon)  # charged pages: copy-on-write sharers count once
             shmem += mm.rss_shmem
             file += mm.rss_file
     file += sum(sum(c.file) for c in subtree)

@@ -19,12 +19,12 @@ EACCES = 13
 
 
 def config(tasks: dict, *, machine: dict | None = None, kernel: dict | None = None,
-           duration: str = "20s", **extra) -> Config:
+           run: dict | None = None, duration: str = "20s", **extra) -> Config:
     data = {
         "machine": {"cpus": 2, "memory": "1GiB", "swap": "0", "page_cache": "64MiB", "dirty": "0",
                     **(machine or {})},
         "kernel": {"profile": "linux-5.10", **(kernel or {})},
-        "run": {"duration": duration, "seed": 0, "stop_when_idle": True},
+        "run": {"duration": duration, "seed": 0, "stop_when_idle": True, **(run or {})},
         "tasks": [{"name": name, **spec} for name, spec in tasks.items()],
         **extra,
     }
@@ -96,3 +96,68 @@ def test_2636_floor_is_the_current_value(simulate):
     pid = pids_of(r, "svc")[0]
     assert [u["oom_score_adj"] for u in where(events(r, "oom:oom_score_adj_update"), pid=pid)] == [300]
     assert [f["errno"] for f in where(events(r, "sim:step_failed"), pid=pid)] == [EACCES]
+
+
+# --- rule 2: fork copies the mm's accounting (dup_mmap, copy_present_pte) -----------------
+
+def fork_config(child_program: list, parent_after: list | None = None, **kw) -> Config:
+    """small idles with 150 MiB; big maps 300 MiB, forks ``child``, then idles."""
+    return config({
+        "small": {"uid": 1000, "rss": "150MiB", "program": IDLE},
+        "big": {"uid": 1000, "program": [
+            {"op": "alloc", "size": "300MiB"},
+            {"op": "fork", "comm": "child", "program": child_program},
+            *(parent_after or IDLE)]},
+    }, **kw)
+
+
+def test_forked_child_counts_the_shared_pages_and_is_chosen_for_them(simulate):
+    # big is protected (-1000, set by a privileged launcher); its child raises its own adj
+    # to 0 and idles.  A grower launched at -500 pushes the machine into the OOM killer.
+    r = simulate(config({
+        "small": {"uid": 1000, "rss": "150MiB", "program": IDLE},
+        "big": {"uid": 1000, "oom_score_adj": -1000, "program": [
+            {"op": "alloc", "size": "300MiB"},
+            {"op": "fork", "comm": "child", "program": [{"op": "set_oom_score_adj", "value": 0}, *IDLE]},
+            *IDLE]},
+        "grower": {"uid": 1000, "oom_score_adj": -500, "start": "2s", "program": GROW},
+    }))
+    header = events(r, "sim:oom_header")[0]
+    rows = {row[8]: row for row in header["rows"]}
+    big, child = rows["big"], rows["child"]
+    # total_vm is copied with the VMAs; the 300 MiB of anon are counted in both rss
+    assert child[3] == big[3] >= 300 * 256
+    assert child[4] == big[4] >= 300 * 256
+    # so the child, not the smaller innocent task, has the highest badness and is killed
+    first = kills(r)[0]
+    assert (first["comm"], first["anon_rss"]) == ("child", big[4] * 4)
+    # killing it frees none of the shared pages: they are still big's
+    assert where(events(r, "sim:exit_mm"), pid=first["pid"])[0]["pages"] == 0
+    # so the OOM killer has to go on to the next task
+    assert kills(r)[1]["comm"] == "small"
+
+
+def test_a_write_gives_the_child_private_copies(simulate):
+    r = simulate(fork_config([{"op": "sleep", "time": "1s"}, {"op": "write", "size": "100MiB"}, *IDLE],
+                             duration="3s", run={"meminfo_interval": "100ms"}))
+    samples = events(r, "sim:meminfo")
+    fork_t = events(r, "sched:sched_process_fork")[0]["t"]
+    write_t = where(events(r, "sim:step"), op="write")[0]["t"]
+    before = [s for s in samples if fork_t < s["t"] < write_t][-1]
+    after = samples[-1]
+    # 100 MiB of new pages: the copies
+    assert after["anon"] - before["anon"] == 100 * 256
+
+
+def test_pages_the_child_still_maps_survive_the_parents_exit(simulate):
+    r = simulate(fork_config([{"op": "sleep", "time": "2s"}], [{"op": "sleep", "time": "1s"}],
+                             duration="3s", run={"meminfo_interval": "100ms"}))
+    big = pids_of(r, "big")[0]
+    # big's exit frees only its page tables: its anonymous pages are the child's now
+    assert where(events(r, "sim:exit_mm"), pid=big)[0]["pages"] <= 300 * 256 // 512 + 1
+    exit_t = where(events(r, "sched:sched_process_exit"), pid=big)[0]["t"]
+    after = [s for s in events(r, "sim:meminfo") if s["t"] > exit_t][0]
+    assert after["anon"] >= (150 + 300) * 256
+    # and the child's exit then gives them back
+    child = pids_of(r, "child")[0]
+    assert where(events(r, "sim:exit_mm"), pid=child)[0]["pages"] >= 300 * 256

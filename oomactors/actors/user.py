@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..config import (AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
-                      SetOomScoreAdjStep, SleepStep, TouchFileStep)
+                      SetOomScoreAdjStep, SleepStep, TouchFileStep, WriteStep)
 from ..kernel import gfp as G
 from ..kernel import params
 from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
@@ -19,6 +19,7 @@ from ..kernel.fork import dup_mm
 from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_handle_over_high,
                                   uncharge_pages, uncharge_swap)
 from ..kernel.mmap import mmap_region, munmap_unaccount
+from ..kernel.cow import copy_present_ptes, wp_page_copy
 from ..kernel.cpuset import cpuset_fork
 from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
@@ -151,27 +152,7 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
         is_fault = kind in ("anon", "shmem")
-        if is_fault:
-            await mmap_read_lock(m, task, mm, "task.mmap_lock")
-            pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
-        else:
-            pt = 0
-        memcg = charge_target(task, kind, gfp_mask)
-        try:
-            # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
-            zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
-                                                *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
-                                                nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
-            # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
-            # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
-            # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
-            if zone is not None and memcg is not None:
-                charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
-                if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
-                    zone = None
-        finally:
-            if is_fault:
-                mm.mmap_lock.read_unlock()
+        zone = await _fault_chunk(m, task, mm, gfp_mask, order, nr, got, kind, is_fault)
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -189,6 +170,60 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             ret_to_user(task)
         if step.rate:
             await _pace(m, task, start, done, step.rate)
+
+
+async def _fault_chunk(m: "Machine", task: Task, mm: MM | None, gfp_mask: int, order: int, nr: int,
+                       got: int, kind: str, is_fault: bool) -> Any:
+    """Allocate and charge one chunk of ``nr`` blocks (``got`` pages) for ``mm``, under
+    mmap_lock (read) when it is a page fault.  Returns the zone, or None on failure."""
+    if is_fault:
+        await mmap_read_lock(m, task, mm, "task.mmap_lock")
+        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
+    else:
+        pt = 0
+    memcg = charge_target(task, kind, gfp_mask)
+    try:
+        # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
+        zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
+                                            *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
+                                            nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
+        # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
+        # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
+        # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
+        if zone is not None and memcg is not None:
+            charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
+            if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
+                zone = None
+    finally:
+        if is_fault:
+            mm.mmap_lock.read_unlock()
+    return zone
+
+
+async def _write(m: "Machine", task: Task, step: WriteStep) -> None:
+    """Write to anonymous memory.  A write fault on a page still shared copy-on-write
+    (do_wp_page -> wp_page_copy) allocates a private copy; pages already private cost
+    nothing here.  The copies come chunk by chunk like any fault."""
+    mm = task.mm
+    pages = step.size // PAGE_SIZE
+    m.emit("sim:step", task.pid, "write", pages)
+    while pages > 0 and (shared := mm.rss_anon - sum(mm.anon)) > 0:
+        nr = min(step.chunk, pages, shared)
+        zone = await _fault_chunk(m, task, mm, G.GFP_HIGHUSER_MOVABLE, 0, nr, nr, "anon", True)
+        if zone is None:
+            await vm_fault_oom(m, task)
+            continue
+        # the copies replace shared pages (the zone of the old page does not matter)
+        left = nr
+        for g in range(len(mm.cow)):
+            left -= wp_page_copy(mm, g, left)
+        pages -= nr
+        mm.last_active = m.now
+        await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+        ret_to_user(task)
+        if task.memcg_nr_pages_over_high:
+            await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
+            ret_to_user(task)
 
 
 async def vm_fault_oom(m: "Machine", task: Task) -> None:
@@ -279,6 +314,10 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
             m.free_to_buddy(task, zone, k)
             uncharge_pages(mm, k)
             left -= k
+    for g in range(len(mm.cow)):
+        k = min(mm.cow_pages(g), left)  # shared with the parent: only this mapping goes
+        mm.cow[g] -= k
+        left -= k
     k = min(mm.swapents, left)
     mm.swapents -= k
     m.swap_free += k
@@ -308,6 +347,7 @@ async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
         while (mm := dup_mm(m, task)) is None:
             if await _enomem(m, task, "fork", step.on_fail):
                 return
+        copy_present_ptes(task.mm, mm)  # dup_mmap: the VMAs, and the anon pages copy-on-write
     child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
     child.group = task.group
     child.parent = task
@@ -381,5 +421,5 @@ async def _set_adj(m: "Machine", task: Task, step: SetOomScoreAdjStep) -> None:
 STEP: dict[type, Any] = {
     AllocStep: _alloc, TouchFileStep: _touch_file, FreeStep: _free, ForkStep: _fork,
     ExitStep: _exit, SleepStep: _sleep, ComputeStep: _compute, BlockStep: _block,
-    SetOomScoreAdjStep: _set_adj, RepeatStep: _repeat,
+    SetOomScoreAdjStep: _set_adj, RepeatStep: _repeat, WriteStep: _write,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import params
+from .cow import cow_release
 from .memcontrol import uncharge_pages, uncharge_swap
 from .task import MMF_OOM_SKIP, MMF_UNSTABLE
 
@@ -22,6 +23,7 @@ MAX_OOM_REAP_RETRIES = 10
 
 async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str) -> int:
     """Unmap and free an mm's pages batch by batch; returns how many were freed."""
+    cow_release(m, mm)  # pages shared copy-on-write stay with the other side
     freed = 0
     while True:
         batch = params.ZAP_BATCH

@@ -95,6 +95,10 @@ class MM:
         self.pgtables = [0] * nzones   # page-table pages, by zone
         self.swapents = 0              # MM_SWAPENTS
         self.total_vm = 0              # pages
+        # copy-on-write after fork (kernel/cow.py): pages of cow_from's anon this mm still
+        # maps, by zone; counted in this mm's MM_ANONPAGES, held physically by cow_from
+        self.cow = [0] * nzones
+        self.cow_from: MM | None = None
         # Committed_AS charges this mm carries (kernel/util.py): VM_ACCOUNT mappings
         # (private writable anon) and the shmem objects it created
         self.vm_accounted = 0
@@ -109,9 +113,18 @@ class MM:
     def __repr__(self) -> str:
         return f"<MM {self.id}>"
 
+    def cow_pages(self, g: int) -> int:
+        """Pages of zone ``g`` this mm maps copy-on-write that cow_from still holds."""
+        src = self.cow_from
+        return 0 if src is None else min(self.cow[g], src.anon[g])
+
     @property
     def rss_anon(self) -> int:
-        return sum(self.anon)
+        """MM_ANONPAGES: the pages it holds and those it shares copy-on-write."""
+        anon = sum(self.anon)
+        if self.cow_from is not None:
+            anon += sum(self.cow_pages(g) for g in range(len(self.anon)))
+        return anon
 
     @property
     def rss_file(self) -> int:
@@ -122,7 +135,7 @@ class MM:
         return sum(self.shmem)
 
     def get_mm_rss(self) -> int:
-        return sum(self.anon) + sum(self.file) + sum(self.shmem)
+        return self.rss_anon + sum(self.file) + sum(self.shmem)
 
     def mapped_pages(self) -> int:
         return self.get_mm_rss() + self.swapents

@@ -161,3 +161,46 @@ def test_pages_the_child_still_maps_survive_the_parents_exit(simulate):
     # and the child's exit then gives them back
     child = pids_of(r, "child")[0]
     assert where(events(r, "sim:exit_mm"), pid=child)[0]["pages"] >= 300 * 256
+
+
+# --- rule 3: global reclaim respects memory.min and memory.low (shrink_node_memcgs) -----
+
+def protection_run(simulate, **prot):
+    return simulate(config({
+        "cache": {"uid": 1000, "memcg": "/prot", "program": [
+            {"op": "touch_file", "size": "150MiB", "mapped": False}, *IDLE]},
+        "grower": {"uid": 1000, "start": "1s", "program": GROW},
+    }, memcgs=[{"path": "/prot", **prot}], run={"meminfo_interval": "100ms"}))
+
+
+def prot_usage_at(r, t: int) -> int:
+    """/prot's memory usage (pages) at the last sample at or before t."""
+    return [u for u in events(r, "sim:memcg_usage") if u["path"] == "/prot" and u["t"] <= t][-1]["usage"]
+
+
+def test_memory_min_keeps_the_cache_through_global_reclaim_until_the_oom(simulate):
+    r = protection_run(simulate, min="200MiB")
+    kill = kills(r)[0]
+    assert kill["comm"] == "grower"
+    # not one page of /prot's 150 MiB went, though the grower reclaimed everything else
+    assert prot_usage_at(r, kill["t"]) == 150 * 256
+    before = [s for s in events(r, "sim:meminfo") if s["t"] < kill["t"]][-1]
+    assert before["file"] - 150 * 256 < 32 * 256  # most of the 64 MiB unprotected cache is gone
+    assert not events(r, "sim:memcg_event")
+
+
+def test_memory_low_is_breached_only_when_nothing_else_is_left(simulate):
+    r = protection_run(simulate, low="200MiB")
+    grower = pids_of(r, "grower")[0]
+    lows = where(events(r, "sim:memcg_event"), name="low", path="/prot")
+    assert lows
+    # MEMCG_LOW is counted by direct reclaim's memcg_low_reclaim retry; kswapd never breaches
+    assert {e["pid"] for e in lows} == {grower}
+    first_low = lows[0]["t"]
+    # until then /prot kept all its cache, while the unprotected cache went first
+    assert prot_usage_at(r, first_low - 1) == 150 * 256
+    before = [s for s in events(r, "sim:meminfo") if s["t"] < first_low][-1]
+    assert before["file"] - 150 * 256 < 32 * 256
+    # then it gave its cache rather than the machine going OOM
+    kill = kills(r)[0]
+    assert kill["t"] > first_low and prot_usage_at(r, kill["t"]) < 150 * 256 // 10

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from . import gfp as G
 from . import params
 from .cpuset import cpuset_zone_allowed
-from .memcontrol import mem_cgroup_swapout, memcg_count_scan, memcg_of, swap_room, uncharge_pages
+from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgroup_below_min,
+                         mem_cgroup_calculate_protection, mem_cgroup_swapout, memcg_count_scan,
+                         memcg_memory_event, memcg_of, swap_room, uncharge_pages)
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .workingset import workingset_eviction
@@ -33,7 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class ScanControl:
     __slots__ = ("gfp_mask", "order", "priority", "nr_to_reclaim", "reclaim_idx", "may_writepage",
-                 "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback")
+                 "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback",
+                 "memcg_low_reclaim", "memcg_low_skipped")
 
     def __init__(self, gfp_mask: int, order: int, nr_to_reclaim: int, reclaim_idx: int,
                  is_kswapd: bool) -> None:
@@ -48,6 +51,8 @@ class ScanControl:
         self.nr_reclaimed = 0
         self.is_kswapd = is_kswapd
         self.nr_writeback = 0
+        self.memcg_low_reclaim = False  # memory.low is breached on this pass
+        self.memcg_low_skipped = False  # a memcg was spared for its memory.low
 
 
 def _scan_size(size: int, priority: int) -> int:
@@ -65,12 +70,14 @@ def get_scan_count(total: int, anon: int, file: int) -> tuple[int, int]:
     return anon_scan, min(total - anon_scan, file)
 
 
-def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
+def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int, skip: frozenset = frozenset()) -> int:
     """Evict clean page cache, oldest owner first (unmapped cache sits at the head)."""
     freed = 0
     for owner in list(zone.file_lru):
         if freed >= budget:
             break
+        if skip and memcg_of(owner) in skip:
+            continue
         have = zone.file_owner.get(owner, 0)
         k = min(have, budget - freed)
         if k:
@@ -84,13 +91,15 @@ def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int) -> int:
     return freed
 
 
-def _take_anon(m: "Machine", zone: Zone, budget: int) -> int:
+def _take_anon(m: "Machine", zone: Zone, budget: int, skip: frozenset = frozenset()) -> int:
     """try_to_unmap anonymous pages into swap entries, oldest mm first."""
     taken = 0
     g = zone.gid
     for mm in list(zone.anon_lru):
         if taken >= budget:
             break
+        if skip and mm.memcg in skip:
+            continue
         k = min(mm.anon[g], budget - taken)
         if mm.memcg is not None:
             k = min(k, swap_room(m, mm))  # past swap.max, mem_cgroup_try_charge_swap fails
@@ -119,10 +128,15 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     wb_pages = 0
     inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone
     zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
+    skip = protected_memcgs(m, cur, sc)
     for zone in zones:
         nr = zone.nr
         file = nr["file"] + nr["dirty"]
         anon = nr["anon"] if can_swap else 0
+        if skip:
+            # the protected memcgs' lruvecs are not scanned at all
+            file -= protected_pages(zone, skip, "file")
+            anon -= protected_pages(zone, skip, "anon") if can_swap else 0
         total = _scan_size(file + anon, prio)
         if not total:
             continue
@@ -131,14 +145,14 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
         # clean and dirty file pages are met in proportion to their share of the list
         dirty_scan = file_scan * nr["dirty"] // file if file else 0
         clean_scan = file_scan - dirty_scan
-        reclaimed += _reclaim_file(m, cur, zone, clean_scan)
+        reclaimed += _reclaim_file(m, cur, zone, clean_scan, skip)
         if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
             nr["dirty"] -= dirty_scan
             nr["writeback"] += dirty_scan
             wb_pages += dirty_scan
             inflight.append((zone, dirty_scan))
         if anon_scan:
-            taken = _take_anon(m, zone, min(anon_scan, m.swap_free))
+            taken = _take_anon(m, zone, min(anon_scan, m.swap_free), skip)
             if taken:
                 io_pages += taken
                 inflight.append((zone, taken))
@@ -177,6 +191,37 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
            io_pages + wb_pages, io_jiffies)
 
 
+def protected_memcgs(m: "Machine", cur: "Task", sc: ScanControl) -> frozenset:
+    """shrink_node_memcgs' protection test, for global reclaim (kswapd and direct): the
+    memcgs whose lruvecs this pass leaves alone.  A memcg at or below its effective
+    memory.min is always spared; one at or below memory.low is spared unless this is the
+    memcg_low_reclaim retry, which counts a MEMCG_LOW event for each breached one."""
+    if len(m.memcgs) <= 1:
+        return frozenset()
+    root = m.root_mem_cgroup  # sc->target_mem_cgroup is NULL: the walk starts at the root
+    skip = []
+    for memcg in for_each_mem_cgroup_tree(root):
+        if memcg is root:
+            continue
+        mem_cgroup_calculate_protection(root, memcg)
+        if mem_cgroup_below_min(memcg):
+            skip.append(memcg)  # hard protection: if nothing else is reclaimable, OOM
+        elif mem_cgroup_below_low(memcg):
+            if not sc.memcg_low_reclaim:
+                sc.memcg_low_skipped = True
+                skip.append(memcg)
+                continue
+            memcg_memory_event(m, memcg, "low", cur.pid)
+    return frozenset(skip)
+
+
+def protected_pages(zone: Zone, skip: frozenset, lru: str) -> int:
+    """Pages of the spared memcgs on one of the zone's LRU lists ("file" or "anon")."""
+    if lru == "file":
+        return sum(k for o, k in zone.file_owner.items() if memcg_of(o) in skip)
+    return sum(mm.anon[zone.gid] for mm in zone.anon_lru if mm.memcg in skip)
+
+
 def _finish_writeback(m: "Machine", cur: "Task", inflight: list[tuple[Zone, int]]) -> int:
     """end_page_writeback for the pages this reclaimer sent to IO, then free them (they were
     chosen for reclaim); other reclaimers' pages stay under IO until their own wait ends."""
@@ -201,6 +246,12 @@ async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order
         if z.node not in nodes:
             nodes.append(z.node)
     await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node)
+    if not sc.nr_reclaimed and sc.memcg_low_skipped:
+        # do_try_to_free_pages: untapped memory.low reserves -- dip into them, don't OOM
+        sc.priority = DEF_PRIORITY
+        sc.memcg_low_reclaim = True
+        sc.memcg_low_skipped = False
+        await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node)
     m.emit("vmscan:mm_vmscan_direct_reclaim_end", cur.pid, sc.nr_reclaimed)
     return sc.nr_reclaimed
 

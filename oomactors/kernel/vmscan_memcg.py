@@ -40,14 +40,12 @@ GFP_RECLAIM_MASK = (G.__GFP_RECLAIM | G.__GFP_HIGH | G.__GFP_IO | G.__GFP_FS | G
 
 
 class MemcgScanControl(ScanControl):
-    __slots__ = ("target_mem_cgroup", "memcg_low_reclaim", "memcg_low_skipped")
+    __slots__ = ("target_mem_cgroup",)
 
     def __init__(self, gfp_mask: int, nr_to_reclaim: int, target: MemCgroup, may_swap: bool) -> None:
         super().__init__(gfp_mask, 0, nr_to_reclaim, MAX_NR_ZONES - 1, False)
         self.may_swap = may_swap
         self.target_mem_cgroup = target
-        self.memcg_low_reclaim = False
-        self.memcg_low_skipped = False
 
 
 async def try_to_free_mem_cgroup_pages(m: "Machine", cur: "Task", memcg: MemCgroup, nr_pages: int,

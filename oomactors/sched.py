@@ -34,6 +34,7 @@ POINTS: dict[str, str] = {
     "alloc.nofail_retry": "cond_resched() before a __GFP_NOFAIL request loops again",
     "reclaim.begin": "cond_resched() at the top of __perform_reclaim",
     "reclaim.io_wait": "waiting for swap-out or writeback IO issued by reclaim",
+    "reclaim.throttle": "throttle_direct_reclaim: waiting on pfmemalloc_wait for kswapd",
     "reclaim.congestion_wait": "congestion_wait(HZ/10) in should_reclaim_retry while dirty pages dominate",
     "reclaim.scan": "CPU time spent scanning LRU lists",
     "compact.scan": "CPU time spent in direct compaction",

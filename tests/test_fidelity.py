@@ -204,3 +204,96 @@ def test_memory_low_is_breached_only_when_nothing_else_is_left(simulate):
     # then it gave its cache rather than the machine going OOM
     kill = kills(r)[0]
     assert kill["t"] > first_low and prot_usage_at(r, kill["t"]) < 150 * 256 // 10
+
+
+# --- rule 5: throttle_direct_reclaim (pfmemalloc_wait) ------------------------------------
+
+def throttle_config() -> Config:
+    # four user allocators in direct reclaim while a "network" consumer eats the atomic
+    # reserves (GFP_ATOMIC may go below min); only kswapd can write the dirty page cache back
+    return config({
+        "grower": {"uid": 1000, "count": 4, "start": "500ms", "program": [
+            {"op": "repeat", "steps": [{"op": "alloc", "size": "4MiB", "rate": "64MiB/s"}]}]},
+        "netrx": {"uid": 0, "start": "500ms", "program": [{"op": "repeat", "steps": [
+            {"op": "alloc", "kind": "kernel", "gfp": "GFP_ATOMIC", "size": "1MiB", "chunk": 32,
+             "on_fail": "continue"},
+            {"op": "sleep", "time": "4ms"}]}]},
+    }, machine={"dirty": "500MiB", "page_cache": "0"}, duration="6s")
+
+
+def test_direct_reclaimers_wait_for_kswapd_below_half_the_min_watermarks(simulate):
+    r = simulate(throttle_config())
+    growers = set(pids_of(r, "grower"))
+    throttled = where(events(r, "sim:throttle"), why="pfmemalloc")
+    assert throttled and {e["pid"] for e in throttled} <= growers
+    # one count per throttling; a task still waiting when the run ends has no event yet
+    assert 0 <= r.machine.vmstat["pgscan_direct_throttle"] - len(throttled) <= len(growers)
+    # kthreads and the atomic consumer (it never reclaims) are never throttled
+    assert not where(throttled, pid=pids_of(r, "netrx")[0])
+    # while anyone waits, kswapd stays awake: it wakes the waiters before it sleeps
+    sleeps = [e["t"] for e in events(r, "vmscan:mm_vmscan_kswapd_sleep")]
+    waits = [(e["pid"], e["t"] - e["jiffies"], e["t"]) for e in throttled if e["jiffies"]]
+    assert waits
+    assert not [(s, w) for s in sleeps for w in waits if w[1] <= s < w[2]]
+    # a throttled task does not reclaim (nor go OOM) until it is let go
+    busy = events(r, "vmscan:mm_vmscan_direct_reclaim_begin", "sim:out_of_memory_enter")
+    assert not [(e, w) for e in busy for w in waits if e["pid"] == w[0] and w[1] < e["t"] < w[2]]
+
+
+def _drive(coro):
+    """Run a coroutine that never really suspends; returns its value."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine suspended")
+
+
+def _unit_machine():
+    from oomactors import sim
+    from oomactors.actors.user import new_process
+    m = sim.build(config({"a": {"uid": 1000, "program": IDLE}}, machine={"dirty": "100MiB"}))
+    return m, new_process(m, "kswapd0", 0, frozenset(), 0, kthread=True)
+
+
+def test_a_node_found_balanced_is_no_kswapd_failure():
+    from oomactors.kernel.mmzone import ZONE_NORMAL
+    from oomactors.kernel.vmscan import balance_pgdat
+    m, kswapd = _unit_machine()
+    node = m.zones[0].node
+    # balance_pgdat's "goto out": nothing reclaimed, and nothing needed to be
+    _drive(balance_pgdat(m, kswapd, node, 0, ZONE_NORMAL))
+    assert node.kswapd_failures == 0
+    assert not events(m.records, "sim:kswapd_failures")
+
+
+def test_allow_direct_reclaim_is_half_the_min_watermarks_of_reclaimable_lowmem_zones():
+    from oomactors.kernel.vmscan_throttle import allow_direct_reclaim
+    m, _ = _unit_machine()
+    node = m.zones[0].node
+    # only zones with something to reclaim (here: the dirty cache) count
+    zones = [z for z in node.zones if z.managed and z.zone_reclaimable_pages(m.swap_free)]
+    others = [z for z in node.zones if z.managed and z not in zones]
+    assert zones and others
+    reserve = sum(z.min_wmark for z in zones)
+    woken = []
+    node.kswapd_sleeping = True
+    node.kswapd_waiter = type("W", (), {"wake": lambda self, v: woken.append(v)})()
+    saved = [z.nr_free for z in zones + others]
+    for z in zones:
+        z.nr_free = z.min_wmark // 2
+    for z in others:
+        z.nr_free = 0
+    free = sum(z.nr_free for z in zones)
+    assert free <= reserve // 2
+    assert not allow_direct_reclaim(m, node)
+    # kswapd is woken for lowmem, and the test is the strict "free > reserve / 2"
+    assert woken == ["wake"] and node.kswapd_highest_zoneidx <= 2
+    zones[-1].nr_free += reserve // 2 - free + 1
+    assert allow_direct_reclaim(m, node)
+    # a hopeless node throttles nobody
+    zones[-1].nr_free -= reserve // 2 - free + 1
+    node.kswapd_failures = 16
+    assert allow_direct_reclaim(m, node)
+    for z, f in zip(zones + others, saved):
+        z.nr_free = f

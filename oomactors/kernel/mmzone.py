@@ -183,6 +183,7 @@ class Node:
         self.kswapd_failures = 0
         self.kswapd_sleeping = False
         self.kswapd_task = None
+        self.pfmemalloc_wait: list = []  # direct reclaimers throttled (vmscan_throttle.py)
 
     def zone(self, idx: int) -> Zone | None:
         for z in self.zones:

@@ -25,6 +25,7 @@ from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgr
                          memcg_memory_event, memcg_of, swap_room, uncharge_pages)
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
+from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
 from .workingset import workingset_eviction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -235,6 +236,9 @@ def _finish_writeback(m: "Machine", cur: "Task", inflight: list[tuple[Zone, int]
 
 async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order: int, gfp_mask: int) -> int:
     """Direct reclaim: raise the priority until SWAP_CLUSTER_MAX pages came back."""
+    # a fatal signal while throttled: report progress so that the allocator does not OOM
+    if await throttle_direct_reclaim(m, cur, gfp_mask, ac):
+        return 1
     sc = ScanControl(gfp_mask, order, SWAP_CLUSTER_MAX, G.gfp_zone(gfp_mask), False)
     m.emit("vmscan:mm_vmscan_direct_reclaim_begin", cur.pid, order, G.format_gfp(gfp_mask))
     m.vmstat["allocstall"] += 1
@@ -310,6 +314,8 @@ def wake_all_kswapds(m: "Machine", cur: "Task", order: int, gfp_mask: int, ac: "
 
 
 def prepare_kswapd_sleep(m: "Machine", node: Node, order: int, highest_zoneidx: int) -> bool:
+    # nobody may stay throttled while kswapd sleeps; a premature wake only throttles again
+    wake_throttled(m, node, check=False)
     if node.kswapd_failures >= MAX_RECLAIM_RETRIES:
         return True
     return pgdat_balanced(m, node, order, highest_zoneidx)
@@ -346,10 +352,11 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
     sc = ScanControl(G.GFP_KERNEL, order, 0, highest_zoneidx, True)
     pflags = psi_memstall_enter(m, task)  # kswapd's balancing counts as a memory stall too
     try:
-        await _balance(m, task, node, sc, highest_zoneidx)
+        balanced = await _balance(m, task, node, sc, highest_zoneidx)
     finally:
         psi_memstall_leave(m, task, pflags)
-    if not sc.nr_reclaimed:
+    # a node found balanced ("goto out") is no failure, however little was reclaimed
+    if not balanced and not sc.nr_reclaimed:
         node.kswapd_failures += 1
         m.emit("sim:kswapd_failures", task.pid, node.nid, node.kswapd_failures)
         if m.profile.kswapd_calls_oom:
@@ -357,11 +364,12 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
     return sc.order
 
 
-async def _balance(m: "Machine", task: "Task", node: Node, sc: ScanControl, highest_zoneidx: int) -> None:
-    """balance_pgdat's loop: raise the priority until some zone is balanced."""
+async def _balance(m: "Machine", task: "Task", node: Node, sc: ScanControl, highest_zoneidx: int) -> bool:
+    """balance_pgdat's loop: raise the priority until some zone is balanced.  True if it
+    ended balanced, False if the priorities ran out."""
     while sc.priority >= 1:
         if pgdat_balanced(m, node, sc.order, highest_zoneidx):
-            break
+            return True
         before = sc.nr_reclaimed
         sc.nr_scanned = 0
         # kswapd_shrink_node: aim at the high watermarks; enough for compaction -> order 0
@@ -371,9 +379,12 @@ async def _balance(m: "Machine", task: "Task", node: Node, sc: ScanControl, high
         if sc.order and sc.nr_reclaimed >= 2 << sc.order:
             sc.order = 0
         # raise the priority when this pass scanned too little or reclaimed nothing
+        # throttled direct reclaimers may go on once the reserves are back
+        wake_throttled(m, node)
         if sc.nr_scanned < sc.nr_to_reclaim or sc.nr_reclaimed == before:
             sc.priority -= 1
         await m.sched.point(task, "kswapd.scan")
+    return False
 
 
 async def kswapd_out_of_memory(m: "Machine", task: "Task", node: Node) -> None:

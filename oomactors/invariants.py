@@ -165,7 +165,7 @@ def page_conservation(m: "Machine", rec: tuple) -> None:
                 raise InvariantViolation(f"t={rec[0]} {z}: mms hold {total} {kind} pages, zone says {z.nr[kind]}")
         if sum(z.file_owner.values()) != z.nr["file"]:
             raise InvariantViolation(f"t={rec[0]} {z}: page-cache mappers disagree with nr_file")
-    swapped = sum(mm.swapents for mm in m.mms)
+    swapped = sum(mm.swapents + mm.shmem_swap for mm in m.mms)
     if swapped + m.swap_free != m.total_swap_pages:
         raise InvariantViolation(f"t={rec[0]}: swap entries {swapped} + free {m.swap_free} != {m.total_swap_pages}")
     if len(getattr(m, "memcgs", ())) > 1:
@@ -181,7 +181,7 @@ def _memcg_conservation(m: "Machine", rec: tuple) -> None:
         c = mm.memcg
         if c is not None:
             mem[c] += sum(mm.anon) + sum(mm.shmem) + sum(mm.file)
-            swap[c] += mm.swapents
+            swap[c] += mm.swapents + mm.shmem_swap
     for z in m.zones:
         for c in memcgs:
             if c.file[z.gid] != (z.file_owner.get(c, 0) if not c.is_root else 0):

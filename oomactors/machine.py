@@ -272,6 +272,9 @@ class Machine:
                 lru[mm] = None
             elif kind == "shmem":
                 mm.shmem[g] += n
+                lru = zone.shmem_lru
+                lru.pop(mm, None)
+                lru[mm] = None
             elif kind == "file":
                 zone.file_owner[mm] = zone.file_owner.get(mm, 0) + n
                 if mm is not None:

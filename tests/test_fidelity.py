@@ -297,3 +297,37 @@ def test_allow_direct_reclaim_is_half_the_min_watermarks_of_reclaimable_lowmem_z
     assert allow_direct_reclaim(m, node)
     for z, f in zip(zones + others, saved):
         z.nr_free = f
+
+
+# --- rule 4: shmem is swap-backed (on the anon LRU) ------------------------------------------
+
+def test_shmem_is_reclaimable_and_swapped_out_when_swap_is_free(simulate):
+    r = simulate(config({
+        "tmpfs": {"uid": 1000, "program": [{"op": "alloc", "kind": "shmem", "size": "400MiB"}, *IDLE]},
+        "grower": {"uid": 1000, "start": "1s", "program": GROW},
+    }, machine={"swap": "1GiB"}, run={"meminfo_interval": "100ms"}))
+    samples = events(r, "sim:meminfo")
+    kill = kills(r)[0]
+    assert kill["comm"] == "grower"
+    at_start = [s for s in samples if s["t"] < 250][-1]
+    before_kill = [s for s in samples if s["t"] < kill["t"]][-1]
+    assert at_start["shmem"] == 400 * 256
+    # reclaim swapped most of the tmpfs pages out (alongside the grower's anon): they left
+    # Shmem and the tmpfs task's rss, and took swap
+    out = at_start["shmem"] - before_kill["shmem"]
+    assert out > 400 * 256 // 2
+    assert at_start["swap_free"] - before_kill["swap_free"] > out
+    rows = {row[8]: row for row in events(r, "sim:oom_header")[0]["rows"]}
+    assert rows["tmpfs"][4] <= before_kill["shmem"] + 256  # rss: what is left, and a little anon
+    assert rows["tmpfs"][6] == 0  # swapped shmem leaves no swap pte: no MM_SWAPENTS
+
+
+def test_zone_reclaimable_pages_count_shmem_only_with_free_swap():
+    from oomactors import sim
+    from oomactors.actors.user import new_process
+    m = sim.build(config({"a": {"uid": 1000, "program": IDLE}}, machine={"swap": "64MiB", "page_cache": "0"}))
+    t = new_process(m, "t", 1000, frozenset(), 0)
+    zone = m.zones[-1]
+    zone.nr_free -= 100
+    m.charge(zone, "shmem", t.mm, 100)
+    assert zone.zone_reclaimable_pages(m.swap_free) - zone.zone_reclaimable_pages(0) == 100

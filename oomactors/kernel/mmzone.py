@@ -50,6 +50,7 @@ class Zone:
         # owners
         self.nr = dict.fromkeys(OWNERS, 0)
         self.anon_lru: dict[MM, None] = {}         # mms with anon pages here, oldest first
+        self.shmem_lru: dict[MM, None] = {}        # mms with shmem pages here (kernel/shmem.py)
         self.file_lru: dict[MM | None, None] = {}  # None = unmapped page cache
         self.file_owner: dict[MM | None, int] = {}  # clean page-cache pages by mapper
         # fragmentation: the share of merges that an unmovable neighbour blocks
@@ -168,7 +169,7 @@ class Zone:
         nr = self.nr
         pages = nr["file"] + nr["dirty"] + nr["writeback"]
         if swap_free > 0:
-            pages += nr["anon"]
+            pages += nr["anon"] + nr["shmem"]  # shmem is swap-backed, on the anon LRU
         return pages
 
 

@@ -44,10 +44,19 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
             k = min(mm.shmem[g], batch - got)
             if k:
                 mm.shmem[g] -= k
+                if not mm.shmem[g]:
+                    zone.shmem_lru.pop(mm, None)
                 zone.nr["shmem"] -= k
                 m.free_to_buddy(cur, zone, k)
                 uncharge_pages(mm, k)
                 got += k
+        # the shmem object goes with its creator's mm, swapped pages too
+        if mm.shmem_swap and not anon_only and got < batch:
+            k = min(mm.shmem_swap, batch - got)
+            mm.shmem_swap -= k
+            m.swap_free += k
+            uncharge_swap(mm, k)
+            got += k
         # swap entries go with the page tables that hold them
         if mm.swapents and got < batch:
             k = min(mm.swapents, batch - got)

@@ -94,6 +94,7 @@ class MM:
         self.file = [0] * nzones       # MM_FILEPAGES (mapped page cache)
         self.pgtables = [0] * nzones   # page-table pages, by zone
         self.swapents = 0              # MM_SWAPENTS
+        self.shmem_swap = 0            # swapped-out pages of the shmem it created (kernel/shmem.py)
         self.total_vm = 0              # pages
         # copy-on-write after fork (kernel/cow.py): pages of cow_from's anon this mm still
         # maps, by zone; counted in this mm's MM_ANONPAGES, held physically by cow_from

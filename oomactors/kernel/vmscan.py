@@ -25,6 +25,7 @@ from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgr
                          memcg_memory_event, memcg_of, swap_room, uncharge_pages)
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
+from .shmem import shmem_lru_pages, shmem_swapout
 from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
 from .workingset import workingset_eviction
 
@@ -138,6 +139,8 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             # the protected memcgs' lruvecs are not scanned at all
             file -= protected_pages(zone, skip, "file")
             anon -= protected_pages(zone, skip, "anon") if can_swap else 0
+        shmem = shmem_lru_pages(zone, skip) if can_swap else 0
+        anon += shmem  # swap-backed: on the anon LRU
         total = _scan_size(file + anon, prio)
         if not total:
             continue
@@ -153,7 +156,10 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             wb_pages += dirty_scan
             inflight.append((zone, dirty_scan))
         if anon_scan:
-            taken = _take_anon(m, zone, min(anon_scan, m.swap_free), skip)
+            # the anon list holds anonymous and shmem pages: each loses its share
+            shmem_scan = anon_scan * shmem // anon
+            taken = _take_anon(m, zone, min(anon_scan - shmem_scan, m.swap_free), skip)
+            taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), skip)
             if taken:
                 io_pages += taken
                 inflight.append((zone, taken))

@@ -25,6 +25,7 @@ from .memcontrol import (MemCgroup, for_each_mem_cgroup_tree, mem_cgroup_below_l
                          memcg_memory_event, memcg_of, uncharge_pages)
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
+from .shmem import shmem_lru_pages, shmem_swapout
 from .workingset import workingset_eviction
 from .vmscan import (ScanControl, _finish_writeback, get_scan_count,
                      raise_priority_until_reclaimed)
@@ -138,6 +139,8 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
         file = sum(zone.file_owner.get(o, 0) for o in owners)
         mms = [mm for mm in zone.anon_lru if mm.memcg is memcg] if can_swap else []
         anon = sum(mm.anon[zone.gid] for mm in mms)
+        shmem = shmem_lru_pages(zone, memcg=memcg) if can_swap else 0
+        anon += shmem  # swap-backed: on the anon LRU
         size = file + anon
         if not size:
             continue
@@ -156,7 +159,9 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
         reclaimed += freed
         taken = 0
         if anon_scan:
-            taken = _take_anon(m, zone, mms, min(anon_scan, m.swap_free))
+            shmem_scan = anon_scan * shmem // anon
+            taken = _take_anon(m, zone, mms, min(anon_scan - shmem_scan, m.swap_free))
+            taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), memcg=memcg)
             if taken:
                 inflight.append((zone, taken))
         memcg_count_scan(memcg, file_scan + anon_scan, freed + taken)

@@ -331,3 +331,51 @@ def test_zone_reclaimable_pages_count_shmem_only_with_free_swap():
     zone.nr_free -= 100
     m.charge(zone, "shmem", t.mm, 100)
     assert zone.zone_reclaimable_pages(m.swap_free) - zone.zone_reclaimable_pages(0) == 100
+
+
+# --- rule 7: 2.4's select_bad_process and oom_kill_task --------------------------------------
+
+def _select(profile: str, init_vm: int, caps: tuple = ()):
+    """The default policy's choice on a built machine whose init maps ``init_vm`` pages."""
+    from oomactors import sim
+    from oomactors.kernel import gfp as G
+    from oomactors.kernel.oom_kill import OomControl, oom_context, select_bad_process_in
+    from oomactors.kernel.profiles import PROFILES
+    m = sim.build(config({"a": {"uid": 1000, "caps": list(caps), "rss": "100MiB", "program": IDLE}},
+                         kernel={"profile": profile}))
+    from oomactors.actors.user import new_process
+    init = new_process(m, "init", 0, frozenset(), 0)
+    user = new_process(m, "a", 1000, frozenset(caps), 0)
+    assert init.pid == 1 and init.is_global_init
+    init.mm.total_vm = init_vm
+    user.mm.total_vm = 100 * 256
+    oc = OomControl(m.zonelists[0], None, None, G.GFP_KERNEL, 0)
+    oc.totalpages = sum(z.managed for z in m.zones)
+    ctx, _ = oom_context(m, oc, user)
+    return select_bad_process_in(ctx, PROFILES[profile])
+
+
+def test_24_walks_every_task_but_pid_0_so_init_can_be_chosen():
+    assert _select("linux-2.4", 1000 * 256).pid == 1
+    assert _select("linux-2.4", 10 * 256).pid == 2
+    # from 2.6 on, init is never a candidate
+    assert _select("linux-5.10", 1000 * 256).pid == 2
+    assert _select("linux-2.6.36", 1000 * 256).pid == 2
+
+
+@pytest.mark.parametrize("caps, on_sigterm, sig", [
+    (["CAP_SYS_RAWIO"], "exit", 15), (["CAP_SYS_RAWIO"], "ignore", 15), ([], "ignore", 9)])
+def test_24_sends_sigterm_to_a_cap_sys_rawio_victim_and_it_still_dies(simulate, caps, on_sigterm, sig):
+    # the biggest task idles; kernel allocations (no total_vm of their own) exhaust memory
+    r = simulate(config({
+        "xserver": {"uid": 1000, "caps": caps, "on_sigterm": on_sigterm, "rss": "600MiB", "program": IDLE},
+        "driver": {"uid": 1000, "start": "1s", "program": [{"op": "repeat", "steps": [
+            {"op": "alloc", "kind": "kernel", "gfp": "GFP_KERNEL", "size": "16MiB", "rate": "256MiB/s",
+             "on_fail": "continue"}]}]},
+    }, kernel={"profile": "linux-2.4"}, duration="6s"))
+    x = pids_of(r, "xserver")[0]
+    assert kills(r)[0]["pid"] == x
+    # force_sig(SIGTERM) with hardware access, else SIGKILL; never both
+    assert [e["sig"] for e in where(events(r, "signal:signal_generate"), pid=x)] == [sig]
+    # force_sig un-ignores SIGTERM: its default action kills the process
+    assert [e["reason"] for e in where(events(r, "sched:sched_process_exit"), pid=x)] == ["killed"]

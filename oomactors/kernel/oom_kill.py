@@ -21,7 +21,7 @@ from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo,
                          memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
-from .oom_kill_24 import out_of_memory_checklist
+from .oom_kill_24 import oom_kill_task_24, out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
 
@@ -162,8 +162,9 @@ def oom_context(m: "Machine", oc: OomControl, cur: Task) -> tuple[OomContext, di
     scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
     tasks: dict[int, Task] = {}
     views = []
+    select_24 = m.profile.select_24  # 2.4 skips pid 0 only: init is a candidate
     for p in scan:
-        if oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
+        if (p.is_kthread if select_24 else oom_unkillable_task(p)) or not oom_cpuset_eligible(m, p, oc, cur):
             continue
         v = oom_task_view(m, p)
         tasks[v.pid] = p
@@ -183,7 +184,7 @@ def oom_evaluate_task(ctx: OomContext, task: TaskView, state: list, prof: "Profi
     scan: a victim is still on its way out."""
     # a victim without MMF_OOM_SKIP is still freeing memory: wait for it, kill nobody else
     flags = task.flags
-    if api.OOM_VICTIM in flags:  # victim_status is None for everyone else
+    if api.OOM_VICTIM in flags and not prof.select_24:  # 2.4 waits for no victim
         status = api.victim_status(ctx, task)
         if status is api.VICTIM_SKIP:
             return False
@@ -426,7 +427,10 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
     mm = victim.mm
     m.vmstat["oom_kill"] += 1
     memcg_memory_event_mm(m, mm, "oom_kill", cur.pid)  # memory.events of the mm owner's memcg
-    do_send_sig_info(m, SIGKILL, victim, cur)
+    if m.profile.select_24:
+        oom_kill_task_24(m, victim)  # SIGTERM to a task with hardware access
+    else:
+        do_send_sig_info(m, SIGKILL, victim, cur)
     mark_oom_victim(m, victim)
     nodemask = m.nodelist(oc.nodemask) if oc.nodemask is not None else "(null)"  # %*pbl
     mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
@@ -448,7 +452,10 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
             continue
         if p.is_kthread:
             continue
-        do_send_sig_info(m, SIGKILL, p, cur)
+        if m.profile.select_24:
+            oom_kill_task_24(m, p)
+        else:
+            do_send_sig_info(m, SIGKILL, p, cur)
         m.emit("sim:oom_kill_shared", p.pid, p.comm, victim.pid, victim.comm)
     if can_oom_reap:
         wake_oom_reaper(m, victim)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .signal import SIGKILL, SIGTERM, group_send_sig_info
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
+    from .task import Task
 
 
 class OomState24:
@@ -53,3 +56,16 @@ def out_of_memory_checklist(m: "Machine") -> str | None:
     st.lastkill = now
     st.first, st.count = now, 0       # reset after a kill
     return None
+
+
+def oom_kill_task_24(m: "Machine", p: "Task") -> None:
+    """2.4's oom_kill_task: a process with hardware access (CAP_SYS_RAWIO) gets SIGTERM, the
+    rest SIGKILL, both by force_sig -- an ignored SIGTERM is set back to its default action
+    (so it still kills), a handler still runs.  init drops both (its actor ignores them)."""
+    if "CAP_SYS_RAWIO" in p.caps:
+        sigs = p.signal
+        if sigs.sigterm_action == "ignore":
+            sigs.sigterm_action = "default"  # force_sig_info: SIG_IGN becomes SIG_DFL
+        group_send_sig_info(m, SIGTERM, p)
+    else:
+        group_send_sig_info(m, SIGKILL, p)

@@ -17,6 +17,7 @@ from typing import Callable
 from policies.api import SKIPPED as _SKIPPED
 from policies.api import UNKILLABLE as _UNKILLABLE
 from policies.api import TaskView
+from policies import api
 
 from .oom_kill import oom_badness
 from .task import OOM_SCORE_ADJ_MIN, PAGE_SIZE
@@ -30,6 +31,9 @@ def _shift_hz(hz: int) -> int:
     while (1 << (s + 1)) <= hz + hz // 2:
         s += 1
     return s
+
+
+_NO_MM_24 = frozenset((api.KTHREAD, api.NO_MM))
 
 
 def _unkillable(p: "TaskView") -> bool:
@@ -54,8 +58,9 @@ def int_sqrt_24(x: int) -> int:
 def badness_24(p: "TaskView", totalpages: int, now: int, hz: int) -> int:
     """2.4 badness(): total_vm divided by the square root of CPU time and the fourth root of
     run time (with 2.4's own rough int_sqrt, which never returns 0), doubled for niced tasks, quartered for
-    root/CAP_SYS_ADMIN and again for CAP_SYS_RAWIO."""
-    if _unkillable(p):
+    root/CAP_SYS_ADMIN and again for CAP_SYS_RAWIO.  Only a task without an mm scores 0:
+    init is scored like anyone else."""
+    if p.flags & _NO_MM_24:
         return 0
     points = p.total_vm
     shift = _shift_hz(hz)
@@ -182,12 +187,14 @@ class Profile:
     console: str                     # which console format the report uses
     adj_floor: str = "min"           # an unprivileged adj write may not go below: "current"
                                      # (<= 3.1: the present value) or "min" (oom_score_adj_min)
+    select_24: bool = False          # 2.4's select_bad_process: every task but pid 0 (init too),
+                                     # no wait for a pending victim; SIGTERM to CAP_SYS_RAWIO
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
         Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, "kill_current",
-                "force", oom_score_raw, "2.4", "current"),
+                "force", oom_score_raw, "2.4", "current", True),
         Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
                 "global", "force", oom_score_raw, "2.6.36", "current"),
         # 3.5-3.13 and 3.14-4.16: the 4.19 selection and kill path with their own badness;

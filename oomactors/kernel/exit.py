@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .oom_kill import exit_oom_victim
 from .mmap import exit_mmap_unaccount
-from .oom_reaper import __oom_reap_task_mm, zap_pages
+from .oom_reaper import __oom_reap_task_mm, unmap_file_pages, zap_pages
 from .task import MMF_OOM_SKIP, MMF_OOM_VICTIM, PF_EXITING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,18 +50,9 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
         mm.flags |= MMF_OOM_SKIP
         if mm.flags & MMF_OOM_VICTIM:
             m.emit("sim:mmf_oom_skip", cur.pid, "exit_mmap")
-    # mapped page cache stays in the page cache, no longer mapped by anyone
+    unmap_file_pages(m, mm)  # mapped page cache stays in the page cache
     for zone in m.zones:
         g = zone.gid
-        k = mm.file[g]
-        if k:
-            cache = mm.memcg  # the page cache stays charged to the memcg that faulted it
-            m.uncharge_file(zone, mm, k)
-            zone.nr["file"] += k
-            zone.file_owner[cache] = zone.file_owner.get(cache, 0) + k
-            if cache is not None:
-                cache.file[g] += k
-            zone.file_lru.setdefault(cache, None)
         pt = mm.pgtables[g]
         if pt:
             mm.pgtables[g] = 0

@@ -71,10 +71,29 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
         await m.sched.point(cur, point)
 
 
+def unmap_file_pages(m: "Machine", mm: "MM") -> None:
+    """Unmap an mm's mapped page cache: the pages stay in the page cache, mapped by nobody,
+    charged to the memcg that faulted them."""
+    for zone in m.zones:
+        g = zone.gid
+        k = mm.file[g]
+        if k:
+            cache = mm.memcg
+            m.uncharge_file(zone, mm, k)
+            zone.nr["file"] += k
+            zone.file_owner[cache] = zone.file_owner.get(cache, 0) + k
+            if cache is not None:
+                cache.file[g] += k
+            zone.file_lru.setdefault(cache, None)
+
+
 async def __oom_reap_task_mm(m: "Machine", cur: "Task", mm: "MM") -> bool:
-    """Tear down the anonymous memory; faults on it would now see SIGBUS (MMF_UNSTABLE)."""
+    """Tear down the anonymous and private (!VM_SHARED) mappings -- the model's mapped file
+    pages are private ones -- but not shmem; faults would now see SIGBUS (MMF_UNSTABLE).
+    The file pages stay in the page cache, so only the victim's file-rss drops."""
     mm.flags |= MMF_UNSTABLE
     await zap_pages(m, cur, mm, anon_only=True, point="reaper.zap")
+    unmap_file_pages(m, mm)
     return True
 
 

@@ -156,7 +156,10 @@ async def __alloc_pages_direct_compact(m: "Machine", cur: "Task", gfp_mask: int,
     finally:
         cur.flags = (cur.flags & ~PF_MEMALLOC) | old
         psi_memstall_leave(m, cur, pflags)
-    if result == COMPACT_SKIPPED:
+    # up to 5.0 a skipped or deferred compaction returned here; 5.10 counts a stall and
+    # tries the freelist whatever the result; 2021 brought back the return for SKIPPED
+    early = m.profile.compact_early_return
+    if result == COMPACT_SKIPPED and early or result == COMPACT_DEFERRED and early == "inactive":
         return None, result
     m.vmstat["compact_stall"] += 1
     page = get_page_from_freelist(m, cur, gfp_mask, order, alloc_flags, ac, nr)

@@ -187,6 +187,8 @@ class Profile:
     console: str                     # which console format the report uses
     adj_floor: str = "min"           # an unprivileged adj write may not go below: "current"
                                      # (<= 3.1: the present value) or "min" (oom_score_adj_min)
+    compact_early_return: str = ""   # __alloc_pages_direct_compact returns before COMPACTSTALL on:
+                                     # "inactive" (skipped/deferred, <= 5.0), "skipped" (6.x), "" (5.10)
     select_24: bool = False          # 2.4's select_bad_process: every task but pid 0 (init too),
                                      # no wait for a pending victim; SIGTERM to CAP_SYS_RAWIO
 
@@ -194,23 +196,23 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
         Profile("linux-2.4", badness_24, 0, False, False, True, True, "2.4", False, 0, False, "kill_current",
-                "force", oom_score_raw, "2.4", "current", True),
+                "force", oom_score_raw, "2.4", "current", compact_early_return="inactive", select_24=True),
         Profile("linux-2.6.36", badness_2636, 0, False, True, False, False, "modern", False, 0, False,
-                "global", "force", oom_score_raw, "2.6.36", "current"),
+                "global", "force", oom_score_raw, "2.6.36", "current", compact_early_return="inactive"),
         # 3.5-3.13 and 3.14-4.16: the 4.19 selection and kill path with their own badness;
         # the oom_reaper came in 4.6.  Their consoles print nr_ptes (and nr_pmds from 4.1)
         Profile(name="linux-3.10", badness=badness_310, ineligible=0, ties_to_later=False,
                 sacrifice_child=True, oom_checklist_24=False, kswapd_calls_oom=False,
                 vm_enough_memory="modern", oom_reaper=False, reaper_delay_s=0,
                 exit_mmap_skip_after_unmap=False, pagefault_oom="global", memcg_oom_failure="force",
-                oom_score=oom_score_permille, console="3.10"),
+                oom_score=oom_score_permille, console="3.10", compact_early_return="inactive"),
         Profile(name="linux-4.14", badness=badness_414, ineligible=0, ties_to_later=False,
                 sacrifice_child=True, oom_checklist_24=False, kswapd_calls_oom=False,
                 vm_enough_memory="modern", oom_reaper=True, reaper_delay_s=0,
                 exit_mmap_skip_after_unmap=False, pagefault_oom="global", memcg_oom_failure="force",
-                oom_score=oom_score_permille, console="4.14"),
+                oom_score=oom_score_permille, console="4.14", compact_early_return="inactive"),
         Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, "global",
-                "force", oom_score_permille, "4.19"),
+                "force", oom_score_permille, "4.19", compact_early_return="inactive"),
         Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,
                 "global", "force", oom_score_59, "5.10"),
         # 5.18-6.7 (Debian 12's 6.1): every 6.12 behaviour above, but the console still prints
@@ -218,7 +220,7 @@ PROFILES: dict[str, Profile] = {
         Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "5.10"),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
-                "none", "enomem", oom_score_59, "6.x"),
+                "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped"),
     )
 }
 DEFAULT_PROFILE = "linux-5.10"

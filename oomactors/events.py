@@ -136,7 +136,7 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sim:memcg_event", "path name local usage",
        "memcg {path}: {name} (local={local}) usage={usage}"),
     # a sample of one memcg's counters, with sim:meminfo and at the run's start and end
-    _k("sim:memcg_usage", "path usage max high swap_usage swap_max",
+    _k("sim:memcg_usage", "path usage max high swap_usage swap_max peak",
        "memcg {path}: usage={usage} max={max} high={high} swap={swap_usage}/{swap_max}"),
     # try_charge went past memory.max (``why``: dying, nofail, oom_failed, ...)
     _k("sim:memcg_force_charge", "path pages why usage",

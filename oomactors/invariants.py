@@ -323,9 +323,12 @@ class MemcgEventsConsistent:
             self._books(m, rec)
         elif eid == self._GROUP:
             path = rec[4]
-            if self.pending["oom_group_kill"] or getattr(m.policy, "name", "linux") == "linux":
+            if self.pending["oom_group_kill"] or (getattr(m.policy, "name", "linux") == "linux"
+                                                   and getattr(getattr(m, "profile", None),
+                                                               "oom_group_kill_event", True)):
                 self._consume(rec, "oom_group_kill", path, f"the oom.group sweep of {path}")
-            # else a kill policy's whole-cgroup kill: not memory.oom.group, no memory.events
+            # else a kill policy's whole-cgroup kill (not memory.oom.group), or an era before
+            # 5.17 (no oom_group_kill counter): no memory.events
             self.group = (rec[3], path)
         elif eid == self._RETURN and self.group is not None and rec[3] == self.group[0]:
             self._sweep_done(m, rec, self.group[1])

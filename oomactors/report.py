@@ -157,6 +157,8 @@ def _memcg_summary(memcgs: dict[str, dict[str, Any]], name: str, ev: dict[str, A
         for key in ("max", "high", "swap_max"):
             mc[key] = "max" if ev[key] == PAGE_COUNTER_MAX else ev[key]
         mc["swap_usage"] = ev["swap_usage"]
+        # the page counter's high-water mark: the true peak, not the largest sample
+        mc["peak_usage"] = max(mc["peak_usage"], ev["peak"])
     elif name == "sim:memcg_event":
         mc["events"][ev["name"]] += 1
         if ev["local"]:

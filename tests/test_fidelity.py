@@ -420,3 +420,29 @@ def test_the_reaper_unmaps_private_file_mappings_too(simulate):
     reaped = where(events(r, "sim:reaper_reaped"), pid=kill["pid"])
     # 5.10's reaper zaps every !VM_SHARED mapping: anon and file-rss both end at 0
     assert [(e["anon_rss"], e["file_rss"]) for e in reaped] == [(0, 0)]
+
+
+def test_memcg_charges_fall_back_to_single_pages_and_a_dying_task_forces_one(simulate):
+    r = simulate(config({
+        "hog": {"uid": 1000, "memcg": "/c", "program": [{"op": "alloc", "size": "1024 pages"}, *IDLE]},
+    }, memcgs=[{"path": "/c", "max": "1000 pages"}], duration="3s"))
+    ooms = where(events(r, "sim:memcg_event"), name="oom", path="/c")
+    # the 32-page chunks' last one fits only 8 pages: they are charged, and the memcg goes
+    # OOM only for the page that finds no room at all
+    assert ooms and ooms[0]["usage"] == 1000
+    assert kills(r)[0]["comm"] == "hog"
+    # the killed task gets past memory.max by the one page it was faulting, no more
+    forced = where(events(r, "sim:memcg_force_charge"), path="/c")
+    assert [(f["pages"], f["why"], f["usage"]) for f in forced] == [(1, "dying", 1001)]
+
+
+def test_memcg_peak_usage_is_the_high_water_mark_not_the_largest_sample(simulate):
+    from oomactors.report import summarize
+    r = simulate(config({
+        "burst": {"uid": 1000, "memcg": "/p", "start": "300ms", "program": [
+            {"op": "alloc", "size": "100MiB"}, {"op": "free", "size": "all"}, *IDLE]},
+    }, memcgs=[{"path": "/p"}], duration="3s", run={"meminfo_interval": "1s"}))
+    samples = [u["usage"] for u in events(r, "sim:memcg_usage") if u["path"] == "/p"]
+    assert max(samples) < 100 * 256  # the periodic samples missed the burst
+    s = summarize(r.records, seed=r.seed, hz=r.hz, reason=r.reason)
+    assert s["memcgs"]["/p"]["peak_usage"] == 100 * 256

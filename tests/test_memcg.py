@@ -262,9 +262,10 @@ def test_memcg_oom_group_leaf_events(simulate):
     assert outcomes(r) == {"init": {"running"}, "bystander": {"running"}, "member": {"killed"},
                            "hog": {"killed"}, "outside": {"running"}}
     s = summary(r)["memcgs"]
-    assert s["/work/leaf"]["events_local"]["oom_group_kill"] == 1
+    # 5.10's memory.events has no oom_group_kill line (it came in 5.17)
+    assert s["/work/leaf"]["events_local"]["oom_group_kill"] == 0
     assert s["/work/leaf"]["events_local"]["oom_kill"] == len(members) + 2
-    assert s["/work"]["events"]["oom_group_kill"] == 1 and s["/work"]["events_local"]["oom_kill"] == 0
+    assert s["/work"]["events"]["oom_group_kill"] == 0 and s["/work"]["events_local"]["oom_kill"] == 0
     text = "\n".join(console_lines(r.records, hz=r.hz))
     assert "Tasks in /work/leaf are going to be killed due to memory.oom.group set" in text
     assert text.count("oom-kill:constraint=") == 1  # one report, many kills
@@ -317,7 +318,7 @@ def test_memcg_oom_group_parent_events(simulate):
     assert outcomes(r) == {"init": {"running"}, "sleeper_a": {"killed"}, "sleeper_b": {"killed"},
                            "hog": {"killed"}, "outside": {"running"}}
     s = summary(r)["memcgs"]
-    assert s["/work"]["events_local"]["oom_group_kill"] == 1
+    assert s["/work"]["events_local"]["oom_group_kill"] == 0  # 5.17+ only
     assert s["/work/b"]["events_local"]["oom_kill"] == 2 and s["/work/a"]["events_local"]["oom_kill"] == 3
 
 
@@ -518,7 +519,8 @@ def test_global_oom_counts_in_the_memcg_and_kills_its_oom_group(simulate):
     assert outcomes(r) == {"init": {"running"}, "cache": {"running"}, "web": {"killed"}, "leak": {"killed"}}
     ev = summary(r)["memcgs"]["/web"]["events"]
     # oom_kill counts kills by any OOM killer; max and oom belong to the memcg's own limit
-    assert ev["oom_kill"] == 3 and ev["oom_group_kill"] == 1 and ev["oom"] == 0 and ev["max"] == 0
+    # (no oom_group_kill counter in 5.10: it came in 5.17)
+    assert ev["oom_kill"] == 3 and ev["oom_group_kill"] == 0 and ev["oom"] == 0 and ev["max"] == 0
     # global reclaim took page cache charged to /cache (and uncharged it) before the kill
     use = [x["usage"] for x in samples(r, "/cache") if x["i"] < kills[0]["i"]]
     assert max(use) == 160 * MiB_PAGES and use[-1] < 96 * MiB_PAGES
@@ -543,11 +545,13 @@ max = "16MiB"
 name = "pinned"
 memcg = "/work"
 oom_score_adj = -1000
-program = [{ op = "alloc", size = "20MiB" }, { op = "sleep", time = "10s" }]
+program = [{ op = "alloc", size = "16640KiB" }, { op = "sleep", time = "10s" }]
 """
 
 
 def test_memcg_nothing_killable_force_charges_in_5_10(simulate):
+    # 64 pages past memory.max: each fault's charge reclaims, goes OOM, finds nothing
+    # killable and is forced -- one page at a time, as try_charge charges one page per fault
     r = simulate(parse_config(UNKILLABLE))
     assert not events(r, "sim:oom_kill") and r.reason != "panic"
     assert events(r, "sim:no_killable")  # "Out of memory and no killable processes..."
@@ -556,7 +560,8 @@ def test_memcg_nothing_killable_force_charges_in_5_10(simulate):
     forced = events(r, "sim:memcg_force_charge")
     assert forced and {f["why"] for f in forced} == {"oom_failed"}
     s = summary(r)["memcgs"]["/work"]
-    assert s["usage"] == 20 * MiB_PAGES > s["max"] and s["force_charged"] == 4 * MiB_PAGES
+    assert s["usage"] == 16 * MiB_PAGES + 64 > s["max"] and s["force_charged"] == 64
+    assert [f["pages"] for f in forced] == [1] * 64
     assert s["events"]["oom"] == len(forced) and s["events"]["oom_kill"] == 0
     assert outcomes(r)["pinned"] == {"running"}
 

@@ -152,7 +152,7 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
         is_fault = kind in ("anon", "shmem")
-        zone = await _fault_chunk(m, task, mm, gfp_mask, order, nr, got, kind, is_fault)
+        zone, got = await _fault_chunk(m, task, mm, gfp_mask, order, nr, got, kind, is_fault)
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -173,9 +173,10 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
 
 
 async def _fault_chunk(m: "Machine", task: Task, mm: MM | None, gfp_mask: int, order: int, nr: int,
-                       got: int, kind: str, is_fault: bool) -> Any:
+                       got: int, kind: str, is_fault: bool) -> tuple[Any, int]:
     """Allocate and charge one chunk of ``nr`` blocks (``got`` pages) for ``mm``, under
-    mmap_lock (read) when it is a page fault.  Returns the zone, or None on failure."""
+    mmap_lock (read) when it is a page fault.  Returns the zone (None on failure) and the
+    pages kept (the memcg may take fewer: a dying task's last faults)."""
     if is_fault:
         await mmap_read_lock(m, task, mm, "task.mmap_lock")
         pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
@@ -192,12 +193,13 @@ async def _fault_chunk(m: "Machine", task: Task, mm: MM | None, gfp_mask: int, o
         # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
         if zone is not None and memcg is not None:
             charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
-            if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
+            got = await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm)
+            if not got:
                 zone = None
     finally:
         if is_fault:
             mm.mmap_lock.read_unlock()
-    return zone
+    return zone, got
 
 
 async def _write(m: "Machine", task: Task, step: WriteStep) -> None:
@@ -209,7 +211,7 @@ async def _write(m: "Machine", task: Task, step: WriteStep) -> None:
     m.emit("sim:step", task.pid, "write", pages)
     while pages > 0 and (shared := mm.rss_anon - sum(mm.anon)) > 0:
         nr = min(step.chunk, pages, shared)
-        zone = await _fault_chunk(m, task, mm, G.GFP_HIGHUSER_MOVABLE, 0, nr, nr, "anon", True)
+        zone, nr = await _fault_chunk(m, task, mm, G.GFP_HIGHUSER_MOVABLE, 0, nr, nr, "anon", True)
         if zone is None:
             await vm_fault_oom(m, task)
             continue
@@ -279,9 +281,10 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
                                             nr=nr, kind=kind if memcg is None else "kernel",
                                             mm=owner if memcg is None else None)
         # add_to_page_cache_lru charges the new page to the memcg; failure frees it
-        if zone is not None and memcg is not None and not await mem_cgroup_charge(
-                m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner):
-            zone = None
+        if zone is not None and memcg is not None:
+            nr = await mem_cgroup_charge(m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner)
+            if not nr:
+                zone = None
         if zone is None:
             await vm_fault_oom(m, task)
             continue

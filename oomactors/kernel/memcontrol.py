@@ -194,7 +194,8 @@ def emit_memcg_usage(m: "Machine") -> None:
         if memcg.is_root:
             continue
         mem, swap = memcg.memory, memcg.swap
-        m.emit_on("sim:memcg_usage", -1, -1, memcg.path, mem.usage, mem.max, mem.high, swap.usage, swap.max)
+        m.emit_on("sim:memcg_usage", -1, -1, memcg.path, mem.usage, mem.max, mem.high, swap.usage, swap.max,
+                  mem.watermark)
 
 
 # --- charging ---------------------------------------------------------------------------------
@@ -226,15 +227,20 @@ def _done_restock(cur: "Task", memcg: MemCgroup, batch: int) -> None:
         c = c.parent
 
 
-async def try_charge(m: "Machine", cur: "Task", memcg: MemCgroup | None, gfp_mask: int, nr_pages: int,
-                     order: int = 0) -> int:
-    """Charge ``nr_pages`` (a bulk of pages of ``order``) to ``memcg``: 0 or -ENOMEM.
+def charge_room(memcg: MemCgroup, want: int, page_nr: int) -> int:
+    """How many of ``want`` pages, in whole pages of ``page_nr``, fit under the max of the
+    memcg and of every ancestor."""
+    room = want
+    for c in memcg.memory.chain():
+        room = min(room, max(0, c.max - c.usage))
+    return room - room % page_nr
 
-    The model charges a fault chunk at once, so the margin tests ask for room for the whole
-    bulk, while the per-page tests (costly size, the OOM order) use one page of ``order``."""
+
+async def try_charge(m: "Machine", cur: "Task", memcg: MemCgroup, gfp_mask: int, nr_pages: int,
+                     order: int = 0) -> int:
+    """5.10's try_charge of one page of ``order`` (``nr_pages`` pages): 0 or -ENOMEM.  The
+    per-CPU stock's batch is not modelled: the request is charged exactly."""
     from .vmscan_memcg import try_to_free_mem_cgroup_pages
-    if memcg is None or memcg.is_root:
-        return 0
     page_nr = 1 << order
     nr_retries = MAX_RECLAIM_RETRIES
     may_swap = True
@@ -333,22 +339,49 @@ async def mem_cgroup_out_of_memory(m: "Machine", cur: "Task", memcg: MemCgroup, 
 
 
 async def mem_cgroup_charge(m: "Machine", cur: "Task", memcg: MemCgroup | None, zone: "Zone", nr: int,
-                            order: int, gfp_mask: int, kind: str, owner: Any) -> bool:
+                            order: int, gfp_mask: int, kind: str, owner: Any) -> int:
     """Charge pages that were just allocated (held as ``kernel`` pages meanwhile) and put them
-    where they belong (``kind`` of ``owner``); on failure free them: the caller sees -ENOMEM
-    (a fault returns VM_FAULT_OOM)."""
-    if await try_charge(m, cur, memcg, gfp_mask, nr, order):
-        zone.nr["kernel"] -= nr
-        m.free_to_buddy(cur, zone, nr)
-        return False
-    # commit_charge: no event between the counter and the books
+    where they belong (``kind`` of ``owner``); the pages that could not be charged are freed.
+    Returns how many pages the caller keeps: 0 is -ENOMEM (a fault returns VM_FAULT_OOM).
+
+    A chunk stands for one fault per page, each charging its own page: the pages that fit
+    are charged as their faults would be (try_charge falls back from the batch to the exact
+    request), and only the page that finds no room reclaims, goes OOM or is forced.  A task
+    let past the limit because it is dying gets that one page and no more: it dies on its
+    way back to user space, before its next fault."""
+    if memcg is None or memcg.is_root:
+        _commit_charge(m, None, zone, nr, kind, owner)
+        return nr
+    page_nr = 1 << order
+    kept = 0
+    while kept < nr:
+        room = charge_room(memcg, nr - kept, page_nr)
+        if room:
+            page_counter_charge(memcg.memory, room)
+            _done_restock(cur, memcg, room)
+            _commit_charge(m, memcg, zone, room, kind, owner)
+            kept += room
+            continue
+        if await try_charge(m, cur, memcg, gfp_mask, page_nr, order):
+            break
+        _commit_charge(m, memcg, zone, page_nr, kind, owner)
+        kept += page_nr
+        if should_force_charge(cur):
+            break
+    if kept < nr:
+        zone.nr["kernel"] -= nr - kept
+        m.free_to_buddy(cur, zone, nr - kept)
+    return kept
+
+
+def _commit_charge(m: "Machine", memcg: MemCgroup | None, zone: "Zone", nr: int, kind: str, owner: Any) -> None:
+    """commit_charge: the charged pages join their owner's books (no event in between)."""
     if kind == "kernel":
         if memcg is not None and not memcg.is_root:
             memcg.kmem += nr  # __memcg_kmem_charge_page: the page stays a kernel page
     else:
         zone.nr["kernel"] -= nr
         m.charge(zone, kind, owner, nr)
-    return True
 
 
 def charge_target(cur: "Task", kind: str, gfp_mask: int, owner: Any = None) -> MemCgroup | None:

@@ -496,7 +496,7 @@ async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task
     if oom_group is not None:
         # kill the whole group; the chosen victim is met (and counted) again.  A policy's
         # whole-cgroup kill is not memory.oom.group: it leaves memory.events alone
-        if oc.kill_group is None:
+        if oc.kill_group is None and m.profile.oom_group_kill_event:
             memcg_memory_event(m, oom_group, "oom_group_kill", cur.pid)
         m.emit("sim:memcg_oom_group", cur.pid, oom_group.path)
         for p in mem_cgroup_scan_tasks(m, oom_group):

@@ -20,7 +20,7 @@ class PageCounter:
     """struct page_counter: usage and limits of one memcg, linked to the parent's counter."""
 
     __slots__ = ("memcg", "parent", "usage", "max", "high", "min", "low", "emin", "elow",
-                 "failcnt", "forced")
+                 "failcnt", "forced", "watermark")
 
     def __init__(self, memcg: "MemCgroup", parent: "PageCounter | None", max_: int,
                  high: int = PAGE_COUNTER_MAX, min_: int = 0, low: int = 0) -> None:
@@ -35,6 +35,7 @@ class PageCounter:
         self.elow = 0
         self.failcnt = 0
         self.forced = 0      # pages over max that force charges put there (the invariant allows them)
+        self.watermark = 0   # the high-water mark of usage (memory.peak, max_usage_in_bytes)
 
     def chain(self) -> Iterable["PageCounter"]:
         c: PageCounter | None = self
@@ -55,6 +56,8 @@ def page_counter_try_charge(counter: PageCounter, nr_pages: int) -> PageCounter 
                 d.usage -= nr_pages
             return c
         c.usage = new
+        if new > c.watermark:
+            c.watermark = new
         done.append(c)
     return None
 
@@ -63,6 +66,8 @@ def page_counter_charge(counter: PageCounter, nr_pages: int) -> None:
     """Charge without looking at the limits (a force charge)."""
     for c in counter.chain():
         c.usage += nr_pages
+        if c.usage > c.watermark:
+            c.watermark = c.usage
         if c.usage > c.max:
             c.forced = max(c.forced, c.usage - c.max)
 

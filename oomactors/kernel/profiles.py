@@ -189,6 +189,7 @@ class Profile:
                                      # (<= 3.1: the present value) or "min" (oom_score_adj_min)
     compact_early_return: str = ""   # __alloc_pages_direct_compact returns before COMPACTSTALL on:
                                      # "inactive" (skipped/deferred, <= 5.0), "skipped" (6.x), "" (5.10)
+    oom_group_kill_event: bool = False  # memory.events' oom_group_kill counter (5.17+)
     select_24: bool = False          # 2.4's select_bad_process: every task but pid 0 (init too),
                                      # no wait for a pending victim; SIGTERM to CAP_SYS_RAWIO
 
@@ -220,7 +221,8 @@ PROFILES: dict[str, Profile] = {
         Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "5.10"),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
-                "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped"),
+                "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped",
+                oom_group_kill_event=True),
     )
 }
 DEFAULT_PROFILE = "linux-5.10"

@@ -107,9 +107,15 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sim:reaper_pinned", "comm pinner pinner_comm",
        "oom killer {pid} ({comm}) has mm pinned by {pinner} ({pinner_comm})"),
     _k("sim:exit_mm", "comm pages", "pid={pid} comm={comm} pages={pages}"),
-    _k("sim:page_alloc_failure", "comm order gfp_flags", "{comm}: page allocation failure: order:{order}, "
-       "mode:{gfp_flags}"),
+    _k("sim:page_alloc_failure", "comm order gfp_flags nodemask cpuset mems_allowed",
+       "{comm}: page allocation failure: order:{order}, mode:{gfp_flags}, nodemask={nodemask},"
+       "cpuset={cpuset},mems_allowed={mems_allowed}"),
     _k("sim:no_killable", "", "Out of memory and no killable processes..."),
+    # lib/ratelimit.c: messages a ratelimit state swallowed, reported when its window renews
+    _k("sim:callbacks_suppressed", "func missed", "{func}: {missed} callbacks suppressed"),
+    # __oom_kill_process found no thread of the victim with an mm left
+    _k("sim:oom_victim_exiting", "message comm",
+       "{message}: OOM victim {pid} ({comm}) is already exiting. Skip killing the task"),
     _k("sim:panic", "message", "Kernel panic - not syncing: {message}"),
     _k("sim:mmap_lock", "op", "pid={pid} op={op}"),
     _k("sim:io_wait", "pages jiffies why", "pid={pid} pages={pages} jiffies={jiffies} why={why}"),

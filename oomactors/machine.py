@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .config import Config
 from .errors import SimulationPanic
 from .events import EVENT_ID
+from .kernel.ratelimit import DEFAULT_RATELIMIT_BURST, DEFAULT_RATELIMIT_INTERVAL_S, RatelimitState
 from .kernel import page_alloc
 from .kernel.cpuset import build_cpusets
 from .kernel.memcontrol import build_memcgs
@@ -96,11 +97,12 @@ class Machine:
         self.oom_notifiers: list[Callable[["Machine"], int]] = []
         self.oom_reaper_list: list[Task] = []
         self.oom_reaper_wait = self.sched.clock.waiter()
-        self.oom_rs: dict[str, Any] = {"begin": None, "printed": 0}
+        # DEFINE_RATELIMIT_STATE(oom_rs, 5 s, 10) and warn_alloc's nopage_rs (10 s, 1)
+        self.oom_rs = RatelimitState(DEFAULT_RATELIMIT_INTERVAL_S * self.hz, DEFAULT_RATELIMIT_BURST)
+        self.nopage_rs = RatelimitState(10 * self.hz, 1)
         # pid -> (OomControl, AllocContext, nr) of the page-allocator OOM that pid is in
         # (set by __alloc_pages_may_oom around out_of_memory; read by invariant checkers)
         self.oom_alloc: dict[int, tuple] = {}
-        self.warn_alloc_last: int | None = None
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
         self.vmstat: dict[str, int] = dict.fromkeys(

@@ -398,11 +398,16 @@ class ConsoleText:
             say(t, f"oom killer {ev['pid']} ({ev['comm']}) has mm pinned by {ev['pinner']} ({ev['pinner_comm']})")
         elif name == "sim:page_alloc_failure":
             say(t, f"{ev['comm']}: page allocation failure: order:{ev['order']}, mode:{ev['gfp_flags']}, "
-                   f"nodemask=(null)")
+                   f"nodemask={ev['nodemask']},cpuset={ev['cpuset']},mems_allowed={ev['mems_allowed']}")
         elif name == "sim:vm_killing":
             say(t, f"VM: killing process {ev['comm']}")
         elif name == "sim:no_killable":
             say(t, "Out of memory and no killable processes...")
+        elif name == "sim:callbacks_suppressed":
+            say(t, f"{ev['func']}: {ev['missed']} callbacks suppressed")
+        elif name == "sim:oom_victim_exiting":
+            say(t, f"{ev['message']}: OOM victim {ev['pid']} ({ev['comm']}) is already exiting. "
+                   "Skip killing the task")
         elif name == "sim:panic":
             say(t, f"Kernel panic - not syncing: {ev['message']}")
         return out
@@ -410,4 +415,5 @@ class ConsoleText:
 
 _CONSOLE = {"sim:run_start", "sim:vm_killing", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
             "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic",
-            "sim:memcg_oom_meminfo", "sim:memcg_oom_group"}
+            "sim:memcg_oom_meminfo", "sim:memcg_oom_group", "sim:callbacks_suppressed",
+            "sim:oom_victim_exiting"}

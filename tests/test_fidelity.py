@@ -446,3 +446,72 @@ def test_memcg_peak_usage_is_the_high_water_mark_not_the_largest_sample(simulate
     assert max(samples) < 100 * 256  # the periodic samples missed the burst
     s = summarize(r.records, seed=r.seed, hz=r.hz, reason=r.reason)
     assert s["memcgs"]["/p"]["peak_usage"] == 100 * 256
+
+
+# --- console ---------------------------------------------------------------------------------
+
+def test_ratelimit_renews_strictly_after_the_interval_and_reports_what_it_missed():
+    from types import SimpleNamespace
+    from oomactors.kernel.ratelimit import RatelimitState, ___ratelimit
+    said = []
+    m = SimpleNamespace(now=100, emit=lambda name, pid, *f: said.append((name, m.now, *f)))
+    rs = RatelimitState(interval=10, burst=2)
+    got = []
+    for now in (100, 101, 105, 110, 111, 111):
+        m.now = now
+        got.append(___ratelimit(m, rs, "oom_kill_process"))
+    # two per window; t=110 is begin + interval, not past it: still suppressed
+    assert got == [True, True, False, False, True, True]
+    assert said == [("sim:callbacks_suppressed", 111, "oom_kill_process", 2)]
+
+
+def test_warn_alloc_is_ratelimited_with_a_callbacks_suppressed_line(simulate):
+    from oomactors.report import console_lines
+    r = simulate(config({"dmabuf": {"uid": 0, "program": [{"op": "repeat", "steps": [
+        {"op": "alloc", "size": "64KiB", "kind": "kernel", "order": 4, "gfp": "GFP_KERNEL",
+         "on_fail": "continue"}, {"op": "sleep", "time": "500ms"}]}]}},
+        machine={"memory": "256MiB", "fragmentation": 1.0}, duration="12s"))
+    lines = [x.split("] ", 1)[1] for x in console_lines(r.records, hz=r.hz)]
+    fails = [x for x in lines if "page allocation failure" in x]
+    suppressed = [x for x in lines if "callbacks suppressed" in x]
+    assert len(fails) == 2 and suppressed
+    # warn_alloc's own line: mode by %pGg, the nodemask, then the cpuset and its mems
+    assert fails[0] == ("dmabuf: page allocation failure: order:4, mode:0xcc0(GFP_KERNEL), "
+                        "nodemask=(null),cpuset=/,mems_allowed=0")
+    # every failed allocation between the two printed ones was swallowed and is counted
+    printed = events(r, "sim:page_alloc_failure")
+    failed = [e for e in where(events(r, "sim:slowpath_exit"), result="fail")
+              if printed[0]["i"] < e["i"] < printed[1]["i"]]
+    assert suppressed == [f"warn_alloc: {len(failed) - 1} callbacks suppressed"]  # less the 2nd
+    assert lines == [fails[0], suppressed[0], fails[1]]  # reported before the next message
+    # the window renews strictly after 10 s
+    assert printed[1]["t"] - printed[0]["t"] > 10 * r.hz
+
+
+def test_a_victim_without_an_mm_is_skipped_with_the_kernel_line():
+    from oomactors import sim
+    from oomactors.actors.user import new_process
+    from oomactors.kernel import gfp as G
+    from oomactors.kernel.oom_kill import OomControl, __oom_kill_process
+    from oomactors.report import console_lines
+    m = sim.build(config({"a": {"uid": 1000, "program": IDLE}}))
+    victim = new_process(m, "gone", 1000, frozenset(), 0)
+    cur = new_process(m, "cur", 1000, frozenset(), 0)
+    victim.mm = None  # exit_mm already ran
+    __oom_kill_process(m, victim, "Out of memory", OomControl([], None, None, G.GFP_KERNEL, 0), cur)
+    assert not events(m.records, "sim:oom_kill")
+    lines = [x.split("] ", 1)[1] for x in console_lines(m.records, hz=m.hz)]
+    assert lines == [f"Out of memory: OOM victim {victim.pid} (gone) is already exiting. Skip killing the task"]
+
+
+@pytest.mark.parametrize("mask, text", [
+    ("0", "0x0()"),
+    ("GFP_KERNEL | __GFP_NORETRY | __GFP_NOWARN", "0x12cc0(GFP_KERNEL|__GFP_NOWARN|__GFP_NORETRY)"),
+    ("GFP_HIGHUSER_MOVABLE | __GFP_COMP", "0x140cca(GFP_HIGHUSER_MOVABLE|__GFP_COMP)"),
+    ("GFP_KERNEL | __GFP_HARDWALL", "0x100cc0(GFP_USER)"),
+    ("GFP_KERNEL | ~__GFP_KSWAPD_RECLAIM", "0x4c0(__GFP_IO|__GFP_FS|__GFP_DIRECT_RECLAIM)"),
+    ("GFP_ATOMIC | __GFP_NOWARN", "0x2a20(GFP_ATOMIC|__GFP_NOWARN)"),
+])
+def test_format_gfp_follows_the_kernel_name_table(mask, text):
+    from oomactors.kernel.gfp import format_gfp, parse_gfp
+    assert format_gfp(0 if mask == "0" else parse_gfp(mask)) == text

@@ -363,14 +363,14 @@ def test_pagefault_oom_global_in_510_not_in_612(era):
         # the victim's own fault failed: VM_FAULT_OOM reached the fault handler
         failed = [x for x in where(events(r, "sim:slowpath_exit"), pid=shmhog, result="fail") if x["i"] > kill["i"]]
         assert failed, profile
-        from_fault = where(events(r, "sim:out_of_memory_enter"), gfp_flags="0x0(none)")
+        from_fault = where(events(r, "sim:out_of_memory_enter"), gfp_flags="0x0()")
         if global_from_fault:
             # pagefault_out_of_memory: a global OOM with a zeroed oom_control, from the fault
             assert from_fault and from_fault[0]["pid"] == shmhog and from_fault[0]["i"] > failed[0]["i"]
         else:
             assert not from_fault
         # every other out_of_memory() came from the allocator, with the fault's gfp mask
-        others = [e for e in events(r, "sim:out_of_memory_enter") if e["gfp_flags"] != "0x0(none)"]
+        others = [e for e in events(r, "sim:out_of_memory_enter") if e["gfp_flags"] != "0x0()"]
         assert {e["gfp_flags"] for e in others} == {"0x100cca(GFP_HIGHUSER_MOVABLE)"}
         assert where(events(r, "sched:sched_process_exit"), pid=shmhog, reason="killed")
 

@@ -121,22 +121,46 @@ def parse_gfp(text: str) -> int:
     return mask
 
 
-def format_gfp(mask: int) -> str:
-    """``0xcc0(GFP_KERNEL)`` style, as the kernel's ``%#x(%pGg)`` prints a mask."""
+# include/trace/events/mmflags.h __def_gfpflag_names (5.10): the order %pGg tries names in.
+# Compositions with most bits come first, so GFP_USER is not printed as GFP_KERNEL|__GFP_HARDWALL.
+GFPFLAG_NAMES: tuple[tuple[str, int], ...] = (
+    ("GFP_TRANSHUGE", GFP_TRANSHUGE), ("GFP_TRANSHUGE_LIGHT", GFP_TRANSHUGE_LIGHT),
+    ("GFP_HIGHUSER_MOVABLE", GFP_HIGHUSER_MOVABLE), ("GFP_HIGHUSER", GFP_HIGHUSER),
+    ("GFP_USER", GFP_USER), ("GFP_KERNEL_ACCOUNT", GFP_KERNEL_ACCOUNT), ("GFP_KERNEL", GFP_KERNEL),
+    ("GFP_NOFS", GFP_NOFS), ("GFP_ATOMIC", GFP_ATOMIC), ("GFP_NOIO", GFP_NOIO),
+    ("GFP_NOWAIT", GFP_NOWAIT), ("GFP_DMA", GFP_DMA), ("__GFP_HIGHMEM", __GFP_HIGHMEM),
+    ("GFP_DMA32", GFP_DMA32), ("__GFP_HIGH", __GFP_HIGH), ("__GFP_ATOMIC", __GFP_ATOMIC),
+    ("__GFP_IO", __GFP_IO), ("__GFP_FS", __GFP_FS), ("__GFP_NOWARN", __GFP_NOWARN),
+    ("__GFP_RETRY_MAYFAIL", __GFP_RETRY_MAYFAIL), ("__GFP_NOFAIL", __GFP_NOFAIL),
+    ("__GFP_NORETRY", __GFP_NORETRY), ("__GFP_COMP", __GFP_COMP), ("__GFP_ZERO", __GFP_ZERO),
+    ("__GFP_NOMEMALLOC", __GFP_NOMEMALLOC), ("__GFP_MEMALLOC", __GFP_MEMALLOC),
+    ("__GFP_HARDWALL", __GFP_HARDWALL), ("__GFP_THISNODE", __GFP_THISNODE),
+    ("__GFP_RECLAIMABLE", __GFP_RECLAIMABLE), ("__GFP_MOVABLE", __GFP_MOVABLE),
+    ("__GFP_ACCOUNT", __GFP_ACCOUNT), ("__GFP_WRITE", __GFP_WRITE), ("__GFP_RECLAIM", __GFP_RECLAIM),
+    ("__GFP_DIRECT_RECLAIM", __GFP_DIRECT_RECLAIM), ("__GFP_KSWAPD_RECLAIM", __GFP_KSWAPD_RECLAIM),
+)
+
+
+def format_flags(mask: int) -> str:
+    """lib/vsprintf.c format_flags over the GFP name table: every name whose bits are all
+    still set, in table order, '|'-separated; leftover bits in hex; nothing for 0."""
     names = []
     rest = mask
-    for name, value in COMPOSITES.items():
-        if value and rest & value == value:
-            names.append(name)
-            rest &= ~value
+    for name, value in GFPFLAG_NAMES:
+        if not rest:
             break
-    for name, value in BITS.items():
-        if rest & value:
+        if rest & value == value:
             names.append(name)
             rest &= ~value
     if rest:
         names.append(hex(rest))
-    return f"{mask:#x}({'|'.join(names) if names else 'none'})"
+    return "|".join(names)
+
+
+def format_gfp(mask: int) -> str:
+    """``0xcc0(GFP_KERNEL)`` style, as the kernel's ``%#x(%pGg)`` prints a mask (``0x0()``
+    for a page fault's empty mask)."""
+    return f"{mask:#x}({format_flags(mask)})"
 
 
 def gfp_zone(mask: int) -> int:

@@ -21,6 +21,7 @@ from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo,
                          memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
+from .ratelimit import ___ratelimit
 from .oom_kill_24 import oom_kill_task_24, out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
@@ -35,7 +36,6 @@ CONSTRAINT_NAMES = ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_P
 LONG_MIN = -(1 << 63)
 LONG_MAX = (1 << 63) - 1
 ABORT = object()  # oc->chosen == (void *)-1UL: a victim is still on its way out
-DEFAULT_RATELIMIT_BURST = 10
 SIGKILL = 9
 
 
@@ -392,15 +392,9 @@ def dump_tasks(m: "Machine", oc: OomControl, cur: Task) -> list[list]:
     return rows
 
 
-def __ratelimit(m: "Machine") -> bool:
-    """DEFAULT_RATELIMIT_INTERVAL (5 s) / DEFAULT_RATELIMIT_BURST (10) for the OOM report."""
-    rs = m.oom_rs
-    if rs["begin"] is None or m.now - rs["begin"] >= 5 * m.hz:
-        rs["begin"], rs["printed"] = m.now, 0
-    if rs["printed"] < DEFAULT_RATELIMIT_BURST:
-        rs["printed"] += 1
-        return True
-    return False
+def __ratelimit(m: "Machine", cur: Task) -> bool:
+    """oom_kill_process's __ratelimit(&oom_rs): 10 reports per 5 s (lib/ratelimit.c)."""
+    return ___ratelimit(m, m.oom_rs, "oom_kill_process", cur.pid)
 
 
 async def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
@@ -422,7 +416,8 @@ async def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
 def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl, cur: Task) -> None:
     p = find_lock_task_mm(victim)
     if p is None:
-        return  # "OOM victim ... is already exiting. Skip killing the task"
+        m.emit("sim:oom_victim_exiting", victim.pid, message, victim.comm)
+        return
     victim = p
     mm = victim.mm
     m.vmstat["oom_kill"] += 1
@@ -486,7 +481,7 @@ async def oom_kill_process(m: "Machine", oc: OomControl, message: str, cur: Task
         mark_oom_victim(m, victim)
         wake_oom_reaper(m, victim)
         return
-    if __ratelimit(m):
+    if __ratelimit(m, cur):
         await dump_header(m, oc, cur)
     if m.profile.sacrifice_child:
         victim = oom_sacrifice_child(m, oc, victim, message)

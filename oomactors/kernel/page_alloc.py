@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .ratelimit import ___ratelimit
 from . import gfp as G
-from .cpuset import __cpuset_node_allowed
+from .cpuset import __cpuset_node_allowed, cpuset_name
 from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
 from .task import PF_MEMALLOC
 
@@ -242,14 +243,16 @@ def __alloc_pages_cpuset_fallback(m: "Machine", cur: "Task", gfp_mask: int, orde
     return page
 
 
-def warn_alloc(m: "Machine", cur: "Task", gfp_mask: int, order: int) -> None:
-    """"page allocation failure", rate-limited to one report per 10 s, muted by __GFP_NOWARN."""
+def warn_alloc(m: "Machine", cur: "Task", gfp_mask: int, order: int, nodemask: "frozenset[int] | None" = None) -> None:
+    """"page allocation failure", rate-limited to one report per 10 s (nopage_rs), muted
+    by __GFP_NOWARN."""
     if gfp_mask & G.__GFP_NOWARN:
         return
-    now = m.now
-    if m.warn_alloc_last is not None and now - m.warn_alloc_last < 10 * m.hz:
+    if not ___ratelimit(m, m.nopage_rs, "warn_alloc", cur.pid):
         m.vmstat["warn_alloc_suppressed"] += 1
         return
-    m.warn_alloc_last = now
-    m.emit("sim:page_alloc_failure", cur.pid, cur.comm, order, G.format_gfp(gfp_mask))
+    # "nodemask=%*pbl", then cpuset_print_current_mems_allowed()
+    mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+    m.emit("sim:page_alloc_failure", cur.pid, cur.comm, order, G.format_gfp(gfp_mask),
+           m.nodelist(nodemask) if nodemask is not None else "(null)", cpuset_name(cur), m.nodelist(mems))
 

@@ -425,7 +425,7 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
                 continue
             label = "fail"
         elif label == "fail":
-            warn_alloc(m, cur, gfp_mask, order)
+            warn_alloc(m, cur, gfp_mask, order, ac.nodemask)
             m.vmstat["alloc_fail"] += 1
             m.emit("sim:slowpath_exit", cur.pid, order, "fail", loops)
             return None

@@ -515,3 +515,18 @@ def test_a_victim_without_an_mm_is_skipped_with_the_kernel_line():
 def test_format_gfp_follows_the_kernel_name_table(mask, text):
     from oomactors.kernel.gfp import format_gfp, parse_gfp
     assert format_gfp(0 if mask == "0" else parse_gfp(mask)) == text
+
+
+def test_a_page_cache_read_is_charged_with_the_mappings_gfp_kernel_constraint(simulate):
+    # the reader's cache is protected (memory.min), the holder's anon cannot be swapped:
+    # the read's charge goes to the memcg OOM killer
+    r = simulate(config({
+        "holder": {"uid": 1000, "memcg": "/r/b", "program": [{"op": "alloc", "size": "30MiB"}, *IDLE]},
+        "reader": {"uid": 1000, "memcg": "/r/a", "oom_score_adj": -1000, "start": "1s", "program": [
+            {"op": "touch_file", "size": "8MiB", "mapped": False}, *IDLE]},
+    }, memcgs=[{"path": "/r", "max": "32MiB"}, {"path": "/r/a", "min": "32MiB"}, {"path": "/r/b"}],
+        machine={"page_cache": "0"}, duration="3s"))
+    from oomactors.report import console_lines
+    # read(2)'s add_to_page_cache_lru: mapping_gfp_constraint(mapping, GFP_KERNEL)
+    invoked = [x for x in console_lines(r.records, hz=r.hz) if "invoked oom-killer" in x]
+    assert invoked and all("gfp_mask=0xcc0(GFP_KERNEL)" in x for x in invoked)

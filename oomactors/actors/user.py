@@ -272,6 +272,7 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
     if owner is None and kind == "file" and task.memcg is not None:
         owner = task.memcg  # unmapped page cache stays charged to the reader's memcg
     memcg = charge_target(task, kind, G.GFP_HIGHUSER_MOVABLE, owner)
+    charge_gfp = G.GFP_HIGHUSER_MOVABLE if step.mapped else G.GFP_HIGHUSER_MOVABLE & G.GFP_KERNEL
     done = 0
     start = m.now
     while done < pages:
@@ -280,9 +281,10 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
                                             *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
                                             nr=nr, kind=kind if memcg is None else "kernel",
                                             mm=owner if memcg is None else None)
-        # add_to_page_cache_lru charges the new page to the memcg; failure frees it
+        # add_to_page_cache_lru charges the new page to the memcg; failure frees it.  read(2)
+        # charges with mapping_gfp_constraint(mapping, GFP_KERNEL); a fault with the mapping's mask
         if zone is not None and memcg is not None:
-            nr = await mem_cgroup_charge(m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner)
+            nr = await mem_cgroup_charge(m, task, memcg, zone, nr, 0, charge_gfp, kind, owner)
             if not nr:
                 zone = None
         if zone is None:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 from . import gfp as G
 from . import params
 from .cpuset import cpuset_zone_allowed
-from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgroup_below_min,
-                         mem_cgroup_calculate_protection, mem_cgroup_swapout, memcg_count_scan,
+from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_swapout, memcg_count_scan,
                          memcg_memory_event, memcg_of, swap_room, uncharge_pages)
+from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
+                                    mem_cgroup_calculate_protection)
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .shmem import shmem_lru_pages, shmem_swapout

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 
 from . import gfp as G
 from . import params
-from .memcontrol import (MemCgroup, for_each_mem_cgroup_tree, mem_cgroup_below_low, mem_cgroup_below_min,
-                         mem_cgroup_calculate_protection, mem_cgroup_get_nr_swap_pages,
-                         mem_cgroup_protection, mem_cgroup_swapout, memcg_count_scan,
-                         memcg_memory_event, memcg_of, uncharge_pages)
+from .memcontrol import (MemCgroup, for_each_mem_cgroup_tree, mem_cgroup_get_nr_swap_pages,
+                         mem_cgroup_swapout, memcg_count_scan, memcg_memory_event, memcg_of,
+                         uncharge_pages)
+from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
+                                    mem_cgroup_calculate_protection, mem_cgroup_protection)
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
 from .shmem import shmem_lru_pages, shmem_swapout

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .memcontrol import mem_cgroup_get_nr_swap_pages, mem_cgroup_swapout, memcg_count_scan
+from .swap_state import add_to_swap
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -54,9 +55,5 @@ def shmem_swapout(m: "Machine", zone: "Zone", budget: int, skip: frozenset = fro
             if not mm.shmem[g]:
                 del zone.shmem_lru[mm]
             taken += k
-    if taken:
-        zone.nr["shmem"] -= taken
-        zone.nr["writeback"] += taken
-        m.swap_free -= taken
-        m.vmstat["pswpout"] += taken
+    add_to_swap(m, zone, "shmem", taken)
     return taken

@@ -27,6 +27,7 @@ from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .shmem import shmem_lru_pages, shmem_swapout
+from .swap_state import add_to_swap
 from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
 from .workingset import workingset_eviction
 
@@ -114,11 +115,7 @@ def _take_anon(m: "Machine", zone: Zone, budget: int, skip: frozenset = frozense
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k
-    if taken:
-        zone.nr["anon"] -= taken
-        zone.nr["writeback"] += taken
-        m.swap_free -= taken
-        m.vmstat["pswpout"] += taken
+    add_to_swap(m, zone, "anon", taken)
     return taken
 
 

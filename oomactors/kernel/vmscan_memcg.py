@@ -27,6 +27,7 @@ from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
 from .shmem import shmem_lru_pages, shmem_swapout
+from .swap_state import add_to_swap
 from .workingset import workingset_eviction
 from .vmscan import (ScanControl, _finish_writeback, get_scan_count,
                      raise_priority_until_reclaimed)
@@ -199,12 +200,8 @@ def _take_anon(m: "Machine", zone: Zone, mms: list, budget: int) -> int:
             mm.anon[g] -= k
             mm.swapents += k
             mem_cgroup_swapout(mm, k)
-            m.swap_free -= k
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k
-    if taken:
-        zone.nr["anon"] -= taken
-        zone.nr["writeback"] += taken
-        m.vmstat["pswpout"] += taken
+    add_to_swap(m, zone, "anon", taken)
     return taken

@@ -219,7 +219,8 @@ PROFILES: dict[str, Profile] = {
         # 5.18-6.7 (Debian 12's 6.1): every 6.12 behaviour above, but the console still prints
         # the 5.x task table (rss_anon/rss_file/rss_shmem columns came in 6.8)
         Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
-                "none", "enomem", oom_score_59, "5.10"),
+                "none", "enomem", oom_score_59, "5.10", compact_early_return="skipped",
+                oom_group_kill_event=True),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped",
                 oom_group_kill_event=True),

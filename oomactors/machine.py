@@ -107,7 +107,11 @@ class Machine:
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
              "oom_scan_ns", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
-             "workingset_refault_file", "pswpout"), 0)
+             "workingset_refault_file", "pswpout",
+             # refaults, swap-in and LRU aging (kernel/workingset.py, lru.py, memory.py)
+             "workingset_refault_anon", "workingset_activate_anon", "workingset_activate_file",
+             "workingset_restore_anon", "workingset_restore_file", "pswpin", "pgmajfault",
+             "pgactivate", "pgdeactivate"), 0)
         self.workingset_shadows: dict[Any, int] = {}  # evicted page cache by owner (kernel/workingset.py)
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import (AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
+from ..config import (AccessStep, AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
                       SetOomScoreAdjStep, SleepStep, TouchFileStep)
 from ..kernel import gfp as G
 from ..kernel import params
@@ -24,6 +24,8 @@ from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
+from ..kernel.lru import add_new
+from ..kernel.memory import do_swap_page, filemap_refault, mark_resident_accessed, wait_on_read
 from ..kernel.workingset import workingset_refault
 from ..units import to_jiffies
 
@@ -150,27 +152,7 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
         is_fault = kind in ("anon", "shmem")
-        if is_fault:
-            await mmap_read_lock(m, task, mm, "task.mmap_lock")
-            pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
-        else:
-            pt = 0
-        memcg = charge_target(task, kind, gfp_mask)
-        try:
-            # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
-            zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
-                                                *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
-                                                nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
-            # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
-            # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
-            # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
-            if zone is not None and memcg is not None:
-                charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
-                if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
-                    zone = None
-        finally:
-            if is_fault:
-                mm.mmap_lock.read_unlock()
+        zone = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -188,6 +170,37 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             ret_to_user(task)
         if step.rate:
             await _pace(m, task, start, done, step.rate)
+
+
+async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
+                      new_pages: bool = True) -> Any:
+    """Allocate and charge ``nr`` blocks of ``order`` for ``kind`` memory of ``mm``, under the
+    mmap_lock for a fault.  Returns the zone, or None (-ENOMEM: a fault's VM_FAULT_OOM).
+    ``new_pages`` is False for a swap-in: the page table already maps the entry."""
+    got = nr << order
+    is_fault = kind in ("anon", "shmem")
+    if is_fault:
+        await mmap_read_lock(m, task, mm, "task.mmap_lock")
+        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables)) if new_pages else 0
+    else:
+        pt = 0
+    memcg = charge_target(task, kind, gfp_mask)
+    try:
+        # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
+        zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
+                                            *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
+                                            nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
+        # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
+        # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
+        # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
+        if zone is not None and memcg is not None:
+            charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
+            if not await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm):
+                zone = None
+    finally:
+        if is_fault:
+            mm.mmap_lock.read_unlock()
+    return zone
 
 
 async def vm_fault_oom(m: "Machine", task: Task) -> None:
@@ -238,14 +251,7 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
     start = m.now
     while done < pages:
         nr = min(32, pages - done)
-        zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0,  # __page_cache_alloc
-                                            *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
-                                            nr=nr, kind=kind if memcg is None else "kernel",
-                                            mm=owner if memcg is None else None)
-        # add_to_page_cache_lru charges the new page to the memcg; failure frees it
-        if zone is not None and memcg is not None and not await mem_cgroup_charge(
-                m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner):
-            zone = None
+        zone = await page_cache_alloc(m, task, owner, memcg, nr, kind)
         if zone is None:
             await vm_fault_oom(m, task)
             continue
@@ -259,6 +265,118 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
             ret_to_user(task)
         if step.rate:
             await _pace(m, task, start, done, step.rate)
+
+
+async def page_cache_alloc(m: "Machine", task: Task, owner: Any, memcg: Any, nr: int, kind: str) -> Any:
+    """__page_cache_alloc of ``nr`` pages for ``owner`` and their memcg charge; None on failure."""
+    zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0,
+                                        *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
+                                        nr=nr, kind=kind if memcg is None else "kernel",
+                                        mm=owner if memcg is None else None)
+    # add_to_page_cache_lru charges the new page to the memcg; failure frees it
+    if zone is not None and memcg is not None and not await mem_cgroup_charge(
+            m, task, memcg, zone, nr, 0, G.GFP_HIGHUSER_MOVABLE, kind, owner):
+        zone = None
+    return zone
+
+
+async def _access(m: "Machine", task: Task, step: AccessStep) -> None:
+    """Sweep a working set of ``step.size`` bytes again and again (docs/thrashing.md).
+
+    The first sweep maps and faults the pages in.  Later sweeps find part of the set evicted
+    -- which part is not known page by page, so each chunk meets the evicted pages in
+    proportion to the set's evicted share; the set is taken to be the last of its mm's
+    memory to go (cold pages are evicted first) -- and fault those back (swap-in or a read
+    from disk, with the IO wait), while the resident ones are marked accessed."""
+    mm = task.mm
+    pages = step.size // PAGE_SIZE
+    kind = step.kind
+    m.emit("sim:step", task.pid, "access", pages)
+    if kind == "file":
+        mm.total_vm += pages  # a file mapping: no commit charge
+    else:
+        while mmap_region(m, task, mm, pages, kind):
+            if await _enomem(m, task, "access", step.on_fail):
+                return
+    faulted = 0     # pages of the set faulted in at least once (the first sweep's progress)
+    touched = 0     # pages touched by this step, for the rate
+    start = m.now
+    sweep = 0
+    while step.repeat is None or sweep < step.repeat:
+        sweep += 1
+        done = 0
+        while done < pages:
+            nr = min(step.chunk, pages - done)
+            if done >= faulted:
+                ok = await _access_new(m, task, mm, kind, nr)
+                faulted += ok
+            else:
+                resident = mm.rss_anon if kind == "anon" else mm.rss_file if kind == "file" else faulted
+                out = max(0, faulted - resident)
+                if kind == "anon":
+                    out = min(out, mm.swapents)
+                evicted = (done + nr) * out // faulted - done * out // faulted
+                if nr - evicted and kind != "shmem":
+                    mark_resident_accessed(m, kind, mm, nr - evicted)
+                await m.sched.run(task, (nr - evicted) * params.ACCESS_NS_PER_PAGE, "task.access")
+                ok = nr
+                if evicted and not await _fault_back(m, task, mm, kind, evicted):
+                    ok = 0
+            if not ok:
+                continue  # VM_FAULT_OOM: back to user space, then the same chunk again
+            done += nr
+            touched += nr
+            ret_to_user(task)
+            if step.rate:
+                await _pace(m, task, start, touched, step.rate)
+        # a sweep that never sleeps must still let time pass
+        await m.sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+
+
+async def _access_new(m: "Machine", task: Task, mm: MM, kind: str, nr: int) -> int:
+    """First touch of ``nr`` pages of the set: a zero-fill (anon, shmem) or a read from
+    disk (file).  Returns ``nr``, or 0 after a VM_FAULT_OOM."""
+    if kind == "file":
+        memcg = charge_target(task, "file", G.GFP_HIGHUSER_MOVABLE, mm)
+        zone = await page_cache_alloc(m, task, mm, memcg, nr, "file")
+    else:
+        zone = await fault_pages(m, task, mm, nr, 0, kind, G.GFP_HIGHUSER_MOVABLE)
+    if zone is None:
+        await vm_fault_oom(m, task)
+        return 0
+    mm.last_active = m.now
+    await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+    if kind == "file":
+        _, _, restored = filemap_refault(m, task, mm, zone, nr)
+        await wait_on_read(m, task, m.writeback_io, nr, "read", restored > 0)
+    elif kind == "anon":
+        add_new(zone, kind, mm, nr, active=False, referenced=True)  # the PTE is young
+    return nr
+
+
+async def _fault_back(m: "Machine", task: Task, mm: MM, kind: str, nr: int) -> int:
+    """Fault ``nr`` evicted pages of the set back: swap-in (anon) or a page-cache refault
+    (file), each waiting for its read.  Returns ``nr``, or 0 after a VM_FAULT_OOM."""
+    if kind == "anon":
+        nr = min(nr, mm.swapents)
+        if not nr:
+            return 1  # nothing left in swap to read (freed meanwhile)
+        zone = await fault_pages(m, task, mm, nr, 0, "anon", G.GFP_HIGHUSER_MOVABLE, new_pages=False)
+    else:
+        memcg = charge_target(task, "file", G.GFP_HIGHUSER_MOVABLE, mm)
+        zone = await page_cache_alloc(m, task, mm, memcg, nr, "file")
+    if zone is None:
+        await vm_fault_oom(m, task)
+        return 0
+    if kind == "anon":
+        _, _, restored = do_swap_page(m, task, mm, zone, nr)
+        device, why = m.swap_io, "swapin"
+    else:
+        _, _, restored = filemap_refault(m, task, mm, zone, nr)
+        device, why = m.writeback_io, "refault"
+    await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+    await wait_on_read(m, task, device, nr, why, restored > 0)
+    return nr
 
 
 async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
@@ -364,7 +482,7 @@ async def _set_adj(m: "Machine", task: Task, step: SetOomScoreAdjStep) -> None:
 
 
 STEP: dict[type, Any] = {
-    AllocStep: _alloc, TouchFileStep: _touch_file, FreeStep: _free, ForkStep: _fork,
+    AllocStep: _alloc, TouchFileStep: _touch_file, AccessStep: _access, FreeStep: _free, ForkStep: _fork,
     ExitStep: _exit, SleepStep: _sleep, ComputeStep: _compute, BlockStep: _block,
     SetOomScoreAdjStep: _set_adj, RepeatStep: _repeat,
 }

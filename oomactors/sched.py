@@ -238,24 +238,26 @@ class Clock:
         heapq.heappush(self._heap, (deadline, self._seq, w))
 
     def idle(self) -> None:
-        """Every actor is parked: jump to the next deadline, or end the run."""
-        if self.ended is not None:
-            return
-        if self.should_stop():
-            self.ended = "idle"
-            return
-        deadline = self.next_deadline()
-        if deadline is None:
-            self.ended = "deadlock"
-            return
-        if self.limit is not None and deadline > self.limit:
-            self.now = self.limit
-            self.ended = "duration"
-            return
-        self.now = max(self.now, deadline)
-        heap = self._heap
-        while heap and heap[0][0] <= self.now:
-            heapq.heappop(heap)[2].wake()
+        """Every actor is parked: jump to the next deadline, or end the run.  A deadline
+        that only held callbacks (:meth:`call_at`) woke nobody: jump on to the next one."""
+        while self.ended is None:
+            if self.should_stop():
+                self.ended = "idle"
+                return
+            deadline = self.next_deadline()
+            if deadline is None:
+                self.ended = "deadlock"
+                return
+            if self.limit is not None and deadline > self.limit:
+                self.now = self.limit
+                self.ended = "duration"
+                return
+            self.now = max(self.now, deadline)
+            heap = self._heap
+            while heap and heap[0][0] <= self.now:
+                heapq.heappop(heap)[2].wake()
+            if self.active:
+                return
 
     def next_deadline(self) -> int | None:
         heap = self._heap

@@ -47,6 +47,7 @@ from .kernel.exit import mmap_read_lock
 from .kernel.memcontrol import MEMCG_EVENTS, for_each_mem_cgroup_tree, mem_cgroup_scan_tasks
 from .kernel.oom_kill import find_lock_task_mm, task_will_free_mem
 from .kernel.oom_reaper import zap_pages
+from .kernel.lru import lru_sizes
 from .kernel.mmzone import totalreserve_pages
 from .kernel.page_counter import PAGE_COUNTER_MAX
 from .kernel.signal import EAGAIN, EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
@@ -376,16 +377,18 @@ class DaemonHost:
 
     def vmstat(self) -> dict[str, int]:
         """/proc/vmstat: the counters the model keeps (pgscan_kswapd, pgscan_direct,
-        pgsteal_*, allocstall, oom_kill, compact_*, workingset_refault_file -- page cache
-        only: workingset_refault_anon is 0)."""
+        pgsteal_*, allocstall, oom_kill, compact_*, pswpout, pswpin, pgmajfault,
+        pgactivate, pgdeactivate, workingset_refault/activate/restore_anon and _file)."""
         self._debt_ns += READ_MEMINFO_NS
         v = self.m.vmstat
         out = {k: v[k] for k in ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
                                  "allocstall", "oom_kill", "compact_stall", "compact_success",
                                  "compact_fail")}
         out["pswpout"] = self.m.vmstat["pswpout"]   # pages swapped out since boot
-        out["workingset_refault_anon"] = 0
-        out["workingset_refault_file"] = self.m.vmstat.get("workingset_refault_file", 0)
+        for key in ("workingset_refault_anon", "workingset_refault_file", "workingset_activate_anon",
+                    "workingset_activate_file", "workingset_restore_anon", "workingset_restore_file",
+                    "pswpin", "pgmajfault", "pgactivate", "pgdeactivate"):
+            out[key] = self.m.vmstat[key]
         out["nr_free_pages"] = sum(z.vm_free for z in self.m.zones)
         return out
 
@@ -539,13 +542,13 @@ class DaemonHost:
     def workingset(self) -> dict[str, int]:
         """The /proc/vmstat lines lmkd's thrashing estimate reads: ``workingset_refault_file``
         (page cache read back after reclaim evicted it, kernel/workingset.py) and the file
-        LRU, ``nr_inactive_file`` + ``nr_active_file`` (the model has one file list: it is
-        all reported as inactive)."""
+        LRU, ``nr_inactive_file`` + ``nr_active_file`` (kernel/lru.py)."""
         self._debt_ns += READ_MEMINFO_NS
         m = self.m
-        return {"workingset_refault_file": m.vmstat.get("workingset_refault_file", 0),
-                "nr_inactive_file": sum(z.nr["file"] + z.nr["dirty"] for z in m.zones),
-                "nr_active_file": 0}
+        sizes = [lru_sizes(z) for z in m.zones]
+        return {"workingset_refault_file": m.vmstat["workingset_refault_file"],
+                "nr_inactive_file": sum(s[2] for s in sizes),
+                "nr_active_file": sum(s[3] for s in sizes)}
 
 # --- the actor --------------------------------------------------------------------------------
 def spawn_daemon(m: "Machine") -> "Task":

@@ -25,7 +25,8 @@ from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
-from ..kernel.memory import do_swap_page, filemap_refault, mark_resident_accessed, wait_on_read
+from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
+                             wait_on_read)
 from ..kernel.workingset import workingset_refault
 from ..units import to_jiffies
 
@@ -347,8 +348,8 @@ async def _access_new(m: "Machine", task: Task, mm: MM, kind: str, nr: int) -> i
     mm.last_active = m.now
     await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
     if kind == "file":
-        _, _, restored = filemap_refault(m, task, mm, zone, nr)
-        await wait_on_read(m, task, m.writeback_io, nr, "read", restored > 0)
+        filemap_read(m, task, mm, zone, nr)
+        await wait_on_read(m, task, m.writeback_io, nr, "read", False)
     elif kind == "anon":
         add_new(zone, kind, mm, nr, active=False, referenced=True)  # the PTE is young
     return nr

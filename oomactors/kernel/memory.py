@@ -69,6 +69,13 @@ def filemap_refault(m: "Machine", cur: "Task", owner: Any, zone: "Zone", nr: int
     return refaults, activated, restored
 
 
+def filemap_read(m: "Machine", cur: "Task", owner: Any, zone: "Zone", nr: int) -> None:
+    """``nr`` page-cache pages of ``owner`` read for the first time: a major fault, no
+    shadow to look at (page_cache_read of a page nobody evicted)."""
+    _join_lru(zone, FILE, owner, nr, 0)
+    m.vmstat["pgmajfault"] += nr
+
+
 async def wait_on_read(m: "Machine", cur: "Task", device: "IODevice", nr: int, why: str,
                        thrashing: bool) -> int:
     """Submit a read of ``nr`` pages to ``device`` and sleep (uninterruptible) until it

@@ -20,7 +20,7 @@ the read counts as a memory stall in PSI (the caller does that, see kernel/memor
 
 The model's pages have no addresses.  Shadows are kept per owner (the mm for anon and
 mapped page cache; a memcg or None for unmapped page cache) as batches of
-``[count, node, age, workingset]`` in eviction order; a refault takes the oldest batches
+``[workingset pages, other pages, node, age]`` in eviction order; a refault takes the oldest batches
 first (what a task sweeping its working set again reaches first).  The age clock and the
 list sizes are the node's -- the root lruvec -- also for pages a memcg evicted (the kernel
 uses the evicting memcg's lruvec; see docs/thrashing.md).
@@ -69,21 +69,16 @@ def workingset_eviction(m: "Machine", owner: Any, nr: int, zone: "Zone | None" =
     nid = zone.node.nid
     ages = _ages(m)
     ages[nid] += nr
-    age = ages[nid]
-    if workingset:
-        shadows.append([workingset, nid, age, True])
-    if nr - workingset:
-        shadows.append([nr - workingset, nid, age, False])
-    while len(shadows) > MAX_BATCHES:
-        a, b = shadows[0], shadows[1]
-        if a[1] == b[1] and a[3] == b[3]:
-            b[0] += a[0]
-        del shadows[0]
+    shadows.append([workingset, nr - workingset, nid, ages[nid]])
+    if len(shadows) > MAX_BATCHES:
+        a = shadows.pop(0)  # the oldest two become one, stamped with the newer age
+        shadows[0][0] += a[0]
+        shadows[0][1] += a[1]
 
 
 def shadows_of(m: "Machine", owner: Any, kind: str = "file") -> int:
     key = owner if kind == "file" else (kind, owner)
-    return sum(b[0] for b in m.workingset_shadows.get(key, ()))
+    return sum(b[0] + b[1] for b in m.workingset_shadows.get(key, ()))
 
 
 def drop_shadows(m: "Machine", owner: Any, nr: int, kind: str = "anon") -> None:
@@ -93,10 +88,11 @@ def drop_shadows(m: "Machine", owner: Any, nr: int, kind: str = "anon") -> None:
     shadows = m.workingset_shadows.get(key)
     while shadows and nr > 0:
         b = shadows[-1]
-        k = min(b[0], nr)
-        b[0] -= k
-        nr -= k
-        if not b[0]:
+        for i in (1, 0):
+            k = min(b[i], nr)
+            b[i] -= k
+            nr -= k
+        if not b[0] + b[1]:
             shadows.pop()
     if shadows is not None and not shadows:
         del m.workingset_shadows[key]
@@ -135,10 +131,12 @@ def workingset_refault(m: "Machine", owner: Any, nr: int, kind: str = "file") ->
     sizes: dict[int, int] = {}
     while shadows and refaults < nr:
         b = shadows[0]
-        k = min(b[0], nr - refaults)
-        count, nid, age, ws = b
-        b[0] -= k
-        if not b[0]:
+        ws, plain, nid, age = b
+        k = min(ws + plain, nr - refaults)
+        k_ws = k * ws // (ws + plain)  # which of the batch's pages come back is not known
+        b[0] -= k_ws
+        b[1] -= k - k_ws
+        if not b[0] + b[1]:
             shadows.pop(0)
         refaults += k
         if nid not in sizes:
@@ -146,8 +144,7 @@ def workingset_refault(m: "Machine", owner: Any, nr: int, kind: str = "file") ->
         if ages[nid] - age <= sizes[nid]:
             activated += k
             ages[nid] += k
-            if ws:
-                restored += k
+            restored += k_ws
     if not shadows:
         del m.workingset_shadows[key]
     v = m.vmstat

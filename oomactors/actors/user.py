@@ -257,7 +257,11 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
             await vm_fault_oom(m, task)
             continue
         if kind == "file":
-            workingset_refault(m, owner, nr)  # reading back what reclaim evicted
+            # reading back what reclaim evicted: refaults within the working set go
+            # straight to the active list (the read itself costs no IO in the model)
+            activated = workingset_refault(m, owner, nr)[1]
+            if activated:
+                add_new(zone, "file", owner, activated, active=True, referenced=True)
         done += nr
         await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)

@@ -27,7 +27,7 @@ from ..kernel.task import MM, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
 from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
                              wait_on_read)
-from ..kernel.workingset import workingset_refault
+from ..kernel.workingset import drop_shadows, workingset_refault
 from ..units import to_jiffies
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -403,6 +403,7 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
             left -= k
     k = min(mm.swapents, left)
     mm.swapents -= k
+    drop_shadows(m, mm, k)  # the swap cache's shadows go with the entries
     m.swap_free += k
     uncharge_swap(mm, k)
     left -= k

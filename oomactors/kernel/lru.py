@@ -26,6 +26,7 @@ counts: which particular pages are hit is not known, their share is.
 
 from __future__ import annotations
 
+from math import isqrt
 from typing import TYPE_CHECKING, Any
 
 from .task import MM
@@ -103,17 +104,26 @@ def lru_sizes(zone: "Zone") -> tuple[int, int, int, int]:
     return nr["anon"] - aa, aa, nr["file"] + nr["dirty"] - af, af
 
 
-def int_sqrt(x: int) -> int:
-    from .mmzone import int_sqrt as isqrt
-    return isqrt(x)
-
-
 def inactive_is_low(inactive: int, active: int) -> bool:
     """inactive_is_low: the inactive list should be at least active / sqrt(10 * GiB) big
     (1:1 below 1 GiB of the list pair, 1:3 at 1 GiB, 1:10 at 10 GiB)."""
     gb = (inactive + active) >> (30 - 12)
-    ratio = int_sqrt(10 * gb) if gb else 1
+    ratio = isqrt(10 * gb) if gb else 1  # int_sqrt
     return inactive * ratio < active
+
+
+# --- the nonresident age clock (mm/workingset.c) ---------------------------------------
+def nonresident_ages(m: "Machine") -> list[int]:
+    """Each node's lruvec->nonresident_age: evictions plus activations so far."""
+    ages = getattr(m, "nonresident_age", None)
+    if ages is None:
+        ages = m.nonresident_age = [0] * len(m.nodes)
+    return ages
+
+
+def workingset_age_nonresident(m: "Machine", zone: "Zone", nr: int) -> None:
+    """Advance the node's clock by ``nr`` evictions or activations."""
+    nonresident_ages(m)[zone.node.nid] += nr
 
 
 # --- accesses ----------------------------------------------------------------------------
@@ -146,8 +156,7 @@ def mark_accessed(m: "Machine", zone: "Zone", kind: str, owner: Any, n: int) -> 
         activated = hit_ref
         _move_to_active(m, zone, kind, owner, hit_ref, r, w, total - a)
         m.vmstat["pgactivate"] += hit_ref
-        from .workingset import workingset_activation
-        workingset_activation(m, zone, hit_ref)
+        workingset_age_nonresident(m, zone, hit_ref)  # workingset_activation
     if hit_unref:
         _add(lru.ref[kind], owner, hit_unref)
     return activated
@@ -196,7 +205,6 @@ def scan_inactive(m: "Machine", zone: "Zone", kind: str, owner: Any, nr_scan: in
     if referenced and kind == ANON:
         _move_to_active(m, zone, kind, owner, referenced, r, w, inactive)
         m.vmstat["pgactivate"] += referenced
-        from .workingset import workingset_age_nonresident
         workingset_age_nonresident(m, zone, referenced)  # move_pages_to_lru ages on activation
         reclaim = nr_scan - referenced
     elif referenced and isinstance(owner, MM):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .lru import lru_sizes
+from .lru import lru_sizes, nonresident_ages, workingset_age_nonresident
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -39,46 +39,22 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_BATCHES = 256  # shadow batches kept per owner; older ones merge (the age of the newer)
 
 
-def _ages(m: "Machine") -> list[int]:
-    ages = getattr(m, "nonresident_age", None)
-    if ages is None:
-        ages = m.nonresident_age = [0] * len(m.nodes)
-    return ages
-
-
-def workingset_age_nonresident(m: "Machine", zone: "Zone", nr: int) -> None:
-    """Advance the node's nonresident_age clock by ``nr`` evictions or activations."""
-    _ages(m)[zone.node.nid] += nr
-
-
-def workingset_activation(m: "Machine", zone: "Zone", nr: int) -> None:
-    """mark_page_accessed activated ``nr`` pages: the clock moves on."""
-    workingset_age_nonresident(m, zone, nr)
-
-
-def workingset_eviction(m: "Machine", owner: Any, nr: int, zone: "Zone | None" = None,
-                        workingset: int = 0, kind: str = "file") -> None:
+def workingset_eviction(m: "Machine", owner: Any, nr: int, zone: "Zone", workingset: int = 0,
+                        kind: str = "file") -> None:
     """``nr`` pages of ``owner`` were evicted from ``zone`` (``workingset`` of them had
     PG_workingset): they leave shadows stamped with the node's age."""
     if nr <= 0:
         return
     key = owner if kind == "file" else (kind, owner)
     shadows = m.workingset_shadows.setdefault(key, [])
-    if zone is None:
-        zone = m.zones[-1]
     nid = zone.node.nid
-    ages = _ages(m)
+    ages = nonresident_ages(m)
     ages[nid] += nr
     shadows.append([workingset, nr - workingset, nid, ages[nid]])
     if len(shadows) > MAX_BATCHES:
         a = shadows.pop(0)  # the oldest two become one, stamped with the newer age
         shadows[0][0] += a[0]
         shadows[0][1] += a[1]
-
-
-def shadows_of(m: "Machine", owner: Any, kind: str = "file") -> int:
-    key = owner if kind == "file" else (kind, owner)
-    return sum(b[0] + b[1] for b in m.workingset_shadows.get(key, ()))
 
 
 def drop_shadows(m: "Machine", owner: Any, nr: int, kind: str = "anon") -> None:
@@ -96,6 +72,13 @@ def drop_shadows(m: "Machine", owner: Any, nr: int, kind: str = "anon") -> None:
             shadows.pop()
     if shadows is not None and not shadows:
         del m.workingset_shadows[key]
+
+
+def forget_mm(m: "Machine", mm: Any) -> None:
+    """An address space is gone: its swap entries (and their shadows) are freed, and no
+    one can fault its mapped page cache back through it any more."""
+    m.workingset_shadows.pop(("anon", mm), None)
+    m.workingset_shadows.pop(mm, None)
 
 
 def workingset_size(m: "Machine", nid: int, file: bool) -> int:
@@ -125,7 +108,7 @@ def workingset_refault(m: "Machine", owner: Any, nr: int, kind: str = "file") ->
     shadows = m.workingset_shadows.get(key)
     if not shadows or nr <= 0:
         return 0, 0, 0
-    ages = _ages(m)
+    ages = nonresident_ages(m)
     file = kind == "file"
     refaults = activated = restored = 0
     sizes: dict[int, int] = {}

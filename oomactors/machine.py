@@ -112,7 +112,11 @@ class Machine:
              "workingset_refault_anon", "workingset_activate_anon", "workingset_activate_file",
              "workingset_restore_anon", "workingset_restore_file", "pswpin", "pgmajfault",
              "pgactivate", "pgdeactivate"), 0)
-        self.workingset_shadows: dict[Any, int] = {}  # evicted page cache by owner (kernel/workingset.py)
+        # shadow entries by owner, each node's nonresident_age, memory.stat refaults by memcg
+        # (kernel/workingset.py, kernel/lru.py)
+        self.workingset_shadows: dict[Any, list[list[int]]] = {}
+        self.nonresident_age = [0] * len(self.nodes)
+        self.memcg_refaults: dict[Any, list[int]] = {}
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()
         # set by the runner (oomactors.sim)

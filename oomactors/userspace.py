@@ -133,8 +133,8 @@ class ProcInfo:
 
 @dataclass(frozen=True, slots=True)
 class MemoryStat:
-    """``memory.stat`` of a cgroup (hierarchical): sizes in bytes, event counts in pages.
-    Refaults are counted machine-wide only (kernel/workingset.py): 0 here."""
+    """``memory.stat`` of a cgroup (hierarchical): sizes in bytes, event counts in pages
+    (the workingset refaults of pages charged to the cgroup, kernel/workingset.py)."""
 
     anon: int
     file: int
@@ -283,14 +283,17 @@ def cgroup_info(m: "Machine", memcg: "MemCgroup") -> CgroupInfo:
     if memcg.is_root:
         mi = meminfo(m)
         stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE, 0,
-                          m.vmstat["pgscan"], m.vmstat["pgsteal"])
+                          m.vmstat["pgscan"], m.vmstat["pgsteal"], m.vmstat["workingset_refault_anon"],
+                          m.vmstat["workingset_refault_file"])
         return CgroupInfo("/", None, tuple(c.path for c in memcg.children), procs,
                           (mi.MemTotal - mi.MemAvailable) * KB,
                           (m.total_swap_pages - m.swap_free) * PAGE_SIZE, None, None, None, 0, 0,
                           False, stat, tuple((e, 0) for e in MEMCG_EVENTS), populated)
     mem = memcg.memory
+    refaults = m.memcg_refaults.get(memcg, (0, 0))
     stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE,
-                      sum(c.kmem for c in subtree) * PAGE_SIZE, memcg.pgscan, memcg.pgsteal)
+                      sum(c.kmem for c in subtree) * PAGE_SIZE, memcg.pgscan, memcg.pgsteal,
+                      refaults[0], refaults[1])
     return CgroupInfo(memcg.path, memcg.parent.path, tuple(c.path for c in memcg.children), procs,
                       mem.usage * PAGE_SIZE, memcg.swap.usage * PAGE_SIZE, _limit(mem.max),
                       _limit(mem.high), _limit(memcg.swap.max), mem.min * PAGE_SIZE,

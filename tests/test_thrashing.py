@@ -97,6 +97,18 @@ def test_refault_counters(thrashing):
     assert sum(w["pages"] for w in waits) == v["pswpin"]
 
 
+def test_memory_stat_counts_the_refaults_of_its_pages(thrashing):
+    """memory.stat of /services: every refault was one of its services' pages; the root
+    cgroup's file shows the machine's counters."""
+    from oomactors.userspace import cgroup_info
+    m = thrashing.machine
+    services = cgroup_info(m, m.memcgs["/services"]).stat
+    root = cgroup_info(m, m.root_mem_cgroup).stat
+    assert services.workingset_refault_anon == root.workingset_refault_anon \
+        == m.vmstat["workingset_refault_anon"] > 0
+    assert services.workingset_refault_file == 0
+
+
 HOT_COLD = """
 [machine]
 cpus = 2

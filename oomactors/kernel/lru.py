@@ -113,17 +113,9 @@ def inactive_is_low(inactive: int, active: int) -> bool:
 
 
 # --- the nonresident age clock (mm/workingset.c) ---------------------------------------
-def nonresident_ages(m: "Machine") -> list[int]:
-    """Each node's lruvec->nonresident_age: evictions plus activations so far."""
-    ages = getattr(m, "nonresident_age", None)
-    if ages is None:
-        ages = m.nonresident_age = [0] * len(m.nodes)
-    return ages
-
-
 def workingset_age_nonresident(m: "Machine", zone: "Zone", nr: int) -> None:
-    """Advance the node's clock by ``nr`` evictions or activations."""
-    nonresident_ages(m)[zone.node.nid] += nr
+    """Advance the node's lruvec->nonresident_age by ``nr`` evictions or activations."""
+    m.nonresident_age[zone.node.nid] += nr
 
 
 # --- accesses ----------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .lru import lru_sizes, nonresident_ages, workingset_age_nonresident
+from .lru import lru_sizes
+from .memcontrol import memcg_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -48,7 +49,7 @@ def workingset_eviction(m: "Machine", owner: Any, nr: int, zone: "Zone", working
     key = owner if kind == "file" else (kind, owner)
     shadows = m.workingset_shadows.setdefault(key, [])
     nid = zone.node.nid
-    ages = nonresident_ages(m)
+    ages = m.nonresident_age
     ages[nid] += nr
     shadows.append([workingset, nr - workingset, nid, ages[nid]])
     if len(shadows) > MAX_BATCHES:
@@ -72,6 +73,17 @@ def drop_shadows(m: "Machine", owner: Any, nr: int, kind: str = "anon") -> None:
             shadows.pop()
     if shadows is not None and not shadows:
         del m.workingset_shadows[key]
+
+
+def memcg_count_refaults(m: "Machine", memcg: Any, kind: str, nr: int) -> None:
+    """memory.stat's workingset_refault_anon/_file of the memcg the refaulting page is
+    charged to and of every ancestor below the root (whose figures are /proc/vmstat's)."""
+    counts = m.memcg_refaults
+    i = 0 if kind == "anon" else 1
+    c = memcg
+    while nr and c is not None and not c.is_root:
+        counts.setdefault(c, [0, 0])[i] += nr
+        c = c.parent
 
 
 def forget_mm(m: "Machine", mm: Any) -> None:
@@ -108,7 +120,7 @@ def workingset_refault(m: "Machine", owner: Any, nr: int, kind: str = "file") ->
     shadows = m.workingset_shadows.get(key)
     if not shadows or nr <= 0:
         return 0, 0, 0
-    ages = nonresident_ages(m)
+    ages = m.nonresident_age
     file = kind == "file"
     refaults = activated = restored = 0
     sizes: dict[int, int] = {}
@@ -130,6 +142,7 @@ def workingset_refault(m: "Machine", owner: Any, nr: int, kind: str = "file") ->
             restored += k_ws
     if not shadows:
         del m.workingset_shadows[key]
+    memcg_count_refaults(m, memcg_of(owner), kind, refaults)
     v = m.vmstat
     v["workingset_refault_" + kind] += refaults
     v["workingset_activate_" + kind] += activated

@@ -89,6 +89,8 @@ def state(zone: "Zone", kind: str, owner: Any) -> tuple[int, int, int, int]:
 def nr_active(zone: "Zone", kind: str) -> int:
     """NR_ACTIVE_ANON / NR_ACTIVE_FILE of the zone (owners whose pages left are dropped)."""
     d = zone.lru.active[kind]
+    if not d:
+        return 0
     total = 0
     for owner in list(d):
         total += _get(d, owner, owner_pages(zone, kind, owner))

@@ -50,7 +50,7 @@ class ScanControl:
         self.nr_reclaimed = 0
         self.is_kswapd = is_kswapd
         self.nr_writeback = 0
-        self.may_deactivate = 0        # DEACTIVATE_ANON | DEACTIVATE_FILE, set by shrink_node
+        self.may_deactivate = 0        # DEACTIVATE_ANON | DEACTIVATE_FILE (-1: not decided yet)
         self.skipped_deactivate = False
         self.force_deactivate = False
 
@@ -131,7 +131,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     wb_pages = 0
     inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone
     zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
-    set_may_deactivate(m, node, sc)
+    sc.may_deactivate = -1  # set_may_deactivate, once a zone of this node has a scan target
     for zone in zones:
         nr = zone.nr
         file = nr["file"] + nr["dirty"]
@@ -202,6 +202,9 @@ def set_may_deactivate(m: "Machine", node: Node, sc: ScanControl) -> None:
     if sc.force_deactivate:
         sc.may_deactivate = DEACTIVATE_ANON | DEACTIVATE_FILE
         return
+    if not any(z.lru.active[ANON] or z.lru.active[FILE] for z in node.zones):
+        sc.may_deactivate = 0  # no active page anywhere: nothing to decide
+        return
     ia = aa = i_f = af = 0
     for z in node.zones:
         s = lru_sizes(z)
@@ -226,6 +229,8 @@ def age_active_lists(m: "Machine", zone: Zone, sc: ScanControl, anon_scan: int,
     """shrink_lruvec's share of each type's scan for its active list: shrink_active_list
     where deactivation is allowed (skipped otherwise), the rest for the inactive list.
     Returns (inactive anon scan, inactive file scan, inactive file size)."""
+    if sc.may_deactivate < 0:
+        set_may_deactivate(m, zone.node, sc)
     ia, aa, i_f, af = lru_sizes(zone)
     out = []
     for scan, inactive, active, kind, bit in ((anon_scan, ia, aa, ANON, DEACTIVATE_ANON),
@@ -238,7 +243,7 @@ def age_active_lists(m: "Machine", zone: Zone, sc: ScanControl, anon_scan: int,
                 sc.skipped_deactivate = True
         out.append(scan - act_scan)
     # rebalance the anon lists even when anon was not scanned (swap exists)
-    if m.total_swap_pages:
+    if m.total_swap_pages and zone.lru.active[ANON]:
         ia, aa, _, _ = lru_sizes(zone)
         if inactive_is_low(ia, aa):
             shrink_active_list(m, zone, ANON, SWAP_CLUSTER_MAX)

@@ -313,8 +313,8 @@ class TouchFileStep(_Model):
 
 
 class AccessStep(_Model):
-    """A working set the task touches again and again: ``size`` bytes of ``kind`` memory
-    (its own mapping), swept ``repeat`` times (omitted: until the task ends) at ``rate``
+    """A working set the task touches again and again: ``size`` bytes (whole pages) of
+    ``kind`` memory (its own mapping), swept ``repeat`` times (omitted: until the task ends) at ``rate``
     bytes per second (omitted: as fast as the CPU allows).  The first sweep faults the pages
     in; later sweeps reference the resident ones and fault back those reclaim took: swap-in
     for anon, a read from disk for page cache (docs/thrashing.md)."""

@@ -294,7 +294,7 @@ async def _access(m: "Machine", task: Task, step: AccessStep) -> None:
     memory to go (cold pages are evicted first) -- and fault those back (swap-in or a read
     from disk, with the IO wait), while the resident ones are marked accessed."""
     mm = task.mm
-    pages = step.size // PAGE_SIZE
+    pages = -(-step.size // PAGE_SIZE)  # a working set is whole pages
     kind = step.kind
     m.emit("sim:step", task.pid, "access", pages)
     if kind == "file":

@@ -312,6 +312,22 @@ class TouchFileStep(_Model):
     rate: OptRate = None
 
 
+class AccessStep(_Model):
+    """A working set the task touches again and again: ``size`` bytes (whole pages) of
+    ``kind`` memory (its own mapping), swept ``repeat`` times (omitted: until the task ends) at ``rate``
+    bytes per second (omitted: as fast as the CPU allows).  The first sweep faults the pages
+    in; later sweeps reference the resident ones and fault back those reclaim took: swap-in
+    for anon, a read from disk for page cache (docs/thrashing.md)."""
+
+    op: Literal["access"]
+    size: PositiveSize
+    kind: Literal["anon", "file", "shmem"] = "anon"
+    rate: OptRate = None
+    repeat: Optional[Int] = Field(None, ge=1)
+    chunk: Int = Field(64, ge=1, le=4096)
+    on_fail: Literal["exit", "retry", "continue"] = "exit"  # mmap refused with -ENOMEM
+
+
 class FreeStep(_Model):
     """Free ``size`` bytes (or ``"all"``) of the process's anonymous memory."""
 
@@ -378,12 +394,12 @@ class RepeatStep(_Model):
     steps: Annotated[tuple[Step, ...], _check(bool, "must not be empty")]
 
 
-Step = Annotated[Union[AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
+Step = Annotated[Union[AllocStep, TouchFileStep, AccessStep, FreeStep, ForkStep, ExitStep, SleepStep,
                        ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep, WriteStep],
                  Field(discriminator="op")]
 STEP_TYPES: dict[str, type[_Model]] = {
     cls.model_fields["op"].annotation.__args__[0]: cls  # type: ignore[union-attr]
-    for cls in (AllocStep, TouchFileStep, FreeStep, ForkStep, ExitStep, SleepStep,
+    for cls in (AllocStep, TouchFileStep, AccessStep, FreeStep, ForkStep, ExitStep, SleepStep,
                 ComputeStep, BlockStep, SetOomScoreAdjStep, RepeatStep, WriteStep)
 }
 OPS: tuple[str, ...] = tuple(STEP_TYPES)

@@ -109,8 +109,16 @@ class Machine:
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
              "oom_scan_ns", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
-             "workingset_refault_file", "pswpout", "pgscan_direct_throttle"), 0)
-        self.workingset_shadows: dict[Any, int] = {}  # evicted page cache by owner (kernel/workingset.py)
+             "workingset_refault_file", "pswpout",
+             # refaults, swap-in and LRU aging (kernel/workingset.py, lru.py, memory.py)
+             "workingset_refault_anon", "workingset_activate_anon", "workingset_activate_file",
+             "workingset_restore_anon", "workingset_restore_file", "pswpin", "pgmajfault",
+             "pgactivate", "pgdeactivate", "pgscan_direct_throttle"), 0)
+        # shadow entries by owner, each node's nonresident_age, memory.stat refaults by memcg
+        # (kernel/workingset.py, kernel/lru.py)
+        self.workingset_shadows: dict[Any, list[list[int]]] = {}
+        self.nonresident_age = [0] * len(self.nodes)
+        self.memcg_refaults: dict[Any, list[int]] = {}
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()
         # set by the runner (oomactors.sim)

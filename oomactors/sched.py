@@ -45,6 +45,7 @@ POINTS: dict[str, str] = {
     "oom.report": "CPU time printing the OOM report to the console (dump_header), oom_lock held",
     "fault.retry": "return to user space after VM_FAULT_OOM, before the fault is retried",
     "fault.cpu": "CPU time spent faulting pages in",
+    "fault.io_wait": "a fault waiting for its swap-in or page-cache read (a memory stall when thrashing)",
     "exit.zap": "CPU time spent unmapping the address space in exit_mmap",
     "exit.mmap_lock": "exit_mm waiting for mmap_lock",
     "reaper.zap": "CPU time the oom_reaper spends unmapping a victim's memory",
@@ -56,6 +57,7 @@ POINTS: dict[str, str] = {
     "task.sleep": "a program's interruptible sleep",
     "task.block": "a program's uninterruptible block (optionally holding mmap_lock)",
     "task.compute": "a program's CPU burst",
+    "task.access": "CPU time a program spends touching its resident working set again",
     "task.mmap_lock": "a program waiting for mmap_lock",
     "task.rate": "a program pacing its allocation rate",
     "task.enomem_retry": "a program pausing after mmap or fork failed with -ENOMEM, before retrying",
@@ -237,24 +239,26 @@ class Clock:
         heapq.heappush(self._heap, (deadline, self._seq, w))
 
     def idle(self) -> None:
-        """Every actor is parked: jump to the next deadline, or end the run."""
-        if self.ended is not None:
-            return
-        if self.should_stop():
-            self.ended = "idle"
-            return
-        deadline = self.next_deadline()
-        if deadline is None:
-            self.ended = "deadlock"
-            return
-        if self.limit is not None and deadline > self.limit:
-            self.now = self.limit
-            self.ended = "duration"
-            return
-        self.now = max(self.now, deadline)
-        heap = self._heap
-        while heap and heap[0][0] <= self.now:
-            heapq.heappop(heap)[2].wake()
+        """Every actor is parked: jump to the next deadline, or end the run.  A deadline
+        that only held callbacks (:meth:`call_at`) woke nobody: jump on to the next one."""
+        while self.ended is None:
+            if self.should_stop():
+                self.ended = "idle"
+                return
+            deadline = self.next_deadline()
+            if deadline is None:
+                self.ended = "deadlock"
+                return
+            if self.limit is not None and deadline > self.limit:
+                self.now = self.limit
+                self.ended = "duration"
+                return
+            self.now = max(self.now, deadline)
+            heap = self._heap
+            while heap and heap[0][0] <= self.now:
+                heapq.heappop(heap)[2].wake()
+            if self.active:
+                return
 
     def next_deadline(self) -> int | None:
         heap = self._heap

@@ -47,6 +47,7 @@ from .kernel.exit import mmap_read_lock
 from .kernel.memcontrol import MEMCG_EVENTS, for_each_mem_cgroup_tree, mem_cgroup_scan_tasks
 from .kernel.oom_kill import find_lock_task_mm, task_will_free_mem
 from .kernel.oom_reaper import zap_pages
+from .kernel.lru import lru_sizes
 from .kernel.mmzone import totalreserve_pages
 from .kernel.page_counter import PAGE_COUNTER_MAX
 from .kernel.signal import EAGAIN, EINVAL, ESRCH, SIGKILL, SIGTERM, find_process, group_send_sig_info, kill_pid
@@ -132,8 +133,8 @@ class ProcInfo:
 
 @dataclass(frozen=True, slots=True)
 class MemoryStat:
-    """``memory.stat`` of a cgroup (hierarchical): sizes in bytes, event counts in pages.
-    Refaults are counted machine-wide only (kernel/workingset.py): 0 here."""
+    """``memory.stat`` of a cgroup (hierarchical): sizes in bytes, event counts in pages
+    (the workingset refaults of pages charged to the cgroup, kernel/workingset.py)."""
 
     anon: int
     file: int
@@ -282,14 +283,17 @@ def cgroup_info(m: "Machine", memcg: "MemCgroup") -> CgroupInfo:
     if memcg.is_root:
         mi = meminfo(m)
         stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE, 0,
-                          m.vmstat["pgscan"], m.vmstat["pgsteal"])
+                          m.vmstat["pgscan"], m.vmstat["pgsteal"], m.vmstat["workingset_refault_anon"],
+                          m.vmstat["workingset_refault_file"])
         return CgroupInfo("/", None, tuple(c.path for c in memcg.children), procs,
                           (mi.MemTotal - mi.MemAvailable) * KB,
                           (m.total_swap_pages - m.swap_free) * PAGE_SIZE, None, None, None, 0, 0,
                           False, stat, tuple((e, 0) for e in MEMCG_EVENTS), populated)
     mem = memcg.memory
+    refaults = m.memcg_refaults.get(memcg, (0, 0))
     stat = MemoryStat(anon * PAGE_SIZE, file * PAGE_SIZE, shmem * PAGE_SIZE,
-                      sum(c.kmem for c in subtree) * PAGE_SIZE, memcg.pgscan, memcg.pgsteal)
+                      sum(c.kmem for c in subtree) * PAGE_SIZE, memcg.pgscan, memcg.pgsteal,
+                      refaults[0], refaults[1])
     return CgroupInfo(memcg.path, memcg.parent.path, tuple(c.path for c in memcg.children), procs,
                       mem.usage * PAGE_SIZE, memcg.swap.usage * PAGE_SIZE, _limit(mem.max),
                       _limit(mem.high), _limit(memcg.swap.max), mem.min * PAGE_SIZE,
@@ -376,16 +380,18 @@ class DaemonHost:
 
     def vmstat(self) -> dict[str, int]:
         """/proc/vmstat: the counters the model keeps (pgscan_kswapd, pgscan_direct,
-        pgsteal_*, allocstall, oom_kill, compact_*, workingset_refault_file -- page cache
-        only: workingset_refault_anon is 0)."""
+        pgsteal_*, allocstall, oom_kill, compact_*, pswpout, pswpin, pgmajfault,
+        pgactivate, pgdeactivate, workingset_refault/activate/restore_anon and _file)."""
         self._debt_ns += READ_MEMINFO_NS
         v = self.m.vmstat
         out = {k: v[k] for k in ("pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd", "pgsteal_direct",
                                  "allocstall", "oom_kill", "compact_stall", "compact_success",
                                  "compact_fail")}
         out["pswpout"] = self.m.vmstat["pswpout"]   # pages swapped out since boot
-        out["workingset_refault_anon"] = 0
-        out["workingset_refault_file"] = self.m.vmstat.get("workingset_refault_file", 0)
+        for key in ("workingset_refault_anon", "workingset_refault_file", "workingset_activate_anon",
+                    "workingset_activate_file", "workingset_restore_anon", "workingset_restore_file",
+                    "pswpin", "pgmajfault", "pgactivate", "pgdeactivate"):
+            out[key] = self.m.vmstat[key]
         out["nr_free_pages"] = sum(z.vm_free for z in self.m.zones)
         return out
 
@@ -539,13 +545,13 @@ class DaemonHost:
     def workingset(self) -> dict[str, int]:
         """The /proc/vmstat lines lmkd's thrashing estimate reads: ``workingset_refault_file``
         (page cache read back after reclaim evicted it, kernel/workingset.py) and the file
-        LRU, ``nr_inactive_file`` + ``nr_active_file`` (the model has one file list: it is
-        all reported as inactive)."""
+        LRU, ``nr_inactive_file`` + ``nr_active_file`` (kernel/lru.py)."""
         self._debt_ns += READ_MEMINFO_NS
         m = self.m
-        return {"workingset_refault_file": m.vmstat.get("workingset_refault_file", 0),
-                "nr_inactive_file": sum(z.nr["file"] + z.nr["dirty"] for z in m.zones),
-                "nr_active_file": 0}
+        sizes = [lru_sizes(z) for z in m.zones]
+        return {"workingset_refault_file": m.vmstat["workingset_refault_file"],
+                "nr_inactive_file": sum(s[2] for s in sizes),
+                "nr_active_file": sum(s[3] for s in sizes)}
 
 # --- the actor --------------------------------------------------------------------------------
 def spawn_daemon(m: "Machine") -> "Task":

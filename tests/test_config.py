@@ -232,7 +232,7 @@ TASK = '[[tasks]]\nname = "a"\n'
      "x.toml: tasks[0].program[0].colour: unknown key"),
     (TASK + 'program = [{op="alocate", size="1MiB"}]',
      "x.toml: tasks[0].program[0].op: unknown op 'alocate' (expected 'alloc', 'touch_file', "
-     "'free', 'fork', 'exit', 'sleep', 'compute', 'block', 'set_oom_score_adj', 'repeat', 'write')"),
+     "'access', 'free', 'fork', 'exit', 'sleep', 'compute', 'block', 'set_oom_score_adj', 'repeat', 'write')"),
     (TASK + 'program = [{size="1MiB"}]', "x.toml: tasks[0].program[0].op: missing required key"),
     (TASK + 'program = [{op="repeat", steps=[]}]', "x.toml: tasks[0].program[0].steps: must not be empty"),
     (TASK + 'program = [{op="repeat", times=0, steps=[{op="exit"}]}]',

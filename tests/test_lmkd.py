@@ -147,7 +147,9 @@ stop_when_idle = false
 
 [policy]
 name = "lmkd"
-# the model's PSI has no refault stalls (README): a lower partial-stall trigger wakes lmkd
+# the reader streams (touch_file): what it reads back was never active, so its refaults
+# are no memory stalls (nor on 5.10; docs/thrashing.md): a lower partial-stall trigger
+# wakes lmkd
 psi_partial_stall_ms = 10
 
 [[tasks]]

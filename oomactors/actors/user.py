@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import (AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
+from ..config import (AccessStep, AllocStep, BlockStep, ComputeStep, ExitStep, ForkStep, FreeStep, RepeatStep,
                       SetOomScoreAdjStep, SleepStep, TouchFileStep, WriteStep)
 from ..kernel import gfp as G
 from ..kernel import params
@@ -25,7 +25,10 @@ from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
-from ..kernel.workingset import workingset_refault
+from ..kernel.lru import add_new
+from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
+                             wait_on_read)
+from ..kernel.workingset import drop_shadows, workingset_refault
 from ..units import to_jiffies
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,7 +155,7 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
         is_fault = kind in ("anon", "shmem")
-        zone, got = await _fault_chunk(m, task, mm, gfp_mask, order, nr, got, kind, is_fault)
+        zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -172,14 +175,17 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             await _pace(m, task, start, done, step.rate)
 
 
-async def _fault_chunk(m: "Machine", task: Task, mm: MM | None, gfp_mask: int, order: int, nr: int,
-                       got: int, kind: str, is_fault: bool) -> tuple[Any, int]:
-    """Allocate and charge one chunk of ``nr`` blocks (``got`` pages) for ``mm``, under
-    mmap_lock (read) when it is a page fault.  Returns the zone (None on failure) and the
-    pages kept (the memcg may take fewer: a dying task's last faults)."""
+async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
+                      new_pages: bool = True) -> tuple[Any, int]:
+    """Allocate and charge ``nr`` blocks of ``order`` for ``kind`` memory of ``mm``, under the
+    mmap_lock for a fault.  Returns the zone, or None (-ENOMEM: a fault's VM_FAULT_OOM), and
+    the pages kept (the memcg may take fewer: a dying task's last faults).  ``new_pages`` is
+    False for a swap-in: the page table already maps the entry."""
+    got = nr << order
+    is_fault = kind in ("anon", "shmem")
     if is_fault:
         await mmap_read_lock(m, task, mm, "task.mmap_lock")
-        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
+        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables)) if new_pages else 0
     else:
         pt = 0
     memcg = charge_target(task, kind, gfp_mask)
@@ -211,7 +217,7 @@ async def _write(m: "Machine", task: Task, step: WriteStep) -> None:
     m.emit("sim:step", task.pid, "write", pages)
     while pages > 0 and (shared := mm.rss_anon - sum(mm.anon)) > 0:
         nr = min(step.chunk, pages, shared)
-        zone, nr = await _fault_chunk(m, task, mm, G.GFP_HIGHUSER_MOVABLE, 0, nr, nr, "anon", True)
+        zone, nr = await fault_pages(m, task, mm, nr, 0, "anon", G.GFP_HIGHUSER_MOVABLE)
         if zone is None:
             await vm_fault_oom(m, task)
             continue
@@ -277,21 +283,16 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
     start = m.now
     while done < pages:
         nr = min(32, pages - done)
-        zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0,  # __page_cache_alloc
-                                            *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
-                                            nr=nr, kind=kind if memcg is None else "kernel",
-                                            mm=owner if memcg is None else None)
-        # add_to_page_cache_lru charges the new page to the memcg; failure frees it.  read(2)
-        # charges with mapping_gfp_constraint(mapping, GFP_KERNEL); a fault with the mapping's mask
-        if zone is not None and memcg is not None:
-            nr = await mem_cgroup_charge(m, task, memcg, zone, nr, 0, charge_gfp, kind, owner)
-            if not nr:
-                zone = None
+        zone, nr = await page_cache_alloc(m, task, owner, memcg, nr, kind, charge_gfp)
         if zone is None:
             await vm_fault_oom(m, task)
             continue
         if kind == "file":
-            workingset_refault(m, owner, nr)  # reading back what reclaim evicted
+            # reading back what reclaim evicted: refaults within the working set go
+            # straight to the active list (the read itself costs no IO in the model)
+            activated = workingset_refault(m, owner, nr)[1]
+            if activated:
+                add_new(zone, "file", owner, activated, active=True, referenced=True)
         done += nr
         await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
@@ -300,6 +301,122 @@ async def _touch_file(m: "Machine", task: Task, step: TouchFileStep) -> None:
             ret_to_user(task)
         if step.rate:
             await _pace(m, task, start, done, step.rate)
+
+
+async def page_cache_alloc(m: "Machine", task: Task, owner: Any, memcg: Any, nr: int, kind: str,
+                           charge_gfp: int = G.GFP_HIGHUSER_MOVABLE) -> tuple[Any, int]:
+    """__page_cache_alloc of ``nr`` pages for ``owner`` and their memcg charge: the zone (None
+    on failure) and the pages kept.  read(2) charges with mapping_gfp_constraint(mapping,
+    GFP_KERNEL); a fault with the mapping's mask."""
+    zone = await __alloc_pages_nodemask(m, task, G.GFP_HIGHUSER_MOVABLE, 0,
+                                        *alloc_pages_policy(m, task, G.GFP_HIGHUSER_MOVABLE, vma=False),
+                                        nr=nr, kind=kind if memcg is None else "kernel",
+                                        mm=owner if memcg is None else None)
+    # add_to_page_cache_lru charges the new page to the memcg; failure frees it
+    if zone is not None and memcg is not None:
+        nr = await mem_cgroup_charge(m, task, memcg, zone, nr, 0, charge_gfp, kind, owner)
+        if not nr:
+            zone = None
+    return zone, nr
+
+
+async def _access(m: "Machine", task: Task, step: AccessStep) -> None:
+    """Sweep a working set of ``step.size`` bytes again and again (docs/thrashing.md).
+
+    The first sweep maps and faults the pages in.  Later sweeps find part of the set evicted
+    -- which part is not known page by page, so each chunk meets the evicted pages in
+    proportion to the set's evicted share; the set is taken to be the last of its mm's
+    memory to go (cold pages are evicted first) -- and fault those back (swap-in or a read
+    from disk, with the IO wait), while the resident ones are marked accessed."""
+    mm = task.mm
+    pages = -(-step.size // PAGE_SIZE)  # a working set is whole pages
+    kind = step.kind
+    m.emit("sim:step", task.pid, "access", pages)
+    if kind == "file":
+        mm.total_vm += pages  # a file mapping: no commit charge
+    else:
+        while mmap_region(m, task, mm, pages, kind):
+            if await _enomem(m, task, "access", step.on_fail):
+                return
+    faulted = 0     # pages of the set faulted in at least once (the first sweep's progress)
+    touched = 0     # pages touched by this step, for the rate
+    start = m.now
+    sweep = 0
+    while step.repeat is None or sweep < step.repeat:
+        sweep += 1
+        done = 0
+        while done < pages:
+            nr = min(step.chunk, pages - done)
+            if done >= faulted:
+                ok = await _access_new(m, task, mm, kind, nr)
+                faulted += ok
+            else:
+                resident = mm.rss_anon if kind == "anon" else mm.rss_file if kind == "file" else faulted
+                out = max(0, faulted - resident)
+                if kind == "anon":
+                    out = min(out, mm.swapents)
+                evicted = (done + nr) * out // faulted - done * out // faulted
+                if nr - evicted and kind != "shmem":
+                    mark_resident_accessed(m, kind, mm, nr - evicted)
+                await m.sched.run(task, (nr - evicted) * params.ACCESS_NS_PER_PAGE, "task.access")
+                ok = nr
+                if evicted and not await _fault_back(m, task, mm, kind, evicted):
+                    ok = 0
+            if not ok:
+                continue  # VM_FAULT_OOM: back to user space, then the same chunk again
+            done += nr
+            touched += nr
+            ret_to_user(task)
+            if step.rate:
+                await _pace(m, task, start, touched, step.rate)
+        # a sweep that never sleeps must still let time pass
+        await m.sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+
+
+async def _access_new(m: "Machine", task: Task, mm: MM, kind: str, nr: int) -> int:
+    """First touch of ``nr`` pages of the set: a zero-fill (anon, shmem) or a read from
+    disk (file).  Returns ``nr``, or 0 after a VM_FAULT_OOM."""
+    if kind == "file":
+        memcg = charge_target(task, "file", G.GFP_HIGHUSER_MOVABLE, mm)
+        zone, nr = await page_cache_alloc(m, task, mm, memcg, nr, "file")
+    else:
+        zone, nr = await fault_pages(m, task, mm, nr, 0, kind, G.GFP_HIGHUSER_MOVABLE)
+    if zone is None:
+        await vm_fault_oom(m, task)
+        return 0
+    mm.last_active = m.now
+    await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+    if kind == "file":
+        filemap_read(m, task, mm, zone, nr)
+        await wait_on_read(m, task, m.writeback_io, nr, "read", False)
+    elif kind == "anon":
+        add_new(zone, kind, mm, nr, active=False, referenced=True)  # the PTE is young
+    return nr
+
+
+async def _fault_back(m: "Machine", task: Task, mm: MM, kind: str, nr: int) -> int:
+    """Fault ``nr`` evicted pages of the set back: swap-in (anon) or a page-cache refault
+    (file), each waiting for its read.  Returns ``nr``, or 0 after a VM_FAULT_OOM."""
+    if kind == "anon":
+        nr = min(nr, mm.swapents)
+        if not nr:
+            return 1  # nothing left in swap to read (freed meanwhile)
+        zone, nr = await fault_pages(m, task, mm, nr, 0, "anon", G.GFP_HIGHUSER_MOVABLE, new_pages=False)
+    else:
+        memcg = charge_target(task, "file", G.GFP_HIGHUSER_MOVABLE, mm)
+        zone, nr = await page_cache_alloc(m, task, mm, memcg, nr, "file")
+    if zone is None:
+        await vm_fault_oom(m, task)
+        return 0
+    if kind == "anon":
+        _, _, restored = do_swap_page(m, task, mm, zone, nr)
+        device, why = m.swap_io, "swapin"
+    else:
+        _, _, restored = filemap_refault(m, task, mm, zone, nr)
+        device, why = m.writeback_io, "refault"
+    await m.sched.run(task, nr * params.FAULT_NS_PER_PAGE, "fault.cpu")
+    await wait_on_read(m, task, device, nr, why, restored > 0)
+    return nr
 
 
 async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
@@ -325,6 +442,7 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
         left -= k
     k = min(mm.swapents, left)
     mm.swapents -= k
+    drop_shadows(m, mm, k)  # the swap cache's shadows go with the entries
     m.swap_free += k
     uncharge_swap(mm, k)
     left -= k
@@ -424,7 +542,7 @@ async def _set_adj(m: "Machine", task: Task, step: SetOomScoreAdjStep) -> None:
 
 
 STEP: dict[type, Any] = {
-    AllocStep: _alloc, TouchFileStep: _touch_file, FreeStep: _free, ForkStep: _fork,
+    AllocStep: _alloc, TouchFileStep: _touch_file, AccessStep: _access, FreeStep: _free, ForkStep: _fork,
     ExitStep: _exit, SleepStep: _sleep, ComputeStep: _compute, BlockStep: _block,
     SetOomScoreAdjStep: _set_adj, RepeatStep: _repeat, WriteStep: _write,
 }

@@ -8,6 +8,7 @@ from .oom_kill import exit_oom_victim
 from .mmap import exit_mmap_unaccount
 from .oom_reaper import __oom_reap_task_mm, unmap_file_pages, zap_pages
 from .task import MMF_OOM_SKIP, MMF_OOM_VICTIM, PF_EXITING
+from .workingset import forget_mm
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -63,6 +64,7 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
     # the VM_ACCOUNT mappings are gone: give their Committed_AS charge back
     exit_mmap_unaccount(m, mm)
     m.mms.discard(mm)
+    forget_mm(m, mm)  # kernel/workingset.py: its shadows go with it
     m.emit("sim:exit_mm", cur.pid, cur.comm, freed)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .lru import ZoneLru
+
 if TYPE_CHECKING:  # pragma: no cover
     from .task import MM
 
@@ -53,6 +55,7 @@ class Zone:
         self.shmem_lru: dict[MM, None] = {}        # mms with shmem pages here (kernel/shmem.py)
         self.file_lru: dict[MM | None, None] = {}  # None = unmapped page cache
         self.file_owner: dict[MM | None, int] = {}  # clean page-cache pages by mapper
+        self.lru = ZoneLru()  # active/inactive aging of those pages (kernel/lru.py)
         # fragmentation: the share of merges that an unmovable neighbour blocks
         self.merge_block = 0.0
         self._merge_acc = 0.0

@@ -8,6 +8,7 @@ core, kept in one place so they can be tuned.
 """
 
 FAULT_NS_PER_PAGE = 600        # fault in + zero a 4 KiB page
+ACCESS_NS_PER_PAGE = 400       # touch a resident 4 KiB page again (memory bandwidth)
 SCAN_NS_PER_PAGE = 150         # look at one LRU page in shrink_page_list
 RECLAIM_BASE_NS = 20_000       # one call of try_to_free_pages / balance_pgdat round
 COMPACT_BASE_NS = 30_000       # one try_to_compact_pages pass

@@ -26,6 +26,7 @@ from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
                                     mem_cgroup_calculate_protection)
 from ..psi import psi_memstall_enter, psi_memstall_leave
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
+from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_active_list
 from .shmem import shmem_lru_pages, shmem_swapout
 from .swap_state import add_to_swap
 from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
@@ -40,7 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 class ScanControl:
     __slots__ = ("gfp_mask", "order", "priority", "nr_to_reclaim", "reclaim_idx", "may_writepage",
                  "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback",
-                 "memcg_low_reclaim", "memcg_low_skipped")
+                 "memcg_low_reclaim", "memcg_low_skipped", "may_deactivate", "skipped_deactivate",
+                 "force_deactivate")
 
     def __init__(self, gfp_mask: int, order: int, nr_to_reclaim: int, reclaim_idx: int,
                  is_kswapd: bool) -> None:
@@ -57,6 +59,9 @@ class ScanControl:
         self.nr_writeback = 0
         self.memcg_low_reclaim = False  # memory.low is breached on this pass
         self.memcg_low_skipped = False  # a memcg was spared for its memory.low
+        self.may_deactivate = 0        # DEACTIVATE_ANON | DEACTIVATE_FILE (-1: not decided yet)
+        self.skipped_deactivate = False
+        self.force_deactivate = False
 
 
 def _scan_size(size: int, priority: int) -> int:
@@ -75,46 +80,55 @@ def get_scan_count(total: int, anon: int, file: int) -> tuple[int, int]:
 
 
 def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, budget: int, skip: frozenset = frozenset()) -> int:
-    """Evict clean page cache, oldest owner first (unmapped cache sits at the head)."""
-    freed = 0
+    """Scan clean inactive page cache, oldest owner first (unmapped cache sits at the head):
+    referenced pages are kept or activated (kernel/lru.py), the rest is evicted.  The
+    memcgs in ``skip`` are protected by memory.min/low this pass."""
+    freed = scanned = 0
     for owner in list(zone.file_lru):
-        if freed >= budget:
+        if scanned >= budget:
             break
         if skip and memcg_of(owner) in skip:
             continue
-        have = zone.file_owner.get(owner, 0)
-        k = min(have, budget - freed)
+        nscan, k, ws = scan_inactive(m, zone, FILE, owner, budget - scanned)
+        scanned += nscan
         if k:
             m.uncharge_file(zone, owner, k)
             uncharge_pages(owner, k)  # the memcg that faulted the page cache
-            memcg_count_scan(memcg_of(owner), k, k)
-            workingset_eviction(m, owner, k)
+            workingset_eviction(m, owner, k, zone, ws)
             freed += k
+        if nscan:
+            memcg_count_scan(memcg_of(owner), nscan, k)
     if freed:
         m.free_to_buddy(cur, zone, freed)
     return freed
 
 
 def _take_anon(m: "Machine", zone: Zone, budget: int, skip: frozenset = frozenset()) -> int:
-    """try_to_unmap anonymous pages into swap entries, oldest mm first."""
-    taken = 0
+    """Scan inactive anonymous pages, oldest mm first: referenced ones are activated, the
+    rest try_to_unmap into swap entries (leaving shadows in the swap cache).  The memcgs in
+    ``skip`` are protected by memory.min/low this pass."""
+    taken = scanned = 0
     g = zone.gid
     for mm in list(zone.anon_lru):
-        if taken >= budget:
+        if scanned >= budget:
             break
         if skip and mm.memcg in skip:
             continue
-        k = min(mm.anon[g], budget - taken)
+        want = budget - scanned
         if mm.memcg is not None:
-            k = min(k, swap_room(m, mm))  # past swap.max, mem_cgroup_try_charge_swap fails
+            want = min(want, swap_room(m, mm))  # past swap.max, mem_cgroup_try_charge_swap fails
+        nscan, k, ws = scan_inactive(m, zone, ANON, mm, want)
+        scanned += nscan
         if k:
             mm.anon[g] -= k
             mm.swapents += k
             mem_cgroup_swapout(mm, k)
-            memcg_count_scan(mm.memcg, k, k)
+            workingset_eviction(m, mm, k, zone, ws, ANON)
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k
+        if nscan:
+            memcg_count_scan(mm.memcg, nscan, k)
     add_to_swap(m, zone, "anon", taken)
     return taken
 
@@ -129,6 +143,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone
     zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
     skip = protected_memcgs(m, cur, sc)
+    sc.may_deactivate = -1  # set_may_deactivate, once a zone of this node has a scan target
     for zone in zones:
         nr = zone.nr
         file = nr["file"] + nr["dirty"]
@@ -143,6 +158,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
         if not total:
             continue
         anon_scan, file_scan = get_scan_count(total, anon, file)
+        anon_scan, file_scan, file = age_active_lists(m, zone, sc, anon_scan, file_scan)
         scanned += file_scan + anon_scan
         # clean and dirty file pages are met in proportion to their share of the list
         dirty_scan = file_scan * nr["dirty"] // file if file else 0
@@ -227,6 +243,65 @@ def protected_pages(zone: Zone, skip: frozenset, lru: str) -> int:
     return sum(mm.anon[zone.gid] for mm in zone.anon_lru if mm.memcg in skip)
 
 
+# --- LRU aging (shrink_node's deactivation policy, shrink_list, shrink_active_list) --------
+DEACTIVATE_ANON, DEACTIVATE_FILE = 1, 2
+
+
+def set_may_deactivate(m: "Machine", node: Node, sc: ScanControl) -> None:
+    """shrink_node: age an active list while its inactive list is low, or while refaults
+    are activating pages (a new working set is being established: deactivate stale pages
+    quickly), judged on the node's lists; a forced retry deactivates both."""
+    if sc.force_deactivate:
+        sc.may_deactivate = DEACTIVATE_ANON | DEACTIVATE_FILE
+        return
+    if not any(z.lru.active[ANON] or z.lru.active[FILE] for z in node.zones):
+        sc.may_deactivate = 0  # no active page anywhere: nothing to decide
+        return
+    ia = aa = i_f = af = 0
+    for z in node.zones:
+        s = lru_sizes(z)
+        ia, aa, i_f, af = ia + s[0], aa + s[1], i_f + s[2], af + s[3]
+    snap = getattr(node, "refaults", (0, 0))
+    v = m.vmstat
+    may = 0
+    if v["workingset_activate_anon"] != snap[0] or inactive_is_low(ia, aa):
+        may |= DEACTIVATE_ANON
+    if v["workingset_activate_file"] != snap[1] or inactive_is_low(i_f, af):
+        may |= DEACTIVATE_FILE
+    sc.may_deactivate = may
+
+
+def snapshot_refaults(m: "Machine", node: Node) -> None:
+    """The refault activations seen so far; the next reclaim compares against them."""
+    node.refaults = (m.vmstat["workingset_activate_anon"], m.vmstat["workingset_activate_file"])
+
+
+def age_active_lists(m: "Machine", zone: Zone, sc: ScanControl, anon_scan: int,
+                     file_scan: int) -> tuple[int, int, int]:
+    """shrink_lruvec's share of each type's scan for its active list: shrink_active_list
+    where deactivation is allowed (skipped otherwise), the rest for the inactive list.
+    Returns (inactive anon scan, inactive file scan, inactive file size)."""
+    if sc.may_deactivate < 0:
+        set_may_deactivate(m, zone.node, sc)
+    ia, aa, i_f, af = lru_sizes(zone)
+    out = []
+    for scan, inactive, active, kind, bit in ((anon_scan, ia, aa, ANON, DEACTIVATE_ANON),
+                                               (file_scan, i_f, af, FILE, DEACTIVATE_FILE)):
+        act_scan = scan * active // (inactive + active) if active else 0
+        if act_scan:
+            if sc.may_deactivate & bit:
+                shrink_active_list(m, zone, kind, act_scan)
+            else:
+                sc.skipped_deactivate = True
+        out.append(scan - act_scan)
+    # rebalance the anon lists even when anon was not scanned (swap exists)
+    if m.total_swap_pages and zone.lru.active[ANON]:
+        ia, aa, _, _ = lru_sizes(zone)
+        if inactive_is_low(ia, aa):
+            shrink_active_list(m, zone, ANON, SWAP_CLUSTER_MAX)
+    return out[0], out[1], i_f
+
+
 def _finish_writeback(m: "Machine", cur: "Task", inflight: list[tuple[Zone, int]]) -> int:
     """end_page_writeback for the pages this reclaimer sent to IO, then free them (they were
     chosen for reclaim); other reclaimers' pages stay under IO until their own wait ends."""
@@ -260,6 +335,8 @@ async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order
         sc.memcg_low_reclaim = True
         sc.memcg_low_skipped = False
         await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node)
+    for node in nodes:
+        snapshot_refaults(m, node)
     m.emit("vmscan:mm_vmscan_direct_reclaim_end", cur.pid, sc.nr_reclaimed)
     return sc.nr_reclaimed
 
@@ -268,12 +345,19 @@ async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[
                                          shrink) -> None:
     """do_try_to_free_pages' loop: every node at each priority from DEF_PRIORITY down to 0,
     until sc.nr_to_reclaim pages came back."""
+    initial_priority = sc.priority
     while sc.priority >= 0:
         for node in nodes:  # shrink_zones: the whole zonelist at this priority
             await shrink(m, cur, node, sc)
         if sc.nr_reclaimed >= sc.nr_to_reclaim:
             return
         sc.priority -= 1
+        if sc.priority < 0 and not sc.nr_reclaimed and sc.skipped_deactivate:
+            # the inactive:active estimates kept the active lists out of reach: once more,
+            # deactivating whatever the scan meets
+            sc.priority = initial_priority
+            sc.force_deactivate = True
+            sc.skipped_deactivate = False
 
 
 # --- kswapd ------------------------------------------------------------------------
@@ -359,6 +443,7 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
         balanced = await _balance(m, task, node, sc, highest_zoneidx)
     finally:
         psi_memstall_leave(m, task, pflags)
+    snapshot_refaults(m, node)
     # a node found balanced ("goto out") is no failure, however little was reclaimed
     if not balanced and not sc.nr_reclaimed:
         node.kswapd_failures += 1

@@ -28,6 +28,7 @@ from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, SWAP_CLUSTER_MAX, Node, Zone
 from .task import PF_MEMALLOC
 from .shmem import shmem_lru_pages, shmem_swapout
 from .swap_state import add_to_swap
+from .lru import ANON, FILE, inactive_is_low, scan_inactive, shrink_active_list, state
 from .workingset import workingset_eviction
 from .vmscan import (ScanControl, _finish_writeback, get_scan_count,
                      raise_priority_until_reclaimed)
@@ -141,6 +142,7 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
         file = sum(zone.file_owner.get(o, 0) for o in owners)
         mms = [mm for mm in zone.anon_lru if mm.memcg is memcg] if can_swap else []
         anon = sum(mm.anon[zone.gid] for mm in mms)
+        file, anon = _age_memcg_lists(m, zone, sc, memcg, owners, mms, file, anon)
         shmem = shmem_lru_pages(zone, memcg=memcg) if can_swap else 0
         anon += shmem  # swap-backed: on the anon LRU
         size = file + anon
@@ -170,17 +172,40 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
     return scanned, reclaimed, inflight
 
 
+def _age_memcg_lists(m: "Machine", zone: Zone, sc: MemcgScanControl, memcg: MemCgroup, owners: list,
+                     mms: list, file: int, anon: int) -> tuple[int, int]:
+    """The memcg's active lists: deactivate from them while its inactive list is low (or
+    the retry forces it).  Returns the inactive file and anon sizes, which the scan then
+    targets (kernel/lru.py)."""
+    af = sum(state(zone, FILE, o)[1] for o in owners)
+    aa = sum(state(zone, ANON, mm)[1] for mm in mms)
+    for inactive, active, kind in ((file - af, af, FILE), (anon - aa, aa, ANON)):
+        if not active:
+            continue
+        if sc.force_deactivate or inactive_is_low(inactive, active):
+            # shrink_active_list at the list's scan target for this priority
+            k = max(active >> sc.priority, min(active, SWAP_CLUSTER_MAX))
+            shrink_active_list(m, zone, kind, k, memcg_of, memcg)
+        else:
+            sc.skipped_deactivate = True
+    af = sum(state(zone, FILE, o)[1] for o in owners)
+    aa = sum(state(zone, ANON, mm)[1] for mm in mms)
+    return file - af, anon - aa
+
+
 def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, owners: list, budget: int) -> int:
-    """Evict the memcg's clean page cache, least recently active owner first."""
-    freed = 0
+    """Scan the memcg's clean inactive page cache, least recently active owner first:
+    referenced pages are kept or activated, the rest is evicted."""
+    freed = scanned = 0
     for owner in owners:
-        if freed >= budget:
+        if scanned >= budget:
             break
-        k = min(zone.file_owner.get(owner, 0), budget - freed)
+        nscan, k, ws = scan_inactive(m, zone, FILE, owner, budget - scanned)
+        scanned += nscan
         if k:
             m.uncharge_file(zone, owner, k)
             uncharge_pages(owner, k)
-            workingset_eviction(m, owner, k)
+            workingset_eviction(m, owner, k, zone, ws)
             freed += k
     if freed:
         m.free_to_buddy(cur, zone, freed)
@@ -188,18 +213,21 @@ def _reclaim_file(m: "Machine", cur: "Task", zone: Zone, owners: list, budget: i
 
 
 def _take_anon(m: "Machine", zone: Zone, mms: list, budget: int) -> int:
-    """try_to_unmap the memcg's anonymous pages into swap entries, within its swap.max."""
-    taken = 0
+    """Scan the memcg's inactive anonymous pages: referenced ones are activated, the rest
+    try_to_unmap into swap entries, within its swap.max."""
+    taken = scanned = 0
     g = zone.gid
     for mm in mms:
-        if taken >= budget:
+        if scanned >= budget:
             break
         room = mem_cgroup_get_nr_swap_pages(m, mm.memcg)
-        k = min(mm.anon[g], budget - taken, max(0, room))
+        nscan, k, ws = scan_inactive(m, zone, ANON, mm, min(budget - scanned, max(0, room)))
+        scanned += nscan
         if k:
             mm.anon[g] -= k
             mm.swapents += k
             mem_cgroup_swapout(mm, k)
+            workingset_eviction(m, mm, k, zone, ws, ANON)
             if not mm.anon[g]:
                 del zone.anon_lru[mm]
             taken += k

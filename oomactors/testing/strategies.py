@@ -126,7 +126,8 @@ def _alloc(memory_mib: int, looping: bool) -> st.SearchStrategy[dict]:
 def steps(memory_mib: int = 128, *, fork: bool = True, nested: bool = True,
           looping: bool = False) -> st.SearchStrategy[dict]:
     """One program step (a dict as in a ``program = [...]`` array): ``alloc`` (any kind,
-    GFP mask, order, chunk, rate, on_fail), ``free``, ``touch_file``, ``sleep``,
+    GFP mask, order, chunk, rate, on_fail), ``free``, ``touch_file``, ``access`` (a working
+    set swept 1-3 times), ``sleep``,
     ``compute``, ``block`` (optionally holding mmap_lock), ``set_oom_score_adj``,
     ``exit``, ``fork`` (with a child program of its own, unless ``fork=False``) and
     ``repeat`` (unless ``nested=False``).  Sizes are bounded by ``memory_mib``."""
@@ -140,6 +141,12 @@ def steps(memory_mib: int = 128, *, fork: bool = True, nested: bool = True,
         st.fixed_dictionaries({"op": st.just("touch_file"),
                                "size": st.integers(1, max(1, memory_mib // 4)).map(_mib)},
                               optional={"dirty": st.booleans(), "mapped": st.booleans()}),
+        st.fixed_dictionaries({"op": st.just("access"),
+                               "size": st.integers(1, max(1, memory_mib // 2)).map(_mib),
+                               "repeat": st.integers(1, 3)},
+                              optional={"kind": st.sampled_from(("anon", "file", "shmem")),
+                                        "rate": st.integers(16, 1024).map(lambda r: f"{r}MiB/s"),
+                                        "chunk": st.sampled_from((64, 1, 16, 512))}),
         st.fixed_dictionaries({"op": st.just("set_oom_score_adj"), "value": oom_score_adjs()}),
         st.fixed_dictionaries({"op": st.just("block"), "time": st.integers(1, 300).map(_ms)},
                               optional={"hold_mmap_lock": st.booleans()}),

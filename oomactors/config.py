@@ -33,7 +33,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from oomactors.errors import ConfigError
-from oomactors.kernel.gfp import parse_gfp
+from oomactors.kernel.gfp import gfp_problem, parse_gfp
 from oomactors.kernel.profiles import DEFAULT_PROFILE
 from oomactors.kernel.profiles import PROFILES as KERNEL_PROFILES
 from oomactors.units import (GiB, MiB, PAGE_SIZE, Duration, format_size, parse_duration,
@@ -44,6 +44,7 @@ PROFILES: tuple[str, ...] = tuple(KERNEL_PROFILES)
 HZ_VALUES: tuple[int, ...] = (100, 250, 300, 1000)
 CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_RAWIO",
                                  "CAP_IPC_LOCK", "CAP_KILL")
+DMA_ZONE_MAX = 16 * MiB  # arch/x86: MAX_DMA_PFN, the 16 MiB an ISA DMA engine reaches
 TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 characters
 
 # --- field types -----------------------------------------------------------------------
@@ -148,6 +149,7 @@ class Machine(_Model):
     cpus: Int = Field(4, ge=1, le=1024)
     nodes: Int = Field(1, ge=1, le=64)
     memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB")] = 2 * GiB
+    dma: SizeOrAuto = "auto"  # ZONE_DMA on node 0 (the ISA DMA range, at most 16 MiB)
     dma32: SizeOrAuto = "auto"
     reserved: SizeOrAuto = "auto"
     swap: Size = 0
@@ -176,8 +178,10 @@ class Machine(_Model):
             return getattr(self, name)
 
         node0 = self.node_memory[0]
-        if resolve("dma32", min(node0 // 4, 1 * GiB)) >= node0:
-            raise _at(("dma32",), f"must be smaller than node 0's memory ({format_size(node0)})")
+        if resolve("dma", min(DMA_ZONE_MAX, node0 // 16)) > DMA_ZONE_MAX:
+            raise _at(("dma",), "must be at most 16MiB (ISA DMA reaches the first 16 MiB)")
+        if resolve("dma32", min(node0 // 4, 1 * GiB)) + self.dma >= node0:
+            raise _at(("dma32",), f"dma + dma32 must be smaller than node 0's memory ({format_size(node0)})")
         if resolve("reserved", min(self.memory // 64, 256 * MiB)) >= self.memory:
             raise _at(("reserved",), "must be smaller than memory")
         resolve("slab_reclaimable", self.memory // 128)
@@ -295,6 +299,13 @@ class AllocStep(_Model):
 
     def model_post_init(self, context: Any) -> None:
         self._gfp_mask = parse_gfp(self.gfp)
+
+    @model_validator(mode="after")
+    def _sensible_gfp(self) -> AllocStep:
+        problem = gfp_problem(parse_gfp(self.gfp), user_fault=self.kind != "kernel")
+        if problem is not None:
+            raise _at(("gfp",), f"{self.gfp!r}: {problem}")
+        return self
 
     @property
     def gfp_mask(self) -> int:

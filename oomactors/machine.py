@@ -18,7 +18,7 @@ from .kernel import page_alloc
 from .kernel.cpuset import build_cpusets
 from .kernel.memcontrol import build_memcgs
 from .kernel.util import init_overcommit
-from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
+from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
                             calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
                             setup_per_zone_wmarks)
 from .kernel.oom_kill_24 import OomState24
@@ -137,9 +137,13 @@ class Machine:
             present_total = mem // PAGE_SIZE
             sizes = []
             if nid == 0:
-                dma32 = mc.dma32 // PAGE_SIZE
+                # node 0 holds the low zones: ZONE_DMA (the first 16 MiB; none if
+                # machine.dma = 0, as with CONFIG_ZONE_DMA off), then ZONE_DMA32
+                dma, dma32 = mc.dma // PAGE_SIZE, mc.dma32 // PAGE_SIZE
+                if dma:
+                    sizes.append((ZONE_DMA, dma))
                 sizes.append((ZONE_DMA32, dma32))
-                sizes.append((ZONE_NORMAL, present_total - dma32))
+                sizes.append((ZONE_NORMAL, present_total - dma - dma32))
             else:
                 sizes.append((ZONE_NORMAL, present_total))
             for idx, present in sizes:
@@ -372,4 +376,4 @@ class Machine:
             self.oom_lock_waiters.pop(0).wake()
 
 
-assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32
+assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32 > ZONE_DMA

@@ -27,8 +27,12 @@ def _fail(err: InputError) -> None:
 
 
 def _load(config: str | None):
+    """The config, validated and booted once (sim.check_boot): what validates, runs."""
     from .config import load_config, load_default
-    return load_default() if config is None else load_config(config)
+    from .sim import check_boot
+    if config is None:
+        return check_boot(load_default(), "default.toml")
+    return check_boot(load_config(config), config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

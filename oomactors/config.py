@@ -44,6 +44,7 @@ PROFILES: tuple[str, ...] = tuple(KERNEL_PROFILES)
 HZ_VALUES: tuple[int, ...] = (100, 250, 300, 1000)
 CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_RAWIO",
                                  "CAP_IPC_LOCK", "CAP_KILL")
+MAX_MEMORY = 64 * 1024 * GiB  # MAX_PHYSMEM_BITS = 46 with 4-level paging
 DMA_ZONE_MAX = 16 * MiB  # arch/x86: MAX_DMA_PFN, the 16 MiB an ISA DMA engine reaches
 TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 characters
 
@@ -121,6 +122,18 @@ def _kbytes_or_auto(v: Any) -> int | str:
     return v
 
 
+def _int_or_auto(lo: int, hi: int) -> Callable[[Any], int | str]:
+    """A before-validator for a sysctl that is ``"auto"`` (its boot default) or an integer
+    in the range the kernel's sysctl handler accepts."""
+    def check(v: Any) -> int | str:
+        if v == "auto":
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}, or \"auto\"")
+        return v
+    return check
+
+
 KbytesOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto)]
 
 
@@ -148,7 +161,9 @@ class Machine(_Model):
 
     cpus: Int = Field(4, ge=1, le=1024)
     nodes: Int = Field(1, ge=1, le=64)
-    memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB")] = 2 * GiB
+    memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB"),
+                      _check(lambda n: n <= MAX_MEMORY, "must be at most 64TiB (x86-64 4-level "
+                                                        "paging: 46 physical address bits)")] = 2 * GiB
     dma: SizeOrAuto = "auto"  # ZONE_DMA on node 0 (the ISA DMA range, at most 16 MiB)
     dma32: SizeOrAuto = "auto"
     reserved: SizeOrAuto = "auto"
@@ -259,6 +274,11 @@ class Kernel(_Model):
     user_reserve_kbytes: KbytesOrAuto = "auto"
     # which vm_enough_memory(): 5.2+ ("modern") or 2.4's; kernel profiles will choose it
     overcommit_heuristic: Literal["modern", "2.4"] = "modern"
+    # kernel.pid_max and kernel.threads-max (kernel/fork.py): "auto" is the boot default
+    # (32768, or 1024 per CPU if more; RAM / (8 * THREAD_SIZE)).  Fork fails with -EAGAIN at
+    # either limit, or at RLIMIT_NPROC (threads-max / 2) for a user without the capabilities.
+    pid_max: Annotated[Union[int, Literal["auto"]], BeforeValidator(_int_or_auto(301, 4 * 1024 * 1024))] = "auto"
+    threads_max: Annotated[Union[int, Literal["auto"]], BeforeValidator(_int_or_auto(20, 0x3FFFFFFF))] = "auto"
     # the race catalogue's switches (all on: the kernel as it is)
     fixes: Fixes = Field(default_factory=Fixes)
 

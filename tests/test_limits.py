@@ -1,0 +1,42 @@
+"""What `validate` promises: a config it accepts boots and runs to a simulated outcome.
+Boot-time memory that does not fit, absurd sysctls and sizes past the machine's limits are
+refused in one line naming the key path (exit 2), never met later as a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from oomactors.cli import main
+
+
+def _validate(tmp_path, text: str):
+    p = tmp_path / "x.toml"
+    p.write_text(text)
+    return CliRunner().invoke(main, ["validate", str(p)], catch_exceptions=False), str(p)
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[[tasks]]\nname = "a"\nrss = "100GiB"\n', "tasks[0].rss: 100GiB does not fit in memory at boot"),
+    ('[machine]\nmemory = "1GiB"\n[[tasks]]\nname = "a"\ncount = 50\nrss = "30MiB"\n',
+     "tasks[0].rss (process 33 of 50): 30MiB does not fit in memory at boot"),
+    ('[machine]\nmemory = "1GiB"\nnodes = 2\n[[tasks]]\nname = "a"\nrss = "700MiB"\n'
+     'mempolicy = { mode = "bind", nodes = [0] }\n', "tasks[0].rss: 700MiB does not fit in memory at boot"),
+    ("[kernel]\nmin_free_kbytes = 99999999999\n", "kernel.min_free_kbytes: 99999999999 kB is more than"),
+    ('[machine]\nmemory = "99999999999999999999999GiB"\n', "machine.memory: too large"),
+    ('[machine]\nmemory = "65TiB"\n', "machine.memory: must be at most 64TiB"),
+    ('[[tasks]]\nname = "a"\ncount = 100000\nthreads = 1024\n', "tasks: 102400000 tasks at boot, more than threads-max"),
+])
+def test_validate_refuses_what_cannot_boot(tmp_path, text, where):
+    res, path = _validate(tmp_path, text)
+    assert res.exit_code == 2
+    assert res.stderr.startswith(f"oomactors: error: {path}: {where}") and res.stderr.count("\n") == 1
+
+
+def test_what_validates_boots_and_runs(tmp_path):
+    # at the edge: what is left after the rss fits
+    res, path = _validate(tmp_path, '[machine]\nmemory = "1GiB"\n[[tasks]]\nname = "a"\ncount = 30\nrss = "30MiB"\n'
+                                    '[run]\nduration = "100ms"\n')
+    assert res.exit_code == 0, res.stderr
+    run = CliRunner().invoke(main, ["run", path, "--json"], catch_exceptions=False)
+    assert run.exit_code == 0

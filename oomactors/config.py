@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field,
                       PlainSerializer, PlainValidator, PrivateAttr, Strict, ValidationError,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
@@ -37,7 +37,7 @@ from oomactors.kernel.gfp import gfp_problem, parse_gfp
 from oomactors.kernel.profiles import DEFAULT_PROFILE
 from oomactors.kernel.profiles import PROFILES as KERNEL_PROFILES
 from oomactors.units import (GiB, MiB, PAGE_SIZE, Duration, format_size, parse_duration,
-                             parse_rate, parse_size)
+                             parse_rate, parse_size, to_jiffies)
 
 PROFILES: tuple[str, ...] = tuple(KERNEL_PROFILES)
 """Kernel behaviour profiles a config may name; later versions add to this tuple."""
@@ -46,6 +46,8 @@ CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_R
                                  "CAP_IPC_LOCK", "CAP_KILL")
 MAX_MEMORY = 64 * 1024 * GiB  # MAX_PHYSMEM_BITS = 46 with 4-level paging
 DMA_ZONE_MAX = 16 * MiB  # arch/x86: MAX_DMA_PFN, the 16 MiB an ISA DMA engine reaches
+SEED_MAX = 2 ** 64 - 1  # seeds are stored as msgpack u64
+UID_MAX = 2 ** 32 - 2  # uid_t is 32 bits and (uid_t)-1 means "no uid"
 TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 characters
 
 # --- field types -----------------------------------------------------------------------
@@ -53,7 +55,7 @@ TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 char
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
-Float = Annotated[float, Strict()]  # strict float still takes a TOML integer (0 -> 0.0)
+Float = Annotated[float, Strict(), AllowInfNan(False)]  # strict float still takes a TOML integer (0 -> 0.0)
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 
 
@@ -103,6 +105,8 @@ def _check_comm(name: str) -> str:
         raise ValueError(f"longer than {TASK_COMM_LEN - 1} characters (TASK_COMM_LEN)")
     if re.search(r"\s", name):
         raise ValueError("must not contain whitespace")
+    if not name.isprintable():
+        raise ValueError("must not contain control characters")
     return name
 
 
@@ -287,7 +291,7 @@ class Run(_Model):
     """How long to simulate and with which random seed."""
 
     duration: PositiveDuration = parse_duration("30s")
-    seed: Int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=SEED_MAX)  # a u64: what the trace stores
     stop_when_idle: Bool = True
     meminfo_interval: DurationT = parse_duration("1s")  # 0 = no periodic meminfo samples
     # period of sim:psi samples (PSI averages and totals of every group); 0 = none, except
@@ -419,7 +423,7 @@ RepeatStep.model_rebuild()
 def _check_cpuset_name(name: str) -> str:
     if not name:
         raise ValueError("must not be empty")
-    if "/" in name or name in (".", "..") or re.search(r"\s", name):
+    if "/" in name or name in (".", "..") or re.search(r"\s", name) or not name.isprintable():
         raise ValueError("expected a cgroup name (no '/', no whitespace, not '.' or '..')")
     return name
 
@@ -464,7 +468,7 @@ class Task(_Model):
     name: CommName
     count: Int = Field(1, ge=1, le=100_000)
     threads: Int = Field(1, ge=1, le=1024)
-    uid: Int = Field(1000, ge=0)
+    uid: Int = Field(1000, ge=0, le=UID_MAX)
     caps: tuple[Literal[CAPABILITIES], ...] = ()  # type: ignore[valid-type]
     oom_score_adj: Int = Field(0, ge=-1000, le=1000)
     start: DurationT = Duration(0)
@@ -494,6 +498,8 @@ def _check_memcg_path(path: str) -> str:
         raise ValueError('expected a cgroup path such as "/a" or "/a/b" (the root "/" is implicit)')
     if re.search(r"\s", path):
         raise ValueError("must not contain whitespace")
+    if not path.isprintable():
+        raise ValueError("must not contain control characters")
     return path
 
 
@@ -585,6 +591,17 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
+    def _starts_in_the_run(self) -> Config:
+        """A task group that starts at or after the end of the run would never run: refused,
+        since it is almost always a unit slip ("30ms" for "30s")."""
+        hz, end = self.kernel.hz, to_jiffies(self.run.duration, self.kernel.hz)
+        for i, t in enumerate(self.tasks):
+            if to_jiffies(t.start, hz) >= end:
+                raise _at(("tasks", i, "start"), f"{t.start} is not before the end of the run "
+                                                 f"(run.duration = {self.run.duration})")
+        return self
+
+    @model_validator(mode="after")
     def _memcg_tree(self) -> Config:
         """Parents are declared before their children; tasks name declared memcgs; the
         memory tasks hold from boot fits each memory.max."""
@@ -669,6 +686,7 @@ _FIXED = {
     "extra_forbidden": "unknown key",
     **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "expected an integer"),
     **dict.fromkeys(("float_type", "float_parsing"), "expected a number"),
+    "finite_number": "expected a finite number (not nan or inf)",
     **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false"),
     "string_type": "expected a string",
     **dict.fromkeys(("tuple_type", "list_type"), "expected an array"),
@@ -731,12 +749,60 @@ def _format_error(exc: ValidationError, data: Any, source: str) -> str:
     return f"{source}: {path}: {problem}{more}" if path else f"{source}: {problem}{more}"
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NESTING = 48
+"""Arrays and inline tables nest at most this deep (a ``fork`` or ``repeat`` step inside
+another takes two levels), far beyond any real program and well inside Python's stack."""
+
+
+def _too_deep(text: str) -> str | None:
+    """Where ``[``/``{`` nesting first passes MAX_NESTING (``line N col M``), or None.
+
+    Counted on the text before parsing, outside strings and comments, so neither the TOML
+    parser nor validation recurses deeper than that."""
+    depth, line, col, i, n = 0, 1, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        col += 1
+        if c == "\n":
+            line, col = line + 1, 0
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            q = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else c
+            j = i + len(q)
+            while j < n and not text.startswith(q, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    if len(q) == 1:
+                        break  # an unterminated string: the parser will say so
+                    line, col = line + 1, 0
+                j += 1
+            col += j + len(q) - i - 1
+            i = j + len(q)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return f"line {line} col {col}"
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_END = "(at end of document)"
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate TOML *text*; *source* names it in error messages (usually the path)."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
+    if (where := _too_deep(text)) is not None:
+        raise ConfigError(f"{source}: {where}: nested more than {MAX_NESTING} levels deep")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -757,13 +823,19 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the TOML config at *path*."""
+    """Read and validate the TOML config at *path* (at most :data:`MAX_CONFIG_BYTES`: a
+    config is a page or two of text, and ``/dev/zero`` must not be read for ever)."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 text") from e
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text (byte {e.start})") from e
     return parse_config(text, str(path))
 
 

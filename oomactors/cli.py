@@ -154,14 +154,16 @@ def _policy(cfg: Any, spec: str | None) -> Any:
 
 @main.command("policies")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def list_policies(as_json: bool) -> None:
+@click.option("--test-only", "test_only", is_flag=True,
+              help="Also list plugins that declare themselves test fixtures (test_only = True).")
+def list_policies(as_json: bool, test_only: bool = False) -> None:
     """List the kill policies: built-ins and installed plugins."""
     from rich.console import Console
     from rich.table import Table
 
     from policies.registry import available
 
-    infos = available()
+    infos = available(test_only)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(i) for i in infos], indent=2))
         return
@@ -451,11 +453,14 @@ def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
         source = "from the kernel version" if r["profile_source"] == "kernel version" else r["profile_source"]
         console.print(f"  kernel {r['kernel_version'] or '(not printed)'}: profile {r['profile']} ({source})")
         console.print(f"  {r['constraint']}" + (f" in {r['memcg']}" if r["memcg"] else ""))
-        console.print(f"  totalpages {r['totalpages']}: {r['totalpages_source']}")
+        total = r["totalpages"] if r["totalpages"] is not None else "unknown"
+        console.print(f"  totalpages {total}: {r['totalpages_source']}")
         if inv["comm"] is not None:
-            console.print(f"  invoked by {inv['comm']} (pid {inv['pid'] if inv['pid'] is not None else '?'}): "
-                          f"gfp_mask={inv['gfp_mask']}" + (f"({inv['gfp_flags']})" if inv["gfp_flags"] else "")
-                          + f", order={inv['order']}, oom_score_adj={inv['oom_score_adj']}")
+            def known(v: Any) -> Any:  # a field the report did not print
+                return "?" if v is None else v
+            console.print(f"  invoked by {inv['comm']} (pid {known(inv['pid'])}): "
+                          f"gfp_mask={known(inv['gfp_mask'])}" + (f"({inv['gfp_flags']})" if inv["gfp_flags"] else "")
+                          + f", order={known(inv['order'])}, oom_score_adj={known(inv['oom_score_adj'])}")
         v = r["kernel_victim"]
         if v is None:
             console.print("  the kernel killed: nobody (or the kill line is missing)")

@@ -40,3 +40,28 @@ def test_what_validates_boots_and_runs(tmp_path):
     assert res.exit_code == 0, res.stderr
     run = CliRunner().invoke(main, ["run", path, "--json"], catch_exceptions=False)
     assert run.exit_code == 0
+
+
+# --- replay: nothing of Python's leaks into the text, and every assumption is said ---
+REPORT = "tests/data/oom_reports/aliyun-3.10-syslog-no-version.log"
+
+
+def _replay(tmp_path, edit):
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    log = tmp_path / "r.log"
+    log.write_text(edit((root / REPORT).read_text()))
+    return CliRunner().invoke(main, ["replay", str(log)], catch_exceptions=False, terminal_width=200)
+
+
+def test_replay_says_what_it_assumed_for_nonsense_totals(tmp_path):
+    import re
+    res = _replay(tmp_path, lambda t: re.sub(r" \d+ pages RAM", " 0 pages RAM", t))
+    assert res.exit_code == 0
+    assert "totalpages 1: RAM 0 - reserved 94167 + swap 0 = -94167, not a page: taken as 1" in res.stdout
+
+
+def test_replay_prints_no_none_for_missing_fields(tmp_path):
+    res = _replay(tmp_path, lambda t: t.replace("gfp_mask=0x201da, ", ""))
+    assert res.exit_code == 0
+    assert "None" not in res.stdout and "gfp_mask=?" in res.stdout

@@ -187,6 +187,9 @@ def _spawn_workload(m: Machine) -> None:
     if tasks and m.nr_threads + tasks > m.max_threads:
         raise ConfigError(f"tasks: {tasks} tasks at boot, more than threads-max allows "
                           f"({m.max_threads}; kernel.threads_max)")
+    if tasks and m.nr_threads + tasks > m.pid_max - 1:
+        raise ConfigError(f"tasks: {tasks} tasks at boot, more than there are pids below "
+                          f"kernel.pid_max ({m.pid_max})")
     for g, group in enumerate(m.cfg.tasks):
         start = to_jiffies(group.start, m.hz)
         stagger = to_jiffies(group.stagger, m.hz)

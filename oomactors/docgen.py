@@ -28,7 +28,7 @@ KEY_HELP: dict[str, str] = {
     "machine": "The simulated hardware and what memory already holds at boot.",
     "machine.cpus": "CPUs (each an actor with a run queue and per-CPU page lists).",
     "machine.nodes": "NUMA nodes; memory is split evenly.",
-    "machine.memory": "RAM (16 MiB .. 64 TiB: x86-64 4-level paging).",
+    "machine.memory": "RAM.",
     "machine.dma": "ZONE_DMA on node 0, served to __GFP_DMA (auto: 16 MiB, at most node 0 / 16; 0: no ZONE_DMA). See [Limits](../limits.md).",
     "machine.dma32": "ZONE_DMA32 on node 0 (auto: a quarter of node 0, at most 1 GiB); the rest is ZONE_NORMAL.",
     "machine.reserved": "Present minus managed pages (auto: memory/64, at most 256 MiB).",

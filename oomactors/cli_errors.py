@@ -40,7 +40,7 @@ def _click_error(e: click.ClickException) -> str:
     msg = one_line(e.format_message()).rstrip(".")
     ctx = getattr(e, "ctx", None)
     if isinstance(e, click.UsageError) and ctx is not None:
-        sub = ctx.command_path.partition(" ")[2]
+        sub = ctx.command_path[len(ctx.find_root().command_path):].strip()
         return f"{sub + ': ' if sub else ''}{msg} (see '{ctx.command_path} --help')"
     return msg
 

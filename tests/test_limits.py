@@ -65,3 +65,55 @@ def test_replay_prints_no_none_for_missing_fields(tmp_path):
     res = _replay(tmp_path, lambda t: t.replace("gfp_mask=0x201da, ", ""))
     assert res.exit_code == 0
     assert "None" not in res.stdout and "gfp_mask=?" in res.stdout
+
+
+# --- the command line: one line per error, its own status for a bug ---
+@pytest.mark.parametrize("args, text", [
+    (["run", "--bogus"], "run: No such option '--bogus' (see 'oomactors run --help')"),
+    (["run", "tests"], "run: Invalid value for '[CONFIG]': File 'tests' is a directory"),
+    (["explore", "configs/parallel-oom.toml", "--check", "oom_lock_exclusion", "--budget", "0"],
+     "explore: Invalid value for '--budget': 0 is not in the range x>=1"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["run", "--seed", str(2**64)], "run: Invalid value for '--seed'"),
+    (["explore", "configs/parallel-oom.toml", "--check", "oom_lock_exclusion", "--out", "/nonexistent/x.json"],
+     "/nonexistent/x.json: cannot write reproducer: no directory /nonexistent"),
+])
+def test_command_line_errors_are_one_line(args, text):
+    import subprocess
+    import sys
+    from pathlib import Path
+    p = subprocess.run([sys.executable, "-m", "oomactors", *args], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("oomactors: error: ") and text in p.stderr, p.stderr
+    assert not p.stdout  # explore --out fails before the search, not after it
+
+
+def test_a_bug_exits_70_with_one_line_and_the_traceback_in_a_file(monkeypatch):
+    from oomactors import sim
+    from oomactors.cli_errors import DEBUG_ENV, EXIT_INTERNAL
+
+    def broken(*a, **kw):
+        raise RuntimeError("boom")
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    monkeypatch.setattr(sim, "run", broken)
+    res = CliRunner().invoke(main, ["run", "--json"])
+    assert res.exit_code == EXIT_INTERNAL == 70
+    line = res.stderr
+    assert line.count("\n") == 1 and line.startswith("oomactors: internal error (a bug in oomactors): "
+                                                     "RuntimeError: boom; traceback in ")
+    path = line.rstrip().rsplit(" ", 1)[1]
+    from pathlib import Path
+    assert "RuntimeError: boom" in Path(path).read_text()
+    Path(path).unlink()
+
+
+def test_tasks_table_says_killed_exiting_for_a_victim_still_alive():
+    import json
+    from oomactors.report import summarize
+    from conftest import run_checked
+    r = run_checked("configs/stuck-victim.toml")
+    s = json.loads(json.dumps(summarize(r.records, seed=r.seed, hz=r.hz, reason=r.reason)))
+    outcome = {t["comm"]: t["outcome"] for t in s["tasks"]}
+    # bigdb was killed in D state and has not exited by the end; grower was killed and exited
+    assert outcome["bigdb"] == "killed, exiting" and outcome["grower"] == "killed"

@@ -44,6 +44,14 @@ def oomactors(*args: str) -> subprocess.CompletedProcess:
         pytest.fail(f"oomactors {' '.join(args)}: still running after {TIMEOUT} s")
 
 
+def on_file(kind: str, tmp_path: Path, data: bytes, *args: str) -> subprocess.CompletedProcess:
+    """Count one input of ``kind``, write it, and run ``oomactors ARGS`` with FILE naming it."""
+    TRIED[kind] += 1
+    path = tmp_path / f"fuzz.{kind}"
+    path.write_bytes(data)
+    return oomactors(*(str(path) if a == "FILE" else a for a in args))
+
+
 def check(p: subprocess.CompletedProcess, what: str) -> None:
     where = f"{what}: exit {p.returncode}, stderr: {p.stderr[-2000:]!r}"
     assert "Traceback" not in p.stderr, where
@@ -168,10 +176,7 @@ def configs(draw: st.DrawFn) -> bytes:
 @SETTINGS
 @given(text=configs())
 def test_fuzz_configs(tmp_path, text):
-    TRIED["config"] += 1
-    path = tmp_path / "fuzz.toml"
-    path.write_bytes(text)
-    check(oomactors("run", str(path), "--json"), f"run {text[:3000]!r}")
+    check(on_file("config", tmp_path, text, "run", "FILE", "--json"), f"run {text[:3000]!r}")
 
 
 # --- traces ----------------------------------------------------------------------------------
@@ -206,11 +211,8 @@ def damage(draw: st.DrawFn, data: bytes) -> bytes:
 @SETTINGS
 @given(data=st.data())
 def test_fuzz_traces(tmp_path, trace_bytes, data):
-    TRIED["trace"] += 1
-    path = tmp_path / "fuzz.trace"
     blob = data.draw(damage(trace_bytes))
-    path.write_bytes(blob)
-    check(oomactors("trace", "show", str(path)), f"trace show (damaged {len(blob)} bytes)")
+    check(on_file("trace", tmp_path, blob, "trace", "show", "FILE"), f"trace show (damaged {len(blob)} bytes)")
 
 
 # --- kernel logs -----------------------------------------------------------------------------
@@ -246,10 +248,7 @@ def logs(draw: st.DrawFn) -> bytes:
 @SETTINGS
 @given(text=logs())
 def test_fuzz_kernel_logs(tmp_path, text):
-    TRIED["log"] += 1
-    path = tmp_path / "fuzz.log"
-    path.write_bytes(text)
-    p = oomactors("replay", str(path))
+    p = on_file("log", tmp_path, text, "replay", "FILE")
     # replay warns about lines it skipped (exit 0); an error is still one line
     assert "Traceback" not in p.stderr and p.returncode in (0, 2), p.stderr[-2000:]
     if p.returncode == 2:

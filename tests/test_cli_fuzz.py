@@ -151,7 +151,7 @@ def configs(draw: st.DrawFn) -> bytes:
             _set(cfg, draw(st.sampled_from(PATHS)), draw(HOSTILE))
         elif kind == "nest":
             depth = draw(st.sampled_from([5, 20, 24, 25, 60, 300]))
-            cfg["tasks"][0]["program"] = [_nest(depth, draw(st.sampled_from(["fork", "repeat"])))]
+            _set(cfg, ("tasks", 0, "program"), [_nest(depth, draw(st.sampled_from(["fork", "repeat"])))])
         elif kind == "drop":
             section = draw(st.sampled_from(["machine", "kernel", "tasks", "memcgs"]))
             cfg.pop(section, None)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Iterator
 
 import click
 
+from .cli_errors import OneLineGroup
 from .errors import InputError, OomactorsError
 
 EXIT_INTERRUPTED = 130
 EXIT_VACUOUS = 3  # explore --strict: no run reached what an invariant guards
+_SEED = click.IntRange(0, 2 ** 64 - 1)  # config.SEED_MAX: a trace stores seeds as u64
 
 
 def _fail(err: InputError) -> None:
@@ -26,12 +29,27 @@ def _fail(err: InputError) -> None:
     sys.exit(err.exit_status)
 
 
+def _check_writable(path: str, what: str) -> None:
+    """An output file that cannot be written is bad input now, before any work is done."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{path}: cannot write {what}: is a directory")
+    if not os.path.isdir(parent):
+        raise InputError(f"{path}: cannot write {what}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"{path}: cannot write {what}: permission denied")
+
+
 def _load(config: str | None):
+    """The config, validated and booted once (sim.check_boot): what validates, runs."""
     from .config import load_config, load_default
-    return load_default() if config is None else load_config(config)
+    from .sim import check_boot
+    if config is None:
+        return check_boot(load_default(), "default.toml")
+    return check_boot(load_config(config), config)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="oomactors")
 def main() -> None:
     """An executable, concurrent model of Linux out-of-memory handling."""
@@ -39,7 +57,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--seed", type=click.IntRange(min=0), help="Override the config's run.seed.")
+@click.option("--seed", type=_SEED, help="Override the config's run.seed.")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True),
               help="Write the msgpack event trace here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
@@ -50,7 +68,7 @@ def main() -> None:
               help="Replay a reproducer written by `oomactors explore` (config, seed, schedule).")
 @click.option("--scheduler", "scheduler_name", type=click.Choice(["none", "random", "pct"]),
               help="Perturb the schedule at the named scheduling points (see `oomactors explore`).")
-@click.option("--schedule-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--schedule-seed", type=_SEED, default=0, show_default=True,
               help="Seed of the --scheduler's own draws.")
 def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str,
         policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
@@ -136,14 +154,16 @@ def _policy(cfg: Any, spec: str | None) -> Any:
 
 @main.command("policies")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def list_policies(as_json: bool) -> None:
+@click.option("--test-only", "test_only", is_flag=True,
+              help="Also list plugins that declare themselves test fixtures (test_only = True).")
+def list_policies(as_json: bool, test_only: bool = False) -> None:
     """List the kill policies: built-ins and installed plugins."""
     from rich.console import Console
     from rich.table import Table
 
     from policies.registry import available
 
-    infos = available()
+    infos = available(test_only)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(i) for i in infos], indent=2))
         return
@@ -236,7 +256,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
               help="Search runs at most (the unperturbed first run included).")
 @click.option("--shrink-budget", type=click.IntRange(min=0), default=100, show_default=True,
               help="Runs spent shrinking a violation at most.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--seed", type=_SEED, default=0, show_default=True,
               help="Seed of the search's own draws.")
 @click.option("--fixed-seed", is_flag=True, help="Run every schedule with the config's run.seed "
               "(default: run i uses run.seed + i).")
@@ -264,6 +284,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
+        _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)
         cfg = _load(config)
         if policy_spec is not None:
@@ -343,7 +364,7 @@ def validate(config: str) -> None:
                    "Default: each config's own [policy], else linux.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
-@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--first-seed", type=_SEED, default=0, show_default=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
@@ -356,6 +377,8 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
 
     from .comparison import compare, tables
 
+    if first_seed + seeds - 1 > _SEED.max:
+        _fail(InputError(f"--first-seed {first_seed} + --seeds {seeds} goes past the largest seed (2^64 - 1)"))
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
@@ -430,11 +453,14 @@ def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
         source = "from the kernel version" if r["profile_source"] == "kernel version" else r["profile_source"]
         console.print(f"  kernel {r['kernel_version'] or '(not printed)'}: profile {r['profile']} ({source})")
         console.print(f"  {r['constraint']}" + (f" in {r['memcg']}" if r["memcg"] else ""))
-        console.print(f"  totalpages {r['totalpages']}: {r['totalpages_source']}")
+        total = r["totalpages"] if r["totalpages"] is not None else "unknown"
+        console.print(f"  totalpages {total}: {r['totalpages_source']}")
         if inv["comm"] is not None:
-            console.print(f"  invoked by {inv['comm']} (pid {inv['pid'] if inv['pid'] is not None else '?'}): "
-                          f"gfp_mask={inv['gfp_mask']}" + (f"({inv['gfp_flags']})" if inv["gfp_flags"] else "")
-                          + f", order={inv['order']}, oom_score_adj={inv['oom_score_adj']}")
+            def known(v: Any) -> Any:  # a field the report did not print
+                return "?" if v is None else v
+            console.print(f"  invoked by {inv['comm']} (pid {known(inv['pid'])}): "
+                          f"gfp_mask={known(inv['gfp_mask'])}" + (f"({inv['gfp_flags']})" if inv["gfp_flags"] else "")
+                          + f", order={known(inv['order'])}, oom_score_adj={known(inv['oom_score_adj'])}")
         v = r["kernel_victim"]
         if v is None:
             console.print("  the kernel killed: nobody (or the kill line is missing)")

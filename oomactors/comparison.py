@@ -337,7 +337,8 @@ class Job:
 
 def load_configs(paths: Sequence[str]) -> dict[str, Any]:
     from .config import load_config
-    return {p: load_config(p) for p in paths}
+    from .sim import check_boot
+    return {p: check_boot(load_config(p), p) for p in paths}
 
 
 def plan(cfgs: dict[str, Any], specs: Sequence[str]) -> dict[str, list[str]]:

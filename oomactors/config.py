@@ -27,23 +27,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field,
                       PlainSerializer, PlainValidator, PrivateAttr, Strict, ValidationError,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 from oomactors.errors import ConfigError
-from oomactors.kernel.gfp import parse_gfp
+from oomactors.kernel.gfp import gfp_problem, parse_gfp
 from oomactors.kernel.profiles import DEFAULT_PROFILE
 from oomactors.kernel.profiles import PROFILES as KERNEL_PROFILES
 from oomactors.units import (GiB, MiB, PAGE_SIZE, Duration, format_size, parse_duration,
-                             parse_rate, parse_size)
+                             parse_rate, parse_size, to_jiffies)
 
 PROFILES: tuple[str, ...] = tuple(KERNEL_PROFILES)
 """Kernel behaviour profiles a config may name; later versions add to this tuple."""
 HZ_VALUES: tuple[int, ...] = (100, 250, 300, 1000)
 CAPABILITIES: tuple[str, ...] = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE", "CAP_SYS_RAWIO",
                                  "CAP_IPC_LOCK", "CAP_KILL")
+MAX_MEMORY = 64 * 1024 * GiB  # MAX_PHYSMEM_BITS = 46 with 4-level paging
+DMA_ZONE_MAX = 16 * MiB  # arch/x86: MAX_DMA_PFN, the 16 MiB an ISA DMA engine reaches
+SEED_MAX = 2 ** 64 - 1  # seeds are stored as msgpack u64
+UID_MAX = 2 ** 32 - 2  # uid_t is 32 bits and (uid_t)-1 means "no uid"
 TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 characters
 
 # --- field types -----------------------------------------------------------------------
@@ -51,7 +55,7 @@ TASK_COMM_LEN = 16  # include/linux/sched.h; a comm holds TASK_COMM_LEN - 1 char
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
-Float = Annotated[float, Strict()]  # strict float still takes a TOML integer (0 -> 0.0)
+Float = Annotated[float, Strict(), AllowInfNan(False)]  # strict float still takes a TOML integer (0 -> 0.0)
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 
 
@@ -101,6 +105,8 @@ def _check_comm(name: str) -> str:
         raise ValueError(f"longer than {TASK_COMM_LEN - 1} characters (TASK_COMM_LEN)")
     if re.search(r"\s", name):
         raise ValueError("must not contain whitespace")
+    if not name.isprintable():
+        raise ValueError("must not contain control characters")
     return name
 
 
@@ -118,6 +124,18 @@ def _kbytes_or_auto(v: Any) -> int | str:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
         raise ValueError("expected an integer >= 0 (kbytes) or \"auto\"")
     return v
+
+
+def _int_or_auto(lo: int, hi: int) -> Callable[[Any], int | str]:
+    """A before-validator for a sysctl that is ``"auto"`` (its boot default) or an integer
+    in the range the kernel's sysctl handler accepts."""
+    def check(v: Any) -> int | str:
+        if v == "auto":
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}, or \"auto\"")
+        return v
+    return check
 
 
 KbytesOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto)]
@@ -147,7 +165,10 @@ class Machine(_Model):
 
     cpus: Int = Field(4, ge=1, le=1024)
     nodes: Int = Field(1, ge=1, le=64)
-    memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB")] = 2 * GiB
+    memory: Annotated[Size, _check(lambda n: n >= 16 * MiB, "must be at least 16MiB"),
+                      _check(lambda n: n <= MAX_MEMORY, "must be at most 64TiB (x86-64 4-level "
+                                                        "paging: 46 physical address bits)")] = 2 * GiB
+    dma: SizeOrAuto = "auto"  # ZONE_DMA on node 0 (the ISA DMA range, at most 16 MiB)
     dma32: SizeOrAuto = "auto"
     reserved: SizeOrAuto = "auto"
     swap: Size = 0
@@ -176,8 +197,10 @@ class Machine(_Model):
             return getattr(self, name)
 
         node0 = self.node_memory[0]
-        if resolve("dma32", min(node0 // 4, 1 * GiB)) >= node0:
-            raise _at(("dma32",), f"must be smaller than node 0's memory ({format_size(node0)})")
+        if resolve("dma", min(DMA_ZONE_MAX, node0 // 16)) > DMA_ZONE_MAX:
+            raise _at(("dma",), "must be at most 16MiB (ISA DMA reaches the first 16 MiB)")
+        if resolve("dma32", min(node0 // 4, 1 * GiB)) + self.dma >= node0:
+            raise _at(("dma32",), f"dma + dma32 must be smaller than node 0's memory ({format_size(node0)})")
         if resolve("reserved", min(self.memory // 64, 256 * MiB)) >= self.memory:
             raise _at(("reserved",), "must be smaller than memory")
         resolve("slab_reclaimable", self.memory // 128)
@@ -255,6 +278,11 @@ class Kernel(_Model):
     user_reserve_kbytes: KbytesOrAuto = "auto"
     # which vm_enough_memory(): 5.2+ ("modern") or 2.4's; kernel profiles will choose it
     overcommit_heuristic: Literal["modern", "2.4"] = "modern"
+    # kernel.pid_max and kernel.threads-max (kernel/fork.py): "auto" is the boot default
+    # (32768, or 1024 per CPU if more; RAM / (8 * THREAD_SIZE)).  Fork fails with -EAGAIN at
+    # either limit, or at RLIMIT_NPROC (threads-max / 2) for a user without the capabilities.
+    pid_max: Annotated[Union[int, Literal["auto"]], BeforeValidator(_int_or_auto(301, 4 * 1024 * 1024))] = "auto"
+    threads_max: Annotated[Union[int, Literal["auto"]], BeforeValidator(_int_or_auto(20, 0x3FFFFFFF))] = "auto"
     # the race catalogue's switches (all on: the kernel as it is)
     fixes: Fixes = Field(default_factory=Fixes)
 
@@ -263,7 +291,7 @@ class Run(_Model):
     """How long to simulate and with which random seed."""
 
     duration: PositiveDuration = parse_duration("30s")
-    seed: Int = Field(0, ge=0)
+    seed: Int = Field(0, ge=0, le=SEED_MAX)  # a u64: what the trace stores
     stop_when_idle: Bool = True
     meminfo_interval: DurationT = parse_duration("1s")  # 0 = no periodic meminfo samples
     # period of sim:psi samples (PSI averages and totals of every group); 0 = none, except
@@ -295,6 +323,13 @@ class AllocStep(_Model):
 
     def model_post_init(self, context: Any) -> None:
         self._gfp_mask = parse_gfp(self.gfp)
+
+    @model_validator(mode="after")
+    def _sensible_gfp(self) -> AllocStep:
+        problem = gfp_problem(parse_gfp(self.gfp), user_fault=self.kind != "kernel")
+        if problem is not None:
+            raise _at(("gfp",), f"{self.gfp!r}: {problem}")
+        return self
 
     @property
     def gfp_mask(self) -> int:
@@ -413,7 +448,7 @@ RepeatStep.model_rebuild()
 def _check_cpuset_name(name: str) -> str:
     if not name:
         raise ValueError("must not be empty")
-    if "/" in name or name in (".", "..") or re.search(r"\s", name):
+    if "/" in name or name in (".", "..") or re.search(r"\s", name) or not name.isprintable():
         raise ValueError("expected a cgroup name (no '/', no whitespace, not '.' or '..')")
     return name
 
@@ -458,7 +493,7 @@ class Task(_Model):
     name: CommName
     count: Int = Field(1, ge=1, le=100_000)
     threads: Int = Field(1, ge=1, le=1024)
-    uid: Int = Field(1000, ge=0)
+    uid: Int = Field(1000, ge=0, le=UID_MAX)
     caps: tuple[Literal[CAPABILITIES], ...] = ()  # type: ignore[valid-type]
     oom_score_adj: Int = Field(0, ge=-1000, le=1000)
     start: DurationT = Duration(0)
@@ -488,6 +523,8 @@ def _check_memcg_path(path: str) -> str:
         raise ValueError('expected a cgroup path such as "/a" or "/a/b" (the root "/" is implicit)')
     if re.search(r"\s", path):
         raise ValueError("must not contain whitespace")
+    if not path.isprintable():
+        raise ValueError("must not contain control characters")
     return path
 
 
@@ -579,6 +616,17 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
+    def _starts_in_the_run(self) -> Config:
+        """A task group that starts at or after the end of the run would never run: refused,
+        since it is almost always a unit slip ("30ms" for "30s")."""
+        hz, end = self.kernel.hz, to_jiffies(self.run.duration, self.kernel.hz)
+        for i, t in enumerate(self.tasks):
+            if to_jiffies(t.start, hz) >= end:
+                raise _at(("tasks", i, "start"), f"{t.start} is not before the end of the run "
+                                                 f"(run.duration = {self.run.duration})")
+        return self
+
+    @model_validator(mode="after")
     def _memcg_tree(self) -> Config:
         """Parents are declared before their children; tasks name declared memcgs; the
         memory tasks hold from boot fits each memory.max."""
@@ -663,6 +711,7 @@ _FIXED = {
     "extra_forbidden": "unknown key",
     **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "expected an integer"),
     **dict.fromkeys(("float_type", "float_parsing"), "expected a number"),
+    "finite_number": "expected a finite number (not nan or inf)",
     **dict.fromkeys(("bool_type", "bool_parsing"), "expected true or false"),
     "string_type": "expected a string",
     **dict.fromkeys(("tuple_type", "list_type"), "expected an array"),
@@ -725,12 +774,60 @@ def _format_error(exc: ValidationError, data: Any, source: str) -> str:
     return f"{source}: {path}: {problem}{more}" if path else f"{source}: {problem}{more}"
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NESTING = 48
+"""Arrays and inline tables nest at most this deep (a ``fork`` or ``repeat`` step inside
+another takes two levels), far beyond any real program and well inside Python's stack."""
+
+
+def _too_deep(text: str) -> str | None:
+    """Where ``[``/``{`` nesting first passes MAX_NESTING (``line N col M``), or None.
+
+    Counted on the text before parsing, outside strings and comments, so neither the TOML
+    parser nor validation recurses deeper than that."""
+    depth, line, col, i, n = 0, 1, 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        col += 1
+        if c == "\n":
+            line, col = line + 1, 0
+        elif c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c in "\"'":
+            q = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else c
+            j = i + len(q)
+            while j < n and not text.startswith(q, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1
+                elif text[j] == "\n":
+                    if len(q) == 1:
+                        break  # an unterminated string: the parser will say so
+                    line, col = line + 1, 0
+                j += 1
+            col += j + len(q) - i - 1
+            i = j + len(q)
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return f"line {line} col {col}"
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_END = "(at end of document)"
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Validate TOML *text*; *source* names it in error messages (usually the path)."""
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark, as some editors write
+    if (where := _too_deep(text)) is not None:
+        raise ConfigError(f"{source}: {where}: nested more than {MAX_NESTING} levels deep")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -751,13 +848,19 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the TOML config at *path*."""
+    """Read and validate the TOML config at *path* (at most :data:`MAX_CONFIG_BYTES`: a
+    config is a page or two of text, and ``/dev/zero`` must not be read for ever)."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 text") from e
+        raise ConfigError(f"{path}: cannot read config: not UTF-8 text (byte {e.start})") from e
     return parse_config(text, str(path))
 
 

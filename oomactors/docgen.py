@@ -29,6 +29,7 @@ KEY_HELP: dict[str, str] = {
     "machine.cpus": "CPUs (each an actor with a run queue and per-CPU page lists).",
     "machine.nodes": "NUMA nodes; memory is split evenly.",
     "machine.memory": "RAM.",
+    "machine.dma": "ZONE_DMA on node 0, served to __GFP_DMA (auto: 16 MiB, at most node 0 / 16; 0: no ZONE_DMA). See [Limits](../limits.md).",
     "machine.dma32": "ZONE_DMA32 on node 0 (auto: a quarter of node 0, at most 1 GiB); the rest is ZONE_NORMAL.",
     "machine.reserved": "Present minus managed pages (auto: memory/64, at most 256 MiB).",
     "machine.swap": "Swap size.",
@@ -61,6 +62,8 @@ KEY_HELP: dict[str, str] = {
     "kernel.user_reserve_kbytes": "Mode 2 reserve for the user (auto: 3% of free memory at boot, at most 128 MiB).",
     "kernel.overcommit_heuristic": "`\"modern\"` (5.2+ `__vm_enough_memory`) or `\"2.4\"` (2.4's "
                                    "`vm_enough_memory`); the `linux-2.4` profile always uses `\"2.4\"`.",
+    "kernel.pid_max": "kernel.pid_max (auto: 32768, or 1024 per CPU if more); fork fails with -EAGAIN when no pid below it is free.",
+    "kernel.threads_max": "kernel.threads-max (auto: RAM / (8 x 16 KiB)); fork fails with -EAGAIN at it, a user without CAP_SYS_ADMIN/RESOURCE at half of it (RLIMIT_NPROC).",
     "kernel.fixes": "The race catalogue's kernel fixes; false brings the race back "
                     "(see [Race catalogue](../races.md)).",
     "kernel.fixes.oom_lock": "The oom_lock mutex serialising the OOM killer (4.2).",
@@ -73,7 +76,7 @@ KEY_HELP: dict[str, str] = {
     "kernel.fixes.reaper_delay": "5.18+ OOM_REAPER_DELAY: the reaper waits 2 s (linux-6.12).",
     "run": "How long to simulate and with which random seed.",
     "run.duration": "Simulated time.",
-    "run.seed": "Decides every choice of the run.",
+    "run.seed": "Decides every choice of the run (below 2^64).",
     "run.stop_when_idle": "Stop once every user task has exited.",
     "run.meminfo_interval": "Period of the `sim:meminfo` event (0: none).",
     "run.psi_samples": "Period of the `sim:psi` samples (PSI of every group; see [PSI](../psi.md)); 0: none, "
@@ -82,7 +85,7 @@ KEY_HELP: dict[str, str] = {
     "tasks[].name": "comm of its processes.",
     "tasks[].count": "Processes in the group.",
     "tasks[].threads": "Threads per process.",
-    "tasks[].uid": "User id.",
+    "tasks[].uid": "User id (0 .. 2^32 - 2).",
     "tasks[].caps": "Capabilities: `CAP_SYS_ADMIN`, `CAP_SYS_RESOURCE`, `CAP_SYS_RAWIO`, `CAP_IPC_LOCK`, `CAP_KILL`.",
     "tasks[].oom_score_adj": "`/proc/PID/oom_score_adj` at start.",
     "tasks[].start": "When the first process starts.",

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Config
+from .config import SEED_MAX, Config
 from .coverage import Coverage
 from .errors import InputError, OomactorsError
 from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_run, event_lines,
@@ -186,7 +186,7 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
     else:
         rng = random.Random(seed)
         for i in range(1, budget):
-            run_seed = base + i if vary_seed else base
+            run_seed = (base + i) & SEED_MAX if vary_seed else base  # seeds stay below 2^64
             inner = (_swarm(rng, census.hits, hz) if scheduler == "random"
                      else PCTScheduler(rng.getrandbits(32), k=k, depth=depth, hz=hz))
             anchoring = Anchoring(inner)
@@ -343,7 +343,7 @@ def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_se
         off, schedule = find(strategy, condition, settings=conf, random=random.Random(seed))
     except NoSuchExample:
         return None
-    run_seed = base + off
+    run_seed = (base + off) & SEED_MAX
     out = ctx.run(run_seed, ReplayScheduler(schedule, strict=False), shrinking=True)
     if out.invariant != target.get("name"):  # pragma: no cover - a determinism bug
         raise OomactorsError("the Hypothesis example did not replay")

@@ -12,14 +12,15 @@ from collections import Counter
 from typing import Any, Callable
 
 from .config import Config
-from .errors import SimulationPanic
+from .errors import ConfigError, SimulationPanic
 from .events import EVENT_ID
 from .kernel.ratelimit import DEFAULT_RATELIMIT_BURST, DEFAULT_RATELIMIT_INTERVAL_S, RatelimitState
 from .kernel import page_alloc
 from .kernel.cpuset import build_cpusets
+from .kernel.fork import alloc_pid, pid_max_default, set_max_threads
 from .kernel.memcontrol import build_memcgs
 from .kernel.util import init_overcommit
-from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
+from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
                             calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
                             setup_per_zone_wmarks)
 from .kernel.oom_kill_24 import OomState24
@@ -27,7 +28,7 @@ from .kernel.profiles import PROFILES
 from .psi import Psi
 from .kernel.task import MM, PAGE_SIZE, Task
 from .sched import Sched
-from .units import to_jiffies
+from .units import format_size, to_jiffies
 
 
 class IODevice:
@@ -87,7 +88,16 @@ class Machine:
         self.tasks: dict[int, Task] = {}
         self.proc_list: list[Task] = []
         self.mms: set[MM] = set()
+        # pids and the task-count limits (kernel/fork.py): kernel.pid_max, kernel.threads_max
+        # and the RLIMIT_NPROC init hands down (max_threads / 2)
         self.next_pid = 1
+        self.pids_in_use: set[int] = set()
+        self.nr_threads = 0
+        self.user_tasks: dict[int, int] = {}
+        self.pid_max = pid_max_default(mc.cpus) if k.pid_max == "auto" else k.pid_max
+        self.max_threads = (set_max_threads(self.totalram_pages, PAGE_SIZE) if k.threads_max == "auto"
+                            else k.threads_max)
+        self.nproc_rlimit = self.max_threads // 2
         # the OOM killer's globals
         self.oom_lock_owner: Task | None = None
         self.oom_lock_holders = 0
@@ -147,9 +157,13 @@ class Machine:
             present_total = mem // PAGE_SIZE
             sizes = []
             if nid == 0:
-                dma32 = mc.dma32 // PAGE_SIZE
+                # node 0 holds the low zones: ZONE_DMA (the first 16 MiB; none if
+                # machine.dma = 0, as with CONFIG_ZONE_DMA off), then ZONE_DMA32
+                dma, dma32 = mc.dma // PAGE_SIZE, mc.dma32 // PAGE_SIZE
+                if dma:
+                    sizes.append((ZONE_DMA, dma))
                 sizes.append((ZONE_DMA32, dma32))
-                sizes.append((ZONE_NORMAL, present_total - dma32))
+                sizes.append((ZONE_NORMAL, present_total - dma - dma32))
             else:
                 sizes.append((ZONE_NORMAL, present_total))
             for idx, present in sizes:
@@ -170,6 +184,9 @@ class Machine:
         mfk = k.min_free_kbytes
         if mfk == "auto":
             mfk = calculate_min_free_kbytes(self.totalram_pages * PAGE_SIZE // 1024)
+        elif mfk // (PAGE_SIZE // 1024) >= self.totalram_pages:
+            raise ConfigError(f"kernel.min_free_kbytes: {mfk} kB is more than the machine's memory "
+                              f"({self.totalram_pages * (PAGE_SIZE // 1024)} kB managed)")
         self.min_free_kbytes = mfk
         setup_per_zone_wmarks(self.zones, mfk, k.watermark_scale_factor)
         setup_per_zone_lowmem_reserve(self.nodes, list(k.lowmem_reserve_ratio))
@@ -183,12 +200,12 @@ class Machine:
                     z.free_area[o] += 1
             z.nr_free = z.managed
         self.slab_floor = [0] * len(self.zones)
-        self._boot_charge("slab_unreclaimable", None, mc.slab_unreclaimable // PAGE_SIZE)
-        self._boot_charge("slab_reclaimable", None, mc.slab_reclaimable // PAGE_SIZE)
+        self._boot_charge("machine.slab_unreclaimable", "slab_unreclaimable", None, mc.slab_unreclaimable // PAGE_SIZE)
+        self._boot_charge("machine.slab_reclaimable", "slab_reclaimable", None, mc.slab_reclaimable // PAGE_SIZE)
         for z in self.zones:
             self.slab_floor[z.gid] = z.nr["slab_reclaimable"] // 4
-        self._boot_charge("file", None, mc.page_cache // PAGE_SIZE)
-        self._boot_charge("dirty", None, mc.dirty // PAGE_SIZE)
+        self._boot_charge("machine.page_cache", "file", None, mc.page_cache // PAGE_SIZE)
+        self._boot_charge("machine.dirty", "dirty", None, mc.dirty // PAGE_SIZE)
         # fragmentation: shatter part of the free memory into single pages
         for z in self.zones:
             k_pages = int(z.nr_free * mc.fragmentation)
@@ -197,10 +214,15 @@ class Machine:
                 z.nr_free += k_pages
             z.vm_free = z.nr_free
 
-    def _boot_charge(self, kind: str, mm: MM | None, pages: int, pt: int = 0,
+    def _boot_charge(self, where: str, kind: str, mm: MM | None, pages: int, pt: int = 0,
                      nodes: frozenset[int] | None = None) -> None:
         """Boot-time memory, taken from the highest zones first (of ``nodes``, if given:
-        a task's memory stays inside its cpuset and bind/interleave policy)."""
+        a task's memory stays inside its cpuset and bind/interleave policy).  Memory that
+        does not fit is a config error at the key path ``where``: a machine cannot boot
+        with it, so ``oomactors validate`` refuses it."""
+        want_pages = pages
+        room_total = sum(max(0, z.nr_free - z.high_wmark * 2) for z in self.zones
+                         if nodes is None or z.node.nid in nodes)
         for z in sorted(self.zones, key=lambda z: (-z.idx, z.gid)):
             if pages + pt <= 0:
                 return
@@ -215,7 +237,13 @@ class Machine:
                 pages -= take
                 pt -= ptake
         if pages > 0 or pt > 0:
-            raise ValueError(f"boot-time {kind} memory does not fit")
+            on = "" if nodes is None or nodes == self.all_nodes else f" of node(s) {self.nodelist(nodes)}"
+            hint = ""
+            if self.cfg.kernel.min_free_kbytes != "auto":
+                hint = f"; kernel.min_free_kbytes = {self.min_free_kbytes} keeps much of it back"
+            raise ConfigError(f"{where}: {format_size(want_pages * PAGE_SIZE)} does not fit in memory at boot "
+                              f"({format_size(room_total * PAGE_SIZE)} free{on} above twice the "
+                              f"high watermarks, after what came before it){hint}")
 
     def node_present_pages(self, nid: int) -> int:
         return sum(z.present for z in self.nodes[nid].zones)
@@ -337,9 +365,8 @@ class Machine:
         return self.proc_list
 
     def alloc_pid(self) -> int:
-        pid = self.next_pid
-        self.next_pid += 1
-        return pid
+        """A free pid (kernel/fork.py alloc_pid), or 0 when every number is taken."""
+        return alloc_pid(self)
 
     # --- oom_lock ----------------------------------------------------------------------
     def oom_lock_trylock(self, cur: Task, quiet: bool = False) -> bool:
@@ -385,4 +412,4 @@ class Machine:
             self.oom_lock_waiters.pop(0).wake()
 
 
-assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32
+assert MAX_NR_ZONES > ZONE_NORMAL > ZONE_DMA32 > ZONE_DMA

@@ -271,13 +271,21 @@ class Report:
         how = f"RAM {self.ram_pages} - reserved {reserved} + swap {swap}"
         if self.constraint_name in ("CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY"):
             how += " (the whole machine: the allowed nodes' size is not in the report)"
-        return max(1, self.ram_pages - reserved + swap), how
+        return _at_least_one(self.ram_pages - reserved + swap, how)
 
     def _estimate(self, why: str) -> tuple[int | None, str]:
         if not self.rows:
             return None, why
         total = sum(r.view().rss + r.get("swapents") + r.pgtables_bytes // PAGE_SIZE for r in self.rows)
         return max(1, total), f"estimated as the tasks' own pages ({why})"
+
+
+def _at_least_one(total: int, how: str) -> tuple[int, str]:
+    """totalpages is a divisor: a report whose figures leave none (reserved above RAM,
+    0 pages RAM) is taken as 1 page -- and the note says so."""
+    if total >= 1:
+        return total, how
+    return 1, f"{how} = {total}, not a page: taken as 1 (the report's figures are inconsistent)"
 
 
 # --- parsing ---------------------------------------------------------------------------

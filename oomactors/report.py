@@ -66,6 +66,8 @@ def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable
             ev = table.decode(rec, hz)
             kills.append({"t": ev["t"], "pid": ev["pid"], "comm": ev["comm"],
                           "points": points.pop(ev["pid"], None), "message": ev["message"]})
+            if ev["pid"] in tasks and tasks[ev["pid"]]["outcome"] == "running":
+                tasks[ev["pid"]]["outcome"] = "killed, exiting"  # SIGKILL sent, not exited yet
         elif name == "sim:panic":
             panic = table.decode(rec, hz)["message"]
         elif name == "sim:task_new":

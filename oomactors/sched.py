@@ -60,6 +60,7 @@ POINTS: dict[str, str] = {
     "task.access": "CPU time a program spends touching its resident working set again",
     "task.mmap_lock": "a program waiting for mmap_lock",
     "task.rate": "a program pacing its allocation rate",
+    "fork.copy_process": "CPU time fork spends copying the task and its mm (copy_process)",
     "task.enomem_retry": "a program pausing after mmap or fork failed with -ENOMEM, before retrying",
     "task.sigterm": "a program's SIGTERM handler cleaning up before it exits (sigterm_exit_delay)",
     "userspace.poll": "a userspace OOM killer sleeping between two polls",

@@ -19,7 +19,7 @@ from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
 from .config import Config
-from .errors import InputError, OomactorsError, SimulationPanic
+from .errors import ConfigError, InputError, OomactorsError, SimulationPanic
 from policies.api import PolicyError
 from .kernel.cpuset import cpuset_attach_group, task_mem_nodes
 from .kernel.memcontrol import boot_charge, emit_memcg_usage
@@ -115,13 +115,10 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
                   m.totalram_pages, m.profile.name)
         if m.policy.name != "linux" or m.daemon is not None:
             m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
-        # init first: pid 1 is never killed
-        init = new_process(m, "init", 0, frozenset(), 0)
+        init, reaper = _kernel_tasks(m)
         spawn(_init_actor, m, init)
         for node in m.nodes:
-            node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
             spawn(kswapd, m, node)
-        reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
         spawn(oom_reaper, m, reaper)
         for cpu in m.sched.cpus:
             spawn(cpu.actor)
@@ -162,8 +159,38 @@ async def _drive(m: Machine) -> str:
         clock.idle()
 
 
+def _kernel_tasks(m: Machine) -> tuple[Task, Task]:
+    """init (pid 1, never killed), a kswapd per node and the oom_reaper."""
+    init = new_process(m, "init", 0, frozenset(), 0)
+    for node in m.nodes:
+        node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
+    reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
+    return init, reaper
+
+
+def check_boot(cfg: Config, source: str = "<config>") -> Config:
+    """Boot ``cfg``'s machine and workload without running it: what does not fit (task rss,
+    boot-time caches, more tasks than pid_max or threads-max allow) is a ConfigError
+    naming the key path, so a config that validates also boots."""
+    try:
+        m = build(cfg)
+        m.cpu_node = _cpu_node(m)
+        _kernel_tasks(m)
+        _spawn_workload(m)
+    except InputError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
 def _spawn_workload(m: Machine) -> None:
-    for group in m.cfg.tasks:
+    tasks = sum(g.count * g.threads for g in m.cfg.tasks)
+    if tasks and m.nr_threads + tasks > m.max_threads:
+        raise ConfigError(f"tasks: {tasks} tasks at boot, more than threads-max allows "
+                          f"({m.max_threads}; kernel.threads_max)")
+    if tasks and m.nr_threads + tasks > m.pid_max - 1:
+        raise ConfigError(f"tasks: {tasks} tasks at boot, more than there are pids below "
+                          f"kernel.pid_max ({m.pid_max})")
+    for g, group in enumerate(m.cfg.tasks):
         start = to_jiffies(group.start, m.hz)
         stagger = to_jiffies(group.stagger, m.hz)
         caps = frozenset(group.caps)
@@ -183,7 +210,7 @@ def _spawn_workload(m: Machine) -> None:
             if rss:
                 mm = leader.mm
                 mm.total_vm += rss
-                m._boot_charge("anon", mm, rss, -(-rss // 512), nodes=task_mem_nodes(m, leader))
+                m._boot_charge(f"tasks[{g}].rss" + (f" (process {i + 1} of {group.count})" if group.count > 1 else ""), "anon", mm, rss, -(-rss // 512), nodes=task_mem_nodes(m, leader))
                 boot_charge(mm.memcg, rss)
                 # memory held from boot was mapped (and charged to Committed_AS) before it
                 vm_acct_memory(m, rss)

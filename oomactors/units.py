@@ -30,6 +30,8 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 
 NSEC_PER_SEC = 1_000_000_000
+MAX_SIZE = (1 << 63) - 1
+"""The largest size a config may give (the kernel's sizes and offsets are 64-bit)."""
 
 _SIZE_UNITS: dict[str, int] = {
     "": 1, "b": 1,
@@ -100,10 +102,14 @@ def parse_size(v: Any) -> int:
     if isinstance(v, int):
         if v < 0:
             raise ValueError("negative size")
-        return v
-    if not isinstance(v, str):
+        n = v
+    elif not isinstance(v, str):
         raise ValueError("expected a size such as '64MiB'")
-    return _bytes(v, "size")
+    else:
+        n = _bytes(v, "size")
+    if n > MAX_SIZE:
+        raise ValueError("too large (a size is at most 8EiB, what 64 bits hold)")
+    return n
 
 
 def _bytes(v: str, what: str) -> int:

@@ -157,14 +157,21 @@ def policy_for(cfg: Any, spec: str | None = None) -> Any:
     return load_policy(spec, params)
 
 
-def available() -> list[PolicyInfo]:
-    """Every policy by name: built-ins, then installed plugins."""
+def available(test_only: bool = False) -> list[PolicyInfo]:
+    """Every policy by name: built-ins, then installed plugins.  A plugin class that says
+    ``test_only = True`` (a deliberately broken fixture of some test suite) is left out
+    unless ``test_only`` is asked for, and then marked as such."""
     out = [PolicyInfo(name, cls.kind, "built-in", cls.description) for name, cls in _builtin().items()]
     for name, ep in sorted(_plugins().items()):
         dist = ep.dist.name if getattr(ep, "dist", None) else "?"
         try:
             cls = ep.load()
             _check_shape(name, cls)
+            if getattr(cls, "test_only", False):
+                if not test_only:
+                    continue
+                out.append(PolicyInfo(name, cls.kind, f"plugin ({dist}, test only)", cls.description))
+                continue
             out.append(PolicyInfo(name, cls.kind, f"plugin ({dist})", cls.description))
         except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
             out.append(PolicyInfo(name, "?", f"plugin ({dist})", f"cannot load: {type(exc).__name__}: {exc}"))

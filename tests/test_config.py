@@ -206,7 +206,7 @@ TASK = '[[tasks]]\nname = "a"\n'
     ("[machine]\ncpus = 0\nnodes = 0", "x.toml: machine.cpus: must be at least 1 (+1 more)"),
     ('[machine]\nmemory = "8MiB"', "x.toml: machine.memory: must be at least 16MiB"),
     ('[machine]\nmemory = "1GiB"\ndma32 = "1GiB"',
-     "x.toml: machine.dma32: must be smaller than node 0's memory (1GiB)"),
+     "x.toml: machine.dma32: dma + dma32 must be smaller than node 0's memory (1GiB)"),
     ('[machine]\nmemory = "1GiB"\npage_cache = "900MiB"',
      "x.toml: machine: page_cache + dirty + slab_* + reserved = 928MiB leave less than 1/4 "
      "of memory free at boot"),

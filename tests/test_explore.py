@@ -28,6 +28,7 @@ RACE = """
 [machine]
 cpus = 2
 memory = "256MiB"
+dma = "0"  # no ZONE_DMA (CONFIG_ZONE_DMA=n): tuned without it
 swap = "0"
 page_cache = "8MiB"
 [run]

@@ -140,6 +140,7 @@ cpus = 4
 memory = "1GiB"
 swap = "0"
 page_cache = "32MiB"
+dma = "0"  # no ZONE_DMA (CONFIG_ZONE_DMA=n): tuned without it
 
 [run]
 duration = "4s"

@@ -146,6 +146,7 @@ cpus = 2
 memory = "1GiB"
 swap = "256MiB"
 swap_bandwidth = "200MiB/s"
+dma = "0"  # no ZONE_DMA (CONFIG_ZONE_DMA=n): tuned without it
 
 [run]
 duration = "10s"

@@ -96,6 +96,10 @@ def test_policies_command_lists_builtins_and_plugins():
                  "youngest", "lmk-adj-levels", "smallest-first"):
         assert rows[name]["description"], name
     assert rows["smallest-first"]["kind"] == "kernel"
+    # the deliberately broken fixture declares itself test-only: a user's listing leaves it out
+    assert "kill-unkillable" not in rows
+    shown = {r["name"]: r for r in json.loads(oomactors("policies", "--json", "--test-only").stdout)}
+    assert shown["kill-unkillable"]["origin"] == "plugin (oomactors-example-policy, test only)"
 
 
 def test_run_uses_a_plugin_policy_by_its_entry_point_name():

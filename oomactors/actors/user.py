@@ -15,7 +15,8 @@ from ..config import (AccessStep, AllocStep, BlockStep, ComputeStep, ExitStep, F
 from ..kernel import gfp as G
 from ..kernel import params
 from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
-from ..kernel.fork import dup_mm
+from ..errors import InputError
+from ..kernel.fork import dup_mm, dup_task_kmem, fork_limit, free_task_kmem, task_counted
 from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_handle_over_high,
                                   uncharge_pages, uncharge_swap)
 from ..kernel.mmap import mmap_region, munmap_unaccount
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
 
 ENOMEM = 12
+EAGAIN = 11
 EACCES = 13
 
 
@@ -54,9 +56,16 @@ def ret_to_user(task: Task) -> None:
         raise _Exit("sigterm")
 
 
-def new_process(m: "Machine", comm: str, uid: int, caps: frozenset[str], adj: int, *,
-                mm: MM | None = None, nice: int = 0, kthread: bool = False) -> Task:
+def _boot_pid(m: "Machine") -> int:
     pid = m.alloc_pid()
+    if not pid:
+        raise InputError(f"more tasks at boot than pids below kernel.pid_max ({m.pid_max})")
+    return pid
+
+
+def new_process(m: "Machine", comm: str, uid: int, caps: frozenset[str], adj: int, *,
+                mm: MM | None = None, nice: int = 0, kthread: bool = False, pid: int = 0) -> Task:
+    pid = pid or _boot_pid(m)
     if mm is None and not kthread:
         mm = MM(len(m.zones))
         m.mms.add(mm)
@@ -64,17 +73,19 @@ def new_process(m: "Machine", comm: str, uid: int, caps: frozenset[str], adj: in
     task = Task(pid, pid, comm, uid, caps, sig, mm, kthread=kthread, nice=nice, start_time=m.now)
     task.last_cpu = pid % len(m.sched.cpus)
     m.tasks[pid] = task
+    task_counted(m, task)
     m.proc_list.append(task)
     m.emit("sim:task_new", pid, pid, task.comm, uid, adj, int(kthread))
     return task
 
 
 def new_thread(m: "Machine", leader: Task) -> Task:
-    pid = m.alloc_pid()
+    pid = _boot_pid(m)
     t = Task(pid, leader.tgid, leader.comm, leader.uid, leader.caps, leader.signal, leader.mm,
              nice=leader.nice, start_time=m.now)
     t.last_cpu = pid % len(m.sched.cpus)
     m.tasks[pid] = t
+    task_counted(m, t)
     m.emit("sim:task_new", pid, leader.tgid, t.comm, t.uid, t.signal.oom_score_adj, 0)
     cpuset_fork(m, leader, t)
     return t
@@ -251,10 +262,10 @@ async def _pace(m: "Machine", task: Task, start: int, done: int, rate: int) -> N
         ret_to_user(task)
 
 
-async def _enomem(m: "Machine", task: Task, op: str, on_fail: str) -> bool:
-    """-ENOMEM reached the program: it exits, gives the step up (True), or pauses briefly
-    (10 ms, rounded up to whole jiffies) and tries again (False)."""
-    m.emit("sim:step_failed", task.pid, op, ENOMEM)
+async def _enomem(m: "Machine", task: Task, op: str, on_fail: str, errno: int = ENOMEM) -> bool:
+    """-ENOMEM (or fork's -EAGAIN) reached the program: it exits, gives the step up (True),
+    or pauses briefly (10 ms, rounded up to whole jiffies) and tries again (False)."""
+    m.emit("sim:step_failed", task.pid, op, errno)
     if on_fail == "exit":
         raise _Exit("exit")
     if on_fail == "continue":
@@ -461,17 +472,45 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
     await m.sched.run(task, (want - left) * params.ZAP_NS_PER_PAGE, "exit.zap")
 
 
+async def _copy_process(m: "Machine", task: Task, clone_vm: bool) -> tuple[int, Any]:
+    """copy_process's steps that can fail, in its order (kernel/fork.py): the task_struct
+    and stack (-ENOMEM), RLIMIT_NPROC and threads-max (-EAGAIN), a pid (-EAGAIN), the mm
+    (-ENOMEM).  Returns (0, (pid, mm, kmem)) or (-errno, None); a failure gives back what
+    the earlier steps took.  (The kernel copies the mm before it takes a pid; taking the
+    pid first only changes which error wins when both would fail.)"""
+    await m.sched.run(task, params.FORK_NS, "fork.copy_process")
+    kmem = await dup_task_kmem(m, task, clone_vm)
+    if kmem is None:
+        return -ENOMEM, None
+    err = fork_limit(m, task)
+    pid = 0 if err else m.alloc_pid()
+    if not pid:
+        free_task_kmem(m, task, kmem)
+        return err or -EAGAIN, None
+    # copy_mm -> dup_mm: the parent's accounted mappings are charged again (kernel/fork.py)
+    mm = task.mm if clone_vm else dup_mm(m, task)
+    if mm is None:
+        m.pids_in_use.discard(pid)
+        m.nr_threads -= 1
+        free_task_kmem(m, task, kmem)
+        return -ENOMEM, None
+    if not clone_vm:
+        copy_present_ptes(task.mm, mm)  # dup_mmap: the VMAs, and the anon pages copy-on-write
+    return 0, (pid, mm, kmem)
+
+
 async def _fork(m: "Machine", task: Task, step: ForkStep) -> None:
     comm = step.comm or task.comm
-    if step.clone_vm:
-        mm = task.mm
-    else:
-        # copy_mm -> dup_mm: the parent's accounted mappings are charged again (kernel/fork.py)
-        while (mm := dup_mm(m, task)) is None:
-            if await _enomem(m, task, "fork", step.on_fail):
-                return
-        copy_present_ptes(task.mm, mm)  # dup_mmap: the VMAs, and the anon pages copy-on-write
-    child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice)
+    while True:
+        err, got = await _copy_process(m, task, step.clone_vm)
+        if not err:
+            break
+        if await _enomem(m, task, "fork", step.on_fail, -err):
+            return
+    pid, mm, kmem = got
+    child = new_process(m, comm, task.uid, task.caps, task.signal.oom_score_adj, mm=mm, nice=task.nice,
+                        pid=pid)
+    child.kmem = kmem
     child.group = task.group
     child.parent = task
     # copy_signal: the child inherits the adj and its floor

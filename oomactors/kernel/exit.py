@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .fork import release_task
 from .oom_kill import exit_oom_victim
 from .mmap import exit_mmap_unaccount
 from .oom_reaper import __oom_reap_task_mm, unmap_file_pages, zap_pages
@@ -87,6 +88,7 @@ async def do_exit(m: "Machine", cur: "Task", reason: str) -> None:
     await exit_mm(m, cur)
     cur.dead = True
     cur.exit_reason = reason
+    release_task(m, cur)
     m.emit("sched:sched_process_exit", cur.pid, cur.comm, reason)
     m.sched.put_cpu(cur)
     sig = cur.signal

@@ -33,6 +33,8 @@ __GFP_THISNODE = 0x200000
 __GFP_ACCOUNT = 0x400000
 
 __GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM
+__GFP_BITS_MASK = (1 << 23) - 1  # __GFP_BITS_SHIFT is 23 without lockdep
+GFP_ZONEMASK = __GFP_DMA | __GFP_HIGHMEM | __GFP_DMA32 | __GFP_MOVABLE
 
 GFP_ATOMIC = __GFP_HIGH | __GFP_ATOMIC | __GFP_KSWAPD_RECLAIM
 GFP_KERNEL = __GFP_RECLAIM | __GFP_IO | __GFP_FS
@@ -172,6 +174,26 @@ def gfp_zone(mask: int) -> int:
     if mask & __GFP_MOVABLE and mask & __GFP_HIGHMEM:
         return 3
     return 2
+
+
+def gfp_zone_bad(mask: int) -> bool:
+    """GFP_ZONE_BAD: zone modifiers that name two zones at once (gfp_zone() BUGs on them):
+    any two of DMA, DMA32 and HIGHMEM, or MOVABLE with HIGHMEM and a DMA zone."""
+    z = mask & (__GFP_DMA | __GFP_HIGHMEM | __GFP_DMA32)
+    return bin(z).count("1") > 1
+
+
+def gfp_problem(mask: int, user_fault: bool) -> str | None:
+    """Why a mask makes no sense for a request (None when it is fine): bits gfp.h does not
+    define, two zones at once, or a zone modifier on a user page fault (whose mask the
+    fault path sets: GFP_HIGHUSER_MOVABLE, never a DMA zone)."""
+    if mask & ~__GFP_BITS_MASK:
+        return f"undefined GFP bits {mask & ~__GFP_BITS_MASK:#x} (gfp.h defines {__GFP_BITS_MASK:#x})"
+    if gfp_zone_bad(mask):
+        return "names two zones at once (GFP_ZONE_BAD: gfp_zone() would BUG)"
+    if user_fault and mask & (__GFP_DMA | __GFP_DMA32):
+        return "a DMA zone modifier on a user page fault (anon and shmem faults use highmem-movable zones)"
+    return None
 
 
 def gfpflags_allow_blocking(mask: int) -> bool:

@@ -140,31 +140,34 @@ class Zone:
         fa[MAX_ORDER - 1] += arriving
 
     def take_pages_bulk(self, n: int) -> bool:
-        """rmqueue_bulk: take ``n`` order-0 pages, splitting larger blocks as needed."""
+        """rmqueue_bulk: take ``n`` order-0 pages, splitting larger blocks as needed.
+
+        Whole blocks go from the lowest orders up; the last block taken is split and its
+        unused tail goes back as its binary decomposition.  Counted per order, not per
+        block, so taking a terabyte costs what taking a page does."""
         if self.nr_free < n:
             return False
         fa = self.free_area
-        take = min(n, fa[0])
-        fa[0] -= take
-        self.nr_free -= take
-        n -= take
-        o = 1
-        while n > 0:
-            while o < MAX_ORDER and not fa[o]:
-                o += 1
-            if o == MAX_ORDER:  # cannot happen while nr_free >= n
-                raise AssertionError("buddy lists disagree with nr_free")
-            fa[o] -= 1
+        self.nr_free -= n
+        for o in range(MAX_ORDER):
+            if n <= 0:
+                return True
+            have = fa[o]
+            if not have:
+                continue
             size = 1 << o
-            self.nr_free -= size
-            used = min(n, size)
-            n -= used
-            rest = size - used
-            # the unused tail of the split block goes back as its binary decomposition
-            for k in range(o):
-                if rest & (1 << k):
-                    fa[k] += 1
-                    self.nr_free += 1 << k
+            whole = min(have, n >> o)
+            fa[o] = have - whole
+            n -= whole << o
+            if n and fa[o]:  # a partial block: split it, give back the tail
+                fa[o] -= 1
+                rest = size - n
+                n = 0
+                for k in range(o):
+                    if rest & (1 << k):
+                        fa[k] += 1
+        if n > 0:  # cannot happen while nr_free >= n
+            raise AssertionError("buddy lists disagree with nr_free")
         return True
 
     def zone_reclaimable_pages(self, swap_free: int) -> int:

@@ -421,6 +421,13 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
                     label = "got_pg"
                     continue
                 await m.sched.point(cur, "alloc.nofail_retry")
+                if state["no_progress_loops"] > MAX_RECLAIM_RETRIES:
+                    # nothing left to reclaim, and no kill helps (a lowmem request, or one
+                    # the OOM killer declines): the kernel spins here through many cheap
+                    # rounds with cond_resched(); the model folds one jiffy of them into one
+                    # round, so a hopeless request costs the CPU it costs without flooding
+                    # the run with identical rounds
+                    await m.sched.run(cur, m.sched.clock.jiffy_ns, "alloc.cond_resched")
                 label = "retry"
                 continue
             label = "fail"

@@ -15,6 +15,7 @@ COMPACT_BASE_NS = 30_000       # one try_to_compact_pages pass
 MIGRATE_NS_PER_PAGE = 1_000    # migrate one page during compaction
 ZAP_NS_PER_PAGE = 250          # unmap + free one page (exit_mmap, the oom_reaper)
 ZAP_BATCH = 2048               # pages freed between two scheduling points while zapping
+FORK_NS = 40_000               # copy_process + dup_mmap of a small process (clone of a thread: less)
 SLOWPATH_ROUND_NS = 5_000      # bookkeeping of one slow-path retry round
 OOM_SCAN_NS_PER_TASK = 300     # select_bad_process: one oom_evaluate_task call
 PRINTK_NS_PER_LINE = 50_000    # one line of the OOM report to a fast console (printk is

@@ -192,6 +192,7 @@ class Task:
         self.in_vfork = False
         self.dead = False
         self.exit_reason = ""
+        self.kmem: list = []           # (zone, kind, pages) of its stack and task structures
         self.cpu_ns = 0                # utime + stime
         self.cpu_debt_ns = 0           # CPU time not yet turned into virtual jiffies
         self.cpu: Any = None           # the CPU it is dispatched on, or None

@@ -36,6 +36,7 @@ class KillUnkillable(KillPolicy):
     """Broken on purpose: prefers tasks with oom_score_adj -1000."""
 
     name = "kill-unkillable"
+    test_only = True  # `oomactors policies` lists it only with --test-only
     description = "BROKEN on purpose: kills oom_score_adj -1000 tasks first (a test fixture)"
 
     def select(self, ctx):

@@ -1,0 +1,84 @@
+"""How the command line ends: every error is one line, and the exit status says which kind.
+
+=====  ==========================================================================
+ 0     done (``explore``: no violation found)
+ 1     ``explore`` only: a violation was found (the reproducer is written)
+ 2     bad input: a config, trace file, kernel log, policy name or CLI argument --
+       one line ``oomactors: error: ...`` on stderr
+ 70    internal error, a bug in oomactors (EX_SOFTWARE): one line on stderr naming the
+       exception and the file holding its traceback; with ``OOMACTORS_DEBUG`` set the
+       traceback itself is printed
+ 130   interrupted (Ctrl-C)
+=====  ==========================================================================
+
+click's own errors (an unknown option, a bad value, a missing argument) would print a
+``Usage:``/``Error:`` block with exit status 2; :class:`OneLineGroup` runs click with
+``standalone_mode=False`` and prints them in the project's one-line form instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from typing import Any
+
+import click
+
+EXIT_INPUT = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "OOMACTORS_DEBUG"
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _click_error(e: click.ClickException) -> str:
+    msg = one_line(e.format_message()).rstrip(".")
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.UsageError) and ctx is not None:
+        sub = ctx.command_path[len(ctx.find_root().command_path):].strip()
+        return f"{sub + ': ' if sub else ''}{msg} (see '{ctx.command_path} --help')"
+    return msg
+
+
+def internal_error(exc: BaseException) -> None:
+    """A bug: one line naming it and where its traceback went, exit 70."""
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get(DEBUG_ENV):
+        sys.stderr.write(text)
+        where = "traceback above"
+    else:
+        try:
+            fd, path = tempfile.mkstemp(prefix="oomactors-crash-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            where = f"traceback in {path}"
+        except OSError:
+            where = f"set {DEBUG_ENV}=1 to see the traceback"
+    click.echo(f"oomactors: internal error (a bug in oomactors): {type(exc).__name__}: "
+               f"{one_line(str(exc))[:300]}; {where}", err=True)
+    sys.exit(EXIT_INTERNAL)
+
+
+class OneLineGroup(click.Group):
+    """A click group whose errors are one line each (see the module docstring)."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            click.echo(f"oomactors: error: {_click_error(e)}", err=True)
+            sys.exit(EXIT_INPUT)
+        except (click.Abort, KeyboardInterrupt):  # the commands catch Ctrl-C themselves first
+            click.echo("oomactors: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except SystemExit:
+            raise
+        except Exception as e:  # noqa: BLE001 - anything else is a bug: say so in one line
+            internal_error(e)
+        sys.exit(rv if isinstance(rv, int) else 0)

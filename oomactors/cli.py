@@ -15,9 +15,10 @@ from typing import Any, Iterator
 
 import click
 
+from . import interrupt
+from .cli_signals import Interrupted, deferred, run_command
 from .errors import InputError, OomactorsError
 
-EXIT_INTERRUPTED = 130
 EXIT_VACUOUS = 3  # explore --strict: no run reached what an invariant guards
 
 
@@ -31,7 +32,14 @@ def _load(config: str | None):
     return load_default() if config is None else load_config(config)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every command runs under one Ctrl-C and broken-pipe policy (oomactors/cli_signals.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return run_command(lambda: super(_Main, self).invoke(ctx))
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="oomactors")
 def main() -> None:
     """An executable, concurrent model of Linux out-of-memory handling."""
@@ -71,7 +79,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     from .textout import RefusalLog
     refusals = RefusalLog()
     live = _live(cfg, as_json)
-    with _tracing(trace_path, run_seed, cfg) as sinks:
+    with _tracing(trace_path, run_seed, cfg) as sinks, deferred():
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
         try:
@@ -80,6 +88,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         finally:
             if live is not None:
                 live.close()
+        _stop_if_interrupted(result)
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
@@ -117,12 +126,26 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
         yield [writer.write] if writer is not None else None
     except OomactorsError as err:  # InputError, ScheduleDivergence
         _fail(InputError(f"{where}{err}{so_far}"))
-    except KeyboardInterrupt:
-        click.echo(f"oomactors: interrupted{so_far}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        detail = exc.detail if isinstance(exc, Interrupted) else ""
+        if writer is not None:
+            # the engine wrote sim:run_end "interrupted" when it stopped the run; if Ctrl-C
+            # had to unwind it instead, the writer marks the trace itself
+            t = writer.mark_interrupted()
+            if not detail and t is not None:
+                detail = f" at t={t / cfg.kernel.hz:.3f}s"
+        raise Interrupted(detail + so_far) from None
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()
+
+
+def _stop_if_interrupted(result: Any) -> None:
+    """A run that Ctrl-C ended (reason "interrupted") ends the command: exit 130.  (The
+    flag too: a checker may have cut the run short at its end, after the interrupt.)"""
+    if result is not None and result.reason == "interrupted":
+        raise Interrupted(f" at t={result.end_jiffies / result.hz:.3f}s")
+    interrupt.check()
 
 
 def _policy(cfg: Any, spec: str | None) -> Any:
@@ -179,7 +202,9 @@ def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int
     from .schedule import make_scheduler
     if name == "pct":
         from . import sim
-        k = sim.run(cfg, seed=run_seed, backend=backend, policy=policy).decisions
+        first = sim.run(cfg, seed=run_seed, backend=backend, policy=policy)
+        _stop_if_interrupted(first)
+        k = first.decisions
         return make_scheduler("pct", seed=schedule_seed, k=max(1, k), hz=cfg.kernel.hz)
     if name == "random":
         return make_scheduler("random", seed=schedule_seed, hz=cfg.kernel.hz)
@@ -204,8 +229,9 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     cfg = repro.cfg
     # the reproducer's own backend, unless --backend was given (then it must be the same)
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
-    with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks:
+    with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
+        _stop_if_interrupted(result)
     hz = cfg.kernel.hz
     v = outcome.violation
     summary = summarize(outcome.records, seed=repro.seed, hz=hz,
@@ -271,7 +297,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("runs, {task.fields[found]} violations"), TimeElapsedColumn(),
                             console=Console(stderr=True), transient=True)
-        with progress:
+        with progress, deferred():
             bar = progress.add_task("exploring", total=budget, found=0)
 
             def report(runs: int, total: int, found: int, phase: str) -> None:
@@ -285,9 +311,6 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             write_repro(out_path, res.repro)
     except InputError as err:
         _fail(err)
-    except KeyboardInterrupt:
-        click.echo("oomactors: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(res.as_json(out_path if res.repro is not None else None), indent=2))
     else:
@@ -367,14 +390,11 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                         description=f"{job.config} · {job.policy} · seed {job.seed}")
 
     try:
-        with progress:
+        with progress, deferred():
             data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
                            progress=show)
     except InputError as err:
         _fail(err)
-    except KeyboardInterrupt:
-        click.echo("oomactors: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -43,6 +43,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from . import interrupt
 from .errors import InputError
 
 PAGE_KB = 4
@@ -365,6 +366,7 @@ def run_one(cfg: Any, job: Job) -> dict[str, Any]:
         result = sim.run(cfg, seed=job.seed, policy=policy)
     except InputError as err:
         raise InputError(f"{job.config}, seed {job.seed}: {err}") from None
+    interrupt.check()  # Ctrl-C ended the run: no metrics from half a run
     return run_metrics(result.records, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
 
 

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import interrupt
 from .config import Config
 from .coverage import Coverage
 from .errors import InputError, OomactorsError
@@ -144,6 +145,7 @@ class _Ctx:
     def run(self, seed: int, scheduler: Scheduler, *, shrinking: bool = False) -> Outcome:
         out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler,
                           policy=self.policy, fixes=self.fixes)
+        interrupt.check()  # Ctrl-C ended the run: it says nothing about the schedule
         if shrinking:
             self.shrink_runs += 1
         else:

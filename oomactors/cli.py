@@ -252,6 +252,29 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
                err=True)
 
 
+def _sweep_options(fn: Any) -> Any:
+    """--jobs and --cluster of compare and explore (docs/sweeps.md)."""
+    fn = click.option("--cluster", metavar="ADDRESS", help="Run on a Dask scheduler (tcp://host:8786), "
+                      "or local:N to start a local cluster of N worker processes (needs oomactors[dask]).")(fn)
+    return click.option("--jobs", "-j", type=int, metavar="N",
+                        help="Worker processes on this machine (default: the number of cores). "
+                             "The results do not depend on it.")(fn)
+
+
+def _jobs(jobs: int | None, cluster: str | None) -> int:
+    """--jobs, checked (one line for 0 or less), capped at the cores (with a note)."""
+    from .sweep import parse_cluster, resolve_jobs
+    if cluster is not None:
+        parse_cluster(cluster)
+        if jobs is not None:
+            raise InputError("--jobs and --cluster exclude each other: the cluster's workers decide")
+        return 1
+    n, note = resolve_jobs(jobs)
+    if note:
+        click.echo(f"oomactors: note: {note}", err=True)
+    return n
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--check", "checks", multiple=True, required=True, metavar="INVARIANT",
@@ -273,9 +296,10 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
               show_default=True, help="Where to write the reproducer of a violation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result, coverage}.")
 @click.option("--strict", is_flag=True, help="Exit 3 when no run reached the code an invariant guards.")
+@_sweep_options
 def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
             fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool,
-            strict: bool = False) -> None:
+            strict: bool = False, jobs: int | None = None, cluster: str | None = None) -> None:
     """Search schedules of CONFIG for a violation of the --check invariants, shrink it and
     write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input;
     3 (with --strict): none found, and no run reached what an invariant guards."""
@@ -291,6 +315,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
         names = check_names(names)
+        jobs = _jobs(jobs, cluster)
         cfg = _load(config)
         if policy_spec is not None:
             _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
@@ -306,7 +331,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
             res = do_explore(cfg, names, scheduler=search, budget=budget, seed=seed, policy=policy_spec,
                              progress=report, shrink_budget=shrink_budget, depth=depth,
-                             vary_seed=not fixed_seed)
+                             vary_seed=not fixed_seed, jobs=jobs, cluster=cluster)
         if res.repro is not None:
             write_repro(out_path, res.repro)
     except InputError as err:
@@ -367,11 +392,10 @@ def validate(config: str) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int, jobs: int,
-                as_json: bool) -> None:
+@_sweep_options
+def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int,
+                as_json: bool, jobs: int | None, cluster: str | None) -> None:
     """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
     stall time, allocation failures and panics (median and range over seeds)."""
     from rich.console import Console
@@ -390,9 +414,10 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                         description=f"{job.config} · {job.policy} · seed {job.seed}")
 
     try:
+        jobs = _jobs(jobs, cluster)
         with progress, deferred():
             data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
-                           progress=show)
+                           progress=show, cluster=cluster)
     except InputError as err:
         _fail(err)
     if as_json:

@@ -321,7 +321,8 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("runs, {task.fields[found]} violations"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
+                            console=Console(stderr=True), transient=True,
+                            disable=not Console(stderr=True).is_terminal)  # nothing on a pipe
         with progress, deferred():
             bar = progress.add_task("exploring", total=budget, found=0)
 

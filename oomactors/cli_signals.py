@@ -43,6 +43,7 @@ GRACE = 1.0   # s after the first Ctrl-C before KeyboardInterrupt is raised in t
 HARD = 1.75   # s after the first Ctrl-C before the process leaves, whatever it is doing
 
 _deferred = 0           # > 0 while a simulation may run in this thread: only set the flag
+_in_command = 0         # > 0 while a command runs (outside: start-up, argument parsing)
 _said = threading.Lock()  # held once the one line has been printed
 _watchdog: threading.Timer | None = None
 _installed = False
@@ -61,6 +62,10 @@ def _on_sigint(signum: int, frame: Any) -> None:
     interrupt.request()
     if first:
         _arm()
+    if not _in_command:
+        # start-up or click's argument parsing: nothing is open yet, and click would turn a
+        # KeyboardInterrupt into "Aborted!" and exit 1
+        _hard_exit()
     if not _deferred or not first:
         raise KeyboardInterrupt
 
@@ -157,11 +162,14 @@ def handled() -> Iterator[None]:
 
 def run_command(invoke: Any) -> Any:
     """Run one command of the click group: the flag starts clear, the handler is ours."""
+    global _in_command
     interrupt.clear()
+    _in_command += 1
     try:
         with handled():
             return invoke()
     finally:
+        _in_command -= 1
         if interrupt.requested():
             # the command is over: its own line is out; keep the watchdog for the exit path
             with contextlib.suppress(ValueError, OSError, AttributeError):
@@ -170,9 +178,9 @@ def run_command(invoke: Any) -> Any:
 
 def main() -> None:
     """The ``oomactors`` console script: handler first, then the rest of oomactors."""
-    install()
     try:
         with handled():
+            install()
             from .cli import main as cli
     except SystemExit as exit_:
         sys.exit(exit_.code)

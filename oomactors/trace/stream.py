@@ -124,7 +124,7 @@ class TraceWriter:
             self._blocks += 1
         self._file.flush()
 
-    def mark_interrupted(self) -> int | None:
+    def mark_interrupted(self) -> int | None:  # None: closed already
         """End the trace with ``sim:run_end`` ``"interrupted"`` unless its last record ends
         the run already (the engine writes it when it stops a run itself).  Returns the
         run's last time in jiffies (None: no event was written)."""
@@ -133,11 +133,10 @@ class TraceWriter:
         last = None
         for last in _records_of(self._buf or (self._tail if self._blocks > 1 else b"")):
             pass
-        if last is None:
-            return None
-        if last[1] != _RUN_END:
-            self.write((last[0], _RUN_END, -1, -1, "interrupted"))
-        return last[0]
+        t = 0 if last is None else last[0]  # no event yet: the run never left t=0
+        if last is None or last[1] != _RUN_END:
+            self.write((t, _RUN_END, -1, -1, "interrupted"))
+        return t
 
     def close(self) -> None:
         """Flush, then close the file if we opened it.  Safe to call twice."""

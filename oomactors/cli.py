@@ -48,8 +48,8 @@ def main() -> None:
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--seed", type=click.IntRange(min=0), help="Override the config's run.seed.")
-@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True),
-              help="Write the msgpack event trace here.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Write the event trace here (-: to stdout; the text then goes to stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True)
 @click.option("--policy", "policy_spec", metavar="NAME",
@@ -115,13 +115,22 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     from .trace.stream import TraceWriter
 
     writer = None
-    if trace_path:
+    if trace_path == "-":
+        # the trace is stdout's: everything a person reads (console text, summary, JSON)
+        # goes to stderr from here on (docs/traces.md)
+        if sys.stdout.isatty():
+            _fail(InputError("--trace -: refusing to write a binary trace to a terminal "
+                             "(redirect it: --trace - > run.trace)"))
+        binary = sys.stdout.buffer
+        sys.stdout = sys.stderr
+        writer = TraceWriter(binary, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict())
+    elif trace_path:
         try:
             writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
                                  extra=provenance())
         except OSError as err:
             _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
-    so_far = f"; trace so far in {trace_path}" if trace_path else ""
+    so_far = f"; trace so far in {trace_path}" if trace_path and trace_path != "-" else ""
     try:
         yield [writer.write] if writer is not None else None
     except OomactorsError as err:  # InputError, ScheduleDivergence

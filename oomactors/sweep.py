@@ -18,8 +18,11 @@ Dask is optional (``pip install 'oomactors[dask]'``); see docs/sweeps.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -64,8 +67,31 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
     return "address", spec
 
 
+def subprocess_timeout() -> type[BaseException]:
+    import subprocess
+    return subprocess.TimeoutExpired
+
+
+def _serve_local_cluster(n: int) -> None:
+    """The helper process of ``--cluster local:N``: start the cluster, print its address,
+    keep it until our stdin closes (the parent is done, or gone)."""
+    import logging
+
+    from distributed import LocalCluster
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
+    print(cluster.scheduler_address, flush=True)
+    sys.stdin.read()
+    cluster.close(timeout=5)
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+async def _request_stop() -> None:
+    """On a Dask worker (``Client.run``): stop the run going there, as Ctrl-C would."""
+    interrupt.request()
 
 
 def _unit(fn: Callable[[Any], Any], arg: Any) -> Any:
@@ -108,36 +134,69 @@ class Sweep:
                                              initializer=_ignore_sigint)
             return
         try:
-            import logging
-
-            from distributed import Client, LocalCluster
+            from distributed import Client
         except ImportError:
             raise InputError("--cluster needs Dask: pip install 'oomactors[dask]'") from None
         kind, where = self.cluster_spec
+        address = self._start_local(int(where)) if kind == "local" else str(where)
         try:
-            if kind == "local":
-                self._cluster = LocalCluster(n_workers=int(where), threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=logging.ERROR)
-                self._client = Client(self._cluster)
-            else:
-                self._client = Client(where, timeout="10s")
+            self._client = Client(address, timeout="10s")
         except OSError as err:
             raise InputError(f"--cluster {where}: cannot connect: {err}") from None
+
+    def _start_local(self, n: int) -> str:
+        """``local:N``: a LocalCluster in a helper process of its own session, so that the
+        terminal's Ctrl-C (sent to our process group) reaches only us, its processes'
+        messages stay out of our stderr, and stopping it is one signal to its group."""
+        import subprocess
+        import tempfile
+
+        log = tempfile.TemporaryFile()
+        self._cluster = subprocess.Popen(
+            [sys.executable, "-m", "oomactors.sweep", "--local-cluster", str(n)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+        out = self._cluster.stdout
+        assert out is not None
+        while True:  # wait for its address, minding Ctrl-C
+            interrupt.check()
+            ready, _, _ = select.select([out], [], [], POLL_S)
+            if ready:
+                line = out.readline().decode().strip()
+                if line.startswith("tcp://"):
+                    return line
+                log.seek(0)
+                last = [x for x in log.read().decode(errors="replace").splitlines() if x.strip()][-1:]
+                self._stop_local(kill=True)
+                raise InputError(f"--cluster local:{n}: the local cluster did not start"
+                                 + (f": {last[0].strip()}" if last else ""))
+
+    def _stop_local(self, kill: bool) -> None:
+        proc, self._cluster = self._cluster, None
+        if proc is None:
+            return
+        if not kill:
+            proc.stdin.close()  # the helper closes its cluster in order, then exits
+            try:
+                proc.wait(timeout=10)
+                return
+            except subprocess_timeout():
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._close_dask()
+        self._close_dask(kill=False)
 
-    def _close_dask(self) -> None:
-        for obj in (self._client, self._cluster):
-            if obj is not None:
-                try:
-                    obj.close(timeout=2) if obj is self._client else obj.close()
-                except Exception:  # noqa: BLE001 - tearing down: nothing more to report
-                    pass
-        self._client = self._cluster = None
+    def _close_dask(self, kill: bool) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close(timeout=0.5 if kill else 10)
+            self._client = None
+        self._stop_local(kill)
 
     def _abort(self, futures: Sequence[Any]) -> None:
         """Ctrl-C or an error: cancel what waits, stop what runs."""
@@ -148,20 +207,21 @@ class Sweep:
                 proc.terminate()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        if self._client is not None:
-            try:
+        if self._client is not None and self._cluster is None:
+            with contextlib.suppress(Exception):
                 self._client.cancel(list(futures))
-                # a run already going on a worker ends at its next clock advance
-                self._client.run(interrupt.request, wait=False)
-            except Exception:  # noqa: BLE001
-                pass
-            self._close_dask()
+                # a run already going on a remote worker ends at its next clock advance
+                self._client.run(_request_stop, wait=False)
+        self._close_dask(kill=True)  # our own local:N cluster is stopped at once
 
     def __enter__(self) -> Sweep:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: Any, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:  # an error or Ctrl-C on the way (even while the cluster was starting)
+            self._abort([])
 
     # --- the work ----------------------------------------------------------------------
     def map(self, fn: Callable[[Any], Any], units: Sequence[Any],
@@ -231,3 +291,8 @@ class Sweep:
             dask_wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
         except Exception:  # noqa: BLE001 - dask's wait raises on its timeout
             time.sleep(0)
+
+
+if __name__ == "__main__":  # the helper of --cluster local:N (see Sweep._start_local)
+    if sys.argv[1:2] == ["--local-cluster"]:
+        _serve_local_cluster(int(sys.argv[2]))

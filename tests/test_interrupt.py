@@ -1,4 +1,4 @@
-"""Ctrl-C at 21 moments, sent as a real SIGINT to real ``oomactors`` processes.
+"""Ctrl-C at 22 moments, sent as a real SIGINT to real ``oomactors`` processes.
 
 Each command must exit 130 with exactly one line on stderr (``oomactors: interrupted...``)
 and no traceback; a trace written so far must read to its end and end with the explicit
@@ -77,6 +77,9 @@ CASES = [
      ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "500", "-j", "1", "--out", "{trace}"], False),
     ("explore, pool busy", "wall:4",
      ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "5000", "-j", "2", "--out", "{trace}"], False),
+    ("explore, local Dask cluster busy", "wall:12",
+     ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "5000", "--cluster", "local:2",
+      "--out", "{trace}"], False),
     ("trace show, printing", "call:oomactors.trace.stream.decode:3000", ["trace", "show", "{shown}"], False),
     ("replay, parsing logs", "call:oomactors.replay.parse_log:3", ["replay", *LOGS], False),
     ("validate", "call:oomactors.config.load_config:1", ["validate", QUICK], False),
@@ -171,7 +174,7 @@ def _trace_problems(path, at, exact):
     return out
 
 
-def test_ctrl_c_at_21_moments_exits_130_with_one_line_and_a_marked_trace(files):
+def test_ctrl_c_at_22_moments_exits_130_with_one_line_and_a_marked_trace(files):
     assert len(CASES) >= 20
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda nc: _run_case(nc[1], files, nc[0]), enumerate(CASES)))

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import click
 
-from . import interrupt
-from .cli_signals import Interrupted, deferred, run_command
+from .cli_signals import Interrupted, deferred, run_command, stop_if_interrupted
+from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError, OomactorsError
 
 EXIT_VACUOUS = 3  # explore --strict: no run reached what an invariant guards
@@ -88,7 +88,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         finally:
             if live is not None:
                 live.close()
-        _stop_if_interrupted(result)
+        stop_if_interrupted(result)
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
@@ -149,14 +149,6 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
             writer.close()
 
 
-def _stop_if_interrupted(result: Any) -> None:
-    """A run that Ctrl-C ended (reason "interrupted") ends the command: exit 130.  (The
-    flag too: a checker may have cut the run short at its end, after the interrupt.)"""
-    if result is not None and result.reason == "interrupted":
-        raise Interrupted(f" at t={result.end_jiffies / result.hz:.3f}s")
-    interrupt.check()
-
-
 def _policy(cfg: Any, spec: str | None) -> Any:
     """The run's policy from --policy or the config's [policy] table (None: linux)."""
     from policies.registry import policy_for
@@ -212,7 +204,7 @@ def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int
     if name == "pct":
         from . import sim
         first = sim.run(cfg, seed=run_seed, backend=backend, policy=policy)
-        _stop_if_interrupted(first)
+        stop_if_interrupted(first)
         k = first.decisions
         return make_scheduler("pct", seed=schedule_seed, k=max(1, k), hz=cfg.kernel.hz)
     if name == "random":
@@ -240,7 +232,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
-        _stop_if_interrupted(result)
+        stop_if_interrupted(result)
     hz = cfg.kernel.hz
     v = outcome.violation
     summary = summarize(outcome.records, seed=repro.seed, hz=hz,
@@ -259,29 +251,6 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
         sys.exit(1)
     click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
                err=True)
-
-
-def _sweep_options(fn: Any) -> Any:
-    """--jobs and --cluster of compare and explore (docs/sweeps.md)."""
-    fn = click.option("--cluster", metavar="ADDRESS", help="Run on a Dask scheduler (tcp://host:8786), "
-                      "or local:N to start a local cluster of N worker processes (needs oomactors[dask]).")(fn)
-    return click.option("--jobs", "-j", type=int, metavar="N",
-                        help="Worker processes on this machine (default: the number of cores). "
-                             "The results do not depend on it.")(fn)
-
-
-def _jobs(jobs: int | None, cluster: str | None) -> int:
-    """--jobs, checked (one line for 0 or less), capped at the cores (with a note)."""
-    from .sweep import parse_cluster, resolve_jobs
-    if cluster is not None:
-        parse_cluster(cluster)
-        if jobs is not None:
-            raise InputError("--jobs and --cluster exclude each other: the cluster's workers decide")
-        return 1
-    n, note = resolve_jobs(jobs)
-    if note:
-        click.echo(f"oomactors: note: {note}", err=True)
-    return n
 
 
 @main.command()
@@ -305,7 +274,7 @@ def _jobs(jobs: int | None, cluster: str | None) -> int:
               show_default=True, help="Where to write the reproducer of a violation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result, coverage}.")
 @click.option("--strict", is_flag=True, help="Exit 3 when no run reached the code an invariant guards.")
-@_sweep_options
+@sweep_options
 def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
             fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool,
             strict: bool = False, jobs: int | None = None, cluster: str | None = None) -> None:
@@ -324,7 +293,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
         names = check_names(names)
-        jobs = _jobs(jobs, cluster)
+        jobs = jobs_option(jobs, cluster)
         cfg = _load(config)
         if policy_spec is not None:
             _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
@@ -403,7 +372,7 @@ def validate(config: str) -> None:
               help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-@_sweep_options
+@sweep_options
 def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int,
                 as_json: bool, jobs: int | None, cluster: str | None) -> None:
     """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
@@ -424,7 +393,7 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                         description=f"{job.config} · {job.policy} · seed {job.seed}")
 
     try:
-        jobs = _jobs(jobs, cluster)
+        jobs = jobs_option(jobs, cluster)
         with progress, deferred():
             data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
                            progress=show, cluster=cluster)

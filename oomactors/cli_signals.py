@@ -160,6 +160,14 @@ def handled() -> Iterator[None]:
         raise
 
 
+def stop_if_interrupted(result: Any) -> None:
+    """A run that Ctrl-C ended (reason "interrupted") ends the command: exit 130.  (The
+    flag too: a checker may have cut the run short at its end, after the interrupt.)"""
+    if result is not None and result.reason == "interrupted":
+        raise Interrupted(f" at t={result.end_jiffies / result.hz:.3f}s")
+    interrupt.check()
+
+
 def run_command(invoke: Any) -> Any:
     """Run one command of the click group: the flag starts clear, the handler is ours."""
     global _in_command

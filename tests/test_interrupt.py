@@ -69,8 +69,8 @@ CASES = [
     # the traced run never started: its trace ends at t=0, marked
     ("pct's counting run", "event:sim:oom_header:1",
      ["run", "{long}", "--scheduler", "pct", "--trace", "{trace}"], "t=0"),
-    ("1.5 s into a run", "wall:1.5", ["run", "{long}", "--trace", "{trace}"], True),
-    ("3.5 s into a run, asyncio", "wall:3.5", ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"], True),
+    ("1.5 s into a traced run", "wall:1.5", ["run", "{long}", "--trace", "{trace}"], True),
+    ("3.5 s into a traced run, asyncio", "wall:3.5", ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"], True),
     ("compare, second run", "event:sim:run_start:2", ["compare", QUICK, "--seeds", "3", "-j", "1"], False),
     ("compare, pool busy", "wall:4", ["compare", "{long}", "--seeds", "4", "-j", "2"], False),
     ("explore, third run", "event:sim:run_start:3",
@@ -105,6 +105,9 @@ def _run_case(case, files, n):
                             preexec_fn=preexec, env=env)
     children = []
     if moment.startswith("wall:"):
+        deadline = time.monotonic() + 30
+        while traced and not trace.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # a loaded machine may still be importing: time the run itself
         time.sleep(float(moment[5:]))
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         sent = time.monotonic()

@@ -293,7 +293,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
         names = check_names(names)
-        jobs = jobs_option(jobs, cluster)
+        jobs, cluster = jobs_option(jobs, cluster)
         cfg = _load(config)
         if policy_spec is not None:
             _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
@@ -393,7 +393,7 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                         description=f"{job.config} · {job.policy} · seed {job.seed}")
 
     try:
-        jobs = jobs_option(jobs, cluster)
+        jobs, cluster = jobs_option(jobs, cluster)
         with progress, deferred():
             data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
                            progress=show, cluster=cluster)

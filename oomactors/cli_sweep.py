@@ -18,15 +18,20 @@ def sweep_options(fn: Any) -> Any:
                              "The results do not depend on it.")(fn)
 
 
-def jobs_option(jobs: int | None, cluster: str | None) -> int:
-    """--jobs, checked (one line for 0 or less), capped at the cores (with a note)."""
-    from .sweep import parse_cluster, resolve_jobs
+def jobs_option(jobs: int | None, cluster: str | None) -> tuple[int, str | None]:
+    """--jobs and --cluster, checked (one line for 0 or less), capped at the cores (with a
+    note): --jobs N, and the N worker processes of --cluster local:N."""
+    from .sweep import cores, parse_cluster, resolve_jobs
     if cluster is not None:
-        parse_cluster(cluster)
+        kind, where = parse_cluster(cluster)
         if jobs is not None:
             raise InputError("--jobs and --cluster exclude each other: the cluster's workers decide")
-        return 1
+        if kind == "local" and int(where) > cores():
+            click.echo(f"oomactors: note: --cluster {cluster} capped at local:{cores()}, the number of cores",
+                       err=True)
+            cluster = f"local:{cores()}"
+        return 1, cluster
     n, note = resolve_jobs(jobs)
     if note:
         click.echo(f"oomactors: note: {note}", err=True)
-    return n
+    return n, None

@@ -138,6 +138,16 @@ def test_bad_sweep_options_are_one_line(args, line):
         assert p.exit_code == 2 and p.stderr.splitlines() == [line] and p.stdout == ""
 
 
+def test_a_local_cluster_larger_than_the_machine_is_capped_with_a_note(monkeypatch):
+    from oomactors import cli_sweep, sweep
+    monkeypatch.setattr(sweep, "cores", lambda: 2)
+    seen = {}
+    monkeypatch.setattr(cli_sweep.click, "echo", lambda msg, err=False: seen.setdefault("note", (msg, err)))
+    assert cli_sweep.jobs_option(None, "local:64") == (1, "local:2")
+    assert seen["note"] == ("oomactors: note: --cluster local:64 capped at local:2, the number of cores", True)
+    assert cli_sweep.jobs_option(None, "local:2") == (1, "local:2")
+
+
 def test_too_many_jobs_are_capped_with_a_note():
     p = CliRunner().invoke(main, ["compare", QUICK, "--seeds", "1", "-j", "1000", "--json"])
     assert p.exit_code == 0

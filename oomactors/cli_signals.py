@@ -77,6 +77,11 @@ def _on_alarm(signum: int, frame: Any) -> None:
 def _arm() -> None:
     """Start the escalation clock of the first Ctrl-C (see the module docstring)."""
     global _watchdog
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        # asyncio logs the task group a KeyboardInterrupt unwound ("unhandled exception
+        # during asyncio.run() shutdown", a traceback): the user asked for that unwinding
+        logging.getLogger("asyncio").disabled = True
     try:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, GRACE)

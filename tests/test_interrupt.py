@@ -1,4 +1,4 @@
-"""Ctrl-C at 22 moments, sent as a real SIGINT to real ``oomactors`` processes.
+"""Ctrl-C at 23 moments, sent as a real SIGINT to real ``oomactors`` processes.
 
 Each command must exit 130 with exactly one line on stderr (``oomactors: interrupted...``)
 and no traceback; a trace written so far must read to its end and end with the explicit
@@ -66,6 +66,8 @@ CASES = [
      True),
     ("a stretch that never polls", "event:sim:oom_header:1+spin", ["run", "{long}", "--trace", "{trace}"], True),
     ("two Ctrl-Cs at once", "event:oom:mark_victim:1+twice", ["run", "{long}", "--trace", "{trace}"], True),
+    ("two Ctrl-Cs at once, asyncio", "event:oom:mark_victim:1+twice",
+     ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"], True),
     # the traced run never started: its trace ends at t=0, marked
     ("pct's counting run", "event:sim:oom_header:1",
      ["run", "{long}", "--scheduler", "pct", "--trace", "{trace}"], "t=0"),
@@ -177,7 +179,7 @@ def _trace_problems(path, at, exact):
     return out
 
 
-def test_ctrl_c_at_22_moments_exits_130_with_one_line_and_a_marked_trace(files):
+def test_ctrl_c_at_23_moments_exits_130_with_one_line_and_a_marked_trace(files):
     assert len(CASES) >= 20
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda nc: _run_case(nc[1], files, nc[0]), enumerate(CASES)))

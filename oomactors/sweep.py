@@ -200,12 +200,12 @@ class Sweep:
 
     def _abort(self, futures: Sequence[Any]) -> None:
         """Ctrl-C or an error: cancel what waits, stop what runs."""
-        for f in futures:
-            f.cancel()
         if self._pool is not None:
+            # terminating the workers fails every future the pool still holds (a cancelled
+            # one would make its manager thread die on InvalidStateError, a traceback)
             for proc in list(getattr(self._pool, "_processes", {}).values()):
                 proc.terminate()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False)
             self._pool = None
         if self._client is not None and self._cluster is None:
             with contextlib.suppress(Exception):
@@ -244,7 +244,15 @@ class Sweep:
         if self._client is not None:
             futures = [self._client.submit(_unit, fn, u, pure=False) for u in units]
         else:
-            futures = [self._pool.submit(fn, u) for u in units]
+            # the pool starts its worker processes in submit(): they start with SIGINT
+            # blocked (the mask is inherited), so that a terminal's Ctrl-C, sent to the
+            # whole group, cannot hit one while it boots (a traceback on our stderr); the
+            # parent gets it once unblocked, and the workers ignore it for good
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                futures = [self._pool.submit(fn, u) for u in units]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         try:
             return self._collect(futures, done)
         except BaseException:
@@ -275,7 +283,8 @@ class Sweep:
             if first_error is not None:
                 # only the units before the first failure still matter: one of them may fail too
                 for i in [j for j in waiting if j > first_error[0]]:
-                    futures[i].cancel()
+                    if self._client is not None:  # a local pool's are stopped by _abort
+                        futures[i].cancel()
                     waiting.discard(i)
         if first_error is not None:
             raise first_error[1]

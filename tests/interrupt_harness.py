@@ -10,7 +10,10 @@ signal, delivered by the kernel, handled between two bytecodes like a Ctrl-C):
 * ``call:MODULE.FUNC:N`` -- at the N-th call of a function (boot, trace show, replay, ...);
 * a ``+spin`` suffix: after the signal, spin in pure Python without ever returning (a
   stretch that never polls: the escalation must end the process);
-* a ``+twice`` suffix: two signals back to back (an impatient user).
+* a ``+twice`` suffix: two signals back to back (an impatient user);
+* a ``+group`` suffix: the signal goes to the whole process group, as a terminal sends it
+  (the command's worker processes get it too), 0.4 s after the moment (a worker process
+  started at that moment is then importing).
 
 SIDE_FILE receives one line ``<virtual time or -1> <time.monotonic()>`` at the signal, so
 the test can check where the run ended and how long the exit took.
@@ -31,7 +34,8 @@ def main() -> None:
     args = sys.argv[sys.argv.index("--") + 1:]
     spin = moment.endswith("+spin")
     twice = moment.endswith("+twice")
-    moment = moment.removesuffix("+spin").removesuffix("+twice")
+    group = moment.endswith("+group")
+    moment = moment.removesuffix("+spin").removesuffix("+twice").removesuffix("+group")
     kind, rest = moment.split(":", 1)
     what, n = rest.rsplit(":", 1) if ":" in rest else ("", rest)
     seen = [0]
@@ -39,7 +43,18 @@ def main() -> None:
     def fire(now: int) -> None:
         with open(side, "w") as f:
             f.write(f"{now} {time.monotonic()}\n")
-        os.kill(os.getpid(), signal.SIGINT)
+        if group:
+            import threading
+
+            def later() -> None:
+                time.sleep(0.4)
+                with open(side, "w") as f:
+                    f.write(f"{now} {time.monotonic()}\n")
+                os.killpg(os.getpgrp(), signal.SIGINT)
+            threading.Thread(target=later, daemon=True).start()
+            return
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
         if twice:
             os.kill(os.getpid(), signal.SIGINT)
         if spin:
@@ -71,12 +86,16 @@ def main() -> None:
         Clock.idle = idle  # type: ignore[method-assign]
     elif kind == "call":
         mod_name, func = what.rsplit(".", 1)
-        mod = importlib.import_module(mod_name)
+        try:
+            mod: object = importlib.import_module(mod_name)
+        except ImportError:  # MODULE.CLASS.METHOD
+            owner, cls = mod_name.rsplit(".", 1)
+            mod = getattr(importlib.import_module(owner), cls)
         real = getattr(mod, func)
 
         @functools.wraps(real)
         def wrapper(*a, **kw):  # type: ignore[no-untyped-def]
-            if func == "install":  # after the handler is in place, as a user would meet it
+            if func in ("install", "start"):  # after it: the handler in place, the process started
                 out = real(*a, **kw)
                 if due():
                     fire(-1)

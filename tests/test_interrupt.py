@@ -1,4 +1,4 @@
-"""Ctrl-C at 23 moments, sent as a real SIGINT to real ``oomactors`` processes.
+"""Ctrl-C at 24 moments, sent as a real SIGINT to real ``oomactors`` processes.
 
 Each command must exit 130 with exactly one line on stderr (``oomactors: interrupted...``)
 and no traceback; a trace written so far must read to its end and end with the explicit
@@ -74,6 +74,9 @@ CASES = [
     ("1.5 s into a traced run", "wall:1.5", ["run", "{long}", "--trace", "{trace}"], True),
     ("3.5 s into a traced run, asyncio", "wall:3.5", ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"], True),
     ("compare, second run", "event:sim:run_start:2", ["compare", QUICK, "--seeds", "3", "-j", "1"], False),
+    # a worker process still booting gets the terminal's Ctrl-C too (it once printed a traceback)
+    ("compare, workers booting", "call:multiprocessing.process.BaseProcess.start:2+group",
+     ["compare", "{long}", "--seeds", "4", "-j", "2"], False),
     ("compare, pool busy", "wall:4", ["compare", "{long}", "--seeds", "4", "-j", "2"], False),
     ("explore, third run", "event:sim:run_start:3",
      ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "500", "-j", "1", "--out", "{trace}"], False),
@@ -179,7 +182,7 @@ def _trace_problems(path, at, exact):
     return out
 
 
-def test_ctrl_c_at_23_moments_exits_130_with_one_line_and_a_marked_trace(files):
+def test_ctrl_c_at_24_moments_exits_130_with_one_line_and_a_marked_trace(files):
     assert len(CASES) >= 20
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda nc: _run_case(nc[1], files, nc[0]), enumerate(CASES)))

@@ -197,4 +197,15 @@ def main() -> None:
             from .cli import main as cli
     except SystemExit as exit_:
         sys.exit(exit_.code)
-    cli()
+    try:
+        cli()
+    except SystemExit as exit_:
+        if exit_.code == EXIT_INTERRUPTED and interrupt.requested():
+            # our part is done (the line printed, the trace closed, workers stopped): leave
+            # now, not through the interpreter's shutdown, where other libraries' exit
+            # hooks (a Dask client saying goodbye, a pool joining) can outlast the 2 s
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise

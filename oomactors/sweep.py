@@ -81,8 +81,18 @@ def _serve_local_cluster(n: int) -> None:
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.CRITICAL)
     print(cluster.scheduler_address, flush=True)
-    sys.stdin.read()
+    while sys.stdin.buffer.read(4096):  # until EOF; what is read is dropped
+        pass
     cluster.close(timeout=5)
+
+
+def _quiet_resource_tracker() -> None:
+    """multiprocessing's resource tracker (a helper process writing to our stderr, started
+    with the pool's first lock) warns about the locks of a pool stopped by Ctrl-C, which it
+    then cleans up itself: not news for the user.  It inherits the environment."""
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), quiet)))
 
 
 def _ignore_sigint() -> None:
@@ -130,6 +140,7 @@ class Sweep:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
             ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            _quiet_resource_tracker()
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx,
                                              initializer=_ignore_sigint)
             return
@@ -208,10 +219,12 @@ class Sweep:
             self._pool.shutdown(wait=False)
             self._pool = None
         if self._client is not None and self._cluster is None:
+            # a run already going on a remote worker ends at its next clock advance; the
+            # scheduler drops our waiting units when we disconnect (cancelling is a courtesy)
             with contextlib.suppress(Exception):
-                self._client.cancel(list(futures))
-                # a run already going on a remote worker ends at its next clock advance
                 self._client.run(_request_stop, wait=False)
+                self._client.cancel(list(futures))
+            self._client = None  # no orderly close: exiting drops the connection
         self._close_dask(kill=True)  # our own local:N cluster is stopped at once
 
     def __enter__(self) -> Sweep:

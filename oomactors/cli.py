@@ -115,18 +115,17 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     from .trace.stream import TraceWriter
 
     writer = None
-    if trace_path == "-":
-        # the trace is stdout's: everything a person reads (console text, summary, JSON)
-        # goes to stderr from here on (docs/traces.md)
-        if sys.stdout.isatty():
-            _fail(InputError("--trace -: refusing to write a binary trace to a terminal "
-                             "(redirect it: --trace - > run.trace)"))
-        binary = sys.stdout.buffer
-        sys.stdout = sys.stderr
-        writer = TraceWriter(binary, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict())
-    elif trace_path:
+    if trace_path:
+        target: Any = trace_path
+        if trace_path == "-":
+            # the trace is stdout's: everything a person reads (console text, summary, JSON)
+            # goes to stderr from here on (docs/traces.md)
+            if sys.stdout.isatty():
+                _fail(InputError("--trace -: refusing to write a binary trace to a terminal "
+                                 "(redirect it: --trace - > run.trace)"))
+            target, sys.stdout = sys.stdout.buffer, sys.stderr
         try:
-            writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
+            writer = TraceWriter(target, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
                                  extra=provenance())
         except OSError as err:
             _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))

@@ -85,7 +85,7 @@ CASES = [
     ("explore, local Dask cluster busy", "wall:12",
      ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "5000", "--cluster", "local:2",
       "--out", "{trace}"], False),
-    ("trace show, printing", "call:oomactors.trace.stream.decode:3000", ["trace", "show", "{shown}"], False),
+    ("trace show, printing", "call:oomactors.trace.stream._records_of:2", ["trace", "show", "{shown}"], False),
     ("replay, parsing logs", "call:oomactors.replay.parse_log:3", ["replay", *LOGS], False),
     ("validate", "call:oomactors.config.load_config:1", ["validate", QUICK], False),
 ]

@@ -1,3 +1,3 @@
-from .cli import main
+from .cli_signals import main
 
 main(prog_name="oomactors")

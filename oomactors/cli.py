@@ -17,9 +17,10 @@ from typing import Any, Iterator
 import click
 
 from .cli_errors import OneLineGroup
+from .cli_signals import Interrupted, deferred, run_command, stop_if_interrupted
+from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError, OomactorsError
 
-EXIT_INTERRUPTED = 130
 EXIT_VACUOUS = 3  # explore --strict: no run reached what an invariant guards
 _SEED = click.IntRange(0, 2 ** 64 - 1)  # config.SEED_MAX: a trace stores seeds as u64
 
@@ -49,7 +50,15 @@ def _load(config: str | None):
     return check_boot(load_config(config), config)
 
 
-@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(OneLineGroup):
+    """Every command runs under one Ctrl-C and broken-pipe policy (oomactors/cli_signals.py),
+    and every error is one line (oomactors/cli_errors.py)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return run_command(lambda: super(_Main, self).invoke(ctx))
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="oomactors")
 def main() -> None:
     """An executable, concurrent model of Linux out-of-memory handling."""
@@ -58,8 +67,8 @@ def main() -> None:
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--seed", type=_SEED, help="Override the config's run.seed.")
-@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True),
-              help="Write the msgpack event trace here.")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Write the event trace here (-: to stdout; the text then goes to stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object.")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio", show_default=True)
 @click.option("--policy", "policy_spec", metavar="NAME",
@@ -89,7 +98,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     from .textout import RefusalLog
     refusals = RefusalLog()
     live = _live(cfg, as_json)
-    with _tracing(trace_path, run_seed, cfg) as sinks:
+    with _tracing(trace_path, run_seed, cfg) as sinks, deferred():
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
         try:
@@ -98,6 +107,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         finally:
             if live is not None:
                 live.close()
+        stop_if_interrupted(result)
     summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
@@ -125,19 +135,33 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
 
     writer = None
     if trace_path:
+        target: Any = trace_path
+        if trace_path == "-":
+            # the trace is stdout's: everything a person reads (console text, summary, JSON)
+            # goes to stderr from here on (docs/traces.md)
+            if sys.stdout.isatty():
+                _fail(InputError("--trace -: refusing to write a binary trace to a terminal "
+                                 "(redirect it: --trace - > run.trace)"))
+            target, sys.stdout = sys.stdout.buffer, sys.stderr
         try:
-            writer = TraceWriter(trace_path, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
+            writer = TraceWriter(target, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
                                  extra=provenance())
         except OSError as err:
             _fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
-    so_far = f"; trace so far in {trace_path}" if trace_path else ""
+    so_far = f"; trace so far in {trace_path}" if trace_path and trace_path != "-" else ""
     try:
         yield [writer.write] if writer is not None else None
     except OomactorsError as err:  # InputError, ScheduleDivergence
         _fail(InputError(f"{where}{err}{so_far}"))
-    except KeyboardInterrupt:
-        click.echo(f"oomactors: interrupted{so_far}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        detail = exc.detail if isinstance(exc, Interrupted) else ""
+        if writer is not None:
+            # the engine wrote sim:run_end "interrupted" when it stopped the run; if Ctrl-C
+            # had to unwind it instead, the writer marks the trace itself
+            t = writer.mark_interrupted()
+            if not detail and t is not None:
+                detail = f" at t={t / cfg.kernel.hz:.3f}s"
+        raise Interrupted(detail + so_far) from None
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()
@@ -199,7 +223,9 @@ def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int
     from .schedule import make_scheduler
     if name == "pct":
         from . import sim
-        k = sim.run(cfg, seed=run_seed, backend=backend, policy=policy).decisions
+        first = sim.run(cfg, seed=run_seed, backend=backend, policy=policy)
+        stop_if_interrupted(first)
+        k = first.decisions
         return make_scheduler("pct", seed=schedule_seed, k=max(1, k), hz=cfg.kernel.hz)
     if name == "random":
         return make_scheduler("random", seed=schedule_seed, hz=cfg.kernel.hz)
@@ -224,8 +250,9 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     cfg = repro.cfg
     # the reproducer's own backend, unless --backend was given (then it must be the same)
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
-    with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks:
+    with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
+        stop_if_interrupted(result)
     hz = cfg.kernel.hz
     v = outcome.violation
     summary = summarize(outcome.records, seed=repro.seed, hz=hz,
@@ -267,9 +294,10 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
               show_default=True, help="Where to write the reproducer of a violation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {runs, seconds, result, coverage}.")
 @click.option("--strict", is_flag=True, help="Exit 3 when no run reached the code an invariant guards.")
+@sweep_options
 def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
             fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool,
-            strict: bool = False) -> None:
+            strict: bool = False, jobs: int | None = None, cluster: str | None = None) -> None:
     """Search schedules of CONFIG for a violation of the --check invariants, shrink it and
     write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input;
     3 (with --strict): none found, and no run reached what an invariant guards."""
@@ -286,13 +314,15 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     try:
         _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)
+        jobs, cluster = jobs_option(jobs, cluster)
         cfg = _load(config)
         if policy_spec is not None:
             _policy(cfg, policy_spec)  # a bad name is one line now, not after the first run
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("runs, {task.fields[found]} violations"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
-        with progress:
+                            console=Console(stderr=True), transient=True,
+                            disable=not Console(stderr=True).is_terminal)  # nothing on a pipe
+        with progress, deferred():
             bar = progress.add_task("exploring", total=budget, found=0)
 
             def report(runs: int, total: int, found: int, phase: str) -> None:
@@ -301,14 +331,11 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
             res = do_explore(cfg, names, scheduler=search, budget=budget, seed=seed, policy=policy_spec,
                              progress=report, shrink_budget=shrink_budget, depth=depth,
-                             vary_seed=not fixed_seed)
+                             vary_seed=not fixed_seed, jobs=jobs, cluster=cluster)
         if res.repro is not None:
             write_repro(out_path, res.repro)
     except InputError as err:
         _fail(err)
-    except KeyboardInterrupt:
-        click.echo("oomactors: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(res.as_json(out_path if res.repro is not None else None), indent=2))
     else:
@@ -365,11 +392,10 @@ def validate(config: str) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
 @click.option("--first-seed", type=_SEED, default=0, show_default=True)
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes (the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
-def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int, jobs: int,
-                as_json: bool) -> None:
+@sweep_options
+def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int,
+                as_json: bool, jobs: int | None, cluster: str | None) -> None:
     """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
     stall time, allocation failures and panics (median and range over seeds)."""
     from rich.console import Console
@@ -390,14 +416,12 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                         description=f"{job.config} · {job.policy} · seed {job.seed}")
 
     try:
-        with progress:
+        jobs, cluster = jobs_option(jobs, cluster)
+        with progress, deferred():
             data = compare(list(configs), specs, range(first_seed, first_seed + seeds), jobs=jobs,
-                           progress=show)
+                           progress=show, cluster=cluster)
     except InputError as err:
         _fail(err)
-    except KeyboardInterrupt:
-        click.echo("oomactors: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -53,6 +54,7 @@ def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
         else:
             from .trace.render import render_trace_text
             render_trace_text(tr.names, tr.fields, tr.hz, tr.records(), out)
+        _trace_ending(tr)
     except InputError as err:
         sys.stdout.flush()
         _fail(err)
@@ -61,6 +63,19 @@ def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
         sys.exit(0)
+
+
+def _trace_ending(tr: Any) -> None:
+    """How the trace ended (docs/traces.md): a run stopped by Ctrl-C is a note on stderr
+    (exit 0: every event up to then is there); no end-of-run record is exit 2."""
+    ending = tr.ending()
+    if ending is None:
+        return
+    sys.stdout.flush()
+    if ending.startswith("interrupted"):
+        click.echo(f"oomactors: {tr.path}: {ending}", err=True)
+        return
+    raise InputError(f"{tr.path}: {ending}")
 
 
 @trace.command("stats")

@@ -43,6 +43,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from . import interrupt
 from .errors import InputError
 
 PAGE_KB = 4
@@ -366,52 +367,52 @@ def run_one(cfg: Any, job: Job) -> dict[str, Any]:
         result = sim.run(cfg, seed=job.seed, policy=policy)
     except InputError as err:
         raise InputError(f"{job.config}, seed {job.seed}: {err}") from None
+    interrupt.check()  # Ctrl-C ended the run: no metrics from half a run
     return run_metrics(result.records, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
 
 
-def _worker(job: Job) -> tuple[str, Any]:
+def _worker(unit: tuple[Any, Job]) -> dict[str, Any]:
+    """One (config, policy, seed) unit, on a worker: the config travels loaded (a worker
+    on another machine need not have the file)."""
+    cfg, job = unit
     try:
-        cfg = load_configs([job.config])[job.config]
-        return "ok", run_one(cfg, job)
-    except InputError as err:   # exceptions with their own __init__ do not unpickle: a string
-        return "error", str(err)
+        return run_one(cfg, job)
+    except InputError as err:  # subclasses with their own __init__ do not unpickle: a plain one
+        raise InputError(str(err)) from None
 
 
 def compare(config_paths: Sequence[str], specs: Sequence[str], seeds: Sequence[int], *,
-            jobs: int = 1, progress: Callable[[int, int, Job], None] | None = None) -> dict[str, Any]:
+            jobs: int = 1, progress: Callable[[int, int, Job], None] | None = None,
+            cluster: str | None = None) -> dict[str, Any]:
     """Run every (config, policy, seed) and return the comparison (see :func:`as_json`);
     no ``specs``: each config's own policy (see :func:`plan`).  ``progress(done, total,
-    job)`` is called before each run (sequential) or after each (``jobs`` > 1).  The result
-    does not depend on ``jobs``."""
+    job)`` is called before each run (in this process) or after each (``jobs`` > 1 or a
+    Dask ``cluster``, see :mod:`oomactors.sweep`).  The result does not depend on where
+    the runs ran."""
+    from .sweep import Sweep
+
     config_paths = list(dict.fromkeys(config_paths))
     seeds = list(seeds)
     cfgs = load_configs(config_paths)
     policies = plan(cfgs, specs)
     todo = [Job(c, p, s) for c in config_paths for p in policies[c] for s in seeds]
-    results: dict[Job, dict[str, Any]] = {}
-    if jobs <= 1:
-        for i, job in enumerate(todo):
+    with Sweep(min(jobs, len(todo)) if cluster is None else jobs, cluster) as sweep:
+        count = [0]
+
+        def done(i: int, _result: Any) -> None:
+            count[0] += 1
+            if progress and sweep.parallel:
+                progress(count[0], len(todo), todo[i])
+
+        def one(unit: tuple[Any, Job]) -> dict[str, Any]:
             if progress:
-                progress(i, len(todo), job)
-            results[job] = run_one(cfgs[job.config], job)
-        if progress and todo:
+                progress(count[0], len(todo), unit[1])
+            return run_one(*unit)
+
+        out = sweep.map(_worker if sweep.parallel else one, [(cfgs[j.config], j) for j in todo], done)
+        if progress and todo and not sweep.parallel:
             progress(len(todo), len(todo), todo[-1])
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        ctx = multiprocessing.get_context("spawn")   # no fork of a process with threads
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, job): job for job in todo}
-            for done, fut in enumerate(as_completed(futures), 1):
-                status, value = fut.result()
-                if status == "error":
-                    for f in futures:
-                        f.cancel()
-                    raise InputError(value)
-                results[futures[fut]] = value
-                if progress:
-                    progress(done, len(todo), futures[fut])
-    return as_json(policies, seeds, results)
+    return as_json(policies, seeds, dict(zip(todo, out)))
 
 
 def as_json(policies: dict[str, list[str]], seeds: Sequence[int],

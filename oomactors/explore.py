@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import interrupt
 from .config import SEED_MAX, Config
 from .coverage import Coverage
 from .errors import InputError, OomactorsError
@@ -129,7 +130,8 @@ class _Ctx:
     """The fixed part of every run of one exploration."""
 
     def __init__(self, cfg: Config, checks: list[str], policy: Any, fixes: dict[str, bool] | None,
-                 progress: Progress | None, budget: int) -> None:
+                 progress: Progress | None, budget: int, sweep: Any = None) -> None:
+        self.sweep = sweep
         self.cfg = cfg
         self.checks = checks
         self.policy = policy
@@ -144,35 +146,95 @@ class _Ctx:
     def run(self, seed: int, scheduler: Scheduler, *, shrinking: bool = False) -> Outcome:
         out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler,
                           policy=self.policy, fixes=self.fixes)
+        interrupt.check()  # Ctrl-C ended the run: it says nothing about the schedule
+        self.count(out.violation is not None, shrinking, out.coverage)
+        return out
+
+    def count(self, violated: bool, shrinking: bool, coverage: dict[str, Any] | None = None) -> None:
         if shrinking:
             self.shrink_runs += 1
         else:
             self.runs += 1
-            self.coverage.merge(out.coverage)
-            if out.violation is not None:
+            if coverage is not None:
+                self.coverage.merge(coverage)
+            if violated:
                 self.found += 1
         if self.progress is not None:
             self.progress(self.runs, self.budget, self.found, "shrink" if shrinking else "search")
-        return out
+
+    @property
+    def width(self) -> int:
+        """Runs evaluated at once (1: one after the other, in this process)."""
+        return self.sweep.width if self.sweep is not None and self.sweep.parallel else 1
+
+    def unit(self, seed: int, scheduler: Scheduler) -> tuple:
+        return (self.cfg, self.checks, self.policy, self.fixes, seed, scheduler)
+
+    def search_batch(self, batch: list[tuple[int, Scheduler]]) -> int | None:
+        """Run the (seed, scheduler) pairs, counted as if one after the other up to the
+        first violation; its position in ``batch`` (None: none violated)."""
+        found = self.sweep.map(_violated, [self.unit(sd, sc) for sd, sc in batch])
+        for i, (invariant, coverage) in enumerate(found):
+            self.count(invariant is not None, False, coverage)
+            if invariant is not None:
+                return i
+        return None
+
+    def first_success(self, candidates: list[list[tuple[int, str, int, int]]], seed: int, target: str,
+                      budget: int) -> tuple[list[tuple[int, str, int, int]], Any] | None:
+        """The first candidate, in order, whose anchored run still violates ``target``,
+        within the shrink budget: (the anchors its run used, its outcome).  Evaluated in
+        batches of :attr:`width` runs, counted as the sequential search would count them."""
+        for start in range(0, len(candidates), self.width):
+            room = budget - self.shrink_runs
+            batch = candidates[start:start + min(self.width, max(0, room))]
+            if not batch:
+                return None
+            here = len(batch) == 1  # one run at a time (or the hold search): in this process
+            if here:
+                sched = AnchoredScheduler(batch[0])
+                got = self.run(seed, sched, shrinking=True)
+                results = [(got.invariant, sched.applied, got)]
+            else:
+                results = self.sweep.map(_anchored, [self.unit(seed, AnchoredScheduler(c)) for c in batch])
+            for invariant, applied, got in results:
+                if not here:
+                    self.count(invariant is not None, True)
+                if invariant == target:
+                    return applied, got
+        return None
 
 
 def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: int = 100,
             seed: int = 0, policy: Any = None, progress: Progress | None = None, *,
             fixes: dict[str, bool] | None = None, shrink_budget: int = 100, depth: int = 3,
-            vary_seed: bool = True, max_choices: int = 8) -> ExploreResult:
+            vary_seed: bool = True, max_choices: int = 8, jobs: int = 1,
+            cluster: str | None = None) -> ExploreResult:
     """Search up to ``budget`` runs for a violation of one of ``checks``; shrink it.
 
     Run i (from 0) uses seed ``cfg.run.seed + i`` (always ``cfg.run.seed`` without
     ``vary_seed``); ``seed`` drives the scheduler draws.  ``progress(runs, budget,
-    violations, phase)`` is called after every run.
+    violations, phase)`` is called after every run.  ``jobs`` local processes or a Dask
+    ``cluster`` (:mod:`oomactors.sweep`) evaluate search and shrinking runs a batch at a
+    time; the result is the same as one at a time (the Hypothesis search stays serial).
     """
     checks = check_names(checks)
     if scheduler not in SEARCHES:
         raise InputError(f"unknown scheduler {scheduler!r} for explore (known: {', '.join(SEARCHES)})")
     if budget < 1:
         raise InputError(f"budget must be at least 1, not {budget}")
+    from .sweep import Sweep
+
+    with Sweep(jobs, cluster) as sweep:
+        return _explore(cfg, checks, scheduler, budget, seed, policy, progress, fixes, shrink_budget,
+                        depth, vary_seed, max_choices, sweep)
+
+
+def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: int, policy: Any,
+             progress: Progress | None, fixes: dict[str, bool] | None, shrink_budget: int, depth: int,
+             vary_seed: bool, max_choices: int, sweep: Any) -> ExploreResult:
     t0 = time.perf_counter()
-    ctx = _Ctx(cfg, checks, policy, fixes, progress, budget)
+    ctx = _Ctx(cfg, checks, policy, fixes, progress, budget, sweep)
     base = cfg.run.seed
     hz = cfg.kernel.hz
     census = _Census()
@@ -184,16 +246,33 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
     elif scheduler == "hypothesis":
         found = _search_hypothesis(ctx, base, k, hz, seed, vary_seed, max_choices, shrink_budget)
     else:
+        # run i's scheduler is drawn from rng after run i-1's, so drawing a batch ahead
+        # gives each run the scheduler it has one at a time; the lowest violating run wins
         rng = random.Random(seed)
-        for i in range(1, budget):
-            run_seed = (base + i) & SEED_MAX if vary_seed else base  # seeds stay below 2^64
-            inner = (_swarm(rng, census.hits, hz) if scheduler == "random"
-                     else PCTScheduler(rng.getrandbits(32), k=k, depth=depth, hz=hz))
-            anchoring = Anchoring(inner)
-            out = ctx.run(run_seed, anchoring)
-            if out.violation is not None:
+        i = 1
+        while i < budget and found is None:
+            batch = []
+            for j in range(i, min(budget, i + ctx.width)):
+                inner = (_swarm(rng, census.hits, hz) if scheduler == "random"
+                         else PCTScheduler(rng.getrandbits(32), k=k, depth=depth, hz=hz))
+                batch.append(((base + j) & SEED_MAX if vary_seed else base, inner))  # seeds stay below 2^64
+            i += len(batch)
+            if ctx.width == 1:
+                anchoring = Anchoring(batch[0][1])
+                out = ctx.run(batch[0][0], anchoring)
+                if out.violation is not None:
+                    found = (batch[0][0], out, anchoring.anchors)
+                continue
+            hit = ctx.search_batch([(sd, Anchoring(sc)) for sd, sc in batch])  # sends copies
+            if hit is not None:
+                # that run again, here: its events and the anchors of its choices
+                run_seed, anchoring = batch[hit][0], Anchoring(batch[hit][1])
+                out = checked_run(cfg, seed=run_seed, checks=checks, scheduler=anchoring, policy=policy,
+                                  fixes=fixes)
+                interrupt.check()
+                if out.violation is None:  # pragma: no cover - a determinism bug
+                    raise OomactorsError(f"run {ctx.runs} violated on a worker but not here")
                 found = (run_seed, out, anchoring.anchors)
-                break
     coverage = ctx.coverage.as_dict()
     vacuous = ctx.coverage.vacuous(checks) if found is None else {}
     if found is None:
@@ -225,24 +304,23 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
 
 def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, int, int]],
             budget: int) -> Outcome:
+    """ddmin, then smaller holds.  Each step tries its candidates in order and takes the
+    first that still violates the same invariant (:meth:`_Ctx.first_success`, which may
+    evaluate a few at once: the result is the one-at-a-time result)."""
     target = out.invariant
-    best = out
+    assert target is not None
+    best: Any = out
     items = list(anchors)
 
-    def test(cand: list[tuple[int, str, int, int]]) -> list[tuple[int, str, int, int]] | None:
-        """The anchors that were used, if the candidate still violates the target."""
+    def first(cands: list[list[tuple[int, str, int, int]]]) -> list[tuple[int, str, int, int]] | None:
         nonlocal best
-        if ctx.shrink_runs >= budget:
+        hit = ctx.first_success(cands, seed, target, budget)
+        if hit is None:
             return None
-        sched = AnchoredScheduler(cand)
-        got = ctx.run(seed, sched, shrinking=True)
-        if got.invariant != target:
-            return None
-        best = got
-        return sched.applied
+        used, best = hit
+        return used
 
-    used = test([])
-    if used is not None:
+    if first([[]]) is not None:
         return best
     # ddmin over the choices
     n = 2
@@ -250,24 +328,20 @@ def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, in
         size = math.ceil(len(items) / n)
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
         # one chunk alone (with two chunks that is the other's complement, tried next)
-        for chunk in chunks if len(chunks) > 2 else ():
-            used = test(chunk)
-            if used is not None:
-                items = used
-                n = 2
-                break
-        else:
-            for i in range(len(chunks)):
-                comp = [x for j, c in enumerate(chunks) if j != i for x in c]
-                used = test(comp)
-                if used is not None:
-                    items = used
-                    n = max(n - 1, 2)
-                    break
-            else:
-                if n >= len(items):
-                    break
-                n = min(2 * n, len(items))
+        used = first(chunks) if len(chunks) > 2 else None
+        if used is not None:
+            items = used
+            n = 2
+            continue
+        comps = [[x for j, c in enumerate(chunks) if j != i for x in c] for i in range(len(chunks))]
+        used = first(comps)
+        if used is not None:
+            items = used
+            n = max(n - 1, 2)
+            continue
+        if n >= len(items):
+            break
+        n = min(2 * n, len(items))
     # smaller holds: a yield where one will do, else the shortest hold that still fails
     # (a binary search between 0 and the hold: h fails and h-1 does not, unless the budget
     # ran out first)
@@ -280,7 +354,7 @@ def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, in
             j = at()
             if j is None:
                 return False
-            used = test(items[:j] + [(*anchor, action)] + items[j + 1:])
+            used = first([items[:j] + [(*anchor, action)] + items[j + 1:]])
             if used is not None:
                 items = used
             return used is not None
@@ -296,6 +370,28 @@ def _shrink(ctx: _Ctx, seed: int, out: Outcome, anchors: list[tuple[int, str, in
             else:
                 lo = mid
     return best
+
+
+@dataclass
+class _Found:
+    """What a worker sends back of a run that violated an invariant while shrinking."""
+
+    invariant: str | None
+    schedule: Schedule
+
+
+def _violated(unit: tuple) -> tuple[str | None, dict[str, Any] | None]:
+    """A search run on a worker: the invariant it violated, if any, and its coverage."""
+    cfg, checks, policy, fixes, seed, scheduler = unit
+    out = checked_run(cfg, seed=seed, checks=checks, scheduler=scheduler, policy=policy, fixes=fixes)
+    return out.invariant, out.coverage
+
+
+def _anchored(unit: tuple) -> tuple[str | None, list[tuple[int, str, int, int]], _Found]:
+    """A shrinking run on a worker: its invariant, the anchors it used, its schedule."""
+    cfg, checks, policy, fixes, seed, scheduler = unit
+    out = checked_run(cfg, seed=seed, checks=checks, scheduler=scheduler, policy=policy, fixes=fixes)
+    return out.invariant, scheduler.applied, _Found(out.invariant, out.schedule)
 
 
 # --- Hypothesis -----------------------------------------------------------------------------

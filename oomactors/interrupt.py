@@ -26,3 +26,10 @@ def requested() -> bool:
 def clear() -> None:
     global _requested
     _requested = False
+
+
+def check() -> None:
+    """Raise :class:`KeyboardInterrupt` if a stop was requested: for tools that run many
+    simulations, between two runs (never inside one: the engine polls the flag itself)."""
+    if _requested:
+        raise KeyboardInterrupt

@@ -23,6 +23,8 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import interrupt
+
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
 
@@ -243,6 +245,12 @@ class Clock:
         """Every actor is parked: jump to the next deadline, or end the run.  A deadline
         that only held callbacks (:meth:`call_at`) woke nobody: jump on to the next one."""
         while self.ended is None:
+            if interrupt.requested():
+                # Ctrl-C: the run ends here, at the current virtual time, and nothing is woken
+                # (an actor that was the last one running would otherwise loop on, waking
+                # itself, without ever reaching a real checkpoint where it could be cancelled)
+                self.ended = "interrupted"
+                return
             if self.should_stop():
                 self.ended = "idle"
                 return

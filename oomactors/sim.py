@@ -135,6 +135,8 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         emit_memcg_usage(m)
         try:
             reason = await _drive(m)
+            if reason == "interrupted":
+                return reason  # Ctrl-C: sim:run_end is the only event after the interrupt
             emit_oom_scores(m)
             emit_commit(m)  # the last Committed_AS sample: what the run summary reports
             emit_memcg_usage(m)  # and the memcgs' last usage
@@ -317,7 +319,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         reason = "panic"
     m.emit_on("sim:run_end", -1, -1, reason)
     decisions = m.sched.decisions
-    if scheduler is not None:
+    if scheduler is not None and reason != "interrupted":  # half a run proves no divergence
         scheduler.finish(decisions)
     return RunResult(m, m.seed, reason, m.now, m.records, schedule=Schedule(tuple(m.sched.choices)),
                      decisions=decisions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -80,8 +81,24 @@ def test_truncated_trace_gives_events_then_a_clear_error(tmp_path):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     shown = [json.loads(x) for x in lines[:-1]]
-    assert len(shown) == len(whole) - 1
-    assert "truncated at byte" in lines[-1]
+    # every event of the intact blocks, i.e. all but those of the torn last block
+    last = _last_block_events(data)
+    assert 0 < last < len(whole) and len(shown) == len(whole) - last
+    assert [e["t"] for e in shown] == [round(r[0] / 250, 6) for r in whole[:len(shown)]]
+    assert f"truncated at byte {len(data) - _last_block_size(data)} " in lines[-1]
+
+
+def _last_block_size(data: bytes) -> int:
+    pos = last = 8
+    while pos < len(data):
+        last = pos
+        pos += 8 + int.from_bytes(data[pos:pos + 4], "little")
+    return len(data) - last
+
+
+def _last_block_events(data: bytes) -> int:
+    import msgpack
+    return sum(1 for _ in msgpack.Unpacker(io.BytesIO(data[len(data) - _last_block_size(data) + 8:])))
 
 
 def test_ctrl_c_leaves_a_readable_trace_and_exits_130(tmp_path):

@@ -24,6 +24,10 @@ COLLATERAL = str(ROOT / "configs/compare-collateral.toml")
 
 
 def cli(*args: str):
+    """The CLI in this process; compare runs its simulations here too (``-j 1``), so that
+    the ``same_runs`` memo below sees them (test_sweeps.py covers ``--jobs`` and clusters)."""
+    if args[:1] == ("compare",) and "-j" not in args and "--jobs" not in args:
+        args = (*args, "-j", "1")
     return CliRunner().invoke(main, list(args))
 
 

@@ -120,9 +120,14 @@ def test_event_text_fallbacks():
 
 
 def test_truncated_tail(tmp_path):
+    # small blocks, so that the file holds several: a torn last block loses only itself
     n = 50
     recs = [(i, VICTIM, i % 4, 100 + i, "leaker", i, i, 0, 0, 0, 8, 0) for i in range(n)]
-    path = write(tmp_path / "t.trace", recs)
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, seed=7, hz=HZ, config={}, flush_bytes=100) as w:
+        for rec in recs:
+            w.write(rec)
+    last_block = len(w._tail)
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.truncate(size - 3)
@@ -131,12 +136,12 @@ def test_truncated_tail(tmp_path):
     with pytest.raises(TraceError) as ei:
         for rec in trace.records():
             got.append(rec)
-    assert got == recs[:-1]
+    kept = n - sum(1 for _ in msgpack.Unpacker(io.BytesIO(w._tail)))
+    assert 0 < kept < n and got == recs[:kept]
     msg = str(ei.value)
-    assert "truncated at byte" in msg and f"after {n - 1} events" in msg
-    # The reported offset is where the last complete record ends.
-    last_len = len(msgpack.packb(recs[-1]))
-    assert f"truncated at byte {size - last_len} " in msg
+    assert "truncated at byte" in msg and f"after {kept} events" in msg
+    # The reported offset is where the last (torn) block starts.
+    assert f"truncated at byte {size - last_block - 8} " in msg
     assert "\n" not in msg and isinstance(ei.value, InputError)
 
 
@@ -145,7 +150,7 @@ def test_header_only_and_truncated_header(tmp_path):
     assert list(read_trace(path).records()) == []
     data = path.read_bytes()
     path.write_bytes(data[:-2])
-    with pytest.raises(TraceError, match="not an oomactors trace"):
+    with pytest.raises(TraceError, match="byte 8: damaged header block"):
         read_trace(path)
 
 

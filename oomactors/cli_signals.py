@@ -1,0 +1,211 @@
+"""Ctrl-C and closed pipes for the command line: exit 130 with one line, or exit 0 quietly.
+
+Why it is built this way (the failures it replaces are in issue 9):
+
+* Python's default SIGINT handler raises :class:`KeyboardInterrupt` at whatever bytecode
+  is running.  Inside a simulation that is the middle of an actor: the task group then
+  cancels the others, but an actor that is the last one running never reaches a real
+  checkpoint (the clock, advanced because it parked, wakes it again at once), so the run
+  spun at 100 % CPU and kept writing its trace.  While a simulation may be running, the
+  handler here therefore only sets :mod:`oomactors.interrupt`'s flag; the engine polls it
+  each time the clock would advance and ends the run at the current virtual time with one
+  ``sim:run_end`` event whose reason is ``"interrupted"``.
+* Commands that do not simulate (``trace show``, ``replay``, ``validate``, and the waiting
+  parent of a parallel sweep) are safe to unwind anywhere: there SIGINT raises at once.
+* The promise is "exit within 2 s".  If the flag has not ended the command after
+  :data:`GRACE` seconds (boot of a huge machine, a long stretch without a clock advance),
+  or on a second Ctrl-C, :class:`KeyboardInterrupt` is raised in the main thread (the flag
+  being set, no actor can spin any more).  If even that has not ended the process after
+  :data:`HARD` seconds (stuck in a C call, or a cluster that takes long to shut down), a
+  watchdog thread prints the line, if not printed yet, and leaves with ``os._exit(130)``.
+* Writing into a closed pipe (``oomactors trace show x | head -1``) is the reader saying it
+  has seen enough: exit 0 without a word, stdout pointed at /dev/null so that the final
+  flush does not complain either.
+
+The module imports nothing heavy at the top: :func:`main` installs the handler before the
+rest of oomactors (click, trio, rich) is imported, so a Ctrl-C during start-up is handled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sys
+import threading
+from typing import Any, Iterator
+
+from . import interrupt
+
+EXIT_INTERRUPTED = 130
+GRACE = 1.0   # s after the first Ctrl-C before KeyboardInterrupt is raised in the main thread
+HARD = 1.75   # s after the first Ctrl-C before the process leaves, whatever it is doing
+
+_deferred = 0           # > 0 while a simulation may run in this thread: only set the flag
+_in_command = 0         # > 0 while a command runs (outside: start-up, argument parsing)
+_said = threading.Lock()  # held once the one line has been printed
+_watchdog: threading.Timer | None = None
+_installed = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """KeyboardInterrupt with what to add to the one line (``" at t=1.234s; trace ..."``)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    first = not interrupt.requested()
+    interrupt.request()
+    if first:
+        _arm()
+    if not _in_command:
+        # start-up or click's argument parsing: nothing is open yet, and click would turn a
+        # KeyboardInterrupt into "Aborted!" and exit 1
+        _hard_exit()
+    if not _deferred or not first:
+        raise KeyboardInterrupt
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _arm() -> None:
+    """Start the escalation clock of the first Ctrl-C (see the module docstring)."""
+    global _watchdog
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        # asyncio logs the task group a KeyboardInterrupt unwound ("unhandled exception
+        # during asyncio.run() shutdown", a traceback): the user asked for that unwinding
+        logging.getLogger("asyncio").disabled = True
+    try:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, GRACE)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not the main thread / no SIGALRM
+        pass
+    _watchdog = threading.Timer(HARD, _hard_exit)
+    _watchdog.daemon = True
+    _watchdog.start()
+
+
+def _hard_exit() -> None:
+    say("")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def say(detail: str) -> None:
+    """Print the one ``oomactors: interrupted`` line, once per process."""
+    if _said.acquire(blocking=False):
+        with contextlib.suppress(OSError, ValueError):
+            os.write(2, f"oomactors: interrupted{detail}\n".encode())
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """While inside, Ctrl-C only sets the flag (a simulation may be running)."""
+    global _deferred
+    _deferred += 1
+    try:
+        yield
+    finally:
+        _deferred -= 1
+
+
+def install() -> None:
+    """Take over SIGINT for the command line (called once, as early as possible)."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    # a background job of a non-interactive shell starts with SIGINT ignored: keep that
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    _installed = True
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout has gone: drop whatever is still buffered for it."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Turn Ctrl-C into exit 130 with one line, a closed stdout into a quiet exit 0.
+
+    Once Ctrl-C was pressed, whatever unwinds the command (a KeyboardInterrupt raised in
+    a library's internals may come out wrapped in another error) is the interruption."""
+    try:
+        yield
+    except SystemExit as exc:
+        # rich meets a closed stdout with SystemExit(1), raised while handling the error
+        if exc.code == 1 and exc.__context__ is not None and is_broken_pipe(exc.__context__):
+            _quiet_stdout()
+            raise SystemExit(0) from None
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        if is_broken_pipe(exc) and not interrupt.requested():
+            _quiet_stdout()
+            raise SystemExit(0) from None
+        if isinstance(exc, KeyboardInterrupt) or interrupt.requested():
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+            say(exc.detail if isinstance(exc, Interrupted) else "")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
+
+
+def stop_if_interrupted(result: Any) -> None:
+    """A run that Ctrl-C ended (reason "interrupted") ends the command: exit 130.  (The
+    flag too: a checker may have cut the run short at its end, after the interrupt.)"""
+    if result is not None and result.reason == "interrupted":
+        raise Interrupted(f" at t={result.end_jiffies / result.hz:.3f}s")
+    interrupt.check()
+
+
+def run_command(invoke: Any) -> Any:
+    """Run one command of the click group: the flag starts clear, the handler is ours."""
+    global _in_command
+    interrupt.clear()
+    _in_command += 1
+    try:
+        with handled():
+            return invoke()
+    finally:
+        _in_command -= 1
+        if interrupt.requested():
+            # the command is over: its own line is out; keep the watchdog for the exit path
+            with contextlib.suppress(ValueError, OSError, AttributeError):
+                signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def main() -> None:
+    """The ``oomactors`` console script: handler first, then the rest of oomactors."""
+    try:
+        with handled():
+            install()
+            from .cli import main as cli
+    except SystemExit as exit_:
+        sys.exit(exit_.code)
+    try:
+        cli()
+    except SystemExit as exit_:
+        if exit_.code == EXIT_INTERRUPTED and interrupt.requested():
+            # our part is done (the line printed, the trace closed, workers stopped): leave
+            # now, not through the interpreter's shutdown, where other libraries' exit
+            # hooks (a Dask client saying goodbye, a pool joining) can outlast the 2 s
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise

@@ -61,6 +61,9 @@ EVENTS: tuple[EventKind, ...] = (
        "nid={nid} nr_scanned={nr_scanned} nr_reclaimed={nr_reclaimed} "
        "nr_writeback={nr_writeback} io_jiffies={io_jiffies}"),
     # --- include/trace/events/compaction.h ------------------------------------------
+    # try_to_compact_pages begins (direct compaction); one mm_compaction_end per zone follows
+    _k("compaction:mm_compaction_try_to_compact_pages", "order gfp_mask priority",
+       "order={order} gfp_mask={gfp_mask} priority={priority}"),
     _k("compaction:mm_compaction_end", "order priority result nr_merged",
        "order={order} priority={priority} status={result} nr_merged={nr_merged}"),
     # --- include/trace/events/sched.h and signal.h ----------------------------------
@@ -124,6 +127,9 @@ EVENTS: tuple[EventKind, ...] = (
        "free={free} free_pcp={free_pcp} anon={anon} file={file} dirty={dirty} "
        "writeback={writeback} shmem={shmem} slab_r={slab_reclaimable} "
        "slab_u={slab_unreclaimable} pagetables={pagetables} kernel={kernel} swap_free={swap_free}"),
+    # one zone's free pages and watermarks (/proc/zoneinfo), sampled with sim:meminfo
+    _k("sim:zoneinfo", "nid zone free min low high managed",
+       "nid={nid} zone={zone:<8} free={free} min={min} low={low} high={high} managed={managed}"),
     _k("sim:kswapd_failures", "nid failures", "nid={nid} kswapd_failures={failures}"),
     _k("sim:throttle", "why jiffies", "pid={pid} why={why} jiffies={jiffies}"),
     # commit accounting (kernel/util.py), one event per check: ``committed`` is Committed_AS

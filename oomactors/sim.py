@@ -244,6 +244,9 @@ def emit_meminfo(m: Machine) -> None:
     m.emit_on("sim:meminfo", -1, -1, free, pcp, tot["anon"], tot["file"], tot["dirty"],
               tot["writeback"], tot["shmem"], tot["slab_reclaimable"], tot["slab_unreclaimable"],
               tot["pagetables"], tot["kernel"], m.swap_free)
+    for z in m.zones:
+        m.emit_on("sim:zoneinfo", -1, -1, z.node.nid, z.name, z.nr_free, z.min_wmark, z.low_wmark,
+                  z.high_wmark, z.managed)
 
 
 def emit_commit(m: Machine) -> None:

@@ -74,6 +74,12 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sched:sched_process_exit", "comm reason", "comm={comm} pid={pid} reason={reason}"),
     _k("signal:signal_generate", "sig comm group result",
        "sig={sig} pid={pid} comm={comm} grp={group} res={result}"),
+    # --- include/trace/events/kmem.h ---------------------------------------------------
+    # one RSS counter of an mm (member: 0 MM_FILEPAGES, 1 MM_ANONPAGES, 2 MM_SWAPENTS,
+    # 3 MM_SHMEMPAGES; size in bytes) of process ``pid`` (curr 1: its own mm).  The kernel
+    # traces every change; we trace the counters that moved since the last sim:meminfo
+    # sample, at that sample
+    _k("kmem:rss_stat", "mm_id curr member size", "mm_id={mm_id} curr={curr} type={member} size={size}B"),
     # --- simulator events -------------------------------------------------------------
     _k("sim:run_start", "seed hz cpus nodes total_pages profile",
        "seed={seed} hz={hz} cpus={cpus} nodes={nodes} profile={profile}"),

@@ -52,10 +52,18 @@ def main() -> None:
               help="Perturb the schedule at the named scheduling points (see `oomactors explore`).")
 @click.option("--schedule-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the --scheduler's own draws.")
+@click.option("--perfetto", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the run as a Perfetto trace (see `trace export`).")
 def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str,
         policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
-        schedule_seed: int = 0) -> None:
+        schedule_seed: int = 0, perfetto: str | None = None) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
+    if perfetto is not None:  # the same run, its trace then converted (oomactors/cli_observe.py)
+        from .cli_observe import perfetto_output
+        with perfetto_output(perfetto, trace_path) as path:
+            run.callback(config, seed, path, as_json, backend, policy_spec, replay_path, scheduler_name,
+                         schedule_seed)
+        return
     if replay_path is not None:
         _run_replay(replay_path, config, seed, trace_path, as_json, backend, policy_spec, scheduler_name)
         return
@@ -347,8 +355,10 @@ def validate(config: str) -> None:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes (the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw each metric per policy with its spread over seeds (.png, .svg, .pdf).")
 def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int, jobs: int,
-                as_json: bool) -> None:
+                as_json: bool, plot_path: str | None = None) -> None:
     """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
     stall time, allocation failures and panics (median and range over seeds)."""
     from rich.console import Console
@@ -375,6 +385,8 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
     except KeyboardInterrupt:
         click.echo("oomactors: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    from .cli_observe import compare_plot
+    compare_plot(data, plot_path)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -467,6 +479,8 @@ def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
 
 from .cli_vm import vm as _vm  # noqa: E402 - the `vm` group lives in its own module
 main.add_command(_vm)
+from .cli_observe import register as _register_observe  # noqa: E402 - after the groups exist
+_register_observe(main, trace)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -76,7 +76,8 @@ EVENTS: tuple[EventKind, ...] = (
        "sig={sig} pid={pid} comm={comm} grp={group} res={result}"),
     # --- include/trace/events/kmem.h ---------------------------------------------------
     # one RSS counter of an mm (member: 0 MM_FILEPAGES, 1 MM_ANONPAGES, 2 MM_SWAPENTS,
-    # 3 MM_SHMEMPAGES; size in bytes) of process ``pid`` (curr 1: its own mm).  The kernel
+    # 3 MM_SHMEMPAGES; size in bytes) of process ``pid`` (curr 1: its own mm; mm_id, a
+    # hashed pointer in the kernel, is the owner's tgid here, stable across runs).  The kernel
     # traces every change; we trace the counters that moved since the last sim:meminfo
     # sample, at that sample
     _k("kmem:rss_stat", "mm_id curr member size", "mm_id={mm_id} curr={curr} type={member} size={size}B"),

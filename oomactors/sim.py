@@ -261,7 +261,7 @@ def emit_rss_stat(m: Machine) -> None:
         if now != mm.rss_sampled:
             for member, (old, new) in enumerate(zip(mm.rss_sampled, now)):
                 if old != new:
-                    m.emit_on("kmem:rss_stat", -1, p.pid, mm.id, 1, member, new * PAGE_SIZE)
+                    m.emit_on("kmem:rss_stat", -1, p.pid, p.pid, 1, member, new * PAGE_SIZE)
             mm.rss_sampled = now
 
 

@@ -19,33 +19,8 @@ from oomactors.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# a memcg that goes OOM, with PSI samples: memcg counters, PSI and memcg kills
-MEMCG_TOML = """
-[machine]
-cpus = 2
-memory = "1GiB"
-swap = "0"
-
-[run]
-duration = "4s"
-meminfo_interval = "250ms"
-psi_samples = "250ms"
-
-[[memcgs]]
-path = "/box"
-high = "95MiB"
-max = "100MiB"
-
-[[tasks]]
-name = "hog"
-memcg = "/box"
-program = [{ op = "alloc", size = "200MiB", rate = "400MiB/s" }, { op = "sleep", time = "30s" }]
-
-[[tasks]]
-name = "calm"
-rss = "20MiB"
-program = [{ op = "sleep", time = "30s" }]
-"""
+# a memcg that goes OOM, with PSI samples: memcg counters, PSI and a memcg kill
+MEMCG = ROOT / "tests/data/observe-memcg.toml"
 
 
 def cli(*args: str):
@@ -60,7 +35,7 @@ def quick(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def memcg_run():
-    return oomactors.run(MEMCG_TOML, seed=1)
+    return oomactors.run(MEMCG, seed=1)
 
 
 def test_run_summary_and_console_are_what_the_cli_prints(quick):

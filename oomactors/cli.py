@@ -364,8 +364,10 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .cli_observe import compare_plot, image_path_ok
     from .comparison import compare, tables
 
+    image_path_ok(plot_path)  # a bad --plot fails now, not after the runs
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
@@ -385,7 +387,6 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
     except KeyboardInterrupt:
         click.echo("oomactors: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    from .cli_observe import compare_plot
     compare_plot(data, plot_path)
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -106,6 +106,19 @@ def perfetto_output(perfetto: str | None, trace_path: str | None) -> Iterator[st
                 os.unlink(temp)
 
 
+def image_path_ok(path: str | None) -> None:
+    """A --plot FILE that cannot be drawn to is one line and exit 2, before any work."""
+    if path is None:
+        return
+    _need("matplotlib", "plot")
+    from .plot import check_image_path
+    try:
+        check_image_path(path)
+    except InputError as err:
+        _fail(err)
+    _writable(path)
+
+
 def compare_plot(data: dict[str, Any], path: str | None) -> None:
     """For ``compare --plot FILE``: every metric per policy, with its spread over seeds."""
     if path is None:

@@ -97,7 +97,7 @@ def test_system_info_and_process_tree(quick):
     start = run.frame("sim:run_start").iloc[0]
     assert (info.hz, info.num_cpus, info.page_size) == (250, 4, 4096)
     assert info.system_ram_bytes == start["total_pages"] * 4096
-    assert info.utsname.release == "linux-5.10"
+    assert (info.utsname.sysname, info.utsname.release) == ("Linux", "5.10.0")   # profile linux-5.10
     procs = {p.pid: p for pkt in pf.packets if pkt.HasField("process_tree") for p in pkt.process_tree.processes}
     assert list(procs[9].cmdline) == ["leaker"] and procs[1].cmdline[0] == "init"
     threads = {t.tid: t.name for pkt in pf.packets if pkt.HasField("process_tree") for t in pkt.process_tree.threads}

@@ -58,6 +58,13 @@ def _gfp(text: Any) -> int:
     return int(m[1], 16) if m else 0
 
 
+def kernel_release(profile: str) -> str:
+    """The kernel version a profile models, as uname -r prints it ("linux-5.10" ->
+    "5.10.0"): Perfetto reads prev_state's bits by kernel version."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", profile)
+    return f"{m[1]}.{m[2]}.{m[3] or 0}" if m else profile
+
+
 def _uuid(kind: int, n: int) -> int:
     return (kind << 40) | (n & ((1 << 40) - 1))
 
@@ -251,7 +258,7 @@ class PerfettoWriter:
         pkt = self._packet(ts, seq=False)
         si = pkt.system_info
         si.utsname.sysname = "Linux"
-        si.utsname.release = str(ev["profile"])
+        si.utsname.release = kernel_release(str(ev["profile"]))
         si.utsname.machine = "oomactors"
         si.hz = ev["hz"]
         si.page_size = PAGE

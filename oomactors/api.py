@@ -27,7 +27,7 @@ import weakref
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from .errors import InputError
+from .errors import InputError, TraceError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -55,7 +55,7 @@ class Run:
     :meth:`memcg`, :meth:`commit`) from its events.  Times are simulated seconds.
     """
 
-    def __init__(self, trace: Trace, *, temporary: bool = False) -> None:
+    def __init__(self, trace: Trace, *, temporary: bool = False, partial: bool = False) -> None:
         from .report import EventTable
         self._trace = trace
         self.path: str = trace.path
@@ -66,14 +66,25 @@ class Run:
         self.table = EventTable(trace.names, trace.fields)
         # a trace written for this object alone goes when the object does
         self._cleanup = weakref.finalize(self, _unlink, self.path) if temporary else None
+        self.partial = partial
+        #: with ``partial``: the error that cut a torn trace short (None: the trace is whole)
+        self.torn: TraceError | None = None
 
     def __repr__(self) -> str:
         return f"<oomactors.Run seed={self.seed} hz={self.hz} trace={self.path!r}>"
 
     # --- raw events ---------------------------------------------------------------------
     def records(self) -> Iterator[tuple]:
-        """The raw ``(t_jiffies, id, cpu, pid, *fields)`` records, read from the file."""
-        return self._trace.records()
+        """The raw ``(t_jiffies, id, cpu, pid, *fields)`` records, read from the file.  A
+        torn trace raises :class:`TraceError` after its last complete record, unless the
+        Run was opened with ``partial=True`` (then :attr:`torn` holds the error)."""
+        if not self.partial:
+            yield from self._trace.records()
+            return
+        try:
+            yield from self._trace.records()
+        except TraceError as err:
+            self.torn = err
 
     def iter_events(self, names: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Decoded events as dicts (``t`` in seconds), optionally only the named kinds."""
@@ -236,12 +247,13 @@ def _unlink(path: str) -> None:
         pass
 
 
-def load_trace(path: str | os.PathLike[str]) -> Run:
+def load_trace(path: str | os.PathLike[str], *, partial: bool = False) -> Run:
     """Open a trace written by ``oomactors run --trace`` (or :func:`run`) as a
     :class:`Run`.  A file that is not a trace raises :class:`oomactors.errors.TraceError`;
-    a torn one reads up to its last complete event before raising it."""
+    a torn one (a crashed run's) reads up to its last complete event before raising it, or,
+    with ``partial=True``, ends there quietly and leaves the error in :attr:`Run.torn`."""
     from .trace.stream import read_trace
-    return Run(read_trace(path))
+    return Run(read_trace(path), partial=partial)
 
 
 def _config(config_or_path: Any) -> Any:

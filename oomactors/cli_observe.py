@@ -52,10 +52,19 @@ def trace_export(path: str, fmt: str | None, out: str) -> None:
         fmt = format_for(out, fmt)
         _need(*{"perfetto": ("perfetto", "perfetto"), "parquet": ("pyarrow", "frames"),
                 "csv": ("pandas", "frames")}[fmt])
-        load_trace(path).export(out, fmt)
+        run = load_trace(path, partial=True)
+        run.export(out, fmt)
     except InputError as err:
         _fail(err)
+    _torn(run, out)
     click.echo(f"{out}: {fmt}", err=True)
+
+
+def _torn(run: Any, out: str) -> None:
+    """A torn trace (a crashed run's): its complete events were written, and the tear is
+    still an error."""
+    if run.torn is not None:
+        _fail(InputError(f"{run.torn}; {out} holds the events before it"))
 
 
 @click.command("plot")
@@ -75,9 +84,11 @@ def plot_cmd(path: str, out: str, width: float, dpi: int, top: int) -> None:
     from .plot import check_image_path
     try:
         check_image_path(out)
-        load_trace(path).plot(out, width=width, dpi=dpi, top=top)
+        run = load_trace(path, partial=True)
+        run.plot(out, width=width, dpi=dpi, top=top)
     except InputError as err:
         _fail(err)
+    _torn(run, out)
 
 
 @contextlib.contextmanager

@@ -194,3 +194,21 @@ def test_export_bad_input_is_one_line(quick, tmp_path):
         assert res.exit_code == 2
         assert res.output.startswith("oomactors: error: ") and msg in res.output
         assert res.output.count("\n") == 1
+
+
+def test_a_torn_trace_exports_what_it_holds_and_still_fails(quick, tmp_path):
+    torn = tmp_path / "torn.trace"
+    data = Path(quick.path).read_bytes()
+    torn.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        oomactors.load_trace(torn).events
+    partial = oomactors.load_trace(torn, partial=True)
+    n = len(partial.events)
+    assert 1000 < n < len(quick.events) and "truncated" in str(partial.torn)
+    cols = list(partial.events.columns)     # only the fields its events use
+    pd.testing.assert_frame_equal(partial.events, quick.events.iloc[:n][cols], check_dtype=False)
+    out = tmp_path / "torn.csv"
+    res = cli("trace", "export", str(torn), "-o", str(out))
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert res.output.startswith("oomactors: error: ") and "holds the events before it" in res.output
+    assert len(pd.read_csv(out, low_memory=False)) == n

@@ -124,9 +124,24 @@ class Run:
                 if f not in seen:
                     seen.add(f)
                     columns.append(f)
-        df = pd.DataFrame.from_records(list(self.iter_events()), columns=columns)
-        used = [c for c in columns[4:] if df[c].notna().any()]
-        return _nullable(df[columns[:4] + used])
+        # one frame per kind (rows of equal shape build fast), then aligned on the columns
+        # and put back in trace order
+        by_kind: dict[int, tuple[list[int], list[tuple]]] = {}
+        hz = self.hz
+        for i, rec in enumerate(self.records()):
+            idx, rows = by_kind.setdefault(rec[1], ([], []))
+            idx.append(i)
+            rows.append((round(rec[0] / hz, 6), rec[2], rec[3], *rec[4:]))
+        frames = []
+        for kid, (idx, rows) in by_kind.items():
+            f = pd.DataFrame(rows, columns=["t", "cpu", "pid", *self.table.fields[kid]], index=idx)
+            f.insert(1, "event", self.table.names[kid])
+            frames.append(f)
+        if not frames:
+            return pd.DataFrame(columns=columns[:4])
+        df = pd.concat(frames).sort_index()
+        used = [c for c in columns if c in df.columns]
+        return _nullable(df[used])
 
     def frame(self, name: str) -> pd.DataFrame:
         """The events of one kind (e.g. ``"sim:oom_kill"``) with exactly its fields."""

@@ -212,3 +212,13 @@ def test_a_torn_trace_exports_what_it_holds_and_still_fails(quick, tmp_path):
     assert res.exit_code == 2 and res.output.count("\n") == 1
     assert res.output.startswith("oomactors: error: ") and "holds the events before it" in res.output
     assert len(pd.read_csv(out, low_memory=False)) == n
+
+
+def test_the_core_does_not_import_the_optional_libraries():
+    import subprocess
+    import sys
+    code = ("import sys, oomactors, oomactors.cli\n"
+            "r = oomactors.run(seed=3, duration='1s'); r.summary; r.console\n"
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'perfetto', 'pyarrow', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"

@@ -13,7 +13,7 @@ from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as P
 
 import oomactors
 from oomactors.cli import main
-from oomactors.export.perfetto import TASK_UNINTERRUPTIBLE
+from oomactors.export.perfetto import EXIT_DEAD, TASK_UNINTERRUPTIBLE
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +87,12 @@ def memcg(tmp_path_factory):
     return run, Read(d / "memcg.pftrace")
 
 
+def victim_exit(run) -> int:
+    """The leaker's exit, in ns (at the start of its jiffy)."""
+    (t,) = run.frame("sched:sched_process_exit").query("pid == 9")["t"]
+    return round(t * 250) * NS
+
+
 def jiffy_of(ts: int) -> int:
     return ts // NS
 
@@ -125,8 +131,10 @@ def test_sched_switch_per_cpu_is_the_runs(quick):
     assert any(nxt == 0 for _ts, _c, _p, nxt in got)     # CPUs go idle
     names = {e.sched_switch.next_comm for _c, e in theirs}
     assert {"leaker", "swapper/0"} <= names
-    # a task that sleeps in D state leaves its CPU as TASK_UNINTERRUPTIBLE
+    # a task that sleeps in D state leaves its CPU as TASK_UNINTERRUPTIBLE, a dead one as X
     assert any(e.sched_switch.prev_state == TASK_UNINTERRUPTIBLE for _c, e in theirs)
+    (last,) = [e for _c, e in theirs if e.sched_switch.prev_pid == 9][-1:]
+    assert last.sched_switch.prev_state == EXIT_DEAD and last.timestamp >= victim_exit(run)
 
 
 def test_timestamps_are_virtual_time_in_order(quick):

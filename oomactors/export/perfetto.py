@@ -38,7 +38,8 @@ from .task_states import FATE, Slice, TaskStates
 SEQ = 1                      # our one trusted packet sequence
 BUNDLE = 512                 # ftrace events per bundle packet
 PAGE = 4096
-TASK_RUNNING, TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, TASK_DEAD = 0, 1, 2, 0x80
+# prev_state bits; a dead task is reported by its exit_state since 4.14 (EXIT_DEAD: "X")
+TASK_RUNNING, TASK_INTERRUPTIBLE, TASK_UNINTERRUPTIBLE, EXIT_DEAD = 0, 1, 2, 0x10
 PRIO = 120
 _UUID_THREAD, _UUID_FATE, _UUID_PROCESS, _UUID_COUNTER, _UUID_GLOBAL = 1, 2, 3, 4, 5
 _HEX = re.compile(r"^(0x[0-9a-fA-F]+)")
@@ -298,7 +299,7 @@ class PerfettoWriter:
         if pid <= 0:
             return TASK_RUNNING
         if pid in self.exited:
-            return TASK_DEAD
+            return EXIT_DEAD
         stack = self.states.stacks.get(pid) or ()
         if stack and (stack[-1][0].startswith("D:") or stack[-1][0] == "oom_lock back-off"):
             return TASK_UNINTERRUPTIBLE

@@ -81,8 +81,11 @@ def plot_cmd(path: str, out: str, width: float, dpi: int, top: int) -> None:
     tasks' RSS, PSI and memory cgroups."""
     _need("matplotlib", "plot")
     from .api import load_trace
-    from .plot import check_image_path
+    from .plot import MAX_PIXELS, check_image_path
     try:
+        if width * dpi > MAX_PIXELS:
+            raise InputError(f"--width {width:g} at --dpi {dpi} is {width * dpi:,.0f} pixels wide; "
+                             f"at most {MAX_PIXELS:,}")
         check_image_path(out)
         run = load_trace(path, partial=True)
         run.plot(out, width=width, dpi=dpi, top=top)

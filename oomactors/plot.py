@@ -23,6 +23,7 @@ MIB = 1024 * 1024
 PAGE = 4096
 IMAGE_TYPES = (".png", ".svg", ".pdf")
 PANEL_IN = 2.6            # inches per panel
+MAX_PIXELS = 16_000       # widest image `oomactors plot` draws (Agg's own limit is 2^16)
 KINDS = (("free", "#9bd39b"), ("anon", "#e07b5a"), ("file", "#6fa8dc"), ("shmem", "#b48ad6"),
          ("slab", "#f2c94c"), ("other", "#bdbdbd"))
 

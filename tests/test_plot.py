@@ -90,7 +90,9 @@ def test_plot_command_writes_the_image(quick, tmp_path, ext, magic):
 def test_plot_bad_input(quick, tmp_path):
     for args, msg in (([quick.path, "-o", str(tmp_path / "x.jpg")], "must end in"),
                       ([str(tmp_path / "none"), "-o", str(tmp_path / "x.png")], "cannot read trace"),
-                      ([quick.path, "-o", str(tmp_path / "no" / "x.png")], "cannot write")):
+                      ([quick.path, "-o", str(tmp_path / "no" / "x.png")], "cannot write"),
+                      ([quick.path, "-o", str(tmp_path / "x.png"), "--width", "100", "--dpi", "600"],
+                       "pixels wide")):
         res = CliRunner().invoke(main, ["plot", *args])
         assert res.exit_code == 2, res.output
         assert res.output.startswith("oomactors: error: ") and msg in res.output

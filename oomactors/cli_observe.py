@@ -102,6 +102,7 @@ def perfetto_output(perfetto: str | None, trace_path: str | None) -> Iterator[st
         yield trace_path
         return
     _need("perfetto", "perfetto")
+    existed = os.path.exists(perfetto)
     _writable(perfetto)
     temp = None
     if trace_path is None:
@@ -114,6 +115,12 @@ def perfetto_output(perfetto: str | None, trace_path: str | None) -> Iterator[st
             load_trace(trace_path or temp).export(perfetto, "perfetto")
         except InputError as err:
             _fail(err)
+    except BaseException:
+        if not existed:  # the run never got going (bad config, Ctrl-C): no empty file left
+            with contextlib.suppress(OSError):
+                if os.path.getsize(perfetto) == 0:
+                    os.unlink(perfetto)
+        raise
     finally:
         if temp is not None:
             with contextlib.suppress(OSError):

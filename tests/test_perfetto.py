@@ -268,3 +268,7 @@ def test_run_perfetto_matches_trace_export(tmp_path):
     assert res.exit_code == 0 and c.read_bytes() == a.read_bytes()
     res = CliRunner().invoke(main, ["run", "--seed", "3", "--perfetto", str(tmp_path / "no" / "x.pftrace")])
     assert res.exit_code == 2 and res.output.startswith("oomactors: error: ") and "cannot write" in res.output
+    # a run that never starts (bad config) leaves no empty file behind
+    d = tmp_path / "d.pftrace"
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "missing.toml"), "--perfetto", str(d)])
+    assert res.exit_code == 2 and "cannot read config" in res.output and not d.exists()

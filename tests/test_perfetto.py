@@ -272,3 +272,21 @@ def test_run_perfetto_matches_trace_export(tmp_path):
     d = tmp_path / "d.pftrace"
     res = CliRunner().invoke(main, ["run", str(tmp_path / "missing.toml"), "--perfetto", str(d)])
     assert res.exit_code == 2 and "cannot read config" in res.output and not d.exists()
+
+
+def test_backoff_and_compaction_states(tmp_path):
+    """parallel-oom: tasks that lose the oom_lock trylock back off one jiffy; costly-order:
+    high-order requests compact."""
+    for cfg, state, event in (("parallel-oom.toml", "oom_lock back-off", "sim:oom_lock_contended"),
+                              ("costly-order.toml", "compaction", "compaction:mm_compaction_try_to_compact_pages")):
+        run = oomactors.run(ROOT / "configs" / cfg, duration="20s")
+        run.export(tmp_path / "x.pftrace")
+        pf = Read(tmp_path / "x.pftrace")
+        got = sorted((d.thread.tid, jiffy_of(b)) for uuid, d in pf.tracks.items() if d.HasField("thread")
+                     for name, b, _e, _dep in pf.slices(uuid) if name == state)
+        ev = run.frame(event)
+        assert got == sorted(zip(ev["pid"], (ev["t"] * 250).round().astype(int))) and len(got) > 5
+        if state == "oom_lock back-off":        # an uninterruptible one-jiffy sleep
+            spans = {jiffy_of(e) - jiffy_of(b) for uuid, d in pf.tracks.items() if d.HasField("thread")
+                     for name, b, e, _dep in pf.slices(uuid) if name == state}
+            assert spans == {1}

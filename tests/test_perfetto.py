@@ -290,3 +290,42 @@ def test_backoff_and_compaction_states(tmp_path):
             spans = {jiffy_of(e) - jiffy_of(b) for uuid, d in pf.tracks.items() if d.HasField("thread")
                      for name, b, e, _dep in pf.slices(uuid) if name == state}
             assert spans == {1}
+
+
+def test_task_state_rules_on_hand_made_events():
+    """The rules for states without an end event of their own (oomactors/export/task_states.py)."""
+    from oomactors.export.task_states import TaskStates
+
+    out = []
+    st = TaskStates(out.append, jiffy=10)
+
+    def ev(ts, name, pid, **fields):
+        st.feed(ts, {"event": name, "pid": pid, "cpu": 0, **fields})
+
+    ev(0, "sim:task_new", 7, comm="x", kthread=0, tgid=7)
+    ev(1, "sim:oom_lock_contended", 7)                     # outside the slow path: memcg wait
+    ev(2, "sched:sched_switch", 0, prev_pid=7, next_pid=0)  # it sleeps on the mutex
+    ev(3, "oom:mark_victim", 7)                            # another task's doing: no change
+    ev(9, "sched:sched_switch", 0, prev_pid=0, next_pid=7)  # woken: the wait is over
+    ev(10, "sim:step", 7, op="alloc", pages=4)             # fast path ...
+    ev(11, "sched:sched_switch", 0, prev_pid=7, next_pid=0)  # ... ends when it leaves the CPU
+    ev(12, "sim:slowpath_enter", 7, order=0, gfp_flags="0x0")
+    ev(13, "sim:oom_lock_contended", 7)                    # in the slow path: a 1-jiffy back-off
+    ev(19, "sim:io_wait", 7, pages=1, jiffies=5, why="reclaim")  # the task acts: back-off over
+    ev(40, "sim:mmap_lock", 7, op="wait_read")
+    ev(41, "sim:slowpath_exit", 7, order=0, result="ok", loops=1)
+    st.finish(50)
+    spans = [(s.name, s.ts, "end" if s.end else "begin") for s in out]
+    assert spans == [
+        ("waiting for oom_lock", 1, "begin"),
+        ("dying", 3, "begin"),                              # on the fate track
+        ("waiting for oom_lock", 9, "end"),
+        ("fast path", 10, "begin"), ("fast path", 11, "end"),
+        ("slow path", 12, "begin"),
+        ("oom_lock back-off", 13, "begin"), ("oom_lock back-off", 19, "end"),
+        ("D: io_wait (reclaim)", 19, "begin"),
+        ("D: io_wait (reclaim)", 40, "end"),                # the task acted before its timer (69)
+        ("D: mmap_lock", 40, "begin"), ("D: mmap_lock", 41, "end"),
+        ("slow path", 41, "end"),
+        ("dying", 50, "end")]
+    assert {s.track for s in out if s.name == "dying"} == {"fate"}

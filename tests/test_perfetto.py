@@ -329,3 +329,16 @@ def test_task_state_rules_on_hand_made_events():
         ("slow path", 41, "end"),
         ("dying", 50, "end")]
     assert {s.track for s in out if s.name == "dying"} == {"fate"}
+
+
+def test_a_userspace_kill_flows_to_the_victims_exit(tmp_path):
+    run = oomactors.run(ROOT / "configs" / "userspace-oomd.toml", duration="20s")
+    run.export(tmp_path / "u.pftrace")
+    pf = Read(tmp_path / "u.pftrace")
+    (victim,) = run.kills.query("by == 'userspace'")["pid"]
+    comm = run.kills["comm"].iloc[0]
+    kills = [te for _ts, te in pf.events if te.name == f"oomd: kill {comm} ({victim})"]
+    assert kills and all(len(te.flow_ids) == 1 for te in kills)
+    flow = kills[0].flow_ids[0]
+    (exit_,) = [te for _ts, te in pf.events if te.name.startswith("exit (") and flow in te.flow_ids]
+    assert pf.tracks[exit_.track_uuid].name == f"{comm} {victim} fate"

@@ -21,7 +21,8 @@ Everything else is a track event (see :mod:`.task_states` for the task states):
 * instants on the ``OOM`` track: OOM invocations, kills (victim, points, constraint, who
   invoked), userspace kills, reaper passes, allocation failures and panics;
 * one flow per kill: the invoking task's ``oom-kill`` instant -> the kill on the ``OOM``
-  track -> the victim's exit -> the oom_reaper's pass over it.
+  track -> the victim's exit -> the oom_reaper's pass over it (a userspace kill: the
+  daemon's kill instant -> the victim's exit).
 
 Timestamps are the run's virtual time: ``t × 10⁹ / HZ`` ns for an event at jiffy ``t``,
 plus 1 ns for every earlier event of the same jiffy, so events keep their order.
@@ -423,7 +424,16 @@ class PerfettoWriter:
     def _user_kill(self, ts: int, cpu: int, pid: int, ev: dict[str, Any]) -> None:
         what = f"kill {ev['comm']} ({pid})" if ev["event"] == "userspace:kill" else f"kill cgroup {ev['path']}"
         args = {k: v for k, v in ev.items() if k in ("daemon", "sig", "reason", "result", "nr_tasks")}
-        self._event(self._global_track("OOM"), f"{ev['daemon']}: {what}", "instant", args=args)
+        # a flow from the signal to each signalled process's exit (one per victim)
+        victims = [pid] if ev["event"] == "userspace:kill" else [m[0] for m in ev["members"]]
+        flows = []
+        for victim in victims if ev.get("result", 0) == 0 else ():
+            if victim not in self.flows:
+                self.nflows += 1
+                self.flows[victim] = self.nflows
+            flows.append(self.flows[victim])
+        self._event(self._global_track("OOM"), f"{ev['daemon']}: {what}", "instant", args=args,
+                    flows=tuple(flows))
 
     def _reaped(self, ts: int, cpu: int, pid: int, ev: dict[str, Any]) -> None:
         ok = ev["event"] == "sim:reaper_reaped"

@@ -13,24 +13,19 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import oomactors  # noqa: E402
-from bench.pressure import config_text  # noqa: E402
+from pressure import config_text  # noqa: E402
+from trace_show import _cpu  # noqa: E402  (CPU seconds of a call, min of 3)
 
 REPEAT = 3
 
 
 def cpu(fn) -> float:
-    best = float("inf")
-    for _ in range(REPEAT):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
+    return _cpu(fn, REPEAT)
 
 
 def main(seconds: int = 10) -> dict[str, float]:

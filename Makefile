@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # that oomactors finds it through its entry point, so it is installed like one.
 $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,docs,dask]' -e tests/plugin_pkg
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,docs,dask,all]' -e tests/plugin_pkg
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -79,10 +79,18 @@ def main() -> None:
               help="Perturb the schedule at the named scheduling points (see `oomactors explore`).")
 @click.option("--schedule-seed", type=_SEED, default=0, show_default=True,
               help="Seed of the --scheduler's own draws.")
+@click.option("--perfetto", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the run as a Perfetto trace (see `trace export`).")
 def run(config: str | None, seed: int | None, trace_path: str | None, as_json: bool, backend: str,
         policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
-        schedule_seed: int = 0) -> None:
+        schedule_seed: int = 0, perfetto: str | None = None) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
+    if perfetto is not None:  # the same run, its trace then converted (oomactors/cli_observe.py)
+        from .cli_observe import perfetto_output
+        with perfetto_output(perfetto, trace_path) as path:
+            run.callback(config, seed, path, as_json, backend, policy_spec, replay_path, scheduler_name,
+                         schedule_seed)
+        return
     if replay_path is not None:
         _run_replay(replay_path, config, seed, trace_path, as_json, backend, policy_spec, scheduler_name)
         return
@@ -393,18 +401,22 @@ def validate(config: str) -> None:
               help="Runs per (config, policy), seeds FIRST-SEED.. FIRST-SEED+SEEDS-1.")
 @click.option("--first-seed", type=_SEED, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the tables.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw each metric per policy with its spread over seeds (.png, .svg, .pdf).")
 @sweep_options
 def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, first_seed: int,
-                as_json: bool, jobs: int | None, cluster: str | None) -> None:
+                as_json: bool, jobs: int | None, cluster: str | None, plot_path: str | None = None) -> None:
     """Run every (CONFIG, policy, seed) and compare kills, collateral, memory freed, recovery,
     stall time, allocation failures and panics (median and range over seeds)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .cli_observe import compare_plot, image_path_ok
     from .comparison import compare, tables
 
     if first_seed + seeds - 1 > _SEED.max:
         _fail(InputError(f"--first-seed {first_seed} + --seeds {seeds} goes past the largest seed (2^64 - 1)"))
+    image_path_ok(plot_path)  # a bad --plot fails now, not after the runs
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
@@ -422,6 +434,7 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
                            progress=show, cluster=cluster)
     except InputError as err:
         _fail(err)
+    compare_plot(data, plot_path)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -517,6 +530,8 @@ def _print_replay_on(console: Any, results: list[dict[str, Any]]) -> None:
 
 from .cli_vm import vm as _vm  # noqa: E402 - the `vm` group lives in its own module
 main.add_command(_vm)
+from .cli_observe import register as _register_observe  # noqa: E402 - after the groups exist
+_register_observe(main, trace)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -61,6 +61,9 @@ EVENTS: tuple[EventKind, ...] = (
        "nid={nid} nr_scanned={nr_scanned} nr_reclaimed={nr_reclaimed} "
        "nr_writeback={nr_writeback} io_jiffies={io_jiffies}"),
     # --- include/trace/events/compaction.h ------------------------------------------
+    # try_to_compact_pages begins (direct compaction); one mm_compaction_end per zone follows
+    _k("compaction:mm_compaction_try_to_compact_pages", "order gfp_mask priority",
+       "order={order} gfp_mask={gfp_mask} priority={priority}"),
     _k("compaction:mm_compaction_end", "order priority result nr_merged",
        "order={order} priority={priority} status={result} nr_merged={nr_merged}"),
     # --- include/trace/events/sched.h and signal.h ----------------------------------
@@ -71,6 +74,13 @@ EVENTS: tuple[EventKind, ...] = (
     _k("sched:sched_process_exit", "comm reason", "comm={comm} pid={pid} reason={reason}"),
     _k("signal:signal_generate", "sig comm group result",
        "sig={sig} pid={pid} comm={comm} grp={group} res={result}"),
+    # --- include/trace/events/kmem.h ---------------------------------------------------
+    # one RSS counter of an mm (member: 0 MM_FILEPAGES, 1 MM_ANONPAGES, 2 MM_SWAPENTS,
+    # 3 MM_SHMEMPAGES; size in bytes) of process ``pid`` (curr 1: its own mm; mm_id, a
+    # hashed pointer in the kernel, is the owner's tgid here, stable across runs).  The kernel
+    # traces every change; we trace the counters that moved since the last sim:meminfo
+    # sample, at that sample
+    _k("kmem:rss_stat", "mm_id curr member size", "mm_id={mm_id} curr={curr} type={member} size={size}B"),
     # --- simulator events -------------------------------------------------------------
     _k("sim:run_start", "seed hz cpus nodes total_pages profile",
        "seed={seed} hz={hz} cpus={cpus} nodes={nodes} profile={profile}"),
@@ -124,6 +134,9 @@ EVENTS: tuple[EventKind, ...] = (
        "free={free} free_pcp={free_pcp} anon={anon} file={file} dirty={dirty} "
        "writeback={writeback} shmem={shmem} slab_r={slab_reclaimable} "
        "slab_u={slab_unreclaimable} pagetables={pagetables} kernel={kernel} swap_free={swap_free}"),
+    # one zone's free pages and watermarks (/proc/zoneinfo), sampled with sim:meminfo
+    _k("sim:zoneinfo", "nid zone free min low high managed",
+       "nid={nid} zone={zone:<8} free={free} min={min} low={low} high={high} managed={managed}"),
     _k("sim:kswapd_failures", "nid failures", "nid={nid} kswapd_failures={failures}"),
     _k("sim:throttle", "why jiffies", "pid={pid} why={why} jiffies={jiffies}"),
     # commit accounting (kernel/util.py), one event per check: ``committed`` is Committed_AS

@@ -305,6 +305,7 @@ class CPU:
     def __init__(self, cid: int, nzones: int, sched: "Sched") -> None:
         self.id = cid
         self.curr: Task | None = None
+        self.prev: Task | None = None  # left the CPU, its successor not yet switched in
         self.rq: deque[tuple[Task, Waiter]] = deque()
         self.slice_end = 0
         self.sched = sched
@@ -359,8 +360,9 @@ class Sched:
 
     # --- CPU ownership -------------------------------------------------------------
     def switch_to(self, cpu: CPU, task: "Task") -> None:
-        prev = cpu.curr
+        prev = cpu.curr or cpu.prev
         cpu.curr = task
+        cpu.prev = None
         task.cpu = cpu
         task.last_cpu = cpu.id
         cpu.slice_end = self.clock.now + self.time_slice
@@ -407,9 +409,13 @@ class Sched:
         if self.psi is not None:  # asleep; a preemption makes it runnable again (_wait_cpu)
             self.psi.sched(task, cpu.id, False, False)
         if cpu.rq:
+            cpu.prev = task  # the dispatch's sched_switch names it as prev
             cpu.wake_actor()
         else:
             self.idle.add(cpu.id)
+            # the switch to the idle task: without it a trace cannot tell when a task
+            # stopped running (pid 0, "swapper/N", as the kernel names the idle task)
+            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, f"swapper/{cpu.id}")
 
     # --- blocking primitives ---------------------------------------------------------
     async def point(self, task: "Task", name: str) -> None:

@@ -273,6 +273,25 @@ def emit_meminfo(m: Machine) -> None:
     m.emit_on("sim:meminfo", -1, -1, free, pcp, tot["anon"], tot["file"], tot["dirty"],
               tot["writeback"], tot["shmem"], tot["slab_reclaimable"], tot["slab_unreclaimable"],
               tot["pagetables"], tot["kernel"], m.swap_free)
+    emit_rss_stat(m)
+    for z in m.zones:
+        m.emit_on("sim:zoneinfo", -1, -1, z.node.nid, z.name, z.nr_free, z.min_wmark, z.low_wmark,
+                  z.high_wmark, z.managed)
+
+
+def emit_rss_stat(m: Machine) -> None:
+    """kmem:rss_stat for every RSS counter of a user process that moved since its last
+    sample (member order: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES)."""
+    for p in m.processes():
+        mm = p.mm
+        if mm is None or p.is_kthread:
+            continue
+        now = (mm.rss_file, mm.rss_anon, mm.swapents, mm.rss_shmem)
+        if now != mm.rss_sampled:
+            for member, (old, new) in enumerate(zip(mm.rss_sampled, now)):
+                if old != new:
+                    m.emit_on("kmem:rss_stat", -1, p.pid, p.pid, 1, member, new * PAGE_SIZE)
+            mm.rss_sampled = now
 
 
 def emit_commit(m: Machine) -> None:

@@ -158,6 +158,8 @@ async def try_to_compact_pages(m: "Machine", cur: "Task", gfp_mask: int, order: 
     """Compact each zone of the zonelist until one can satisfy the request."""
     if not gfp_mask & G.__GFP_IO:
         return COMPACT_SKIPPED
+    m.emit("compaction:mm_compaction_try_to_compact_pages", cur.pid, order, G.format_gfp(gfp_mask),
+           PRIORITY_NAMES[prio])
     rc = COMPACT_SKIPPED
     migrated = 0
     for zone in ac.zones():

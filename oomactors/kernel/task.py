@@ -110,6 +110,7 @@ class MM:
         self.owner: Task | None = None
         self.last_active = 0
         self.memcg: Any = None         # mem_cgroup of the owner (None: the root memcg)
+        self.rss_sampled = (0, 0, 0, 0)  # the last kmem:rss_stat sample (file, anon, swap, shmem)
 
     def __repr__(self) -> str:
         return f"<MM {self.id}>"

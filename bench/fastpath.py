@@ -78,19 +78,22 @@ async def _loop(m, task, n: int, nr: int) -> tuple[int, int, float]:
 
 def bench(n: int, nr: int) -> dict:
     m = build(parse_config(CONFIG, "<bench fastpath>"))
-    out: dict = {}
+    out: dict = {"slowpath": 0}
+    slow = EVENT_ID["sim:slowpath_enter"]
+
+    def count_slowpaths(rec: tuple) -> None:
+        if rec[1] == slow:
+            out["slowpath"] += 1
 
     async def main() -> None:
         task = new_process(m, "bench", 1000, frozenset(), 0)
         await m.sched.get_cpu(task)
         await _loop(m, task, min(n, 2000), nr)  # warm-up
-        del m.records[:]
+        m.sinks.append(count_slowpaths)
         failed, pages, wall, free_wall = await _loop(m, task, n, nr)
         out.update(failed=failed, pages=pages, wall=wall, free_wall=free_wall)
 
     trio.run(main)
-    slow = EVENT_ID["sim:slowpath_enter"]
-    out["slowpath"] = sum(1 for r in m.records if r[1] == slow)
     wall = out["wall"]
     out.update(n=n, nr=nr, req_per_s=n / wall, pages_per_s=out["pages"] / wall,
                alloc_only_req_per_s=n / (wall - out["free_wall"]),

@@ -51,8 +51,10 @@ class Machine:
         self.cfg = cfg
         k, mc = cfg.kernel, cfg.machine
         self.hz = k.hz
-        self.records: list[tuple] = []
+        # events flow to the sinks as they happen; nothing keeps them unless a sink does
+        # (sim.run(keep_records=True) adds a list's append)
         self.sinks: list[Callable[[tuple], None]] = []
+        self.nevents = 0
         self.checkers: list[Callable[["Machine", tuple], None]] = []
         # [kernel.fixes]: the race catalogue's switches (sim.build lays run overrides on top)
         self.fixes: dict[str, bool] = k.fixes.model_dump()
@@ -246,7 +248,7 @@ class Machine:
                 raise SimulationPanic(self.panicked)
             return  # the run is over: actors unwinding at teardown did nothing simulated
         rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
-        self.records.append(rec)
+        self.nevents += 1
         for sink in self.sinks:
             sink(rec)
         try:

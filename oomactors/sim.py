@@ -43,15 +43,25 @@ class RunResult:
     seed: int
     reason: str
     end_jiffies: int
-    records: list[tuple] = field(repr=False)
+    # every event, only when the caller asked (run(keep_records=True)): events stream to
+    # sinks, so a long run's memory does not grow with its length
+    kept: list[tuple] | None = field(repr=False, default=None)
     # controlled scheduling (oomactors/schedule.py): the choices that departed from the
     # default (empty without a scheduler), and the decision points the run passed
     schedule: Any = None
     decisions: int = 0
+    events: int = 0  # how many events the run emitted
 
     @property
     def hz(self) -> int:
         return self.machine.hz
+
+    @property
+    def records(self) -> list[tuple]:
+        if self.kept is None:
+            raise RuntimeError("this run kept no records: pass keep_records=True to sim.run, "
+                                 "or give it a sink")
+        return self.kept
 
 
 def _seed_trio(seed: int) -> None:
@@ -255,14 +265,20 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         sinks: list[Callable[[tuple], None]] | None = None,
         checkers: list[Callable[[Machine, tuple], None]] | None = None,
         fixes: dict[str, bool] | None = None, duration: int | None = None,
-        scheduler: Any = None, env_checks: bool = True) -> RunResult:
-    """Run one simulation to its end and return the machine and its events.
+        scheduler: Any = None, env_checks: bool = True, keep_records: bool = False) -> RunResult:
+    """Run one simulation to its end and return the machine (and its events, if kept).
 
-    ``scheduler`` (an :class:`oomactors.schedule.Scheduler`) is asked at every decision
-    point; ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for
-    runs that check exactly the invariants they name, like ``oomactors explore``)."""
+    Every event goes to each of ``sinks`` as it happens, then to the ``checkers``;
+    ``keep_records=True`` also keeps them all in ``RunResult.records`` (memory grows with
+    the run: for tests and short runs).  ``scheduler`` (an
+    :class:`oomactors.schedule.Scheduler`) is asked at every decision point;
+    ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for runs that
+    check exactly the invariants they name, like ``oomactors explore``)."""
     from .schedule import Schedule
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
+    kept: list[tuple] | None = [] if keep_records else None
+    if kept is not None:
+        m.sinks.append(kept.append)
     m.sinks.extend(sinks or ())
     m.checkers.extend(checkers or ())
     if scheduler is not None:
@@ -292,8 +308,8 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     decisions = m.sched.decisions
     if scheduler is not None:
         scheduler.finish(decisions)
-    return RunResult(m, m.seed, reason, m.now, m.records, schedule=Schedule(tuple(m.sched.choices)),
-                     decisions=decisions)
+    return RunResult(m, m.seed, reason, m.now, kept, schedule=Schedule(tuple(m.sched.choices)),
+                     decisions=decisions, events=m.nevents)
 
 
 def _find(exc: BaseException, kind: type | tuple[type, ...]) -> BaseException | None:

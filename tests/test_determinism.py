@@ -49,6 +49,6 @@ def _interleaving(result) -> list[tuple]:
 
 def test_two_seeds_of_parallel_oom_interleave_differently():
     cfg = load_config(ROOT / "configs" / "parallel-oom.toml")
-    a = sim.run(cfg, seed=1)
-    b = sim.run(cfg, seed=2)
+    a = sim.run(cfg, seed=1, keep_records=True)
+    b = sim.run(cfg, seed=2, keep_records=True)
     assert _interleaving(a) != _interleaving(b)

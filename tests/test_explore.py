@@ -113,7 +113,7 @@ def test_cli_replay_reproduces_the_trace_bytes(found, tmp_path):
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1]
     records = list(read_trace(tmp_path / "a.trace").records())
-    outcome, _ = replay_repro(load_repro(path))
+    outcome, _ = replay_repro(load_repro(path), keep_records=True)
     assert [list(r) for r in records] == [list(r) for r in outcome.records]
     p = _cli("run", "--replay", str(path), "--json")
     summary = json.loads(p.stdout)

@@ -11,6 +11,7 @@ from collections import Counter
 
 from typing import Any, Callable
 
+from . import interrupt as _interrupt
 from .config import Config
 from .errors import SimulationPanic
 from .events import EVENT_ID
@@ -107,6 +108,8 @@ class Machine:
         self.oom_alloc: dict[int, tuple] = {}
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
+        self.interrupted = False  # Ctrl-C (oomactors.interrupt) ended the run
+        self.sched.clock.on_interrupt = self._interrupted
         self.vmstat: dict[str, int] = dict.fromkeys(
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
@@ -241,11 +244,13 @@ class Machine:
         return self.sched.clock.now
 
     def emit_on(self, name: str, cpu: int, pid: int, *fields: Any) -> None:
-        if (self.panicked is not None or self.stopped) and name != "sim:run_end":
+        if (self.panicked is not None or self.stopped or _interrupt._requested) and name != "sim:run_end":
             if self.panicked is not None:
                 # panic() stopped every CPU (smp_send_stop): whatever an actor still does in
                 # the same instant never happened.  It unwinds here, at its first event.
                 raise SimulationPanic(self.panicked)
+            if not self.stopped:  # Ctrl-C was asked for: the run ends now, before this event
+                self.sched.clock.interrupt()
             return  # the run is over: actors unwinding at teardown did nothing simulated
         rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
         self.nevents += 1
@@ -260,6 +265,10 @@ class Machine:
             self.stopped = True
             self.sched.clock.ended = "invariant"
             raise
+
+    def _interrupted(self) -> None:
+        self.interrupted = True
+        self.stopped = True
 
     def emit(self, name: str, pid: int, *fields: Any) -> None:
         cur = self.sched.current

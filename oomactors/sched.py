@@ -23,6 +23,8 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import interrupt as _interrupt
+
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
 
@@ -69,6 +71,11 @@ POINTS: dict[str, str] = {
     "memcg.high_throttle": "mem_cgroup_handle_over_high: the penalty sleep above memory.high (at most 2 s)",
     "cpuset.update": "cpuset_change_task_nodemask between mems = old|new and mems = new (seqcount odd)",
 }
+
+
+# Ctrl-C is also polled every this-many-plus-one decision points, for a stretch of
+# simulated work in which neither time advances nor an event is emitted
+_POLL_MASK = 4095
 
 
 class Waiter:
@@ -222,6 +229,14 @@ class Clock:
         self.ended: str | None = None
         self.should_stop: Callable[[], bool] = lambda: False
         self.repairs = 0             # idle moments found by the backend, not by the count
+        self.on_interrupt: Callable[[], None] = lambda: None  # the machine stops recording
+
+    def interrupt(self) -> None:
+        """Ctrl-C (:mod:`oomactors.interrupt`) was asked for: the run ends at the current
+        time.  Nothing advances the clock any more, so every actor parks at its next sleep
+        and the runner tears them all down."""
+        self.ended = "interrupted"
+        self.on_interrupt()
 
     def waiter(self) -> Waiter:
         return Waiter(self)
@@ -242,6 +257,9 @@ class Clock:
         """Every actor is parked: jump to the next deadline, or end the run.  A deadline
         that only held callbacks (:meth:`call_at`) woke nobody: jump on to the next one."""
         while self.ended is None:
+            if _interrupt._requested:  # polled whenever virtual time would advance
+                self.interrupt()
+                return
             if self.should_stop():
                 self.ended = "idle"
                 return
@@ -407,6 +425,8 @@ class Sched:
         """A named scheduling point where the task may be preempted."""
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         cpu = task.cpu
@@ -429,6 +449,8 @@ class Sched:
         """Sleep off the CPU for ``jiffies``.  Returns True if a signal cut it short."""
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         if interruptible and task.sigkill:
@@ -475,6 +497,8 @@ class Sched:
         jiffies = debt // jiffy
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         clock = self.clock

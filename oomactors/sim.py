@@ -18,6 +18,7 @@ import anyio
 from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
+from . import interrupt as _interrupt
 from .config import Config
 from .errors import InputError, OomactorsError, SimulationPanic
 from policies.api import PolicyError
@@ -148,6 +149,8 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         emit_memcg_usage(m)
         try:
             reason = await _drive(m)
+            if m.stopped:  # interrupted: no event but sim:run_end after Ctrl-C was asked for
+                return reason
             emit_oom_scores(m)
             emit_commit(m)  # the last Committed_AS sample: what the run summary reports
             emit_memcg_usage(m)  # and the memcgs' last usage
@@ -178,6 +181,10 @@ def _spawn_workload(m: Machine) -> None:
         stagger = to_jiffies(group.stagger, m.hz)
         caps = frozenset(group.caps)
         for i in range(group.count):
+            if m.stopped or _interrupt._requested:  # Ctrl-C during the boot of a large machine
+                if not m.stopped:
+                    m.sched.clock.interrupt()
+                return
             leader = new_process(m, group.name, group.uid, caps, group.oom_score_adj, nice=group.nice)
             leader.group = group.name
             if group.on_sigterm == "ignore":
@@ -304,6 +311,8 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         if error is not None:
             raise error from None
         reason = "panic"
+    if m.interrupted:
+        reason = "interrupted"
     m.emit_on("sim:run_end", -1, -1, reason)
     decisions = m.sched.decisions
     if scheduler is not None:

@@ -19,11 +19,17 @@ from oomactors.trace.stream import TraceWriter
 DURATION_S = 60
 
 
-def config_text(duration_s: int = DURATION_S, seed: int = 1) -> str:
+def config_text(duration_s: int = DURATION_S, seed: int = 1, *, cpus: int = 64, tasks: int = 1000) -> str:
+    """The workload; ``cpus`` and ``tasks`` scale it (bench/scaling.py): the four groups keep
+    their shares of ``tasks`` (60/30/9/1 %, at least one of each) and memory grows
+    past 8 GiB with them (8 MiB a task)."""
+    daemons, workers, handlers = (max(1, tasks * k // 100) for k in (60, 30, 9))
+    leakers = max(1, tasks - daemons - workers - handlers)
+    memory = max(8, -(-tasks * 8 // 1000))   # GiB: room for the tasks' boot rss
     return f"""
 [machine]
-cpus = 64
-memory = "8GiB"
+cpus = {cpus}
+memory = "{memory}GiB"
 swap = "1GiB"
 page_cache = "512MiB"
 dirty = "64MiB"
@@ -39,7 +45,7 @@ stop_when_idle = false
 # 600 mostly idle daemons
 [[tasks]]
 name = "daemon"
-count = 600
+count = {daemons}
 rss = "2MiB"
 stagger = "1ms"
 program = [ {{ op = "repeat", steps = [
@@ -50,7 +56,7 @@ program = [ {{ op = "repeat", steps = [
 # 300 busier workers
 [[tasks]]
 name = "worker"
-count = 300
+count = {workers}
 rss = "4MiB"
 stagger = "3ms"
 program = [ {{ op = "repeat", steps = [
@@ -61,7 +67,7 @@ program = [ {{ op = "repeat", steps = [
 # 90 request handlers that allocate and free a little memory
 [[tasks]]
 name = "handler"
-count = 90
+count = {handlers}
 rss = "8MiB"
 stagger = "10ms"
 program = [ {{ op = "repeat", steps = [
@@ -74,7 +80,7 @@ program = [ {{ op = "repeat", steps = [
 # 10 leaker parents: a new leaking child every 8s, each leaking 48MiB/s until killed
 [[tasks]]
 name = "leaker"
-count = 10
+count = {leakers}
 start = "1s"
 stagger = "500ms"
 program = [ {{ op = "repeat", steps = [

@@ -363,7 +363,7 @@ def run_one(cfg: Any, job: Job) -> dict[str, Any]:
     policy = policy_for(cfg, job.policy)   # a fresh instance per run: daemons keep state
     wanted, sink = wanted_records()
     try:
-        result = sim.run(cfg, seed=job.seed, policy=policy, sinks=[sink])
+        result = sim.run(cfg, seed=job.seed, policy=policy, sinks=[sink], psi=True)  # stall totals
     except InputError as err:
         raise InputError(f"{job.config}, seed {job.seed}: {err}") from None
     return run_metrics(wanted, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)

@@ -93,6 +93,7 @@ def named_checker(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], N
             caught["m"] = m  # the machine, stopped at this event by Machine.emit_on
             raise
 
+    checked.reads_psi = False  # type: ignore[attr-defined] # no built-in invariant reads PSI
     return checked
 
 

@@ -272,7 +272,8 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         sinks: list[Callable[[tuple], None]] | None = None,
         checkers: list[Callable[[Machine, tuple], None]] | None = None,
         fixes: dict[str, bool] | None = None, duration: int | None = None,
-        scheduler: Any = None, env_checks: bool = True, keep_records: bool = False) -> RunResult:
+        scheduler: Any = None, env_checks: bool = True, keep_records: bool = False,
+        psi: bool | None = None) -> RunResult:
     """Run one simulation to its end and return the machine (and its events, if kept).
 
     Every event goes to each of ``sinks`` as it happens, then to the ``checkers``;
@@ -280,7 +281,13 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     the run: for tests and short runs).  ``scheduler`` (an
     :class:`oomactors.schedule.Scheduler`) is asked at every decision point;
     ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for runs that
-    check exactly the invariants they name, like ``oomactors explore``)."""
+    check exactly the invariants they name, like ``oomactors explore``).
+
+    ``psi``: keep the pressure stall bookkeeping (oomactors/psi.py).  It changes no
+    decision of the kernel model, only what /proc/pressure reads, so by default (None) it
+    is kept only when something can read it: a userspace daemon, ``run.psi_samples``, an
+    invariant checker, or a caller that asks (``psi=True``, e.g. to read
+    :func:`oomactors.psi.psi_totals` of the result)."""
     from .schedule import Schedule
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
     kept: list[tuple] | None = [] if keep_records else None
@@ -295,6 +302,11 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         from .invariants import default_checkers, page_conservation
         if page_conservation not in m.checkers:
             m.checkers.extend(default_checkers())
+    if psi is None:
+        psi = (m.daemon is not None or bool(to_jiffies(cfg.run.psi_samples, m.hz))
+               or any(getattr(check, "reads_psi", True) for check in m.checkers))
+    if not psi:
+        m.psi = m.sched.psi = None  # nothing can read it: skip its bookkeeping
     dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
     if backend == "trio":
         _seed_trio(m.seed)

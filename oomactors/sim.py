@@ -97,6 +97,8 @@ def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy
 
 
 def _cpu_node(m: Machine) -> Callable[[int], int]:
+    if len(m.nodes) == 1:
+        return lambda cpu: 0
     per = max(1, len(m.sched.cpus) // len(m.nodes))
     return lambda cpu: min(cpu // per, len(m.nodes) - 1)
 

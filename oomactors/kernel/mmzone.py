@@ -154,17 +154,23 @@ class Zone:
                 o += 1
             if o == MAX_ORDER:  # cannot happen while nr_free >= n
                 raise AssertionError("buddy lists disagree with nr_free")
-            fa[o] -= 1
-            size = 1 << o
-            self.nr_free -= size
-            used = min(n, size)
-            n -= used
-            rest = size - used
-            # the unused tail of the split block goes back as its binary decomposition
+            have = fa[o]
+            whole = n >> o
+            if whole:
+                # blocks used up entirely, all at once (one at a time gives the same lists)
+                k = whole if whole < have else have
+                fa[o] = have - k
+                self.nr_free -= k << o
+                n -= k << o
+                continue
+            # the last block is split: its unused tail goes back as its binary decomposition
+            fa[o] = have - 1
+            rest = (1 << o) - n
+            self.nr_free -= n
+            n = 0
             for k in range(o):
                 if rest & (1 << k):
                     fa[k] += 1
-                    self.nr_free += 1 << k
         return True
 
     def zone_reclaimable_pages(self, swap_free: int) -> int:

@@ -33,11 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import MM, Task
 
 
+_GFP_FACTS: dict[int, tuple[int, int]] = {}  # gfp mask -> (gfp_zone, migratetype), computed once
+
+
 def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
                         nodemask: frozenset[int] | None, kind: str, mm: "MM | None",
                         pt: int) -> tuple[AllocContext, int, int]:
-    ac = AllocContext(m.zonelists[preferred_nid], nodemask, G.gfp_zone(gfp_mask),
-                      MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE, kind, mm, pt)
+    facts = _GFP_FACTS.get(gfp_mask)
+    if facts is None:
+        facts = _GFP_FACTS[gfp_mask] = (G.gfp_zone(gfp_mask),
+                                        MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE)
+    ac = AllocContext(m.zonelists[preferred_nid], nodemask, facts[0], facts[1], kind, mm, pt)
     alloc_mask = gfp_mask
     alloc_flags = ALLOC_WMARK_LOW
     if m.cpusets_enabled:

@@ -151,6 +151,9 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     chunk_blocks = step.chunk if order == 0 else 1
     done = 0
     start = m.now
+    sched = m.sched
+    is_fault = kind in ("anon", "shmem")
+    rate = step.rate
     while done < pages:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
@@ -166,13 +169,14 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             continue
         done += got
         mm.last_active = m.now if mm is not None else 0
-        await m.sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
+        if not sched.run_nowait(task, got * params.FAULT_NS_PER_PAGE):
+            await sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
         if task.memcg_nr_pages_over_high:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
-        if step.rate:
-            await _pace(m, task, start, done, step.rate)
+        if rate and start + to_jiffies_pages(m, done, rate) > m.now:  # _pace's test, inline
+            await _pace(m, task, start, done, rate)
 
 
 async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
@@ -184,7 +188,8 @@ async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kin
     got = nr << order
     is_fault = kind in ("anon", "shmem")
     if is_fault:
-        await mmap_read_lock(m, task, mm, "task.mmap_lock")
+        if not mm.mmap_lock.read_trylock():  # mmap_read_lock, without a coroutine when free
+            await mmap_read_lock(m, task, mm, "task.mmap_lock")
         pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables)) if new_pages else 0
     else:
         pt = 0

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import MM, Task
 
 
-_GFP_FACTS: dict[int, tuple[int, int]] = {}  # gfp mask -> (gfp_zone, migratetype), computed once
+# gfp mask -> (gfp_zone, migratetype, __GFP_WRITE set), computed once per mask
+_GFP_FACTS: dict[int, tuple[int, int, bool]] = {}
 
 
 def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
@@ -42,7 +43,8 @@ def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, pr
     facts = _GFP_FACTS.get(gfp_mask)
     if facts is None:
         facts = _GFP_FACTS[gfp_mask] = (G.gfp_zone(gfp_mask),
-                                        MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE)
+                                        MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE,
+                                        bool(gfp_mask & G.__GFP_WRITE))
     ac = AllocContext(m.zonelists[preferred_nid], nodemask, facts[0], facts[1], kind, mm, pt)
     alloc_mask = gfp_mask
     alloc_flags = ALLOC_WMARK_LOW
@@ -52,7 +54,7 @@ def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, pr
             ac.nodemask = cur.mems_allowed
         else:
             alloc_flags |= ALLOC_CPUSET
-    ac.spread_dirty_pages = bool(gfp_mask & G.__GFP_WRITE)
+    ac.spread_dirty_pages = facts[2]
     # the zonelist walk starts at the first eligible zone anyway: the slow path sets
     # ac.preferred where it needs it (no usable zone -> nopage)
     return ac, alloc_mask, alloc_flags

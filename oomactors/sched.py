@@ -348,6 +348,9 @@ class Sched:
                  emit: Callable[..., None]) -> None:
         self.backend = _Backend(backend)
         self.clock = Clock(hz, self.backend)
+        trio = backend == "trio"
+        self._trio_wait: Any = self.backend._wait if trio else None
+        self._trio_current: Any = self.backend._current_task if trio else None
         self.cpus = [CPU(i, nzones, self) for i in range(ncpus)]
         self.time_slice = max(1, time_slice)
         self.emit = emit
@@ -463,7 +466,11 @@ class Sched:
         # clock.sleep_until without its coroutine (the hottest path of a run)
         clock.add_sleeper(clock.now + max(0, jiffies), w)
         if w.must_park():
-            await clock.backend.park(w)
+            if self._trio_wait is not None:  # Backend.park on trio, one frame less
+                w.task = self._trio_current()
+                await self._trio_wait(w._abort)
+            else:
+                await clock.backend.park(w)
         task.wake_on_signal = None
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)

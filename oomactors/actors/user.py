@@ -119,18 +119,31 @@ async def sigterm_handler(m: "Machine", task: Task) -> str:
 
 
 async def run_steps(m: "Machine", task: Task, steps: tuple) -> None:
+    sched = m.sched
     for step in steps:
-        await STEP[type(step)](m, task, step)
+        kind = type(step)
+        # the two commonest steps run here rather than in a coroutine of their own: every
+        # wakeup of an actor is passed down its chain of awaiting frames, one less each
+        if kind is SleepStep:
+            await sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
+        elif kind is ComputeStep:
+            ns = _compute_ns(m, step)
+            if not sched.run_nowait(task, ns):
+                await sched.run(task, ns, "task.compute")
+        else:
+            await STEP[kind](m, task, step)
         ret_to_user(task)
 
 
 async def _repeat(m: "Machine", task: Task, step: RepeatStep) -> None:
     n = 0
+    sched = m.sched
     while step.times is None or n < step.times:
         n += 1
         await run_steps(m, task, step.steps)
         # a loop of steps that never sleep must still let time pass
-        await m.sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+        if not sched.run_nowait(task, params.SLOWPATH_ROUND_NS):
+            await sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
 
 
 async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
@@ -501,9 +514,12 @@ async def _sleep(m: "Machine", task: Task, step: SleepStep) -> None:
     await m.sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
 
 
+def _compute_ns(m: "Machine", step: ComputeStep) -> int:
+    return step.time.ns if step.time.jiffies is None else step.time.jiffies * m.sched.clock.jiffy_ns
+
+
 async def _compute(m: "Machine", task: Task, step: ComputeStep) -> None:
-    ns = step.time.ns if step.time.jiffies is None else step.time.jiffies * m.sched.clock.jiffy_ns
-    await m.sched.run(task, ns, "task.compute")
+    await m.sched.run(task, _compute_ns(m, step), "task.compute")
 
 
 async def _block(m: "Machine", task: Task, step: BlockStep) -> None:

@@ -329,7 +329,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         reason = "interrupted"
     m.emit_on("sim:run_end", -1, -1, reason)
     decisions = m.sched.decisions
-    if scheduler is not None:
+    if scheduler is not None and reason != "interrupted":  # half a run proves no divergence
         scheduler.finish(decisions)
     return RunResult(m, m.seed, reason, m.now, kept, schedule=Schedule(tuple(m.sched.choices)),
                      decisions=decisions, events=m.nevents)

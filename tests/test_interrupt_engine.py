@@ -93,3 +93,23 @@ def test_a_request_made_before_the_run_gives_an_empty_interrupted_run():
     result = sim.run(load_default(), sinks=[seen.append])
     assert result.reason == "interrupted" and result.end_jiffies == 0
     assert [r[1] for r in seen] == [RUN_END]
+
+
+def test_an_interrupted_strict_replay_is_not_a_divergence():
+    """Half a run proves nothing about the choices it never reached: a strict replay cut
+    short by Ctrl-C ends 'interrupted', not with a ScheduleDivergence."""
+    from oomactors.schedule import ReplayScheduler, make_scheduler
+    cfg = load_default()
+    drawn = sim.run(cfg, scheduler=make_scheduler("random", seed=3, p=0.01))
+    assert drawn.schedule  # choices all through the run
+    last = max(c.index for c in drawn.schedule)
+    seen: list[tuple] = []
+
+    def sink(rec):
+        seen.append(rec)
+        if len(seen) == 50:
+            interrupt.request()
+
+    result = sim.run(cfg, sinks=[sink], scheduler=ReplayScheduler(drawn.schedule, strict=True))
+    assert result.reason == "interrupted" and result.decisions < last
+    assert [r[1] for r in seen[50:]] == [RUN_END]

@@ -24,6 +24,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import interrupt as _interrupt
+from .stepper import PARK, YIELD, Stepper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
@@ -85,12 +86,11 @@ class Waiter:
     the clock advances right there, so a jiffy costs one pass of the backend's scheduler.
     """
 
-    __slots__ = ("clock", "task", "fut", "woken", "value", "parked")
+    __slots__ = ("clock", "task", "woken", "value", "parked")
 
     def __init__(self, clock: "Clock") -> None:
         self.clock = clock
-        self.task: Any = None
-        self.fut: Any = None
+        self.task: Any = None   # the parked actor's coroutine
         self.woken = False
         self.value: Any = None
         self.parked = False
@@ -124,93 +124,30 @@ class Waiter:
             return not self.woken
         return True
 
-    def _abort(self, _raise_cancel: Any) -> Any:
-        self.task = None
-        self.woken = True
-        self.parked = False
-        return _ABORT_SUCCEEDED
-
-
-_ABORT_SUCCEEDED: Any = None
 
 
 class _Backend:
-    """Park and unpark actors with the cheapest primitive the running backend has."""
+    """The host (anyio's backend: trio or asyncio) and the actors' own stepper.
 
-    def __init__(self, name: str) -> None:
-        global _ABORT_SUCCEEDED
+    Parking is a yield to the :class:`~oomactors.stepper.Stepper`, unparking an append to
+    its ready deque: the host's scheduler is not involved in the actors' switches."""
+
+    def __init__(self, name: str, seed: int = 0) -> None:
         self.name = name
-        if name == "trio":
-            import trio
-            import trio.testing
-
-            self._trio = trio
-            self._current_task = trio.lowlevel.current_task
-            self._wait = trio.lowlevel.wait_task_rescheduled
-            self._reschedule = trio.lowlevel.reschedule
-            _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
-            self.checkpoint = trio.lowlevel.checkpoint
-            # the trio halves of park/unpark, bound once (they run on every sleep)
-            self.park = self._park_trio  # type: ignore[method-assign]
-            self.unpark = self._unpark_trio  # type: ignore[method-assign]
-        else:
-            import asyncio
-
-            async def checkpoint() -> None:
-                await asyncio.sleep(0)
-
-            self.checkpoint = checkpoint
-
-    async def _park_trio(self, w: Waiter) -> None:
-        w.task = self._current_task()
-        await self._wait(w._abort)
-
-    def _unpark_trio(self, w: Waiter) -> None:
-        if w.task is not None:
-            self._reschedule(w.task)
-            w.task = None
+        self.stepper = Stepper(seed)
 
     async def park(self, w: Waiter) -> None:
-        if self.name == "trio":
-            w.task = self._current_task()
-            await self._wait(w._abort)
-        else:
-            import asyncio
-
-            w.fut = asyncio.get_running_loop().create_future()
-            try:
-                await w.fut
-            except BaseException:
-                w.woken = True
-                w.parked = False
-                raise
+        w.task = self.stepper.current
+        await PARK
 
     def unpark(self, w: Waiter) -> None:
-        if self.name == "trio":
-            if w.task is not None:
-                self._reschedule(w.task)
-                w.task = None
-        elif w.fut is not None and not w.fut.done():
-            w.fut.set_result(None)
+        if w.task is not None:
+            self.stepper.ready.append(w.task)
+            w.task = None
 
-    async def wait_all_tasks_blocked(self) -> None:
-        if self.name == "trio":
-            await self._trio.testing.wait_all_tasks_blocked()
-        else:
-            # anyio's version polls every 100 ms of wall time; look at the tasks directly
-            import asyncio
-
-            this = asyncio.current_task()
-            while True:
-                for task in asyncio.all_tasks():
-                    if task is this:
-                        continue
-                    waiter = task._fut_waiter  # type: ignore[attr-defined]
-                    if waiter is None or waiter.done():
-                        break
-                else:
-                    return
-                await asyncio.sleep(0)
+    async def checkpoint(self) -> None:
+        """Behind every actor ready to run now."""
+        await YIELD
 
 
 class Clock:
@@ -345,12 +282,10 @@ class Sched:
     """Ties clock and CPUs together; every blocking call of the model goes through here."""
 
     def __init__(self, hz: int, ncpus: int, nzones: int, time_slice: int, backend: str,
-                 emit: Callable[..., None]) -> None:
-        self.backend = _Backend(backend)
+                 emit: Callable[..., None], seed: int = 0) -> None:
+        self.backend = _Backend(backend, seed)
+        self.stepper = self.backend.stepper
         self.clock = Clock(hz, self.backend)
-        trio = backend == "trio"
-        self._trio_wait: Any = self.backend._wait if trio else None
-        self._trio_current: Any = self.backend._current_task if trio else None
         self.cpus = [CPU(i, nzones, self) for i in range(ncpus)]
         self.time_slice = max(1, time_slice)
         self.emit = emit
@@ -466,11 +401,8 @@ class Sched:
         # clock.sleep_until without its coroutine (the hottest path of a run)
         clock.add_sleeper(clock.now + max(0, jiffies), w)
         if w.must_park():
-            if self._trio_wait is not None:  # Backend.park on trio, one frame less
-                w.task = self._trio_current()
-                await self._trio_wait(w._abort)
-            else:
-                await clock.backend.park(w)
+            w.task = self.stepper.current  # Backend.park, one frame less
+            await PARK
         task.wake_on_signal = None
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)

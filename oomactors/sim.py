@@ -109,72 +109,83 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
     clock = m.sched.clock
     clock.limit = duration
     clock.should_stop = (lambda: m.finished) if stop_when_idle else (lambda: False)
-    async with anyio.create_task_group() as tg:
+    stepper = m.sched.stepper
+    stepper.seed(m.seed)
+    # the actors run on the stepper (oomactors/stepper.py), inside this host task
 
-        async def actor(fn: Callable[..., Any], *args: Any) -> None:
-            try:
-                await fn(*args)
-            finally:
-                clock.active -= 1
-                if clock.active <= 0 and not m.stopped:
-                    clock.idle()
-
-        def spawn(fn: Callable[..., Any], *args: Any) -> None:
-            clock.active += 1
-            tg.start_soon(actor, fn, *args)
-
-        m.spawn = spawn
-        m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
-                  m.totalram_pages, m.profile.name)
-        if m.policy.name != "linux" or m.daemon is not None:
-            m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
-        # init first: pid 1 is never killed
-        init = new_process(m, "init", 0, frozenset(), 0)
-        spawn(_init_actor, m, init)
-        for node in m.nodes:
-            node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
-            spawn(kswapd, m, node)
-        reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
-        spawn(oom_reaper, m, reaper)
-        for cpu in m.sched.cpus:
-            spawn(cpu.actor)
-            spawn(vmstat_timer, m, cpu)
-        if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
-            spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
-        _spawn_workload(m)
-        if getattr(m, "daemon", None) is not None:
-            spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
-        psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
-        if psi_every:
-            _psi_samples(m, psi_every)
-        spawn_cpuset_updater(m)
-        emit_memcg_usage(m)
+    async def actor(fn: Callable[..., Any], *args: Any) -> None:
         try:
-            reason = await _drive(m)
-            if m.stopped:  # interrupted: no event but sim:run_end after Ctrl-C was asked for
-                return reason
-            emit_oom_scores(m)
-            emit_commit(m)  # the last Committed_AS sample: what the run summary reports
-            emit_memcg_usage(m)  # and the memcgs' last usage
-            if psi_every or getattr(m, "daemon", None) is not None:
-                emit_psi(m)  # the last PSI sample: the run's total stall times
+            await fn(*args)
         finally:
-            m.stopped = True  # cancelled actors unwind now; what they do is not simulated
-            tg.cancel_scope.cancel()
+            clock.active -= 1
+            if clock.active <= 0 and not m.stopped:
+                clock.idle()
+
+    def spawn(fn: Callable[..., Any], *args: Any) -> None:
+        clock.active += 1
+        stepper.spawn(actor(fn, *args))
+
+    m.spawn = spawn
+    m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
+              m.totalram_pages, m.profile.name)
+    if m.policy.name != "linux" or m.daemon is not None:
+        m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
+    # init first: pid 1 is never killed
+    init = new_process(m, "init", 0, frozenset(), 0)
+    spawn(_init_actor, m, init)
+    for node in m.nodes:
+        node.kswapd_task = new_process(m, f"kswapd{node.nid}", 0, frozenset(), 0, kthread=True)
+        spawn(kswapd, m, node)
+    reaper = new_process(m, "oom_reaper", 0, frozenset(), 0, kthread=True)
+    spawn(oom_reaper, m, reaper)
+    for cpu in m.sched.cpus:
+        spawn(cpu.actor)
+        spawn(vmstat_timer, m, cpu)
+    if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
+        spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
+    _spawn_workload(m)
+    if getattr(m, "daemon", None) is not None:
+        spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
+    psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
+    if psi_every:
+        _psi_samples(m, psi_every)
+    spawn_cpuset_updater(m)
+    emit_memcg_usage(m)
+    try:
+        reason = await _drive(m)
+        if m.stopped:  # interrupted: no event but sim:run_end after Ctrl-C was asked for
+            return reason
+        emit_oom_scores(m)
+        emit_commit(m)  # the last Committed_AS sample: what the run summary reports
+        emit_memcg_usage(m)  # and the memcgs' last usage
+        if psi_every or getattr(m, "daemon", None) is not None:
+            emit_psi(m)  # the last PSI sample: the run's total stall times
+    finally:
+        m.stopped = True  # the actors are torn down now; what they do is not simulated
+        stepper.close()
     return reason
 
 
 async def _drive(m: Machine) -> str:
-    """Wait for the end of the run.  The clock advances itself when the last running actor
-    parks; the backend's own idle detection only confirms the end (or repairs a miscount)."""
+    """Step the actors until the run ends.  The clock advances itself when the last running
+    actor parks; an empty ready queue with the run not over means the count of running
+    actors was off, and the clock is advanced here (a repair).  The host gets a checkpoint
+    every few thousand steps (its cancellation and signals)."""
     clock = m.sched.clock
+    stepper = m.sched.stepper
     while True:
-        await m.sched.backend.wait_all_tasks_blocked()
+        stepper.run_ready(_HOST_EVERY)
+        if stepper.ready:
+            await anyio.lowlevel.checkpoint()
+            continue
         if clock.ended is not None:
             return clock.ended
         clock.repairs += 1
         clock.active = 0
         clock.idle()
+
+
+_HOST_EVERY = 4096  # actor steps between two checkpoints of the host
 
 
 def _spawn_workload(m: Machine) -> None:

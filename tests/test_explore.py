@@ -51,10 +51,12 @@ def _cli(*args: str):
     return res
 
 
+# seed 0: with the actors on oomactors/stepper.py, searches from seeds 0, 2, 3 and 5 find the
+# race within the budget (at runs 31, 43, 23, 32), those from 1 and 4 do not
 @pytest.fixture(scope="module")
 def found():
     res = explore(CFG, ["oom_lock_exclusion", "page_conservation"], scheduler="random", budget=60,
-                  seed=1, fixes=OFF)
+                  seed=0, fixes=OFF)
     assert res.violation is not None
     return res
 
@@ -77,7 +79,7 @@ def test_random_search_finds_the_race_and_shrinks_it(found):
 
 def test_the_search_is_deterministic(found):
     again = explore(CFG, ["oom_lock_exclusion", "page_conservation"], scheduler="random", budget=60,
-                    seed=1, fixes=OFF)
+                    seed=0, fixes=OFF)
     assert again.schedule == found.schedule and again.violation == found.violation
 
 
@@ -125,7 +127,7 @@ def test_cli_explore_writes_a_reproducer(tmp_path):
     cfg.write_text(RACE + "[kernel.fixes]\noom_lock = false\n")
     out = tmp_path / "found.json"
     p = _cli("explore", str(cfg), "--check", "oom_lock_exclusion,page_conservation", "--budget", "60",
-             "--seed", "1", "--out", str(out), "--json")
+             "--seed", "0", "--out", str(out), "--json")
     assert p.returncode == 1, p.stderr
     doc = json.loads(p.stdout)
     assert doc["runs"] <= 60 and doc["seconds"] > 0
@@ -134,7 +136,7 @@ def test_cli_explore_writes_a_reproducer(tmp_path):
     assert result["reproduce"] == f"oomactors run --replay {out}"
     assert load_repro(out).schedule.dumps() == result["schedule"]
     p = _cli("explore", str(cfg), "--check", "oom_lock_exclusion", "--check", "page_conservation",
-             "--budget", "60", "--seed", "1", "--shrink-budget", "0", "--out", str(out))
+             "--budget", "60", "--seed", "0", "--shrink-budget", "0", "--out", str(out))
     assert p.returncode == 1
     assert f"oom_lock_exclusion violated at run {doc['result']['found_at_run']}" in p.stdout
     assert p.stdout.rstrip().endswith(f"reproduce with: oomactors run --replay {out}")
@@ -157,7 +159,9 @@ def test_pct_search_runs_within_its_budget():
 
 
 def test_pct_finds_the_race_through_a_change_point_hold():
-    res = explore(CFG, ["oom_lock_exclusion"], scheduler="pct", budget=20, seed=1, fixes=OFF, shrink_budget=0)
+    # seed 45: with the actors on oomactors/stepper.py, PCT searches of this budget from
+    # seeds 0..59 find the race from 24, 38, 45, 55 and 56 (seed 1 no longer does)
+    res = explore(CFG, ["oom_lock_exclusion"], scheduler="pct", budget=20, seed=45, fixes=OFF, shrink_budget=0)
     assert res.violation is not None and res.violation.invariant == "oom_lock_exclusion"
     assert res.runs == res.violation.found_at <= 20
     # the found schedule's first hold is a change point's: HZ jiffies (250 at the default HZ)

@@ -24,6 +24,7 @@ test: $(STAMP) vm-deps
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -95,7 +95,6 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         _run_replay(replay_path, config, seed, trace_path, as_json, backend, policy_spec, scheduler_name)
         return
     from . import sim
-    from .report import console_lines, summarize
 
     try:
         cfg = _load(config)
@@ -107,6 +106,8 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     refusals = RefusalLog()
     live = _live(cfg, as_json)
     with _tracing(trace_path, run_seed, cfg) as sinks, deferred():
+        # the console text as it happens: the live view's on a terminal, plain lines off one
+        aggregate, sinks = _text_sinks(cfg, sinks, as_json or live is not None)
         scheduler = _run_scheduler(cfg, run_seed, scheduler_name, schedule_seed, backend, policy)
         sinks = [*(sinks or ()), refusals, *([live] if live is not None else [])]
         try:
@@ -116,7 +117,7 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
             if live is not None:
                 live.close()
         stop_if_interrupted(result)
-    summary = summarize(result.records, seed=run_seed, hz=result.hz, reason=result.reason)
+    summary = aggregate.result(seed=run_seed, reason=result.reason)
     if scheduler is not None:  # only then: plain runs print what they always printed
         summary["scheduler"] = scheduler_name
         summary["decisions"] = result.decisions
@@ -124,13 +125,29 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    if live is None:  # else its lines were shown as they happened
-        for line in console_lines(result.records, hz=result.hz):
-            click.echo(line)
     _print_summary(summary, refusals)
     if scheduler is not None:
         click.echo(f"{scheduler_name} scheduler: {len(result.schedule)} of {result.decisions} decisions "
                    f"departed from the default" + (f": {result.schedule.dumps()}" if result.schedule else ""))
+
+
+def _text_sinks(cfg: Any, sinks: list | None, no_console: bool) -> tuple[Any, list]:
+    """The summary aggregator, and the run's sinks with it (and, unless ``no_console``, the
+    kernel console printed as it happens): nothing keeps the run's events."""
+    from .report import ConsoleText, Summary
+    summary = Summary(hz=cfg.kernel.hz)
+    out = list(sinks or ()) + [summary.feed]
+    if not no_console:
+        console = ConsoleText(hz=cfg.kernel.hz)
+        ids = console.ids
+
+        def print_console(rec: tuple) -> None:
+            if rec[1] in ids:
+                for line in console.feed(rec):
+                    click.echo(line)
+
+        out.append(print_console)
+    return summary, out
 
 
 @contextlib.contextmanager
@@ -245,7 +262,6 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     """`run --replay FILE`: the reproducer's config, seed, policy, fixes and schedule, with
     its invariant checked.  Exit 1 if the violation reproduced (reported on stderr)."""
     from .explore import load_repro, replay_repro
-    from .report import console_lines, summarize
 
     for given, what in ((config, "CONFIG"), (seed, "--seed"), (policy_spec, "--policy"),
                         (scheduler_name, "--scheduler")):
@@ -259,20 +275,18 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     # the reproducer's own backend, unless --backend was given (then it must be the same)
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
+        aggregate, sinks = _text_sinks(cfg, sinks, as_json)
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
         stop_if_interrupted(result)
     hz = cfg.kernel.hz
     v = outcome.violation
-    summary = summarize(outcome.records, seed=repro.seed, hz=hz,
-                        reason=result.reason if result is not None else "invariant")
+    summary = aggregate.result(seed=repro.seed, reason=result.reason if result is not None else "invariant")
     summary["replay"] = {"file": path, "invariant": repro.invariant, "reproduced": v is not None,
                          "violation": str(v) if v is not None else None,
                          "schedule": repro.schedule.dumps(), "decisions": outcome.decisions}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        for line in console_lines(outcome.records, hz=hz):
-            click.echo(line)
         _print_summary(summary)
     if v is not None:
         click.echo(f"oomactors: invariant {repro.invariant} violated (reproduced from {path}): {v}", err=True)

@@ -363,12 +363,28 @@ def run_one(cfg: Any, job: Job) -> dict[str, Any]:
 
     from . import sim
     policy = policy_for(cfg, job.policy)   # a fresh instance per run: daemons keep state
+    wanted, sink = wanted_records()
     try:
-        result = sim.run(cfg, seed=job.seed, policy=policy)
+        result = sim.run(cfg, seed=job.seed, policy=policy, sinks=[sink], psi=True)  # stall totals
     except InputError as err:
         raise InputError(f"{job.config}, seed {job.seed}: {err}") from None
     interrupt.check()  # Ctrl-C ended the run: no metrics from half a run
-    return run_metrics(result.records, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
+    return run_metrics(wanted, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
+
+
+def wanted_records() -> tuple[list[tuple], Callable[[tuple], None]]:
+    """A sink that keeps only the records the metrics read (the run ends with
+    sim:run_end, which is one of them, so the run's end time is kept too)."""
+    from .events import EVENTS
+    ids = frozenset(i for i, k in enumerate(EVENTS) if k.name in _WANTED or k.name.startswith("userspace:"))
+    kept: list[tuple] = []
+    append = kept.append
+
+    def sink(rec: tuple) -> None:
+        if rec[1] in ids:
+            append(rec)
+
+    return kept, sink
 
 
 def _worker(unit: tuple[Any, Job]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from collections import Counter
 
 from typing import Any, Callable
 
+from . import interrupt as _interrupt
 from .config import Config
 from .errors import ConfigError, SimulationPanic
 from .events import EVENT_ID
@@ -52,8 +53,10 @@ class Machine:
         self.cfg = cfg
         k, mc = cfg.kernel, cfg.machine
         self.hz = k.hz
-        self.records: list[tuple] = []
+        # events flow to the sinks as they happen; nothing keeps them unless a sink does
+        # (sim.run(keep_records=True) adds a list's append)
         self.sinks: list[Callable[[tuple], None]] = []
+        self.nevents = 0
         self.checkers: list[Callable[["Machine", tuple], None]] = []
         # [kernel.fixes]: the race catalogue's switches (sim.build lays run overrides on top)
         self.fixes: dict[str, bool] = k.fixes.model_dump()
@@ -115,6 +118,8 @@ class Machine:
         self.oom_alloc: dict[int, tuple] = {}
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
+        self.interrupted = False  # Ctrl-C (oomactors.interrupt) ended the run
+        self.sched.clock.on_interrupt = self._interrupted
         self.vmstat: dict[str, int] = dict.fromkeys(
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
@@ -267,14 +272,16 @@ class Machine:
         return self.sched.clock.now
 
     def emit_on(self, name: str, cpu: int, pid: int, *fields: Any) -> None:
-        if (self.panicked is not None or self.stopped) and name != "sim:run_end":
+        if (self.panicked is not None or self.stopped or _interrupt._requested) and name != "sim:run_end":
             if self.panicked is not None:
                 # panic() stopped every CPU (smp_send_stop): whatever an actor still does in
                 # the same instant never happened.  It unwinds here, at its first event.
                 raise SimulationPanic(self.panicked)
+            if not self.stopped:  # Ctrl-C was asked for: the run ends now, before this event
+                self.sched.clock.interrupt()
             return  # the run is over: actors unwinding at teardown did nothing simulated
         rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
-        self.records.append(rec)
+        self.nevents += 1
         for sink in self.sinks:
             sink(rec)
         try:
@@ -286,6 +293,10 @@ class Machine:
             self.stopped = True
             self.sched.clock.ended = "invariant"
             raise
+
+    def _interrupted(self) -> None:
+        self.interrupted = True
+        self.stopped = True
 
     def emit(self, name: str, pid: int, *fields: Any) -> None:
         cur = self.sched.current

@@ -643,6 +643,8 @@ def psi_totals(source: Any) -> dict[str, int] | None:
     for which the last ``sim:psi`` sample of "/" is used (``None`` when the run emitted none:
     samples are only emitted with ``run.psi_samples`` set or a userspace daemon running)."""
     m = getattr(source, "machine", source)
+    if hasattr(m, "sched") and m.psi is None:
+        return None  # a run without PSI bookkeeping (sim.run psi=False): nothing to read
     psi = getattr(m, "psi", None)
     if psi is not None:
         some, full = psi.system.peek_totals(m.now)

@@ -12,7 +12,7 @@ need the event table (names and field names) and HZ.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .events import EVENTS
 from .trace.stream import decode_record
@@ -32,108 +32,167 @@ class EventTable:
 
 def summarize(records: Iterable[tuple], *, seed: int, hz: int, table: EventTable | None = None,
               reason: str | None = None) -> dict[str, Any]:
-    table = table or EventTable()
-    n = 0
-    end = 0
-    oom_invocations = contended = alloc_failures = 0
-    kills: list[dict[str, Any]] = []
-    points: dict[int, int] = {}
-    panic = None
-    tasks: dict[int, dict[str, Any]] = {}
-    run_end = reason
-    names = table.names
-    committed_as = committed_peak = None
-    refusals = 0
-    memcgs: dict[str, dict[str, Any]] = {}
-    profile = None
-    policy, daemon = "linux", None
-    psi: dict[str, dict[str, Any]] = {}          # the last sim:psi sample of each group
-    userspace: dict[str, list[dict[str, Any]]] = {}  # a daemon's actions
+    """The run summary of any iterable of records (a live run's, a trace file's)."""
+    summary = Summary(hz=hz, table=table)
     for rec in records:
-        n += 1
-        end = rec[0]
-        name = names[rec[1]]
-        if name == "sim:out_of_memory_enter":
-            oom_invocations += 1
-        elif name == "sim:oom_lock_contended":
-            contended += 1
-        elif name == "sim:slowpath_exit":
-            if table.decode(rec, hz)["result"] == "fail":
-                alloc_failures += 1
-        elif name == "sim:oom_victim_chosen":
-            points[rec[3]] = table.decode(rec, hz)["points"]
-        elif name == "sim:oom_kill":
-            ev = table.decode(rec, hz)
-            kills.append({"t": ev["t"], "pid": ev["pid"], "comm": ev["comm"],
-                          "points": points.pop(ev["pid"], None), "message": ev["message"]})
-            if ev["pid"] in tasks and tasks[ev["pid"]]["outcome"] == "running":
-                tasks[ev["pid"]]["outcome"] = "killed, exiting"  # SIGKILL sent, not exited yet
-        elif name == "sim:panic":
-            panic = table.decode(rec, hz)["message"]
-        elif name == "sim:task_new":
-            ev = table.decode(rec, hz)
-            if not ev["kthread"] and ev["tgid"] == ev["pid"]:
-                tasks[ev["pid"]] = {"pid": ev["pid"], "comm": ev["comm"], "outcome": "running"}
-        elif name == "sched:sched_process_exit":
-            ev = table.decode(rec, hz)
-            if ev["pid"] in tasks:
-                tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
-        elif name == "sim:run_start":
-            profile = table.decode(rec, hz).get("profile", profile)
-        elif name == "sim:psi":
-            ev = table.decode(rec, hz)
-            psi[ev["path"]] = {k: ev[k] for k in _PSI_FIELDS}
-        elif name in _USERSPACE_SUMMARY:
-            ev = table.decode(rec, hz)
-            key, fields = _USERSPACE_SUMMARY[name]
-            userspace.setdefault(key, []).append({f: ev[f] for f in fields})
-        elif name == "sim:policy":
-            ev = table.decode(rec, hz)
-            policy, daemon = ev["policy"], ev["daemon"] or None
-        elif name == "sim:oom_score":
-            if rec[3] in tasks:
-                tasks[rec[3]]["oom_score"] = table.decode(rec, hz)["oom_score"]
-        elif name == "sim:run_end":
-            run_end = table.decode(rec, hz)["reason"]
-        elif name == "sim:vm_enough_memory":
-            ev = table.decode(rec, hz)
-            if ev["result"] != 0:
-                refusals += 1
-            else:  # Committed_AS only grows at a granted check, so its peak is seen here
-                committed_peak = max(committed_peak or 0, ev["committed"])
-        elif name == "sim:commit":
-            committed_as = table.decode(rec, hz)["committed_as"]
-            committed_peak = max(committed_peak or 0, committed_as)
-        elif name in _MEMCG_SUMMARY:
-            _memcg_summary(memcgs, name, table.decode(rec, hz))
-    return {
-        "seed": seed,
-        "profile": profile,
-        "simulated_seconds": round(end / hz, 6),
-        "end_reason": run_end,
-        "events": n,
-        "policy": policy,             # the kill policy that chose the kernel's victims
-        "daemon": daemon,             # the userspace OOM killer, if one ran
-        "oom_invocations": oom_invocations,
-        "oom_lock_contended": contended,
-        "kills": kills,
-        "alloc_failures": alloc_failures,
-        "panic": panic,
-        "tasks": sorted(tasks.values(), key=lambda t: t["pid"]),
-        # Committed_AS in pages: the last sim:commit sample (taken at the run's end) and the
-        # highest value seen; and how many commit checks refused a request with -ENOMEM
-        "committed_as": committed_as,
-        "committed_as_peak": committed_peak,
-        "overcommit_refusals": refusals,
-        # memory cgroups by path, in pages: the last usage seen, the highest, the limits,
-        # memory.events (hierarchical) and memory.events.local, pages charged past max
-        "memcgs": memcgs,
-        # only in runs that have them (default runs' summaries keep their keys): PSI by
-        # group path from the last sim:psi sample (averages in hundredths of a percent,
-        # totals in microseconds), and a userspace daemon's kills
-        **({"psi": psi} if psi else {}),
-        **({"userspace": userspace} if userspace else {}),
-    }
+        summary.feed(rec)
+    return summary.result(seed=seed, reason=reason)
+
+
+class Summary:
+    """The run summary as an online aggregator: a sink fed every record as it happens
+    (``feed``), read at the end (``result``).  Its memory grows with the processes and
+    kills of a run, not with its events."""
+
+    def __init__(self, *, hz: int, table: EventTable | None = None) -> None:
+        self.table = table = table or EventTable()
+        self.hz = hz
+        self.n = 0
+        self.end = 0
+        self.oom_invocations = self.contended = self.alloc_failures = 0
+        self.kills: list[dict[str, Any]] = []
+        self.points: dict[int, int] = {}
+        self.panic = None
+        self.tasks: dict[int, dict[str, Any]] = {}
+        self.run_end: str | None = None
+        self.committed_as: int | None = None
+        self.committed_peak: int | None = None
+        self.refusals = 0
+        self.memcgs: dict[str, dict[str, Any]] = {}
+        self.profile = None
+        self.policy, self.daemon = "linux", None
+        self.psi: dict[str, dict[str, Any]] = {}          # the last sim:psi sample of each group
+        self.userspace: dict[str, list[dict[str, Any]]] = {}  # a daemon's actions
+        # event id -> handler, for the kinds the summary reads (the rest are only counted)
+        handlers = {
+            "sim:out_of_memory_enter": self._oom_enter, "sim:oom_lock_contended": self._contended,
+            "sim:slowpath_exit": self._slowpath_exit, "sim:oom_victim_chosen": self._victim,
+            "sim:oom_kill": self._kill, "sim:panic": self._panic, "sim:task_new": self._task_new,
+            "sched:sched_process_exit": self._exit, "sim:run_start": self._run_start,
+            "sim:psi": self._psi, "sim:policy": self._policy, "sim:oom_score": self._oom_score,
+            "sim:run_end": self._run_end_ev, "sim:vm_enough_memory": self._commit_check,
+            "sim:commit": self._commit,
+            **{name: self._userspace for name in _USERSPACE_SUMMARY},
+            **{name: self._memcg for name in _MEMCG_SUMMARY},
+        }
+        self._by_id = {table.ids[name]: fn for name, fn in handlers.items() if name in table.ids}
+
+    def feed(self, rec: tuple) -> None:
+        self.n += 1
+        self.end = rec[0]
+        fn = self._by_id.get(rec[1])
+        if fn is not None:
+            fn(rec)
+
+    __call__ = feed
+
+    def _ev(self, rec: tuple) -> dict[str, Any]:
+        return self.table.decode(rec, self.hz)
+
+    def _oom_enter(self, rec: tuple) -> None:
+        self.oom_invocations += 1
+
+    def _contended(self, rec: tuple) -> None:
+        self.contended += 1
+
+    def _slowpath_exit(self, rec: tuple) -> None:
+        if self._ev(rec)["result"] == "fail":
+            self.alloc_failures += 1
+
+    def _victim(self, rec: tuple) -> None:
+        self.points[rec[3]] = self._ev(rec)["points"]
+
+    def _kill(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        self.kills.append({"t": ev["t"], "pid": ev["pid"], "comm": ev["comm"],
+                           "points": self.points.pop(ev["pid"], None), "message": ev["message"]})
+        task = self.tasks.get(ev["pid"])
+        if task is not None and task["outcome"] == "running":
+            task["outcome"] = "killed, exiting"  # SIGKILL sent, not exited yet
+
+    def _panic(self, rec: tuple) -> None:
+        self.panic = self._ev(rec)["message"]
+
+    def _task_new(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        if not ev["kthread"] and ev["tgid"] == ev["pid"]:
+            self.tasks[ev["pid"]] = {"pid": ev["pid"], "comm": ev["comm"], "outcome": "running"}
+
+    def _exit(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        if ev["pid"] in self.tasks:
+            self.tasks[ev["pid"]]["outcome"] = "killed" if ev["reason"] == "killed" else "exited"
+
+    def _run_start(self, rec: tuple) -> None:
+        self.profile = self._ev(rec).get("profile", self.profile)
+
+    def _psi(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        self.psi[ev["path"]] = {k: ev[k] for k in _PSI_FIELDS}
+
+    def _userspace(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        key, fields = _USERSPACE_SUMMARY[ev["event"]]
+        self.userspace.setdefault(key, []).append({f: ev[f] for f in fields})
+
+    def _policy(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        self.policy, self.daemon = ev["policy"], ev["daemon"] or None
+
+    def _oom_score(self, rec: tuple) -> None:
+        if rec[3] in self.tasks:
+            self.tasks[rec[3]]["oom_score"] = self._ev(rec)["oom_score"]
+
+    def _run_end_ev(self, rec: tuple) -> None:
+        self.run_end = self._ev(rec)["reason"]
+
+    def _commit_check(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        if ev["result"] != 0:
+            self.refusals += 1
+        else:  # Committed_AS only grows at a granted check, so its peak is seen here
+            self.committed_peak = max(self.committed_peak or 0, ev["committed"])
+
+    def _commit(self, rec: tuple) -> None:
+        self.committed_as = self._ev(rec)["committed_as"]
+        self.committed_peak = max(self.committed_peak or 0, self.committed_as)
+
+    def _memcg(self, rec: tuple) -> None:
+        ev = self._ev(rec)
+        _memcg_summary(self.memcgs, ev["event"], ev)
+
+    def result(self, *, seed: int, reason: str | None = None) -> dict[str, Any]:
+        """The summary of what was fed so far (``reason``: the end reason when no
+        sim:run_end was fed, e.g. a run a violation ended)."""
+        hz = self.hz
+        return {
+            "seed": seed,
+            "profile": self.profile,
+            "simulated_seconds": round(self.end / hz, 6),
+            "end_reason": self.run_end if self.run_end is not None else reason,
+            "events": self.n,
+            "policy": self.policy,        # the kill policy that chose the kernel's victims
+            "daemon": self.daemon,        # the userspace OOM killer, if one ran
+            "oom_invocations": self.oom_invocations,
+            "oom_lock_contended": self.contended,
+            "kills": list(self.kills),
+            "alloc_failures": self.alloc_failures,
+            "panic": self.panic,
+            "tasks": sorted((dict(t) for t in self.tasks.values()), key=lambda t: t["pid"]),
+            # Committed_AS in pages: the last sim:commit sample (taken at the run's end) and
+            # the highest value seen; and how many commit checks refused a request with -ENOMEM
+            "committed_as": self.committed_as,
+            "committed_as_peak": self.committed_peak,
+            "overcommit_refusals": self.refusals,
+            # memory cgroups by path, in pages: the last usage seen, the highest, the limits,
+            # memory.events (hierarchical) and memory.events.local, pages charged past max
+            "memcgs": self.memcgs,
+            # only in runs that have them (default runs' summaries keep their keys): PSI by
+            # group path from the last sim:psi sample (averages in hundredths of a percent,
+            # totals in microseconds), and a userspace daemon's kills
+            **({"psi": self.psi} if self.psi else {}),
+            **({"userspace": self.userspace} if self.userspace else {}),
+        }
 
 
 _PSI_FIELDS = ("some_avg10", "some_avg60", "some_avg300", "some_total",

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -49,18 +50,16 @@ EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating on
 
 @dataclass
 class Outcome:
-    """What one run gave: the violation (or None), its records and recorded schedule, and
-    what it reached (:meth:`oomactors.coverage.Coverage.as_dict`)."""
+    """What one run gave: the violation (or None), its records (all of them with
+    ``keep_records``, else the last :data:`EVENTS_KEPT`) and recorded schedule, and what it
+    reached (:meth:`oomactors.coverage.Coverage.as_dict`)."""
 
     violation: InvariantViolation | None
     machine: Any
     schedule: Schedule
     decisions: int
     coverage: dict[str, Any] | None = None
-
-    @property
-    def records(self) -> list[tuple]:
-        return self.machine.records
+    records: "list[tuple]" = field(default_factory=list, repr=False)
 
     @property
     def invariant(self) -> str | None:
@@ -94,38 +93,42 @@ def named_checker(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], N
             caught["m"] = m  # the machine, stopped at this event by Machine.emit_on
             raise
 
+    checked.reads_psi = False  # type: ignore[attr-defined] # no built-in invariant reads PSI
     return checked
 
 
 def checked_run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | None = None,
                 policy: Any = None, fixes: dict[str, bool] | None = None,
-                sinks: list[Callable[[tuple], None]] | None = None) -> Outcome:
+                sinks: list[Callable[[tuple], None]] | None = None, keep_records: bool = False) -> Outcome:
     """One run with exactly the named checkers; a violation ends it and is returned."""
     return _run(cfg, seed=seed, checks=checks, scheduler=scheduler, policy=policy, fixes=fixes,
-                sinks=sinks)[0]
+                sinks=sinks, keep_records=keep_records)[0]
 
 
 def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | None, policy: Any,
          fixes: dict[str, bool] | None, sinks: list[Callable[[tuple], None]] | None,
-         backend: str = "trio") -> tuple[Outcome, Any]:
+         backend: str = "trio", keep_records: bool = False) -> tuple[Outcome, Any]:
     """The run, and its RunResult (None when a violation ended it)."""
     from .coverage import Coverage
 
     caught: dict[str, Any] = {}
     cov = Coverage()
+    # the events a reproducer needs are the last few: a bounded deque, unless all are asked for
+    kept: Any = [] if keep_records else deque(maxlen=EVENTS_KEPT)
     try:
         res = sim.run(cfg, seed=seed, backend=backend, scheduler=scheduler,
                       checkers=[named_checker(n, caught) for n in checks], policy=policy_instance(cfg, policy),
-                      fixes=fixes, sinks=[*(sinks or ()), cov], env_checks=False)
+                      fixes=fixes, sinks=[kept.append, *(sinks or ()), cov], env_checks=False)
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
         if v is None or "m" not in caught:
             raise  # not a violation (sim.run already unwrapped errors of ours)
         m = caught["m"]
         cov.add_machine(m)
-        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions, cov.as_dict()), None  # type: ignore[arg-type]
+        return Outcome(v, m, Schedule(tuple(m.sched.choices)), m.sched.decisions, cov.as_dict(),
+                       list(kept)), None
     cov.add_machine(res.machine)
-    return Outcome(None, res.machine, res.schedule, res.decisions, cov.as_dict()), res
+    return Outcome(None, res.machine, res.schedule, res.decisions, cov.as_dict(), list(kept)), res
 
 
 def policy_instance(cfg: Config, policy: Any) -> Any:
@@ -146,12 +149,12 @@ def policy_spec(policy: Any) -> str | None:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def event_lines(records: list[tuple], hz: int, last: int = EVENTS_KEPT) -> list[str]:
+def event_lines(records: Iterable[tuple], hz: int, last: int = EVENTS_KEPT) -> list[str]:
     """The last events of a run as dmesg-style text lines."""
     from .report import EventTable
     from .trace.render import text_line
     table = EventTable()
-    return [text_line(table.decode(rec, hz)) for rec in records[-last:]]
+    return [text_line(table.decode(rec, hz)) for rec in deque(records, maxlen=last)]
 
 
 # --- reproducer files ----------------------------------------------------------------------
@@ -286,7 +289,8 @@ def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
 
 
 def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = None,
-                 check: bool = True, backend: str | None = None) -> tuple[Outcome, Any]:
+                 check: bool = True, backend: str | None = None,
+                 keep_records: bool = False) -> tuple[Outcome, Any]:
     """Run a reproducer's config, seed and schedule (strict replay) on the backend it was
     recorded on, checking its invariant.  Returns the outcome and the RunResult (None if
     the violation ended it).  Another ``backend`` is refused: the interleaving is the
@@ -297,4 +301,5 @@ def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = 
     backend = repro.backend
     checks = check_names([repro.invariant]) if check else []
     return _run(repro.cfg, seed=repro.seed, checks=checks, scheduler=ReplayScheduler(repro.schedule, strict=True),
-                policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend)
+                policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend,
+                keep_records=keep_records)

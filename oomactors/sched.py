@@ -23,7 +23,8 @@ import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import interrupt
+from . import interrupt as _interrupt
+from .stepper import PARK, YIELD, Stepper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
@@ -74,6 +75,11 @@ POINTS: dict[str, str] = {
 }
 
 
+# Ctrl-C is also polled every this-many-plus-one decision points, for a stretch of
+# simulated work in which neither time advances nor an event is emitted
+_POLL_MASK = 4095
+
+
 class Waiter:
     """One parked actor, woken at most once (by the clock, a signal or a lock hand-over).
 
@@ -81,12 +87,11 @@ class Waiter:
     the clock advances right there, so a jiffy costs one pass of the backend's scheduler.
     """
 
-    __slots__ = ("clock", "task", "fut", "woken", "value", "parked")
+    __slots__ = ("clock", "task", "woken", "value", "parked")
 
     def __init__(self, clock: "Clock") -> None:
         self.clock = clock
-        self.task: Any = None
-        self.fut: Any = None
+        self.task: Any = None   # the parked actor's coroutine
         self.woken = False
         self.value: Any = None
         self.parked = False
@@ -120,93 +125,30 @@ class Waiter:
             return not self.woken
         return True
 
-    def _abort(self, _raise_cancel: Any) -> Any:
-        self.task = None
-        self.woken = True
-        self.parked = False
-        return _ABORT_SUCCEEDED
-
-
-_ABORT_SUCCEEDED: Any = None
 
 
 class _Backend:
-    """Park and unpark actors with the cheapest primitive the running backend has."""
+    """The host (anyio's backend: trio or asyncio) and the actors' own stepper.
 
-    def __init__(self, name: str) -> None:
-        global _ABORT_SUCCEEDED
+    Parking is a yield to the :class:`~oomactors.stepper.Stepper`, unparking an append to
+    its ready deque: the host's scheduler is not involved in the actors' switches."""
+
+    def __init__(self, name: str, seed: int = 0) -> None:
         self.name = name
-        if name == "trio":
-            import trio
-            import trio.testing
-
-            self._trio = trio
-            self._current_task = trio.lowlevel.current_task
-            self._wait = trio.lowlevel.wait_task_rescheduled
-            self._reschedule = trio.lowlevel.reschedule
-            _ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
-            self.checkpoint = trio.lowlevel.checkpoint
-            # the trio halves of park/unpark, bound once (they run on every sleep)
-            self.park = self._park_trio  # type: ignore[method-assign]
-            self.unpark = self._unpark_trio  # type: ignore[method-assign]
-        else:
-            import asyncio
-
-            async def checkpoint() -> None:
-                await asyncio.sleep(0)
-
-            self.checkpoint = checkpoint
-
-    async def _park_trio(self, w: Waiter) -> None:
-        w.task = self._current_task()
-        await self._wait(w._abort)
-
-    def _unpark_trio(self, w: Waiter) -> None:
-        if w.task is not None:
-            self._reschedule(w.task)
-            w.task = None
+        self.stepper = Stepper(seed)
 
     async def park(self, w: Waiter) -> None:
-        if self.name == "trio":
-            w.task = self._current_task()
-            await self._wait(w._abort)
-        else:
-            import asyncio
-
-            w.fut = asyncio.get_running_loop().create_future()
-            try:
-                await w.fut
-            except BaseException:
-                w.woken = True
-                w.parked = False
-                raise
+        w.task = self.stepper.current
+        await PARK
 
     def unpark(self, w: Waiter) -> None:
-        if self.name == "trio":
-            if w.task is not None:
-                self._reschedule(w.task)
-                w.task = None
-        elif w.fut is not None and not w.fut.done():
-            w.fut.set_result(None)
+        if w.task is not None:
+            self.stepper.ready.append(w.task)
+            w.task = None
 
-    async def wait_all_tasks_blocked(self) -> None:
-        if self.name == "trio":
-            await self._trio.testing.wait_all_tasks_blocked()
-        else:
-            # anyio's version polls every 100 ms of wall time; look at the tasks directly
-            import asyncio
-
-            this = asyncio.current_task()
-            while True:
-                for task in asyncio.all_tasks():
-                    if task is this:
-                        continue
-                    waiter = task._fut_waiter  # type: ignore[attr-defined]
-                    if waiter is None or waiter.done():
-                        break
-                else:
-                    return
-                await asyncio.sleep(0)
+    async def checkpoint(self) -> None:
+        """Behind every actor ready to run now."""
+        await YIELD
 
 
 class Clock:
@@ -225,6 +167,14 @@ class Clock:
         self.ended: str | None = None
         self.should_stop: Callable[[], bool] = lambda: False
         self.repairs = 0             # idle moments found by the backend, not by the count
+        self.on_interrupt: Callable[[], None] = lambda: None  # the machine stops recording
+
+    def interrupt(self) -> None:
+        """Ctrl-C (:mod:`oomactors.interrupt`) was asked for: the run ends at the current
+        time.  Nothing advances the clock any more, so every actor parks at its next sleep
+        and the runner tears them all down."""
+        self.ended = "interrupted"
+        self.on_interrupt()
 
     def waiter(self) -> Waiter:
         return Waiter(self)
@@ -245,11 +195,8 @@ class Clock:
         """Every actor is parked: jump to the next deadline, or end the run.  A deadline
         that only held callbacks (:meth:`call_at`) woke nobody: jump on to the next one."""
         while self.ended is None:
-            if interrupt.requested():
-                # Ctrl-C: the run ends here, at the current virtual time, and nothing is woken
-                # (an actor that was the last one running would otherwise loop on, waking
-                # itself, without ever reaching a real checkpoint where it could be cancelled)
-                self.ended = "interrupted"
+            if _interrupt._requested:  # polled whenever virtual time would advance
+                self.interrupt()
                 return
             if self.should_stop():
                 self.ended = "idle"
@@ -337,8 +284,9 @@ class Sched:
     """Ties clock and CPUs together; every blocking call of the model goes through here."""
 
     def __init__(self, hz: int, ncpus: int, nzones: int, time_slice: int, backend: str,
-                 emit: Callable[..., None]) -> None:
-        self.backend = _Backend(backend)
+                 emit: Callable[..., None], seed: int = 0) -> None:
+        self.backend = _Backend(backend, seed)
+        self.stepper = self.backend.stepper
         self.clock = Clock(hz, self.backend)
         self.cpus = [CPU(i, nzones, self) for i in range(ncpus)]
         self.time_slice = max(1, time_slice)
@@ -422,6 +370,8 @@ class Sched:
         """A named scheduling point where the task may be preempted."""
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         cpu = task.cpu
@@ -444,6 +394,8 @@ class Sched:
         """Sleep off the CPU for ``jiffies``.  Returns True if a signal cut it short."""
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         if interruptible and task.sigkill:
@@ -456,7 +408,8 @@ class Sched:
         # clock.sleep_until without its coroutine (the hottest path of a run)
         clock.add_sleeper(clock.now + max(0, jiffies), w)
         if w.must_park():
-            await clock.backend.park(w)
+            w.task = self.stepper.current  # Backend.park, one frame less
+            await PARK
         task.wake_on_signal = None
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)
@@ -478,6 +431,16 @@ class Sched:
         await self.get_cpu(task)
         return value
 
+    def run_nowait(self, task: "Task", ns: int) -> bool:
+        """What :meth:`run` does when ``ns`` fits in the jiffy already begun: charge it and
+        return True, with no await (the hot paths call ``run`` only when this says False)."""
+        debt = task.cpu_debt_ns + ns
+        if debt < self.clock.jiffy_ns:
+            task.cpu_ns += ns
+            task.cpu_debt_ns = debt
+            return True
+        return False
+
     async def run(self, task: "Task", ns: int, name: str) -> None:
         """Spend CPU time on the task's CPU; virtual time moves once a jiffy is used up."""
         task.cpu_ns += ns
@@ -490,6 +453,8 @@ class Sched:
         jiffies = debt // jiffy
         self.point_hits[name] += 1
         self.decisions += 1
+        if not self.decisions & _POLL_MASK and _interrupt._requested:
+            self.clock.interrupt()
         if self.scheduler is not None:
             await self._decide(task, name)
         clock = self.clock

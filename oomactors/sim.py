@@ -18,6 +18,7 @@ import anyio
 from .actors.cpuset_updater import spawn_cpuset_updater
 from .actors.kthreads import kswapd, oom_reaper, vmstat_timer
 from .actors.user import new_process, new_thread, user_task
+from . import interrupt as _interrupt
 from .config import Config
 from .errors import ConfigError, InputError, OomactorsError, SimulationPanic
 from policies.api import PolicyError
@@ -43,15 +44,25 @@ class RunResult:
     seed: int
     reason: str
     end_jiffies: int
-    records: list[tuple] = field(repr=False)
+    # every event, only when the caller asked (run(keep_records=True)): events stream to
+    # sinks, so a long run's memory does not grow with its length
+    kept: list[tuple] | None = field(repr=False, default=None)
     # controlled scheduling (oomactors/schedule.py): the choices that departed from the
     # default (empty without a scheduler), and the decision points the run passed
     schedule: Any = None
     decisions: int = 0
+    events: int = 0  # how many events the run emitted
 
     @property
     def hz(self) -> int:
         return self.machine.hz
+
+    @property
+    def records(self) -> list[tuple]:
+        if self.kept is None:
+            raise RuntimeError("this run kept no records: pass keep_records=True to sim.run, "
+                                 "or give it a sink")
+        return self.kept
 
 
 def _seed_trio(seed: int) -> None:
@@ -86,6 +97,8 @@ def build(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy
 
 
 def _cpu_node(m: Machine) -> Callable[[int], int]:
+    if len(m.nodes) == 1:
+        return lambda cpu: 0
     per = max(1, len(m.sched.cpus) // len(m.nodes))
     return lambda cpu: min(cpu // per, len(m.nodes) - 1)
 
@@ -96,64 +109,72 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
     clock = m.sched.clock
     clock.limit = duration
     clock.should_stop = (lambda: m.finished) if stop_when_idle else (lambda: False)
-    async with anyio.create_task_group() as tg:
+    stepper = m.sched.stepper
+    stepper.seed(m.seed)
+    # the actors run on the stepper (oomactors/stepper.py), inside this host task
 
-        async def actor(fn: Callable[..., Any], *args: Any) -> None:
-            try:
-                await fn(*args)
-            finally:
-                clock.active -= 1
-                if clock.active <= 0 and not m.stopped:
-                    clock.idle()
-
-        def spawn(fn: Callable[..., Any], *args: Any) -> None:
-            clock.active += 1
-            tg.start_soon(actor, fn, *args)
-
-        m.spawn = spawn
-        m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
-                  m.totalram_pages, m.profile.name)
-        if m.policy.name != "linux" or m.daemon is not None:
-            m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
-        init, reaper = _kernel_tasks(m)
-        spawn(_init_actor, m, init)
-        for node in m.nodes:
-            spawn(kswapd, m, node)
-        spawn(oom_reaper, m, reaper)
-        for cpu in m.sched.cpus:
-            spawn(cpu.actor)
-            spawn(vmstat_timer, m, cpu)
-        if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
-            spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
-        _spawn_workload(m)
-        if getattr(m, "daemon", None) is not None:
-            spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
-        psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
-        if psi_every:
-            _psi_samples(m, psi_every)
-        spawn_cpuset_updater(m)
-        emit_memcg_usage(m)
+    async def actor(fn: Callable[..., Any], *args: Any) -> None:
         try:
-            reason = await _drive(m)
-            if reason == "interrupted":
-                return reason  # Ctrl-C: sim:run_end is the only event after the interrupt
-            emit_oom_scores(m)
-            emit_commit(m)  # the last Committed_AS sample: what the run summary reports
-            emit_memcg_usage(m)  # and the memcgs' last usage
-            if psi_every or getattr(m, "daemon", None) is not None:
-                emit_psi(m)  # the last PSI sample: the run's total stall times
+            await fn(*args)
         finally:
-            m.stopped = True  # cancelled actors unwind now; what they do is not simulated
-            tg.cancel_scope.cancel()
+            clock.active -= 1
+            if clock.active <= 0 and not m.stopped:
+                clock.idle()
+
+    def spawn(fn: Callable[..., Any], *args: Any) -> None:
+        clock.active += 1
+        stepper.spawn(actor(fn, *args))
+
+    m.spawn = spawn
+    m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
+              m.totalram_pages, m.profile.name)
+    if m.policy.name != "linux" or m.daemon is not None:
+        m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
+    init, reaper = _kernel_tasks(m)
+    spawn(_init_actor, m, init)
+    for node in m.nodes:
+        spawn(kswapd, m, node)
+    spawn(oom_reaper, m, reaper)
+    for cpu in m.sched.cpus:
+        spawn(cpu.actor)
+        spawn(vmstat_timer, m, cpu)
+    if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
+        spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
+    _spawn_workload(m)
+    if getattr(m, "daemon", None) is not None:
+        spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
+    psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
+    if psi_every:
+        _psi_samples(m, psi_every)
+    spawn_cpuset_updater(m)
+    emit_memcg_usage(m)
+    try:
+        reason = await _drive(m)
+        if m.stopped:  # interrupted: no event but sim:run_end after Ctrl-C was asked for
+            return reason
+        emit_oom_scores(m)
+        emit_commit(m)  # the last Committed_AS sample: what the run summary reports
+        emit_memcg_usage(m)  # and the memcgs' last usage
+        if psi_every or getattr(m, "daemon", None) is not None:
+            emit_psi(m)  # the last PSI sample: the run's total stall times
+    finally:
+        m.stopped = True  # the actors are torn down now; what they do is not simulated
+        stepper.close()
     return reason
 
 
 async def _drive(m: Machine) -> str:
-    """Wait for the end of the run.  The clock advances itself when the last running actor
-    parks; the backend's own idle detection only confirms the end (or repairs a miscount)."""
+    """Step the actors until the run ends.  The clock advances itself when the last running
+    actor parks; an empty ready queue with the run not over means the count of running
+    actors was off, and the clock is advanced here (a repair).  The host gets a checkpoint
+    every few thousand steps (its cancellation and signals)."""
     clock = m.sched.clock
+    stepper = m.sched.stepper
     while True:
-        await m.sched.backend.wait_all_tasks_blocked()
+        stepper.run_ready(_HOST_EVERY)
+        if stepper.ready:
+            await anyio.lowlevel.checkpoint()
+            continue
         if clock.ended is not None:
             return clock.ended
         clock.repairs += 1
@@ -184,6 +205,9 @@ def check_boot(cfg: Config, source: str = "<config>") -> Config:
     return cfg
 
 
+_HOST_EVERY = 4096  # actor steps between two checkpoints of the host
+
+
 def _spawn_workload(m: Machine) -> None:
     tasks = sum(g.count * g.threads for g in m.cfg.tasks)
     if tasks and m.nr_threads + tasks > m.max_threads:
@@ -197,6 +221,10 @@ def _spawn_workload(m: Machine) -> None:
         stagger = to_jiffies(group.stagger, m.hz)
         caps = frozenset(group.caps)
         for i in range(group.count):
+            if m.stopped or _interrupt._requested:  # Ctrl-C during the boot of a large machine
+                if not m.stopped:
+                    m.sched.clock.interrupt()
+                return
             leader = new_process(m, group.name, group.uid, caps, group.oom_score_adj, nice=group.nice)
             leader.group = group.name
             if group.on_sigterm == "ignore":
@@ -303,14 +331,27 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         sinks: list[Callable[[tuple], None]] | None = None,
         checkers: list[Callable[[Machine, tuple], None]] | None = None,
         fixes: dict[str, bool] | None = None, duration: int | None = None,
-        scheduler: Any = None, env_checks: bool = True) -> RunResult:
-    """Run one simulation to its end and return the machine and its events.
+        scheduler: Any = None, env_checks: bool = True, keep_records: bool = False,
+        psi: bool | None = None) -> RunResult:
+    """Run one simulation to its end and return the machine (and its events, if kept).
 
-    ``scheduler`` (an :class:`oomactors.schedule.Scheduler`) is asked at every decision
-    point; ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for
-    runs that check exactly the invariants they name, like ``oomactors explore``)."""
+    Every event goes to each of ``sinks`` as it happens, then to the ``checkers``;
+    ``keep_records=True`` also keeps them all in ``RunResult.records`` (memory grows with
+    the run: for tests and short runs).  ``scheduler`` (an
+    :class:`oomactors.schedule.Scheduler`) is asked at every decision point;
+    ``env_checks=False`` leaves out the checkers :data:`CHECK_ENV` would add (for runs that
+    check exactly the invariants they name, like ``oomactors explore``).
+
+    ``psi``: keep the pressure stall bookkeeping (oomactors/psi.py).  It changes no
+    decision of the kernel model, only what /proc/pressure reads, so by default (None) it
+    is kept only when something can read it: a userspace daemon, ``run.psi_samples``, an
+    invariant checker, or a caller that asks (``psi=True``, e.g. to read
+    :func:`oomactors.psi.psi_totals` of the result)."""
     from .schedule import Schedule
     m = build(cfg, seed=seed, backend=backend, policy=policy, fixes=fixes)
+    kept: list[tuple] | None = [] if keep_records else None
+    if kept is not None:
+        m.sinks.append(kept.append)
     m.sinks.extend(sinks or ())
     m.checkers.extend(checkers or ())
     if scheduler is not None:
@@ -320,6 +361,11 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         from .invariants import default_checkers, page_conservation
         if page_conservation not in m.checkers:
             m.checkers.extend(default_checkers())
+    if psi is None:
+        psi = (m.daemon is not None or bool(to_jiffies(cfg.run.psi_samples, m.hz))
+               or any(getattr(check, "reads_psi", True) for check in m.checkers))
+    if not psi:
+        m.psi = m.sched.psi = None  # nothing can read it: skip its bookkeeping
     dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
     if backend == "trio":
         _seed_trio(m.seed)
@@ -336,12 +382,14 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         if error is not None:
             raise error from None
         reason = "panic"
+    if m.interrupted:
+        reason = "interrupted"
     m.emit_on("sim:run_end", -1, -1, reason)
     decisions = m.sched.decisions
     if scheduler is not None and reason != "interrupted":  # half a run proves no divergence
         scheduler.finish(decisions)
-    return RunResult(m, m.seed, reason, m.now, m.records, schedule=Schedule(tuple(m.sched.choices)),
-                     decisions=decisions)
+    return RunResult(m, m.seed, reason, m.now, kept, schedule=Schedule(tuple(m.sched.choices)),
+                     decisions=decisions, events=m.nevents)
 
 
 def _find(exc: BaseException, kind: type | tuple[type, ...]) -> BaseException | None:

@@ -21,6 +21,9 @@ class Linux(KillPolicy):
     name = "linux"
     description = "the run's kernel: select_bad_process with its era's oom_badness"
     era: ClassVar[str | None] = None
+    # select_bad_process_in aborts on any pending victim among the candidates: the kernel
+    # model may find that out before it builds the candidates' views (oom_kill.pending_victim)
+    aborts_on_pending_victim: ClassVar[bool] = True
 
     def select(self, ctx: OomContext) -> Decision:
         # imported here: the kernel model imports policies.api while it loads

@@ -33,6 +33,7 @@ def run_checked(path_or_cfg: "str | Path | Config", **kw: Any) -> sim.RunResult:
     checkers, plus any ``checkers=`` given."""
     cfg = path_or_cfg if isinstance(path_or_cfg, Config) else load_config(ROOT / path_or_cfg)
     checkers = default_checkers() + list(kw.pop("checkers", None) or ())
+    kw.setdefault("keep_records", True)  # scenario tests read every event
     result = sim.run(cfg, checkers=checkers, **kw)
     # the clock found every idle moment by its own count of running actors
     assert result.machine.sched.clock.repairs == 0

@@ -42,7 +42,7 @@ program = [{ op = "alloc", size = "250MiB", rate = "64MiB/s" }, { op = "sleep", 
 
 
 def test_kswapd_is_woken_below_low_reclaims_and_sleeps():
-    r = sim.run(parse_config(RECLAIMABLE), checkers=default_checkers() + [one_task_per_cpu])
+    r = sim.run(parse_config(RECLAIMABLE), checkers=default_checkers() + [one_task_per_cpu], keep_records=True)
     kswapd_pid = next(e["pid"] for e in _events(r, "sim:task_new") if e["comm"] == "kswapd0")
     wakeups = _events(r, "vmscan:mm_vmscan_wakeup_kswapd")
     wakes = _events(r, "vmscan:mm_vmscan_kswapd_wake")
@@ -76,7 +76,7 @@ program = [{ op = "repeat", steps = [{ op = "alloc", size = "1MiB", kind = "kern
 
 
 def test_kswapd_stops_being_woken_after_max_reclaim_retries_failures():
-    r = sim.run(parse_config(HOPELESS), checkers=default_checkers())
+    r = sim.run(parse_config(HOPELESS), checkers=default_checkers(), keep_records=True)
     fails = _events(r, "sim:kswapd_failures")
     assert fails and fails[-1]["failures"] == MAX_RECLAIM_RETRIES
     hopeless_at = next(e["t"] for e in fails if e["failures"] == MAX_RECLAIM_RETRIES)
@@ -88,7 +88,7 @@ def test_kswapd_stops_being_woken_after_max_reclaim_retries_failures():
 
 def test_asyncio_backend_runs_the_same_model():
     from oomactors.config import load_default
-    r = sim.run(load_default(), backend="asyncio", checkers=default_checkers() + [one_task_per_cpu])
+    r = sim.run(load_default(), backend="asyncio", checkers=default_checkers() + [one_task_per_cpu], keep_records=True)
     kills = _events(r, "sim:oom_kill")
     assert [k["comm"] for k in kills] == ["leaker"]
     assert _events(r, "sim:reaper_reaped")

@@ -38,11 +38,15 @@ def same_runs(monkeypatch):
     real = sim.run
     memo: dict = {}
 
-    def run(cfg, *, seed=None, policy=None, **kw):
+    def run(cfg, *, seed=None, policy=None, sinks=None, **kw):
         key = (json.dumps(cfg.as_dict(), sort_keys=True, default=str), seed, type(policy),
                repr(getattr(policy, "params", None)))
         if key not in memo:
+            kw["keep_records"] = True
             memo[key] = real(cfg, seed=seed, policy=policy, **kw)
+        for rec in memo[key].records:  # events stream to sinks: a memoized run feeds them too
+            for sink in sinks or ():
+                sink(rec)
         return memo[key]
 
     monkeypatch.setattr(sim, "run", run)
@@ -196,7 +200,7 @@ def test_compare_prints_a_table_and_json_that_match_direct_runs(same_runs):
     cfg = load_config(QUICK)
     for spec in ("linux", "largest-rss"):
         for seed in (0, 1):
-            res = sim.run(cfg, seed=seed, policy=load_policy(spec))
+            res = sim.run(cfg, seed=seed, policy=load_policy(spec), keep_records=True)
             direct[spec, seed] = (res, summarize(res.records, seed=seed, hz=res.hz, reason=res.reason))
 
     out = cli("compare", QUICK, "--policy", "linux", "--policy", "largest-rss", "--seeds", "2",
@@ -392,7 +396,7 @@ def test_run_metrics_reads_a_trace_read_back_from_disk(tmp_path):
     path = tmp_path / "q.trace"
     writer = TraceWriter(str(path), seed=0, hz=cfg.kernel.hz, config=cfg.as_dict())
     try:
-        res = sim.run(cfg, seed=0, sinks=[writer.write])
+        res = sim.run(cfg, seed=0, sinks=[writer.write], keep_records=True)
     finally:
         writer.close()
     live = run_metrics(res.records, hz=res.hz, seed=0, psi_source=res)

@@ -253,6 +253,8 @@ def _unit_machine():
     from oomactors import sim
     from oomactors.actors.user import new_process
     m = sim.build(config({"a": {"uid": 1000, "program": IDLE}}, machine={"dirty": "100MiB"}))
+    m.records = []  # the events, for the asserts (nothing keeps them otherwise)
+    m.sinks.append(m.records.append)
     return m, new_process(m, "kswapd0", 0, frozenset(), 0, kthread=True)
 
 
@@ -495,6 +497,8 @@ def test_a_victim_without_an_mm_is_skipped_with_the_kernel_line():
     from oomactors.kernel.oom_kill import OomControl, __oom_kill_process
     from oomactors.report import console_lines
     m = sim.build(config({"a": {"uid": 1000, "program": IDLE}}))
+    m.records = []  # the events, for the asserts (nothing keeps them otherwise)
+    m.sinks.append(m.records.append)
     victim = new_process(m, "gone", 1000, frozenset(), 0)
     cur = new_process(m, "cur", 1000, frozenset(), 0)
     victim.mm = None  # exit_mm already ran

@@ -207,7 +207,7 @@ def test_a_policy_that_kills_a_minus_1000_task_is_caught(oom_sim):
     # the reproducer names the policy by module:class and replays to the same violation
     repro = load_repro(exc.repro_path)
     assert repro.policy == f"{KillsUnkillable.__module__}:KillsUnkillable"
-    outcome, _ = replay_repro(repro)
+    outcome, _ = replay_repro(repro, keep_records=True)
     assert outcome.invariant == "no_unkillable_killed"
     assert outcome.records[: len(exc.records)] == exc.records
 

@@ -311,6 +311,6 @@ def test_one_daemon_instance_gives_the_same_run_every_time():
 
     cfg = variant()
     pol = load_policy("lmkd", cfg.policy.params)
-    first, second = (sim.run(cfg, policy=pol) for _ in range(2))
+    first, second = (sim.run(cfg, policy=pol, keep_records=True) for _ in range(2))
     assert first.records == second.records
     assert events(first, "userspace:kill")

@@ -194,6 +194,8 @@ cpuset = "job"
 def unit_machine(text: str = UNIT):
     cfg = parse_config(text)
     m = sim.build(cfg)
+    m.records = []  # the events, for the asserts (nothing keeps them otherwise)
+    m.sinks.append(m.records.append)
     t = new_process(m, "a", 1000, frozenset(), 0)
     cpuset_attach_group(m, t, cfg.tasks[0])
     ac, _, _ = prepare_alloc_pages(m, t, G.GFP_HIGHUSER_MOVABLE, 0, 0, None, "anon", t.mm, 0)

@@ -167,7 +167,7 @@ def test_a_failing_property_reports_the_shrunk_schedule_and_a_replay_command(oom
     # the reproducer replays to the same violation, event for event
     repro = load_repro(exc.repro_path)
     assert repro.invariant == "oom_lock_exclusion" and repro.fixes == {"oom_lock": False}
-    outcome, _ = replay_repro(repro)
+    outcome, _ = replay_repro(repro, keep_records=True)
     assert outcome.invariant == "oom_lock_exclusion"
     assert outcome.records[: len(exc.records)] == exc.records
 

@@ -46,14 +46,14 @@ def _bytes(records: list[tuple]) -> bytes:
 def _trace(cfg, seed: int, scheduler) -> tuple[bytes, sim.RunResult]:
     buf = io.BytesIO()
     w = TraceWriter(buf, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict())
-    res = sim.run(cfg, seed=seed, sinks=[w.write], scheduler=scheduler)
+    res = sim.run(cfg, seed=seed, sinks=[w.write], scheduler=scheduler, keep_records=True)
     w.close()
     return buf.getvalue(), res
 
 
 def test_none_scheduler_leaves_the_run_byte_identical():
-    plain = sim.run(SMALL, seed=1)
-    none = sim.run(SMALL, seed=1, scheduler=make_scheduler("none"))
+    plain = sim.run(SMALL, seed=1, keep_records=True)
+    none = sim.run(SMALL, seed=1, scheduler=make_scheduler("none"), keep_records=True)
     assert _bytes(none.records) == _bytes(plain.records)
     assert len(none.schedule) == 0 and len(plain.schedule) == 0
     # every decision point is counted, asked or not
@@ -66,7 +66,7 @@ def test_same_seed_same_schedule_and_bytes():
     b_bytes, b = _trace(SMALL, 0, make_scheduler("random", seed=5, p=0.03))
     assert len(a.schedule) > 5
     assert a.schedule == b.schedule and a_bytes == b_bytes
-    c = sim.run(SMALL, seed=0, scheduler=make_scheduler("random", seed=6, p=0.03))
+    c = sim.run(SMALL, seed=0, scheduler=make_scheduler("random", seed=6, p=0.03), keep_records=True)
     assert c.schedule != a.schedule
     # each recorded choice is an event of the trace, at its index, pid and point
     holds = [(e["index"], e["pid"], e["point"], e["action"]) for e in events(a, "sched:hold")]
@@ -88,17 +88,17 @@ def test_recorded_schedule_replays_to_the_same_trace_bytes():
 
 
 def test_divergence_names_the_choice():
-    rec = sim.run(SMALL, seed=0, scheduler=make_scheduler("random", seed=2, p=0.01))
+    rec = sim.run(SMALL, seed=0, scheduler=make_scheduler("random", seed=2, p=0.01), keep_records=True)
     first = rec.schedule.choices[0]
     wrong = Schedule((first._replace(pid=first.pid + 100),) + rec.schedule.choices[1:])
     with pytest.raises(ScheduleDivergence) as exc:
-        sim.run(SMALL, seed=0, scheduler=make_scheduler("replay", schedule=wrong))
+        sim.run(SMALL, seed=0, scheduler=make_scheduler("replay", schedule=wrong), keep_records=True)
     assert str(exc.value) == (f"choice #{first.index}: schedule says pid {first.pid + 100} at {first.point}, "
                               f"the run is at pid {first.pid} at {first.point}")
     # a choice the run never reaches
     late = Schedule(rec.schedule.choices + (Choice(10**7, 4, "fault.cpu", 1),))
     with pytest.raises(ScheduleDivergence, match=r"choice #10000000: .* the run ended after \d+ decision"):
-        sim.run(SMALL, seed=0, scheduler=make_scheduler("replay", schedule=late))
+        sim.run(SMALL, seed=0, scheduler=make_scheduler("replay", schedule=late), keep_records=True)
 
 
 def test_holds_with_oom_lock_held_keep_the_invariants(simulate):
@@ -141,9 +141,9 @@ def test_asyncio_backend_applies_holds(simulate):
 
 
 def test_pct_lowers_d_minus_1_actors_and_is_deterministic():
-    k = sim.run(SMALL, seed=0).decisions
-    a = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=3))
-    b = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=3))
+    k = sim.run(SMALL, seed=0, keep_records=True).decisions
+    a = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=3), keep_records=True)
+    b = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=3), keep_records=True)
     assert a.schedule == b.schedule and _bytes(a.records) == _bytes(b.records)
     hz = SMALL.kernel.hz
     assert a.schedule
@@ -156,7 +156,7 @@ def test_pct_lowers_d_minus_1_actors_and_is_deterministic():
         # ... and starvation is bounded: at most another HZ after the change point
         assert sum(c.action for c in mine) <= 2 * hz
     # depth 1 has no change point: the plain run
-    one = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=1))
+    one = sim.run(SMALL, seed=0, scheduler=PCTScheduler(1, k=k, depth=1), keep_records=True)
     assert not one.schedule
 
 

@@ -111,7 +111,7 @@ def test_live_view_streams_the_console_and_counts_from_events():
     def after(rec: tuple) -> None:  # runs after the live sink: the bar is up from the first event
         seen.append(live.progress is not None)
 
-    result = sim.run(cfg, sinks=[live, after])
+    result = sim.run(cfg, sinks=[live, after], keep_records=True)
     live.close()
     summary = summarize(result.records, seed=result.seed, hz=result.hz)
     assert all(seen)
@@ -131,7 +131,7 @@ def test_run_off_a_terminal_prints_no_bar_and_the_same_lines():
 
     out = _cli("run").output
     assert "\x1b" not in out and "simulating" not in out
-    r = sim.run(load_default())
+    r = sim.run(load_default(), keep_records=True)
     assert out.startswith("\n".join(console_lines(r.records, hz=r.hz)) + "\n")
     js = _cli("run", "--json").output
     assert json.loads(js)["kills"] and "simulating" not in js
@@ -290,7 +290,7 @@ def test_run_on_a_terminal_streams_each_console_line_once():
     os.close(master)
     assert proc.wait(timeout=120) == 0
     screen = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
-    r = sim.run(load_config(config))
+    r = sim.run(load_config(config), keep_records=True)
     for line in console_lines(r.records, hz=r.hz):
         assert screen.count(line + "\n") == 1, line
     assert "OOM kills (kernel)" in screen

@@ -130,18 +130,31 @@ async def sigterm_handler(m: "Machine", task: Task) -> str:
 
 
 async def run_steps(m: "Machine", task: Task, steps: tuple) -> None:
+    sched = m.sched
     for step in steps:
-        await STEP[type(step)](m, task, step)
+        kind = type(step)
+        # the two commonest steps run here rather than in a coroutine of their own: every
+        # wakeup of an actor is passed down its chain of awaiting frames, one less each
+        if kind is SleepStep:
+            await sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
+        elif kind is ComputeStep:
+            ns = _compute_ns(m, step)
+            if not sched.run_nowait(task, ns):
+                await sched.run(task, ns, "task.compute")
+        else:
+            await STEP[kind](m, task, step)
         ret_to_user(task)
 
 
 async def _repeat(m: "Machine", task: Task, step: RepeatStep) -> None:
     n = 0
+    sched = m.sched
     while step.times is None or n < step.times:
         n += 1
         await run_steps(m, task, step.steps)
         # a loop of steps that never sleep must still let time pass
-        await m.sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+        if not sched.run_nowait(task, params.SLOWPATH_ROUND_NS):
+            await sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
 
 
 async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
@@ -162,6 +175,9 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     chunk_blocks = step.chunk if order == 0 else 1
     done = 0
     start = m.now
+    sched = m.sched
+    is_fault = kind in ("anon", "shmem")
+    rate = step.rate
     while done < pages:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         got = nr << order
@@ -177,13 +193,14 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             continue
         done += got
         mm.last_active = m.now if mm is not None else 0
-        await m.sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
+        if not sched.run_nowait(task, got * params.FAULT_NS_PER_PAGE):
+            await sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
         if task.memcg_nr_pages_over_high:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
-        if step.rate:
-            await _pace(m, task, start, done, step.rate)
+        if rate and start + to_jiffies_pages(m, done, rate) > m.now:  # _pace's test, inline
+            await _pace(m, task, start, done, rate)
 
 
 async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
@@ -195,7 +212,8 @@ async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kin
     got = nr << order
     is_fault = kind in ("anon", "shmem")
     if is_fault:
-        await mmap_read_lock(m, task, mm, "task.mmap_lock")
+        if not mm.mmap_lock.read_trylock():  # mmap_read_lock, without a coroutine when free
+            await mmap_read_lock(m, task, mm, "task.mmap_lock")
         pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables)) if new_pages else 0
     else:
         pt = 0
@@ -535,9 +553,12 @@ async def _sleep(m: "Machine", task: Task, step: SleepStep) -> None:
     await m.sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
 
 
+def _compute_ns(m: "Machine", step: ComputeStep) -> int:
+    return step.time.ns if step.time.jiffies is None else step.time.jiffies * m.sched.clock.jiffy_ns
+
+
 async def _compute(m: "Machine", task: Task, step: ComputeStep) -> None:
-    ns = step.time.ns if step.time.jiffies is None else step.time.jiffies * m.sched.clock.jiffy_ns
-    await m.sched.run(task, ns, "task.compute")
+    await m.sched.run(task, _compute_ns(m, step), "task.compute")
 
 
 async def _block(m: "Machine", task: Task, step: BlockStep) -> None:

@@ -220,10 +220,32 @@ def select_bad_process_in(ctx: OomContext, prof: "Profile") -> api.Decision:
     return api.Kill(chosen.pid, state[1])
 
 
+def pending_victim(m: "Machine", oc: OomControl, cur: Task) -> bool:
+    """Would the kernel's scan abort on an earlier victim still on its way out?  The same
+    answer as oom_evaluate_task's over the candidates (any candidate that is a victim whose
+    mm has no MMF_OOM_SKIP aborts the scan, wherever it comes in scan order), read without
+    building a view of every process."""
+    if oc.order == -1 or not m.fixes.get("pending_victim_abort", True):
+        return False  # a sysrq OOM ignores victims; the switch off skips them all
+    skip_counts = m.fixes.get("mmf_oom_skip", True)
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    for p in scan:
+        oom_mm = p.signal.oom_mm
+        if oom_mm is None or oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        if not (oom_mm.flags & MMF_OOM_SKIP and skip_counts):
+            return True
+    return False
+
+
 def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
     """Ask the run's kill policy for a victim and check its answer (oc.chosen: a task,
     ABORT or None)."""
     policy = m.policy
+    if getattr(policy, "aborts_on_pending_victim", False) and pending_victim(m, oc, cur):
+        # the kernel's own selection would abort: no view of every process is needed
+        oc.chosen = ABORT
+        return
     ctx, tasks = oom_context(m, oc, cur)
     try:
         decision = policy.select(ctx)

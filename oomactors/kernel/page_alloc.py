@@ -187,7 +187,10 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
             continue
         if cpuset and not __cpuset_zone_allowed(cur, z, gfp_mask):
             continue
-        if not zone_watermark_fast(z, order, z.watermark[mark_idx], hz, alloc_flags, nr):
+        mark = z.watermark[mark_idx]
+        # zone_watermark_fast's order-0 shortcut inline (the hottest check of a run)
+        if (order or z.vm_free - (nr - 1) <= mark + z.lowmem_reserve[hz]) \
+                and not zone_watermark_fast(z, order, mark, hz, alloc_flags, nr):
             if not alloc_flags & ALLOC_NO_WATERMARKS:
                 continue
         if rmqueue(m, cur, z, order, nr, ac):

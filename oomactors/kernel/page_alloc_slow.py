@@ -33,11 +33,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import MM, Task
 
 
+# gfp mask -> (gfp_zone, migratetype, __GFP_WRITE set), computed once per mask
+_GFP_FACTS: dict[int, tuple[int, int, bool]] = {}
+
+
 def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
                         nodemask: frozenset[int] | None, kind: str, mm: "MM | None",
                         pt: int) -> tuple[AllocContext, int, int]:
-    ac = AllocContext(m.zonelists[preferred_nid], nodemask, G.gfp_zone(gfp_mask),
-                      MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE, kind, mm, pt)
+    ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)
     alloc_mask = gfp_mask
     alloc_flags = ALLOC_WMARK_LOW
     if m.cpusets_enabled:
@@ -46,10 +49,22 @@ def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, pr
             ac.nodemask = cur.mems_allowed
         else:
             alloc_flags |= ALLOC_CPUSET
-    ac.spread_dirty_pages = bool(gfp_mask & G.__GFP_WRITE)
     # the zonelist walk starts at the first eligible zone anyway: the slow path sets
     # ac.preferred where it needs it (no usable zone -> nopage)
     return ac, alloc_mask, alloc_flags
+
+
+def alloc_context(m: "Machine", gfp_mask: int, preferred_nid: int, nodemask: frozenset[int] | None,
+                  kind: str, mm: "MM | None", pt: int) -> AllocContext:
+    """prepare_alloc_pages' struct alloc_context, all that a machine without cpusets needs."""
+    facts = _GFP_FACTS.get(gfp_mask)
+    if facts is None:
+        facts = _GFP_FACTS[gfp_mask] = (G.gfp_zone(gfp_mask),
+                                        MIGRATE_MOVABLE if gfp_mask & G.__GFP_MOVABLE else MIGRATE_UNMOVABLE,
+                                        bool(gfp_mask & G.__GFP_WRITE))
+    ac = AllocContext(m.zonelists[preferred_nid], nodemask, facts[0], facts[1], kind, mm, pt)
+    ac.spread_dirty_pages = facts[2]
+    return ac
 
 
 async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order: int,
@@ -59,8 +74,12 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
     """One attempt at the LOW watermark; the slow path when that fails."""
     if order >= MAX_ORDER:
         return None  # WARN_ON_ONCE(!(gfp_mask & __GFP_NOWARN))
-    ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
-                                                      nodemask, kind, mm, pt)
+    if m.cpusets_enabled:
+        ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
+                                                          nodemask, kind, mm, pt)
+    else:  # prepare_alloc_pages comes down to this without cpusets (the fast path of every run)
+        ac, alloc_mask, alloc_flags = (alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt),
+                                       gfp_mask, ALLOC_WMARK_LOW)
     alloc_flags |= gfp_mask & G.__GFP_KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
     page = get_page_from_freelist(m, cur, alloc_mask, order, alloc_flags, ac, nr)
     if page is not None:

@@ -46,7 +46,7 @@ class RWSem:
         self.waiters: list[tuple[Task, bool, Any]] = []  # (task, write, waiter)
 
     def read_trylock(self) -> bool:
-        if self.writer is None and not any(w for _, w, _ in self.waiters):
+        if self.writer is None and (not self.waiters or not any(w for _, w, _ in self.waiters)):
             self.readers += 1
             return True
         return False

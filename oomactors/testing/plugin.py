@@ -162,14 +162,19 @@ def run_checked(cfg_or_path: Any, *, seed: int | None = None, schedule: Any = No
     run_seed = cfg.run.seed if seed is None else seed
     pol = policy_instance(cfg, policy)
     caught: dict[str, Any] = {}
+    records: list[tuple] = []   # a test reads every event of its run: keep them all
     with _RUN_LOCK:
         try:
-            return sim.run(cfg, seed=run_seed, scheduler=sched, policy=pol, fixes=fixes, duration=duration,
-                           checkers=[named_checker(n, caught) for n in names], env_checks=False)
+            result = sim.run(cfg, seed=run_seed, scheduler=sched, policy=pol, fixes=fixes, duration=duration,
+                             checkers=[named_checker(n, caught) for n in names], env_checks=False,
+                             sinks=[records.append])
+            result.kept = records
+            return result
         except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
             caught["violation"] = sim._find(exc, InvariantViolation)
             if caught["violation"] is None or "m" not in caught:
                 raise  # not a violation (sim.run already unwrapped errors of ours)
+    caught["records"] = records
     raise _failure(cfg, run_seed, caught, policy=policy, fixes=fixes, checks=names,
                    scheduler_name=getattr(sched, "name", None), drawn=drawn,
                    repro_dir=Path(".oomactors") if repro_dir is None else repro_dir) from None
@@ -195,7 +200,7 @@ def _failure(cfg: "Config", seed: int, caught: dict[str, Any], *, policy: Any, f
 
     exc = caught["violation"]
     m = caught["m"]   # stopped at the violating event: its records and choices end there
-    records = m.records
+    records = caught["records"]
     schedule = Schedule(tuple(m.sched.choices))
     invariant = exc.invariant
     message = str(exc)

@@ -19,17 +19,20 @@ MEMCG_SHOWN = ("high", "max", "oom", "oom_kill", "oom_group_kill")
 
 def run_model(cfg: Config) -> dict[str, Any]:
     from .. import sim
-    from ..report import summarize
+    from ..events import EVENT_ID
+    from ..report import EventTable, Summary
 
-    result = sim.run(cfg, seed=cfg.run.seed)
-    out = summarize(result.records, seed=cfg.run.seed, hz=result.hz, reason=result.reason)
+    summary = Summary(hz=cfg.kernel.hz)
+    kills: list[tuple] = []   # the run's events stream by: keep only the kills
+    kill_id = EVENT_ID["sim:oom_kill"]
+    result = sim.run(cfg, seed=cfg.run.seed,
+                     sinks=[summary.feed, lambda rec: kills.append(rec) if rec[1] == kill_id else None])
+    out = summary.result(seed=cfg.run.seed, reason=result.reason)
     constraint = {}
-    from ..report import EventTable
     table = EventTable()
-    for rec in result.records:
-        if table.names[rec[1]] == "sim:oom_kill":
-            ev = table.decode(rec, result.hz)
-            constraint[(ev["pid"], ev["t"])] = ev.get("constraint")
+    for rec in kills:
+        ev = table.decode(rec, result.hz)
+        constraint[(ev["pid"], ev["t"])] = ev.get("constraint")
     for k in out["kills"]:
         k["constraint"] = constraint.get((k["pid"], k["t"]))
     return out

@@ -189,8 +189,9 @@ def run_command(invoke: Any) -> Any:
                 signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def main() -> None:
-    """The ``oomactors`` console script: handler first, then the rest of oomactors."""
+def main(prog_name: str | None = None) -> None:
+    """The ``oomactors`` console script: handler first, then the rest of oomactors
+    (``prog_name``: what errors call the program; ``python -m oomactors`` says oomactors)."""
     try:
         with handled():
             install()
@@ -198,7 +199,7 @@ def main() -> None:
     except SystemExit as exit_:
         sys.exit(exit_.code)
     try:
-        cli()
+        cli(prog_name=prog_name)
     except SystemExit as exit_:
         if exit_.code == EXIT_INTERRUPTED and interrupt.requested():
             # our part is done (the line printed, the trace closed, workers stopped): leave

@@ -17,10 +17,12 @@ from oomactors.trace.stream import TraceWriter
 ROOT = Path(__file__).resolve().parent.parent
 
 # sha256 of the trace of the default config at seed 3, as `oomactors run --trace` writes it
-# (its header names the oomactors version; update only for a deliberate model change or release)
-# (re-pinned when the actors moved onto oomactors/stepper.py: its own seeded batch order
-# replaced trio's run queue, so the interleaving -- not the model -- changed)
-PINNED_DEFAULT_SEED3 = "806de221041b5d927382b442ddb5d18eaf00722c079e9e120894e5190540a4df"
+# (its header names the oomactors version; update only for a deliberate model change, a
+# release, or a trace format change).  Last re-pinned when the session's branches met: the
+# actors' own stepper (interleaving), ZONE_DMA and fork's kernel memory (the machine),
+# the checksummed trace format 2 (framing) and the new events (idle sched_switch,
+# sim:zoneinfo, kmem:rss_stat, compaction's try_to_compact_pages).
+PINNED_DEFAULT_SEED3 = "3bf8880fe15aeb0a2e2f8e06663e6460266825666589783799120159523a21c5"
 
 
 def _trace_bytes(cfg, seed: int, tmp_path: Path, name: str) -> bytes:

@@ -76,7 +76,7 @@ def test_threads_max_stops_root(simulate):
 def test_a_root_fork_bomb_without_limits_runs_the_machine_out_of_memory():
     # a thousand live tasks: the per-event checkers (whose cost grows with the number of
     # mms) would take minutes, so the books are checked once, at the end
-    r = sim.run(_bomb(0, "threads_max = 100000"), env_checks=False)
+    r = sim.run(_bomb(0, "threads_max = 100000"), env_checks=False, keep_records=True)
     page_conservation(r.machine, r.records[-1])
     assert r.reason == "duration"
     # task structures and kernel stacks filled the machine: the OOM killer came

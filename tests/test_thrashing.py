@@ -114,6 +114,7 @@ HOT_COLD = """
 cpus = 2
 memory = "512MiB"
 swap = "512MiB"
+dma = "0"   # tuned without ZONE_DMA
 
 [run]
 duration = "12s"

@@ -66,13 +66,15 @@ def main() -> None:
         seen[0] += 1
         return seen[0] == int(n)
 
-    if kind == "event":
+    if kind in ("event", "runevent"):
         from oomactors.machine import Machine
         real_emit = Machine.emit_on
 
         def emit_on(self, name, *a):  # type: ignore[no-untyped-def]
             real_emit(self, name, *a)
-            if name == what and due():
+            # runevent: only a machine with sinks, the run's (the CLI's boot check builds one
+            # without, and emits its boot events too)
+            if name == what and (kind == "event" or self.sinks) and due():
                 fire(self.now)
         Machine.emit_on = emit_on  # type: ignore[method-assign]
     elif kind == "idle":

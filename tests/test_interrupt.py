@@ -54,8 +54,9 @@ def files(tmp_path_factory):
 # importing site) is Python's own and out of reach; "boot" here starts at the handler
 CASES = [
     ("boot, handler just installed", "call:oomactors.cli_signals.install:1", ["run", "{long}", "--trace", "{trace}"], False),
-    ("boot, machine being built", "call:oomactors.sim.build:1", ["run", "{long}", "--trace", "{trace}"], True),
-    ("boot, tasks being created", "event:sim:task_new:3", ["run", "{long}", "--trace", "{trace}"], True),
+    # the second build: the first is the boot check that every loaded config gets (sim.check_boot)
+    ("boot, machine being built", "call:oomactors.sim.build:2", ["run", "{long}", "--trace", "{trace}"], True),
+    ("boot, tasks being created", "runevent:sim:task_new:3", ["run", "{long}", "--trace", "{trace}"], True),
     ("inside an OOM: the report", "event:sim:oom_header:1", ["run", "{long}", "--trace", "{trace}"], True),
     ("inside an OOM: victim marked", "event:oom:mark_victim:1", ["run", "{long}", "--trace", "{trace}"], True),
     ("inside an OOM, asyncio", "event:sim:oom_kill:1",

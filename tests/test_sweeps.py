@@ -68,7 +68,8 @@ def test_compare_gives_the_same_bytes_on_one_core_two_cores_and_dask_clusters(sc
 
 
 def test_explore_finds_and_shrinks_the_same_violation_anywhere(scheduler, tmp_path):
-    """The first violation in search order (run 30 here), whichever run of a batch
+    """The first violation in search order (search seed 0, as test_explore's since the
+    stepper), whichever run of a batch
     finishes first; the same shrunk schedule and the same reproducer bytes."""
     cfg = tmp_path / "race.toml"
     cfg.write_text(RACE + "[kernel.fixes]\noom_lock = false\n")
@@ -76,7 +77,7 @@ def test_explore_finds_and_shrinks_the_same_violation_anywhere(scheduler, tmp_pa
     for how in (["-j", "1"], ["-j", "2"], ["--cluster", scheduler]):
         out = tmp_path / f"repro-{how[-1].replace('/', '_').replace(':', '_')}.json"
         p = oomactors("explore", str(cfg), "--check", "oom_lock_exclusion,page_conservation", "--budget", "60",
-                      "--seed", "1", "--out", str(out), "--json", *how, check_status=1)
+                      "--seed", "0", "--out", str(out), "--json", *how, check_status=1)
         doc = json.loads(p.stdout)
         doc.pop("seconds")  # wall time
         doc["result"].pop("repro"), doc["result"].pop("reproduce")

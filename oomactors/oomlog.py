@@ -357,7 +357,7 @@ class _Parser:
         if self.pending is not None:
             n, text, _ = self.pending
             self.pending = None
-            self.warn(n, _row_problem(self.cur.columns, text))
+            self.warn(n, _read_row(self.cur.columns, n, text))
         if self.cur is not None:
             self.cur.in_table = False
         self.noise = 0
@@ -369,14 +369,14 @@ class _Parser:
             if self.pending is not None:
                 pn, text, _ = self.pending
                 self.pending = None
-                self.warn(pn, _row_problem(cur.columns, text))
-            row = _parse_row(cur.columns, n, body)
-            if row is not None:
+                self.warn(pn, _read_row(cur.columns, pn, text))
+            row = _read_row(cur.columns, n, body)
+            if isinstance(row, Row):
                 cur.rows.append(row)
             elif _row_fields(cur.columns, body) < len(cur.columns):
                 self.pending = (n, body, 0)   # perhaps cut by other output: wait for the rest
             else:
-                self.warn(n, _row_problem(cur.columns, body))
+                self.warn(n, row)
             self.noise = 0
             cur.saw(n, stamp)
             return True
@@ -386,8 +386,8 @@ class _Parser:
         if self.pending is not None:
             pn, text, waited = self.pending
             for joined in (text + body, f"{text} {body}"):   # cut inside a field, or between two
-                row = _parse_row(cur.columns, pn, joined)
-                if row is not None:
+                row = _read_row(cur.columns, pn, joined)
+                if isinstance(row, Row):
                     cur.rows.append(row)
                     cur.merged.append(f"the row of pid {row.pid} at line {pn} was cut by other console "
                                       f"output; its rest is at line {n}")
@@ -396,7 +396,7 @@ class _Parser:
                     return True
             self.pending = (pn, text, waited + 1) if waited + 1 < _PENDING_LIMIT else None
             if self.pending is None:
-                self.warn(pn, _row_problem(cur.columns, text))
+                self.warn(pn, _read_row(cur.columns, pn, text))
         self.noise += 1
         if self.noise > _NOISE_LIMIT:
             cur.interleaved = cur.interleaved[:-_NOISE_LIMIT]
@@ -587,27 +587,9 @@ def _row_fields(columns: Sequence[str], body: str) -> int:
     return 1 + len(m["rest"].split(None, len(columns) - 1)) if m else 0
 
 
-def _parse_row(columns: Sequence[str], n: int, body: str) -> Row | None:
-    """The row ``body`` under ``columns`` (pid first, name last), or None if it is not one."""
-    m = _ROW.match(body)
-    numeric = columns[:-1]
-    if m is None or not m["pid"].isdigit():
-        return None
-    parts = m["rest"].split(None, len(numeric))
-    if len(parts) != len(numeric) + 1:
-        return None
-    values: dict[str, int] = {}
-    for col, text in zip(numeric, parts):
-        try:
-            values[col] = int(text)
-        except ValueError:
-            if col in _INT_COLUMNS:
-                return None
-    return Row(n, int(m["pid"]), values, parts[-1].strip())
-
-
-def _row_problem(columns: Sequence[str], body: str) -> str:
-    """Why ``body`` is not a row under ``columns``: the warning for a skipped row."""
+def _read_row(columns: Sequence[str], n: int, body: str) -> Row | str:
+    """The row ``body`` under ``columns`` (pid first, name last), or why it is not one
+    (the warning for a skipped row)."""
     m = _ROW.match(body)
     if m is None or not m["pid"].isdigit():
         return f"skipped an unreadable task-table row: {body[:60]!r}"
@@ -616,10 +598,14 @@ def _row_problem(columns: Sequence[str], body: str) -> str:
     if len(parts) != len(numeric) + 1:
         return (f"skipped a task-table row with {len(parts)} fields (the header has {len(numeric) + 1}): "
                 f"{body[:60]!r}")
+    values: dict[str, int] = {}
     for col, text in zip(numeric, parts):
-        if col in _INT_COLUMNS and not text.lstrip("-").isdigit():
-            return f"skipped a task-table row: {col} is {text!r}, not a number"
-    return f"skipped a task-table row: {body[:60]!r}"
+        try:
+            values[col] = int(text)
+        except ValueError:
+            if col in _INT_COLUMNS:
+                return f"skipped a task-table row: {col} is {text!r}, not a number"
+    return Row(n, int(m["pid"]), values, parts[-1].strip())
 
 
 def _put_back_together(reports: list[Report]) -> list[Report]:

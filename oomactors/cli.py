@@ -250,8 +250,8 @@ def _run_scheduler(cfg: Any, run_seed: int, name: str | None, schedule_seed: int
         from . import sim
         first = sim.run(cfg, seed=run_seed, backend=backend, policy=policy)
         stop_if_interrupted(first)
-        k = first.decisions
-        return make_scheduler("pct", seed=schedule_seed, k=max(1, k), hz=cfg.kernel.hz)
+        k, n = first.decisions, first.machine.sched.stepper.spawned
+        return make_scheduler("pct", seed=schedule_seed, k=max(1, k), n=max(1, n), hz=cfg.kernel.hz)
     if name == "random":
         return make_scheduler("random", seed=schedule_seed, hz=cfg.kernel.hz)
     return make_scheduler(name, seed=schedule_seed)
@@ -362,7 +362,10 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
         click.echo(json.dumps(res.as_json(out_path if res.repro is not None else None), indent=2))
     else:
         click.echo(f"explored {res.runs} runs in {res.seconds:.1f}s ({search} scheduler, "
-                   f"k={res.decisions} decision points per unperturbed run)")
+                   f"k={res.decisions} decision points and n={res.actors} actors per unperturbed run)")
+        if res.pct is not None:
+            click.echo(f"PCT bound: a bug of depth d={res.pct['d']} is found by one run with probability "
+                       f"at least 1/(n*k^(d-1)) = {res.pct['bound']:.3g}")
         cov = res.coverage
         click.echo(f"reached {len(cov['points'])} of {len(POINTS)} scheduling points and "
                    f"{len(cov['branches'])} kernel branches; {cov['oom_invocations']} out_of_memory calls, "

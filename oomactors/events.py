@@ -189,7 +189,8 @@ EVENTS: tuple[EventKind, ...] = (
     # 2.4 do_page_fault, out of memory: the faulting process itself dies
     _k("sim:vm_killing", "comm", "VM: killing process {comm}"),
     # controlled scheduling (oomactors/schedule.py): the scheduler departed from the default
-    # at decision point ``index``: ``action`` -1 = yield the CPU, k > 0 = held back k jiffies
+    # at decision point ``index``: ``action`` -1 = yield the CPU, k > 0 = held back k jiffies,
+    # ">N" (a string) = actor N ran first (oomactors/stepper.py numbers the actors)
     _k("sched:hold", "point action index",
        "pid={pid} held at {point}: action={action} (choice #{index})"),
     # the run's kill policy and userspace OOM killer, when not the kernel's own alone

@@ -15,7 +15,8 @@ Search strategies:
   spread evenly over the chosen points, so rare points such as ``may_oom.locked`` get as
   much attention as ``fault.cpu``), drawing actions from yield, 1, 2, 5 and HZ/10
   jiffies;
-* ``pct`` -- :class:`oomactors.schedule.PCTScheduler` with depth ``depth`` and the k above;
+* ``pct`` -- :class:`oomactors.schedule.PCTScheduler` with depth ``depth``, the k above
+  and n, the actors of the first run; the result states the paper's bound 1/(n*k^(d-1));
 * ``hypothesis`` -- :func:`hypothesis.find` over a sparse schedule (a few (index, action)
   perturbations with indices below k) and a seed offset; Hypothesis' shrinker gives the
   minimal schedule.
@@ -85,6 +86,8 @@ class ExploreResult:
     checks: list[str] = field(default_factory=list)
     coverage: dict[str, Any] = field(default_factory=dict)  # over the search runs
     vacuous: dict[str, tuple[str, ...]] = field(default_factory=dict)  # invariant -> guarded branches
+    actors: int = 0                    # n: actors of the unperturbed run
+    pct: dict[str, Any] | None = None  # PCT's n, k, d and its per-run bound (pct searches)
 
     def as_json(self, repro_path: str | None = None) -> dict[str, Any]:
         result = None
@@ -97,9 +100,18 @@ class ExploreResult:
                       "found_choices": len(self.found_schedule or ()),
                       "repro": repro_path,
                       "reproduce": reproduce_command(repro_path) if repro_path else None}
-        return {"runs": self.runs, "seconds": round(self.seconds, 3), "scheduler": self.scheduler,
-                "checks": self.checks, "decisions": self.decisions, "result": result,
-                "coverage": self.coverage, "vacuous": {k: list(v) for k, v in self.vacuous.items()}}
+        out = {"runs": self.runs, "seconds": round(self.seconds, 3), "scheduler": self.scheduler,
+               "checks": self.checks, "decisions": self.decisions, "actors": self.actors, "result": result,
+               "coverage": self.coverage, "vacuous": {k: list(v) for k, v in self.vacuous.items()}}
+        if self.pct is not None:
+            out["pct"] = self.pct
+        return out
+
+
+def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
+    """PCT's guarantee for a search: a bug of depth d is found by one run with probability
+    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9)."""
+    return {"n": n, "k": k, "d": depth, "bound": 1.0 / (n * k ** (depth - 1))}
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -240,6 +252,10 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
     census = _Census()
     first = ctx.run(base, census)
     k = max(1, first.decisions)
+    n = max(1, first.machine.sched.stepper.spawned)
+    extra: dict[str, Any] = {"actors": n}
+    if scheduler == "pct":
+        extra["pct"] = pct_bound(n, k, depth)
     found: tuple[int, Outcome, list[tuple[int, str, int, int]]] | None = None
     if first.violation is not None:
         found = (base, first, [])
@@ -254,7 +270,7 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
             batch = []
             for j in range(i, min(budget, i + ctx.width)):
                 inner = (_swarm(rng, census.hits, hz) if scheduler == "random"
-                         else PCTScheduler(rng.getrandbits(32), k=k, depth=depth, hz=hz))
+                         else PCTScheduler(rng.getrandbits(32), k=k, n=n, depth=depth, hz=hz))
                 batch.append(((base + j) & SEED_MAX if vary_seed else base, inner))  # seeds stay below 2^64
             i += len(batch)
             if ctx.width == 1:
@@ -277,7 +293,8 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
     vacuous = ctx.coverage.vacuous(checks) if found is None else {}
     if found is None:
         return ExploreResult(ctx.runs, None, None, time.perf_counter() - t0, None, decisions=k,
-                             scheduler=scheduler, checks=checks, coverage=coverage, vacuous=vacuous)
+                             scheduler=scheduler, checks=checks, coverage=coverage, vacuous=vacuous,
+                             **extra)
     run_seed, out, anchors = found
     found_at = ctx.runs
     found_schedule = out.schedule
@@ -296,7 +313,7 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
                        fixes=fixes, checks=checks, scheduler=scheduler)
     return ExploreResult(ctx.runs, violation, check.schedule, time.perf_counter() - t0, repro,
                          found_schedule=found_schedule, shrink_runs=ctx.shrink_runs, decisions=k,
-                         scheduler=scheduler, checks=checks, coverage=coverage)
+                         scheduler=scheduler, checks=checks, coverage=coverage, **extra)
 
 
 # --- shrinking ------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import interrupt as _interrupt
-from .stepper import PARK, YIELD, Stepper
+from .errors import OomactorsError
+from .stepper import PARK, SWITCH, YIELD, Stepper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.task import Task
@@ -483,8 +484,16 @@ class Sched:
     async def _decide(self, task: "Task", name: str) -> None:
         """Ask the scheduler about this decision point; record and apply a departure."""
         index = self.decisions - 1
+        scheduler = self.scheduler
         try:
-            action = self.scheduler.decide(index, task.pid, name)
+            if scheduler.picks:
+                offered = self.stepper.offered()
+                action = scheduler.choose(index, task.pid, name, offered)
+                if action <= -2 and -2 - action not in offered[1:]:
+                    raise OomactorsError(f"{scheduler.name} scheduler: choice #{index} picks actor "
+                                         f"{-2 - action}, not one of those offered {offered[1:]}")
+            else:
+                action = scheduler.decide(index, task.pid, name)
         except BaseException:
             self.clock.ended = "aborted"  # a diverged replay: the clock must not run on
             raise
@@ -493,6 +502,13 @@ class Sched:
         from .schedule import Choice
         self.choices.append(Choice(index, task.pid, name, action))
         cpu = task.cpu
+        if action <= -2:  # another actor runs first, up to its next decision point or park
+            self.emit("sched:hold", cpu.id if cpu is not None else -1, task.pid, name,
+                      f">{-2 - action}", index)
+            self.stepper.target = -2 - action
+            await SWITCH
+            self.current = task
+            return
         self.emit("sched:hold", cpu.id if cpu is not None else -1, task.pid, name, action, index)
         await self.hold(task, action)
 

@@ -35,35 +35,25 @@ not recorded from a run) leaves out what it does not check: ``"812=+5"``.  The J
 (:meth:`Schedule.to_json`) is a list of ``[index, pid, point, action]`` (pid and point
 ``null`` in lenient entries).
 
-**PCT, translated.**  The PCT algorithm (Burckhardt et al., ASPLOS 2010) gives the n
-threads random distinct priorities d..d+n-1, picks d-1 change points uniformly among the
-k steps of a run, lowers the running thread to priority i at the i-th change point, and
-always runs the highest-priority enabled thread; a bug of depth d is then found with
-probability at least 1/(n·k^(d-1)) per run.  Here the scheduler cannot pick who runs
-next: it can only hold back the actor that asks.  So:
+**Choosing who runs.**  The actors ready at one instant form a batch that the stepper
+(:mod:`oomactors.stepper`) runs in the seed's order.  A scheduler with ``picks`` set is
+also told, at each decision point, which actors could run now (``offered``: the asker
+first, then the rest of the batch in order, then those made ready since), and may answer
+:func:`pick` (actor N runs first): the asker waits at the point while N runs up to its
+own next decision point or park, then goes on.  Actors are numbered in spawn order.  A
+pick is recorded as ``INDEX:POINT@PID=>N``; a replay checks that N is offered there and
+otherwise names the choice, the actor expected and the actors offered.  A lenient entry
+``INDEX=~J`` (drawn by Hypothesis) runs the J-th other actor offered, cyclically.
 
-* each actor (pid) gets a random initial priority above d the first time it asks;
-* d-1 change points are drawn uniformly, without repetition, from the decision indices
-  [0, k), with k the number of decision points of an unperturbed run of the same config
-  and seed (``oomactors explore`` measures it);
-* the actor that reaches the i-th change point drops to priority i and, if any other
-  actor has a higher priority, is held there ``starve`` jiffies (HZ): in virtual time the
-  actors that must run ahead of it include those asleep on a timer, which a hold that
-  only waited for CPUs would never let run first;
-* afterwards, a lowered actor that reaches a decision point while some other *enabled* actor (one on
-  a CPU or in a run queue) has a higher priority is held back one jiffy -- it does not run
-  while a higher-priority actor can;
-* runs do not end on their own (memory hogs allocate forever), so after its change point
-  a lowered actor is held for at most another ``starve`` jiffies in all, then goes back to
-  the default; unbounded starvation would make liveness checkers fire on the scheduler's
-  doing.
-
-The initial priorities only matter against lowered actors: among actors that were never
-lowered the order is the seed's own interleaving, not enforced by priority.  The
-1/(n·k^(d-1)) bound assumes a scheduler that picks every step of a sequential program;
-with the seed deciding the base interleaving, time ordering some events by itself, and
-starvation bounded, the bound is *not* guaranteed here.  The d-1 change points are what
-PCT contributes: a few well-placed priority inversions, drawn uniformly over the run.
+**PCT** (Burckhardt et al., ASPLOS 2010) on that surface (:class:`PCTScheduler`): the n
+actors of an unperturbed run get random distinct priorities d..d+n-1, d-1 change points
+are drawn among the k decision points of that run, the asker at the i-th one drops to
+priority i, and at every decision point the highest-priority actor offered runs.  A bug
+of depth d -- d ordering constraints between steps, a step running from one decision
+point or wakeup to the next -- is found with probability at least 1/(n·k^(d-1)) per run.
+What PCT does not control is what is not a choice here: virtual time (an actor asleep
+until a later jiffy is not enabled) and the steps an actor takes after a wakeup before
+its next decision point.  Holds remain for the random and Hypothesis searches.
 """
 
 from __future__ import annotations
@@ -82,6 +72,16 @@ if TYPE_CHECKING:  # pragma: no cover
 YIELD = -1
 
 SCHEDULERS = ("none", "random", "pct", "replay", "hypothesis")
+
+
+def pick(actor: int) -> int:
+    """The action "actor number ``actor`` runs first" (a pick), as an int: -2 - actor."""
+    return -2 - actor
+
+
+def picked(action: int) -> int | None:
+    """The actor number a pick action names (None: not a pick)."""
+    return -2 - action if action <= -2 else None
 
 
 def default_menu(hz: int = 250) -> tuple[int, ...]:
@@ -105,20 +105,46 @@ class Choice(NamedTuple):
     point: str | None
     action: int
 
+    @property
+    def target(self) -> int | None:
+        """A pick's actor number (in a lenient entry: the n-th other actor offered)."""
+        return picked(self.action)
+
+    def act(self) -> str:
+        """The action's text: ``y``, ``+K``, ``>N`` (actor N runs first) or, lenient, ``~J``."""
+        if self.action == YIELD:
+            return "y"
+        if self.action > 0:
+            return f"+{self.action}"
+        return f"{'~' if self.pid is None else '>'}{picked(self.action)}"
+
     def text(self) -> str:
-        act = "y" if self.action == YIELD else f"+{self.action}"
+        act = self.act()
         if self.pid is None or self.point is None:
             return f"{self.index}={act}"
         return f"{self.index}:{self.point}@{self.pid}={act}"
 
 
-_ENTRY = re.compile(r"^(\d+)(?::([A-Za-z0-9_.]+)@(\d+))?=(y|\+\d+)$")
+_ENTRY = re.compile(r"^(\d+)(?::([A-Za-z0-9_.]+)@(\d+))?=(y|\+\d+|>\d+|~\d+)$")
+
+
+def _parse_action(text: str, lenient: bool, where: str) -> int:
+    """An action's text (``y``, ``+K``, ``>N`` in a full entry, ``~J`` J >= 1 in a lenient one)."""
+    if text == "y":
+        return YIELD
+    n = int(text[1:])
+    if text[0] == "+":
+        return _check_action(n, where)
+    if (text[0] == "~") != lenient or (lenient and n < 1):
+        raise InputError(f"{where}: {'~J (J >= 1)' if lenient else '>N'} is how "
+                         f"{'a lenient' if lenient else 'a full'} entry names the actor that runs first")
+    return pick(n)
 
 
 def _check_action(action: Any, where: str) -> int:
     if isinstance(action, bool) or not isinstance(action, int) or action == 0 or action < YIELD:
-        raise InputError(f"{where}: action must be -1 (yield) or a positive number of jiffies, "
-                         f"not {action!r}")
+        raise InputError(f"{where}: action must be -1 (yield), a positive number of jiffies "
+                         f"or \">N\" (actor N runs first), not {action!r}")
     return action
 
 
@@ -160,7 +186,7 @@ class Schedule:
             m = _ENTRY.match(raw)
             if m is None:
                 raise InputError(f"{source}: entry {n} {raw!r}: expected INDEX:POINT@PID=ACTION "
-                                 f"or INDEX=ACTION (ACTION y or +K)")
+                                 f"or INDEX=ACTION (ACTION y, +K, >ACTOR or, lenient, ~J)")
             index = int(m[1])
             point = m[2]
             if point is not None and point not in POINTS:
@@ -168,15 +194,16 @@ class Schedule:
             if index in seen:
                 raise InputError(f"{source}: entry {n} {raw!r}: decision {index} given twice")
             seen.add(index)
-            action = YIELD if m[4] == "y" else int(m[4][1:])
-            _check_action(action, f"{source}: entry {n} {raw!r}")
+            action = _parse_action(m[4], m[3] is None, f"{source}: entry {n} {raw!r}")
             out.append(Choice(index, int(m[3]) if m[3] is not None else None, point, action))
         return cls(tuple(out))
 
     # --- JSON --------------------------------------------------------------------
     def to_json(self) -> list[list[Any]]:
-        """A JSON-able list of ``[index, pid, point, action]``."""
-        return [[c.index, c.pid, c.point, c.action] for c in self.choices]
+        """A JSON-able list of ``[index, pid, point, action]``; a pick's action is the
+        string ``">N"`` (actor N runs first; ``"~J"`` in a lenient entry)."""
+        return [[c.index, c.pid, c.point, c.action if c.action >= YIELD else c.act()]
+                for c in self.choices]
 
     @classmethod
     def from_json(cls, data: Any, source: str = "schedule") -> "Schedule":
@@ -208,28 +235,44 @@ class Schedule:
                 raise InputError(f"{where}: pid must be an integer or null")
             if point is not None and point not in POINTS:
                 raise InputError(f"{where}: unknown scheduling point {point!r}")
-            out.append(Choice(index, pid, point, _check_action(action, where)))
+            if isinstance(action, str) and re.fullmatch(r"[>~]\d+", action):
+                action = _parse_action(action, pid is None, where)
+            else:
+                action = _check_action(action, where)
+            out.append(Choice(index, pid, point, action))
         return cls(tuple(out))
 
     def without_anchors(self) -> "Schedule":
-        """The same choices as lenient entries (index and action only)."""
-        return Schedule(tuple(Choice(c.index, None, None, c.action) for c in self.choices))
+        """The same choices as lenient entries (index and action only); a pick stays a full
+        entry (only a full entry can name an actor)."""
+        return Schedule(tuple(c if c.action <= -2 else Choice(c.index, None, None, c.action)
+                              for c in self.choices))
 
 
 # --- schedulers ----------------------------------------------------------------------------
 
 
 class Scheduler:
-    """Decides, at each decision point, whether the asking actor goes on (0) or is held
-    back (-1 yield, k > 0 jiffies).  Must be deterministic given its construction."""
+    """Decides, at each decision point, whether the asking actor goes on (0), is held
+    back (-1 yield, k > 0 jiffies) or lets another actor run first (:func:`pick`).
+    Must be deterministic given its construction.
+
+    A scheduler with ``picks`` set is asked through :meth:`choose`, with the actors
+    offered at this instant (actor numbers: the asker's first); otherwise through
+    :meth:`decide`, and the run keeps the plain stepper loop."""
 
     name = "base"
+    picks = False
 
     def bind(self, sched: "Sched") -> None:
         """Called once before the run starts (a scheduler may look at, never change, it)."""
 
     def decide(self, index: int, pid: int, point: str) -> int:
         return 0
+
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
+        """``decide``, knowing the actors that could run now (``offered[0]`` is the asker)."""
+        return self.decide(index, pid, point)
 
     def finish(self, decisions: int) -> None:
         """Called after the run ended normally, having passed ``decisions`` decision points."""
@@ -242,17 +285,21 @@ class NoneScheduler(Scheduler):
 
 
 class RandomScheduler(Scheduler):
-    """Perturb each decision with probability ``p`` (or ``rates[point]``), drawing the
-    action from ``menu``; its own :class:`random.Random`, seeded, so a seed gives one
-    schedule.  ``points`` restricts perturbations to those scheduling points."""
+    """Perturb each decision with probability ``p`` (or ``rates[point]``): with
+    probability ``switch``, when other actors could run now, one of them (uniformly) runs
+    first; otherwise an action drawn from ``menu``.  Its own :class:`random.Random`,
+    seeded, so a seed gives one schedule.  ``points`` restricts perturbations to those
+    scheduling points."""
 
     name = "random"
 
     def __init__(self, seed: int, *, p: float = 0.002, menu: Iterable[int] | None = None,
                  hz: int = 250, rates: dict[str, float] | None = None,
-                 points: Iterable[str] | None = None) -> None:
+                 points: Iterable[str] | None = None, switch: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
             raise InputError(f"random scheduler: p must be within 0..1, not {p}")
+        if not 0.0 <= switch <= 1.0:
+            raise InputError(f"random scheduler: switch must be within 0..1, not {switch}")
         self.rng = random.Random(seed)
         self.p = p
         self.menu = tuple(menu) if menu is not None else default_menu(hz)
@@ -260,77 +307,83 @@ class RandomScheduler(Scheduler):
             _check_action(a, "random scheduler menu")
         self.rates = dict(rates) if rates else None
         self.points = frozenset(points) if points is not None else None
+        self.switch = switch
+        self.picks = switch > 0
 
-    def decide(self, index: int, pid: int, point: str) -> int:
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
         if self.points is not None and point not in self.points:
             return 0
         p = self.rates.get(point, self.p) if self.rates is not None else self.p
         if self.rng.random() < p:
+            if len(offered) > 1 and self.rng.random() < self.switch:
+                return pick(self.rng.choice(offered[1:]))
             return self.rng.choice(self.menu)
         return 0
 
+    def decide(self, index: int, pid: int, point: str) -> int:
+        return self.choose(index, pid, point, [])
+
 
 class PCTScheduler(Scheduler):
-    """PCT translated to holds (see the module docstring for what is and is not kept)."""
+    """PCT (Burckhardt et al., ASPLOS 2010) over the actors' choice surface.
+
+    The actors get random distinct priorities d..d+n-1 (actor numbers 0..n-1, n from an
+    unperturbed run; an actor beyond n gets a random non-integer priority in that range);
+    d-1 change points are drawn without repetition from the decision indices [0, k); at
+    the i-th one (i = 1..d-1, in drawing order) the asking actor's priority drops to i.  At
+    every decision point the highest-priority actor offered runs next.  The bound of the
+    paper, 1/(n*k^(d-1)) per run, is :attr:`bound`."""
 
     name = "pct"
+    picks = True
 
-    def __init__(self, seed: int, *, k: int, depth: int = 3, n: int | None = None,
-                 starve: int | None = None, hz: int = 250) -> None:
+    def __init__(self, seed: int, *, k: int, depth: int = 3, n: int = 1, hz: int = 250) -> None:
         if depth < 1:
             raise InputError(f"pct scheduler: depth must be at least 1, not {depth}")
         if k < 1:
             raise InputError(f"pct scheduler: k must be at least 1, not {k}")
+        if n is None or n < 1:
+            raise InputError(f"pct scheduler: n (actors) must be at least 1, not {n}")
         self.rng = random.Random(seed)
         self.depth = depth
         self.k = k
-        self.n = n  # informational: priorities are drawn as actors appear
-        self.starve = hz if starve is None else starve
+        self.n = n
+        ranks = list(range(depth, depth + n))
+        self.rng.shuffle(ranks)
+        self.initial: dict[int, float] = dict(enumerate(ranks))   # actor -> initial priority
+        self.prio: dict[int, float] = dict(self.initial)
         picks = self.rng.sample(range(k), min(depth - 1, k))
-        # the i-th change point (1-based, in drawing order) lowers to priority i
-        self.change_at = {idx: i + 1 for i, idx in enumerate(picks)}
-        self.prio: dict[int, float] = {}
-        self.left: dict[int, int] = {}  # lowered pid -> jiffies it may still be held
-        self.sched: Sched | None = None
+        self.change_at = {idx: i + 1 for i, idx in enumerate(picks)}  # index -> new priority
 
-    def bind(self, sched: "Sched") -> None:
-        self.sched = sched
+    @property
+    def bound(self) -> float:
+        """The paper's lower bound on finding a bug of depth d in one run."""
+        return 1.0 / (self.n * self.k ** (self.depth - 1))
 
-    def _priority(self, pid: int) -> float:
-        p = self.prio.get(pid)
-        if p is None:  # distinct with probability 1: a random permutation of d..d+n-1
-            p = self.prio[pid] = self.depth + self.rng.random()
+    def _priority(self, actor: int) -> float:
+        p = self.prio.get(actor)
+        if p is None:  # more actors than the unperturbed run had
+            p = self.prio[actor] = self.depth + self.rng.random() * self.n
         return p
 
-    def decide(self, index: int, pid: int, point: str) -> int:
-        mine = self._priority(pid)
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
+        if not offered:
+            return 0
         lowered = self.change_at.get(index)
         if lowered is not None:
-            mine = self.prio[pid] = lowered
-            self.left[pid] = self.starve
-            # in virtual time the actors that run ahead of a lowered one include those
-            # asleep on a timer: hold it ``starve`` jiffies at once, while anyone else
-            # has a higher priority
-            if any(p > mine for q, p in self.prio.items() if q != pid):
-                return self.starve
-        if mine >= self.depth or self.left.get(pid, 0) <= 0 or self.sched is None:
-            return 0
-        for cpu in self.sched.cpus:
-            others = [cpu.curr] if cpu.curr is not None else []
-            others += [t for t, _ in cpu.rq]
-            for t in others:
-                if t.pid != pid and self._priority(t.pid) > mine:
-                    self.left[pid] -= 1
-                    return 1
-        return 0
+            self.prio[offered[0]] = lowered
+        best = max(offered, key=self._priority)
+        return 0 if best == offered[0] else pick(best)
 
 
 class ReplayScheduler(Scheduler):
     """Replay a :class:`Schedule` by decision index.
 
     Entries that name a pid and point are checked: the run must be at that pid and point
-    at that index, or :class:`ScheduleDivergence` says where it went another way.
-    Lenient entries (index and action only) are applied without a check.  With
+    at that index (and a pick's actor must be among those offered), or
+    :class:`ScheduleDivergence` says where it went another way.  Lenient entries (index
+    and action only) are applied without a check; a lenient pick ``~J`` runs the J-th of
+    the other actors offered (cyclically), and nothing when the asker is alone.  With
     ``strict`` (the default) a run that ends before using every entry diverges too.
     """
 
@@ -341,28 +394,54 @@ class ReplayScheduler(Scheduler):
         self.by_index = {c.index: c for c in schedule.choices}
         self.strict = strict
         self.used = 0
+        self.picks = any(c.action <= -2 for c in schedule.choices)
+        self.label: Any = str
 
-    def decide(self, index: int, pid: int, point: str) -> int:
+    def bind(self, sched: "Sched") -> None:
+        self.label = sched.stepper.label
+
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
         c = self.by_index.get(index)
         if c is None:
             return 0
         if (c.pid is not None and c.pid != pid) or (c.point is not None and c.point != point):
-            raise ScheduleDivergence(f"choice #{index}: schedule says pid {c.pid} at {c.point}, "
-                                     f"the run is at pid {pid} at {point}")
+            raise ScheduleDivergence(f"choice #{index}: schedule says pid {c.pid} at {c.point}"
+                                     f"{self._runs(c)}, the run is at pid {pid} at {point}")
         self.used += 1
+        target = picked(c.action)
+        if target is None:
+            return c.action
+        others = offered[1:]
+        if c.pid is None:  # lenient: the J-th other actor offered
+            return pick(others[(target - 1) % len(others)]) if others else 0
+        if target not in others:
+            names = ", ".join(self.label(a) for a in offered) or "none"
+            raise ScheduleDivergence(f"choice #{index}: schedule says pid {pid} at {point}{self._runs(c)}, "
+                                     f"the run offers actors {names}")
         return c.action
+
+    def _runs(self, c: Choice) -> str:
+        target = picked(c.action)
+        if target is None:
+            return ""
+        return f" lets actor {self.label(target) if c.pid is not None else '~' + str(target)} run first"
+
+    def decide(self, index: int, pid: int, point: str) -> int:
+        return self.choose(index, pid, point, [])
 
     def finish(self, decisions: int) -> None:
         if self.strict and self.used < len(self.by_index):
             missed = next(c for c in self.schedule.choices if c.index >= decisions)
             raise ScheduleDivergence(f"choice #{missed.index}: schedule says pid {missed.pid} at "
-                                     f"{missed.point}, the run ended after {decisions} decision points")
+                                     f"{missed.point}{self._runs(missed)}, the run ended after "
+                                     f"{decisions} decision points")
 
 
 class AnchoredScheduler(Scheduler):
     """Replay choices keyed by (pid, point, n-th time that pid reached that point) rather
     than by global index: used while shrinking, where dropping one choice shifts the
-    indices of every later decision but mostly not the later choices' meaning."""
+    indices of every later decision but mostly not the later choices' meaning.  A pick
+    whose actor is not offered there is left out."""
 
     name = "anchored"
 
@@ -370,15 +449,21 @@ class AnchoredScheduler(Scheduler):
         self.actions = {(pid, point, occ): action for pid, point, occ, action in anchors}
         self.seen: dict[tuple[int, str], int] = {}
         self.applied: list[tuple[int, str, int, int]] = []  # the anchors the run reached
+        self.picks = any(a <= -2 for a in self.actions.values())
 
-    def decide(self, index: int, pid: int, point: str) -> int:
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
         key = (pid, point)
         occ = self.seen.get(key, 0)
         self.seen[key] = occ + 1
         action = self.actions.get((pid, point, occ), 0)
+        if action <= -2 and picked(action) not in offered[1:]:
+            return 0
         if action:
             self.applied.append((pid, point, occ, action))
         return action
+
+    def decide(self, index: int, pid: int, point: str) -> int:
+        return self.choose(index, pid, point, [])
 
 
 class Anchoring(Scheduler):
@@ -387,11 +472,21 @@ class Anchoring(Scheduler):
     def __init__(self, inner: Scheduler) -> None:
         self.inner = inner
         self.name = inner.name
+        self.picks = inner.picks
         self.seen: dict[tuple[int, str], int] = {}
         self.anchors: list[tuple[int, str, int, int]] = []
 
     def bind(self, sched: "Sched") -> None:
         self.inner.bind(sched)
+
+    def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
+        key = (pid, point)
+        occ = self.seen.get(key, 0)
+        self.seen[key] = occ + 1
+        action = self.inner.choose(index, pid, point, offered)
+        if action:
+            self.anchors.append((pid, point, occ, action))
+        return action
 
     def decide(self, index: int, pid: int, point: str) -> int:
         key = (pid, point)
@@ -427,9 +522,10 @@ class HypothesisScheduler(ReplayScheduler):
 def sparse_schedules(*, k: int, max_choices: int = 8, menu: Iterable[int] | None = None,
                      hz: int = 250) -> Any:
     """A Hypothesis strategy of lenient schedules: up to ``max_choices`` perturbations at
-    distinct indices in [0, k), each an action of ``menu``."""
+    distinct indices in [0, k), each an action of ``menu`` or a lenient pick (``~1``,
+    ``~2``, ``~3``: the first, second, third other actor offered runs first)."""
     from hypothesis import strategies as st
-    actions = tuple(menu) if menu is not None else default_menu(hz)
+    actions = (tuple(menu) if menu is not None else default_menu(hz)) + (pick(1), pick(2), pick(3))
     entries = st.lists(st.tuples(st.integers(0, max(0, k - 1)), st.sampled_from(actions)),
                        max_size=max_choices, unique_by=lambda e: e[0])
     return entries.map(lambda es: Schedule(tuple(Choice(i, None, None, a) for i, a in es)))
@@ -437,7 +533,7 @@ def sparse_schedules(*, k: int, max_choices: int = 8, menu: Iterable[int] | None
 
 def make_scheduler(name: str, *, seed: int = 0, **opts: Any) -> Scheduler:
     """A scheduler by name: ``none``; ``random`` (``p``, ``menu``, ``rates``, ``points``,
-    ``hz``); ``pct`` (``k`` required, ``depth``, ``n``, ``starve``, ``hz``); ``replay``
+    ``hz``, ``switch``); ``pct`` (``k`` required, ``depth``, ``n``, ``hz``); ``replay``
     (``schedule`` required, ``strict``).  ``hypothesis`` needs Hypothesis data: build a
     :class:`HypothesisScheduler` directly."""
     if name == "none":
@@ -461,6 +557,6 @@ def make_scheduler(name: str, *, seed: int = 0, **opts: Any) -> Scheduler:
     raise InputError(f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
 
 
-__all__ = ["YIELD", "Choice", "Schedule", "Scheduler", "ScheduleDivergence", "NoneScheduler",
+__all__ = ["YIELD", "pick", "picked", "Choice", "Schedule", "Scheduler", "ScheduleDivergence", "NoneScheduler",
            "RandomScheduler", "PCTScheduler", "ReplayScheduler", "AnchoredScheduler",
            "HypothesisScheduler", "sparse_schedules", "make_scheduler", "default_menu"]

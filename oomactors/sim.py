@@ -356,6 +356,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     m.checkers.extend(checkers or ())
     if scheduler is not None:
         m.sched.scheduler = scheduler
+        m.sched.stepper.controlled = bool(getattr(scheduler, "picks", False))  # choices need the batch
         scheduler.bind(m.sched)
     if env_checks and os.environ.get(CHECK_ENV):
         from .invariants import default_checkers, page_conservation

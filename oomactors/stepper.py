@@ -11,6 +11,15 @@ switches; measured, that was a quarter of a run's time.
 Order: the actors ready at one moment form a batch, run in an order shuffled by the run's
 seed (as trio's deterministic mode shuffled its batches), so the seed decides the
 interleaving, and the same seed gives the same order in any process and on either host.
+
+Controlled choice (:mod:`oomactors.schedule`): each actor has a number, its place in spawn
+order.  When a scheduler that picks is installed, the batch being run is kept in
+:attr:`Stepper.pending`, so at a decision point the actors that could run at this instant
+are known (:meth:`Stepper.offered`: the asking one first, then the rest of the batch in
+its order, then those made ready since); an actor that awaits :data:`SWITCH` after
+setting :attr:`Stepper.target` lets that actor run first and goes on right after it.  With
+no departure the order is the seeded one, step for step.  Without such a scheduler
+:meth:`Stepper.run_ready` is the plain loop.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ class _Suspend:
 
 PARK = _Suspend("park")     # parked on a Waiter, which makes it ready again when woken
 YIELD = _Suspend("yield")   # ready again at once, behind every actor ready now
+SWITCH = _Suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
 
 
 class Stepper:
@@ -42,17 +52,23 @@ class Stepper:
     def __init__(self, seed: int) -> None:
         self.ready: deque[Coroutine[Any, Any, Any]] = deque()
         self.current: Coroutine[Any, Any, Any] | None = None
-        self.live: dict[Coroutine[Any, Any, Any], None] = {}   # in spawn order, for teardown
+        # actor -> its number (spawn order); in spawn order, for teardown
+        self.live: dict[Coroutine[Any, Any, Any], int] = {}
+        self.spawned = 0
         self.rng = random.Random()
         self.seed(seed)
         self.steps = 0
+        self.controlled = False   # a scheduler picks who runs: the batch is kept in pending
+        self.pending: deque[Coroutine[Any, Any, Any]] = deque()
+        self.target: int | None = None   # the actor a SWITCH runs first
 
     def seed(self, seed: int) -> None:
         """The run's seed decides the order within each batch of ready actors."""
         self.rng.seed(f"oomactors-schedule-{seed}")
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self.live[coro] = None
+        self.live[coro] = self.spawned
+        self.spawned += 1
         self.ready.append(coro)
 
     def make_ready(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -62,6 +78,8 @@ class Stepper:
         """Step the ready actors, batch after batch, until none is ready or ``budget``
         steps were taken (whole batches: stopping between two changes no order).  An
         exception an actor raises ends that actor and comes out of here."""
+        if self.controlled:
+            return self._run_controlled(budget)
         ready = self.ready
         shuffle = self.rng.shuffle
         live = self.live
@@ -89,9 +107,87 @@ class Stepper:
             self.current = None
             self.steps += steps
 
+    # --- controlled choice ------------------------------------------------------------
+    def _run_controlled(self, budget: int) -> None:
+        """:meth:`run_ready` with the batch in :attr:`pending`, so a decision point can
+        offer its actors and a SWITCH can run one of them first.  The same draws and the
+        same order as the plain loop while nobody switches."""
+        ready = self.ready
+        pending = self.pending
+        shuffle = self.rng.shuffle
+        live = self.live
+        steps = 0
+        try:
+            while pending or (ready and steps < budget):
+                if not pending:
+                    batch = list(ready)
+                    ready.clear()
+                    if len(batch) > 1:
+                        shuffle(batch)
+                    steps += len(batch)
+                    pending.extend(batch)
+                coro = pending.popleft()
+                self.current = coro
+                try:
+                    what = coro.send(None)
+                except StopIteration:
+                    del live[coro]
+                    continue
+                except BaseException:
+                    live.pop(coro, None)
+                    raise
+                if what == "yield":
+                    ready.append(coro)
+                elif what == "switch":
+                    pending.appendleft(coro)
+                    pending.appendleft(self._take(self.target))
+        finally:
+            self.current = None
+            self.steps += steps
+
+    def offered(self) -> list[int]:
+        """The actors that could run at this instant, by number: the current one, the
+        rest of its batch in order, then those made ready since (the next batch)."""
+        live = self.live
+        out = [live[self.current]] if self.current is not None else []
+        out += [live[c] for c in self.pending]
+        out += [live[c] for c in self.ready]
+        return out
+
+    def _take(self, number: int | None) -> Coroutine[Any, Any, Any]:
+        """Remove actor ``number`` from the pending batch or the ready queue."""
+        live = self.live
+        for queue in (self.pending, self.ready):
+            for c in queue:
+                if live[c] == number:
+                    queue.remove(c)
+                    return c
+        raise RuntimeError(f"actor {number} is not ready to run")  # pragma: no cover - a bug
+
+    def label(self, number: int) -> str:
+        """A readable name of actor ``number`` (its function and, for a task, its pid)."""
+        for coro, n in self.live.items():
+            if n != number:
+                continue
+            frame = getattr(coro, "cr_frame", None)
+            local = frame.f_locals if frame is not None else {}
+            fn = local.get("fn")
+            owner = getattr(fn, "__self__", None)
+            if owner is not None:   # a bound method: CPU.actor -> cpu0
+                name = f"{type(owner).__name__.lower()}{getattr(owner, 'id', '')}"
+            else:
+                name = getattr(fn, "__name__", None) or getattr(coro, "__name__", "actor")
+            for a in local.get("args", ()):
+                pid = getattr(a, "pid", None)
+                if isinstance(pid, int):
+                    return f"{number}:{name}/{pid}"
+            return f"{number}:{name}"
+        return str(number)
+
     def close(self) -> None:
         """Tear every actor down (their ``finally`` blocks run), in spawn order."""
         self.ready.clear()
+        self.pending.clear()
         while self.live:
             coro = next(iter(self.live))
             del self.live[coro]

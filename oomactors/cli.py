@@ -299,9 +299,9 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--check", "checks", multiple=True, required=True, metavar="INVARIANT",
               help="An invariant to check (repeat, or separate names by commas).")
-@click.option("--scheduler", "search", type=click.Choice(["random", "pct", "hypothesis"]), default="random",
-              show_default=True, help="How schedules are searched.")
-@click.option("--budget", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--scheduler", "search", type=click.Choice(["random", "pct", "hypothesis", "exhaustive"]),
+              default="random", show_default=True, help="How schedules are searched.")
+@click.option("--budget", "--runs", "budget", type=click.IntRange(min=1), default=100, show_default=True,
               help="Search runs at most (the unperturbed first run included).")
 @click.option("--shrink-budget", type=click.IntRange(min=0), default=100, show_default=True,
               help="Runs spent shrinking a violation at most.")
@@ -309,8 +309,11 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
               help="Seed of the search's own draws.")
 @click.option("--fixed-seed", is_flag=True, help="Run every schedule with the config's run.seed "
               "(default: run i uses run.seed + i).")
-@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
-              help="PCT's bug depth d (d-1 priority change points).")
+@click.option("--depth", type=click.IntRange(min=0), default=None,
+              help="PCT's bug depth d (d-1 priority change points; default 3, at least 1); "
+                   "exhaustive: the most picks a schedule departs by (default 2).")
+@click.option("--por/--no-por", default=True, show_default=True,
+              help="exhaustive: leave out picks that only reorder independent steps.")
 @click.option("--policy", "policy_spec", metavar="NAME", help="Kill policy, as for `run`.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="oomactors-repro.json",
               show_default=True, help="Where to write the reproducer of a violation.")
@@ -318,8 +321,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
 @click.option("--strict", is_flag=True, help="Exit 3 when no run reached the code an invariant guards.")
 @sweep_options
 def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shrink_budget: int, seed: int,
-            fixed_seed: bool, depth: int, policy_spec: str | None, out_path: str, as_json: bool,
-            strict: bool = False, jobs: int | None = None, cluster: str | None = None) -> None:
+            fixed_seed: bool, depth: int | None, policy_spec: str | None, out_path: str, as_json: bool,
+            strict: bool = False, jobs: int | None = None, cluster: str | None = None, por: bool = True) -> None:
     """Search schedules of CONFIG for a violation of the --check invariants, shrink it and
     write a reproducer.  Exit status 0: none found; 1: a violation (see --out); 2: bad input;
     3 (with --strict): none found, and no run reached what an invariant guards."""
@@ -334,6 +337,10 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
+        if depth is None:
+            depth = 2 if search == "exhaustive" else 3
+        elif depth < 1 and search != "exhaustive":
+            raise InputError(f"--depth: PCT's depth must be at least 1, not {depth}")
         _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)
         jobs, cluster = jobs_option(jobs, cluster)
@@ -353,7 +360,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
             res = do_explore(cfg, names, scheduler=search, budget=budget, seed=seed, policy=policy_spec,
                              progress=report, shrink_budget=shrink_budget, depth=depth,
-                             vary_seed=not fixed_seed, jobs=jobs, cluster=cluster)
+                             vary_seed=not fixed_seed, jobs=jobs, cluster=cluster, por=por)
         if res.repro is not None:
             write_repro(out_path, res.repro)
     except InputError as err:
@@ -363,6 +370,13 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     else:
         click.echo(f"explored {res.runs} runs in {res.seconds:.1f}s ({search} scheduler, "
                    f"k={res.decisions} decision points and n={res.actors} actors per unperturbed run)")
+        if res.exhaustive is not None:
+            ex = res.exhaustive
+            state = ("the space is exhausted" if ex["exhausted"] else "cut by --budget" if ex["cut_by_budget"]
+                     else "stopped at the first violation")
+            click.echo(f"exhaustive search to depth {ex['depth']}: {ex['runs']} schedules run "
+                       f"({' + '.join(map(str, ex['per_depth']))} with 0, 1, ... picks), {ex['pruned']} pruned "
+                       f"by partial-order reduction{'' if ex['por'] else ' (off)'}; {state}")
         if res.pct is not None:
             click.echo(f"PCT bound: a bug of depth d={res.pct['d']} is found by one run with probability "
                        f"at least 1/(n*k^(d-1)) = {res.pct['bound']:.3g}")

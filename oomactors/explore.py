@@ -51,7 +51,7 @@ from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_ru
 from .schedule import (AnchoredScheduler, Anchoring, PCTScheduler, RandomScheduler,
                        ReplayScheduler, Schedule, Scheduler, sparse_schedules)
 
-SEARCHES = ("random", "pct", "hypothesis")
+SEARCHES = ("random", "pct", "hypothesis", "exhaustive")
 
 Progress = Callable[[int, int, int, str], None]  # (runs done, runs planned, violations, phase)
 
@@ -88,6 +88,7 @@ class ExploreResult:
     vacuous: dict[str, tuple[str, ...]] = field(default_factory=dict)  # invariant -> guarded branches
     actors: int = 0                    # n: actors of the unperturbed run
     pct: dict[str, Any] | None = None  # PCT's n, k, d and its per-run bound (pct searches)
+    exhaustive: dict[str, Any] | None = None  # schedules run and pruned, exhausted (exhaustive)
 
     def as_json(self, repro_path: str | None = None) -> dict[str, Any]:
         result = None
@@ -105,6 +106,8 @@ class ExploreResult:
                "coverage": self.coverage, "vacuous": {k: list(v) for k, v in self.vacuous.items()}}
         if self.pct is not None:
             out["pct"] = self.pct
+        if self.exhaustive is not None:
+            out["exhaustive"] = self.exhaustive
         return out
 
 
@@ -221,12 +224,14 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
             seed: int = 0, policy: Any = None, progress: Progress | None = None, *,
             fixes: dict[str, bool] | None = None, shrink_budget: int = 100, depth: int = 3,
             vary_seed: bool = True, max_choices: int = 8, jobs: int = 1,
-            cluster: str | None = None) -> ExploreResult:
+            cluster: str | None = None, por: bool = True) -> ExploreResult:
     """Search up to ``budget`` runs for a violation of one of ``checks``; shrink it.
 
     Run i (from 0) uses seed ``cfg.run.seed + i`` (always ``cfg.run.seed`` without
     ``vary_seed``); ``seed`` drives the scheduler draws.  ``progress(runs, budget,
-    violations, phase)`` is called after every run.  ``jobs`` local processes or a Dask
+    violations, phase)`` is called after every run.  ``exhaustive`` runs every schedule of
+    at most ``depth`` picks on ``cfg.run.seed`` (:mod:`oomactors.exhaustive`; ``por``: with
+    the partial-order reduction), within ``budget`` runs.  ``jobs`` local processes or a Dask
     ``cluster`` (:mod:`oomactors.sweep`) evaluate search and shrinking runs a batch at a
     time; the result is the same as one at a time (the Hypothesis search stays serial).
     """
@@ -239,25 +244,41 @@ def explore(cfg: Config, checks: list[str], scheduler: str = "random", budget: i
 
     with Sweep(jobs, cluster) as sweep:
         return _explore(cfg, checks, scheduler, budget, seed, policy, progress, fixes, shrink_budget,
-                        depth, vary_seed, max_choices, sweep)
+                        depth, vary_seed, max_choices, sweep, por)
 
 
 def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: int, policy: Any,
              progress: Progress | None, fixes: dict[str, bool] | None, shrink_budget: int, depth: int,
-             vary_seed: bool, max_choices: int, sweep: Any) -> ExploreResult:
+             vary_seed: bool, max_choices: int, sweep: Any, por: bool = True) -> ExploreResult:
     t0 = time.perf_counter()
     ctx = _Ctx(cfg, checks, policy, fixes, progress, budget, sweep)
     base = cfg.run.seed
     hz = cfg.kernel.hz
-    census = _Census()
-    first = ctx.run(base, census)
-    k = max(1, first.decisions)
-    n = max(1, first.machine.sched.stepper.spawned)
-    extra: dict[str, Any] = {"actors": n}
-    if scheduler == "pct":
-        extra["pct"] = pct_bound(n, k, depth)
+    extra: dict[str, Any] = {}
     found: tuple[int, Outcome, list[tuple[int, str, int, int]]] | None = None
-    if first.violation is not None:
+    if scheduler == "exhaustive":
+        from .exhaustive import search
+        hit, stats = search(ctx, base, depth, por)
+        k, extra["actors"] = max(1, stats.decisions), max(1, stats.actors)
+        extra["exhaustive"] = stats.as_json()
+        if hit is not None:  # that run again, here, for its events (no shrinking: no fewer picks did it)
+            out = checked_run(cfg, seed=base, checks=checks, scheduler=ReplayScheduler(hit), policy=policy,
+                              fixes=fixes)
+            interrupt.check()
+            if out.violation is None:  # pragma: no cover - a determinism bug
+                raise OomactorsError(f"run {ctx.runs} violated on a worker but not here")
+            found = (base, out, [])
+        first = None
+    else:
+        census = _Census()
+        first = ctx.run(base, census)
+        k = max(1, first.decisions)
+        n = extra["actors"] = max(1, first.machine.sched.stepper.spawned)
+        if scheduler == "pct":
+            extra["pct"] = pct_bound(n, k, depth)
+    if first is None:
+        pass
+    elif first.violation is not None:
         found = (base, first, [])
     elif scheduler == "hypothesis":
         found = _search_hypothesis(ctx, base, k, hz, seed, vary_seed, max_choices, shrink_budget)
@@ -298,7 +319,7 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
     run_seed, out, anchors = found
     found_at = ctx.runs
     found_schedule = out.schedule
-    if scheduler != "hypothesis" and out.schedule:
+    if scheduler not in ("hypothesis", "exhaustive") and out.schedule:
         out = _shrink(ctx, run_seed, out, anchors, shrink_budget)
     # the result is replayed strictly by index, as `oomactors run --replay` will
     check = ctx.run(run_seed, ReplayScheduler(out.schedule, strict=True), shrinking=True)

@@ -502,7 +502,7 @@ class Sched:
         from .schedule import Choice
         self.choices.append(Choice(index, task.pid, name, action))
         cpu = task.cpu
-        if action <= -2:  # another actor runs first, up to its next decision point or park
+        if action <= -2:  # another actor runs first, until it parks
             self.emit("sched:hold", cpu.id if cpu is not None else -1, task.pid, name,
                       f">{-2 - action}", index)
             self.stepper.target = -2 - action

@@ -61,6 +61,9 @@ class Stepper:
         self.controlled = False   # a scheduler picks who runs: the batch is kept in pending
         self.pending: deque[Coroutine[Any, Any, Any]] = deque()
         self.target: int | None = None   # the actor a SWITCH runs first
+        # controlled runs only: told when an actor's slice starts (n, "start") and ends
+        # (n, "park" / "yield" / "switch" / "exit"); the exhaustive search's footprints
+        self.observe: Any = None
 
     def seed(self, seed: int) -> None:
         """The run's seed decides the order within each batch of ready actors."""
@@ -116,6 +119,7 @@ class Stepper:
         pending = self.pending
         shuffle = self.rng.shuffle
         live = self.live
+        observe = self.observe
         steps = 0
         try:
             while pending or (ready and steps < budget):
@@ -128,14 +132,20 @@ class Stepper:
                     pending.extend(batch)
                 coro = pending.popleft()
                 self.current = coro
+                if observe is not None:
+                    observe(live[coro], "start")
                 try:
                     what = coro.send(None)
                 except StopIteration:
+                    if observe is not None:
+                        observe(live[coro], "exit")
                     del live[coro]
                     continue
                 except BaseException:
                     live.pop(coro, None)
                     raise
+                if observe is not None:
+                    observe(live[coro], what)
                 if what == "yield":
                     ready.append(coro)
                 elif what == "switch":

@@ -25,7 +25,7 @@ from oomactors.trace.stream import TraceWriter
 # default schedule of seed 0 the first hog is through out_of_memory before the second
 # arrives, but letting the second run first at one of the first hog's decision points
 # puts both inside.
-PAIR = parse_config("""
+PAIR_TEXT = """
 [machine]
 cpus = 2
 memory = "128MiB"
@@ -39,7 +39,8 @@ meminfo_interval = "0s"
 name = "hog"
 count = 2
 program = [ { op = "repeat", steps = [ { op = "alloc", size = "4MiB" } ] } ]
-""", "<pair>")
+"""
+PAIR = parse_config(PAIR_TEXT, "<pair>")
 OFF = {"oom_lock": False}
 
 

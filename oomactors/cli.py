@@ -339,7 +339,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     try:
         if depth is None:
             depth = 2 if search == "exhaustive" else 3
-        elif depth < 1 and search != "exhaustive":
+        elif depth < 1 and search == "pct":
             raise InputError(f"--depth: PCT's depth must be at least 1, not {depth}")
         _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)

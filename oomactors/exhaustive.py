@@ -332,7 +332,8 @@ def search(ctx: Any, seed: int, depth: int, por: bool) -> tuple[Schedule | None,
                 if res.invariant is not None:
                     found = schedule
                     break
-                nxt.extend(res.children)
+                # no more than the budget could ever run (a deep search stays in memory)
+                nxt.extend(res.children[:max(0, ctx.budget - len(nxt))])
                 stats.pruned += res.pruned
             if found is not None:
                 break

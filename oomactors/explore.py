@@ -17,6 +17,9 @@ Search strategies:
   jiffies;
 * ``pct`` -- :class:`oomactors.schedule.PCTScheduler` with depth ``depth``, the k above
   and n, the actors of the first run; the result states the paper's bound 1/(n*k^(d-1));
+* ``exhaustive`` -- every schedule of at most ``depth`` picks, breadth first, with a
+  partial-order reduction (:mod:`oomactors.exhaustive`); the first violation is not
+  shrunk (no schedule of fewer picks had one);
 * ``hypothesis`` -- :func:`hypothesis.find` over a sparse schedule (a few (index, action)
   perturbations with indices below k) and a seed offset; Hypothesis' shrinker gives the
   minimal schedule.

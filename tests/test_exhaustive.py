@@ -20,21 +20,7 @@ from oomactors.schedule import ReplayScheduler
 
 # PAIR's two hogs and two tasks that only compute and sleep: their steps touch no memory,
 # so some picks only reorder independent steps
-TICKS = parse_config("""
-[machine]
-cpus = 2
-memory = "128MiB"
-dma = "0"
-swap = "0"
-page_cache = "4MiB"
-[run]
-duration = "300ms"
-meminfo_interval = "0s"
-seed = 2
-[[tasks]]
-name = "hog"
-count = 2
-program = [ { op = "repeat", steps = [ { op = "alloc", size = "4MiB" } ] } ]
+TICKS = parse_config(PAIR_TEXT.replace('duration = "2s"', 'duration = "300ms"\nseed = 2') + """
 [[tasks]]
 name = "tick"
 count = 2

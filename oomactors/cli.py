@@ -301,7 +301,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
               help="An invariant to check (repeat, or separate names by commas).")
 @click.option("--scheduler", "search", type=click.Choice(["random", "pct", "hypothesis", "exhaustive"]),
               default="random", show_default=True, help="How schedules are searched.")
-@click.option("--budget", "--runs", "budget", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--budget", type=click.IntRange(min=1), default=100, show_default=True,
               help="Search runs at most (the unperturbed first run included).")
 @click.option("--shrink-budget", type=click.IntRange(min=0), default=100, show_default=True,
               help="Runs spent shrinking a violation at most.")

@@ -93,7 +93,7 @@ def test_the_command_line_reports_the_search(tmp_path):
     cfg.write_text("[kernel.fixes]\noom_lock = false\n" + PAIR_TEXT)
     out = tmp_path / "r.json"
     p = CliRunner().invoke(main, ["explore", str(cfg), "--check", "oom_lock_exclusion", "--scheduler",
-                                  "exhaustive", "--depth", "1", "--runs", "400", "--json", "--out", str(out)])
+                                  "exhaustive", "--depth", "1", "--budget", "400", "--json", "--out", str(out)])
     assert p.exit_code == 1, p.output
     doc = json.loads(p.stdout)
     assert doc["scheduler"] == "exhaustive" and doc["exhaustive"]["depth"] == 1

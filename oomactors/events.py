@@ -164,6 +164,13 @@ EVENTS: tuple[EventKind, ...] = (
        "memcg {path}: charge of {pages} pages failed ({why}), usage={usage}"),
     _k("sim:memcg_oom_meminfo", "path usage_kb limit_kb failcnt swap_usage_kb swap_limit_kb swap_failcnt",
        "memory: usage {usage_kb}kB, limit {limit_kb}kB, failcnt {failcnt}"),
+    # show_mem at an OOM report (kernel/show_mem.py), numbers only, pages unless named kB:
+    # ``vm`` the global counters in show_free_areas' order, ``nodes`` one row per node shown,
+    # ``zones`` one row per populated zone shown (with its lowmem_reserve and buddy counts),
+    # ``totals`` pagecache, swap cache, free swap, total swap, RAM, highmem, reserved
+    _k("sim:show_mem", "vm nodes zones totals", "Mem-Info: vm={vm} totals={totals}"),
+    # memory_stat_format of the memcg a memcg OOM report is about: [key, value] pairs
+    _k("sim:memcg_oom_stat", "path stat", "Memory cgroup stats for {path}:"),
     _k("sim:memcg_oom_group", "path",
        "Tasks in {path} are going to be killed due to memory.oom.group set"),
     _k("vmscan:mm_vmscan_memcg_reclaim_begin", "order gfp_flags", "order={order} gfp_flags={gfp_flags}"),

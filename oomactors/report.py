@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+from .console_mem import mem_info_lines, memcg_stat_lines
 from .events import EVENTS
 from .trace.stream import decode_record
 
@@ -390,7 +391,9 @@ class ConsoleText:
                              if n in _CONSOLE or n == "sim:out_of_memory_enter")
         self.header_printed = False
         self.memcg_info: dict[str, Any] | None = None
+        self.mem_block: tuple[str, dict[str, Any]] | None = None  # show_mem or memory.stat, pending
         self.era = CONSOLES[PROFILES[DEFAULT_PROFILE].console]
+        self.layout = PROFILES[DEFAULT_PROFILE].show_mem
 
     def feed(self, rec: tuple) -> list[str]:
         from .kernel.profiles import DEFAULT_PROFILE, PROFILES
@@ -416,8 +419,10 @@ class ConsoleText:
             prof = PROFILES.get(ev.get("profile") or DEFAULT_PROFILE)
             if prof is not None:
                 self.era = CONSOLES[prof.console]
+                self.layout = prof.show_mem
         elif name == "sim:oom_header":
             self.header_printed = True
+            block, self.mem_block = self.mem_block, None
             line = era.invoked(ev)
             if line is None:
                 return out
@@ -427,6 +432,15 @@ class ConsoleText:
                 say(t, f"memory: usage {mi['usage_kb']}kB, limit {mi['limit_kb']}kB, failcnt {mi['failcnt']}")
                 say(t, f"swap: usage {mi['swap_usage_kb']}kB, limit {mi['swap_limit_kb']}kB, "
                        f"failcnt {mi['swap_failcnt']}")
+            if block is not None and self.layout:
+                kind, bev = block
+                if kind == "sim:show_mem":
+                    lines = mem_info_lines(self.layout, bev)
+                else:
+                    lines = memcg_stat_lines(self.layout, bev["path"], bev["stat"],
+                                             len(f"[{t / hz:12.6f}] "))
+                for line in lines:
+                    say(t, line)
             if ev["rows"]:
                 if era.tasks_state:
                     say(t, "Tasks state (memory values in pages):")
@@ -435,6 +449,8 @@ class ConsoleText:
                     say(t, era.row(r))
         elif name == "sim:memcg_oom_meminfo":
             self.memcg_info = ev
+        elif name in ("sim:show_mem", "sim:memcg_oom_stat"):
+            self.mem_block = (name, ev)
         elif name == "sim:memcg_oom_group":
             say(t, f"Tasks in {ev['path']} are going to be killed due to memory.oom.group set")
         elif name == "sim:oom_sacrifice":
@@ -477,4 +493,4 @@ class ConsoleText:
 _CONSOLE = {"sim:run_start", "sim:vm_killing", "sim:oom_sacrifice", "sim:oom_header", "sim:oom_kill", "sim:reaper_reaped", "sim:reaper_unable",
             "sim:reaper_pinned", "sim:page_alloc_failure", "sim:no_killable", "sim:panic",
             "sim:memcg_oom_meminfo", "sim:memcg_oom_group", "sim:callbacks_suppressed",
-            "sim:oom_victim_exiting"}
+            "sim:oom_victim_exiting", "sim:show_mem", "sim:memcg_oom_stat"}

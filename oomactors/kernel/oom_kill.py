@@ -22,6 +22,7 @@ from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo,
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
 from .ratelimit import ___ratelimit
+from .show_mem import memory_stat, show_mem
 from .oom_kill_24 import oom_kill_task_24, out_of_memory_checklist
 from .task import (MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN,
                    PAGE_SIZE, PF_EXITING, Task)
@@ -424,6 +425,9 @@ async def dump_header(m: "Machine", oc: OomControl, cur: Task) -> None:
     if is_memcg_oom(oc):
         # printed after the "invoked oom-killer" line, where show_mem() is for a global OOM
         mem_cgroup_print_oom_meminfo(m, oc.memcg, cur)
+        m.emit("sim:memcg_oom_stat", cur.pid, oc.memcg.path, memory_stat(m, oc.memcg))
+    else:
+        show_mem(m, oc.nodemask, cur)  # SHOW_MEM_FILTER_NODES
     nodemask = m.nodelist(oc.nodemask) if oc.nodemask is not None else "(null)"  # %*pbl
     mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
     m.emit("sim:oom_header", cur.pid, cur.comm, G.format_gfp(oc.gfp_mask), oc.order,

@@ -192,6 +192,9 @@ class Profile:
     oom_group_kill_event: bool = False  # memory.events' oom_group_kill counter (5.17+)
     select_24: bool = False          # 2.4's select_bad_process: every task but pid 0 (init too),
                                      # no wait for a pending victim; SIGTERM to CAP_SYS_RAWIO
+    show_mem: str = ""               # the layout of the report's Mem-Info and memcg memory.stat
+                                     # blocks ("5.10", "6.1"; "": not printed, layout unchecked)
+    mark_victim_pid_only: bool = True  # oom:mark_victim's TP_printk is "pid=%d" (before 6.8)
 
 
 PROFILES: dict[str, Profile] = {
@@ -215,15 +218,15 @@ PROFILES: dict[str, Profile] = {
         Profile("linux-4.19", badness_419, 0, False, True, False, False, "modern", True, 0, False, "global",
                 "force", oom_score_permille, "4.19", compact_early_return="inactive"),
         Profile("linux-5.10", badness_510, LONG_MIN, True, False, False, False, "modern", True, 0, False,
-                "global", "force", oom_score_59, "5.10"),
+                "global", "force", oom_score_59, "5.10", show_mem="5.10"),
         # 5.18-6.7 (Debian 12's 6.1): every 6.12 behaviour above, but the console still prints
         # the 5.x task table (rss_anon/rss_file/rss_shmem columns came in 6.8)
         Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "5.10", compact_early_return="skipped",
-                oom_group_kill_event=True),
+                oom_group_kill_event=True, show_mem="6.1"),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped",
-                oom_group_kill_event=True),
+                oom_group_kill_event=True, mark_victim_pid_only=False),
     )
 }
 DEFAULT_PROFILE = "linux-5.10"

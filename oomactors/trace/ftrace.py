@@ -1,6 +1,6 @@
 """``trace show --format ftrace``: a trace as trace-cmd / ``trace_pipe`` lines.
 
-    leaker-9       [001]    12.724000: mark_victim: pid=9 comm=leaker ...
+    leaker-9       [001]    12.724000: mark_victim: pid=9
     <idle>-0       [002]     0.100000: sched_switch: prev_comm=swapper/2 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=kswapd0 next_pid=2 next_prio=120
 
 Each line is ``comm-pid [cpu] seconds: event: fields``, where comm-pid is the task running
@@ -36,6 +36,12 @@ def _event_name(name: str) -> str:
     return event if system in _KERNEL_SYSTEMS else f"{system}_{event}"
 
 
+def _mark_victim_pid_only(profile: Any) -> bool:
+    from ..kernel.profiles import DEFAULT_PROFILE, PROFILES
+    prof = PROFILES.get(profile or DEFAULT_PROFILE) or PROFILES[DEFAULT_PROFILE]
+    return prof.mark_victim_pid_only
+
+
 def render_ftrace(trace: Trace, out: TextIO) -> None:
     write_batched(_ftrace_lines(trace), out)
 
@@ -49,6 +55,9 @@ def _ftrace_lines(trace: Trace) -> Iterator[str]:
     new, fork, exit_ = (ids.get("sim:task_new", -1), ids.get("sched:sched_process_fork", -1),
                         ids.get("sched:sched_process_exit", -1))
     d_ids = frozenset(ids[n] for n in _D_STATE if n in ids)
+    # oom:mark_victim prints only its pid before 6.8 (the record keeps every field)
+    start, mark = ids.get("sim:run_start", -1), ids.get("oom:mark_victim", -1)
+    pid_only = _mark_victim_pid_only(None)
     col = {eid: {f: 4 + i for i, f in enumerate(fields[eid])} for eid in (sw, new, fork) if eid >= 0}
     comm: dict[int, str] = {0: "<idle>"}
     leader: dict[int, bool] = {}
@@ -87,9 +96,11 @@ def _ftrace_lines(trace: Trace) -> Iterator[str]:
                 state[pid] = "Z" if leader.get(pid, True) else "X"
             elif eid in d_ids and pid >= 0 and state.get(pid) not in ("Z", "X"):
                 state[pid] = "D"
+            elif eid == start:
+                pid_only = _mark_victim_pid_only(dict(zip(fields[eid], rec[4:])).get("profile"))
             cur = running.get(cpu, 0) if cpu >= 0 else -1
             head = "<...>-0" if cur < 0 else (f"{comm.get(cur, '?')}-{cur}" if cur else "<idle>-0")
-            fmt = fmts[eid]
+            fmt = fmts[eid] if not (eid == mark and pid_only) else "pid={}".format
             try:
                 msg: Any = fmt(*rec[3:]) if fmt is not None else None
             except (IndexError, ValueError, TypeError, KeyError, AttributeError):

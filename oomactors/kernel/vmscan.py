@@ -456,9 +456,17 @@ async def balance_pgdat(m: "Machine", task: "Task", node: Node, order: int, high
 async def _balance(m: "Machine", task: "Task", node: Node, sc: ScanControl, highest_zoneidx: int) -> bool:
     """balance_pgdat's loop: raise the priority until some zone is balanced.  True if it
     ended balanced, False if the priorities ran out."""
+    passes = 0
     while sc.priority >= 1:
         if pgdat_balanced(m, node, sc.order, highest_zoneidx):
+            if not passes:
+                # "goto out" at once still cost the wakeup and the watermark checks: without
+                # this, kswapd and the direct reclaimers throttled on pfmemalloc_wait (whose
+                # test skips a balanced ZONE_DMA with nothing to reclaim) wake each other
+                # with no time passing, and nothing else can change the node meanwhile
+                await m.sched.run(task, params.RECLAIM_BASE_NS, "kswapd.scan")
             return True
+        passes += 1
         before = sc.nr_reclaimed
         sc.nr_scanned = 0
         # kswapd_shrink_node: aim at the high watermarks; enough for compaction -> order 0

@@ -218,11 +218,7 @@ def throttle_config() -> Config:
             {"op": "alloc", "kind": "kernel", "gfp": "GFP_ATOMIC", "size": "1MiB", "chunk": 32,
              "on_fail": "continue"},
             {"op": "sleep", "time": "4ms"}]}]},
-    }, machine={"dirty": "500MiB", "page_cache": "0",
-                # tuned without ZONE_DMA: with its 16 MiB free and nothing reclaimable there,
-                # kswapd finds the node balanced (pgdat_balanced: any zone) while the
-                # throttled reclaimers wait, and the two wake each other in zero virtual time
-                "dma": "0"}, duration="6s")
+    }, machine={"dirty": "500MiB", "page_cache": "0"}, duration="6s")
 
 
 def test_direct_reclaimers_wait_for_kswapd_below_half_the_min_watermarks(simulate):
@@ -538,3 +534,24 @@ def test_a_page_cache_read_is_charged_with_the_mappings_gfp_kernel_constraint(si
     # read(2)'s add_to_page_cache_lru: mapping_gfp_constraint(mapping, GFP_KERNEL)
     invoked = [x for x in console_lines(r.records, hz=r.hz) if "invoked oom-killer" in x]
     assert invoked and all("gfp_mask=0xcc0(GFP_KERNEL)" in x for x in invoked)
+
+
+def test_kswapd_and_throttled_reclaimers_do_not_freeze_time():
+    """ZONE_DMA free with nothing reclaimable there: kswapd finds the node balanced through
+    DMA while allow_direct_reclaim keeps the growers throttled, and the two wake each other
+    (5.10's prepare_kswapd_sleep wakes pfmemalloc_wait, the throttled wake kswapd).  Each
+    round costs kswapd CPU time, so virtual time moves on (it used to stand still)."""
+    from oomactors.sim import run
+    cfg = throttle_config()
+    assert cfg.machine.dma > 0
+    per_jiffy: dict[int, int] = {}
+
+    def sink(rec: tuple) -> None:
+        n = per_jiffy[rec[0]] = per_jiffy.get(rec[0], 0) + 1
+        assert n < 100_000, f"jiffy {rec[0]}: {n} events and time stands still"
+    r = run(cfg, sinks=[sink], keep_records=True, duration=3 * cfg.kernel.hz)
+    assert r.reason == "duration" and r.end_jiffies == 3 * r.hz
+    wakes = events(r, "vmscan:mm_vmscan_kswapd_wake")
+    assert wakes and max(per_jiffy.values()) < 100_000
+    kswapd = next(t for t in r.machine.tasks.values() if t.comm == "kswapd0")
+    assert kswapd.cpu_ns >= len(wakes) * 20_000 // 2

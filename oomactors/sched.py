@@ -52,6 +52,7 @@ POINTS: dict[str, str] = {
     "fault.io_wait": "a fault waiting for its swap-in or page-cache read (a memory stall when thrashing)",
     "exit.zap": "CPU time spent unmapping the address space in exit_mmap",
     "exit.mmap_lock": "exit_mm waiting for mmap_lock",
+    "exit.tlb_finish_mmu": "6.0+ exit_mmap after MMF_OOM_SKIP, before tlb_finish_mmu frees the gathered pages",
     "reaper.zap": "CPU time the oom_reaper spends unmapping a victim's memory",
     "reaper.retry_sleep": "schedule_timeout_idle(HZ/10) between the oom_reaper's trylock attempts",
     "reaper.wait": "the oom_reaper waiting for a queued victim",

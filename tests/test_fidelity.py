@@ -555,3 +555,46 @@ def test_kswapd_and_throttled_reclaimers_do_not_freeze_time():
     assert wakes and max(per_jiffy.values()) < 100_000
     kswapd = next(t for t in r.machine.tasks.values() if t.comm == "kswapd0")
     assert kswapd.cpu_ns >= len(wakes) * 20_000 // 2
+
+
+def _double_kill_config(profile: str) -> Config:
+    return config({
+        "hog": {"uid": 1000, "rss": "300MiB", "program": IDLE},
+        "small": {"uid": 1000, "rss": "30MiB", "oom_score_adj": 1000, "program": IDLE},
+        "grower": {"uid": 1000, "start": "200ms", "program": GROW},
+    }, machine={"memory": "512MiB"}, kernel={"profile": profile}, duration="3s")
+
+
+def test_6_1_exit_mmap_hides_the_victim_before_its_gathered_pages_are_free():
+    """6.1's exit_mmap sets MMF_OOM_SKIP after unmap_vmas, before tlb_finish_mmu frees the
+    pages still in the mmu_gather (all of a victim under ~38 MiB): an OOM in that window
+    passes over the dying victim and kills a second task, as the 6.1 guest in QEMU did.
+    Held at that point for 5 jiffies, the model shows it; 5.10 (MMF_OOM_SKIP once the
+    memory is reaped) kills the second task only after the first one's pages were freed
+    and used up again."""
+    from oomactors.schedule import Scheduler
+    from oomactors.sim import run
+
+    class HoldThere(Scheduler):
+        def decide(self, index: int, pid: int, point: str) -> int:
+            return 5 if point == "exit.tlb_finish_mmu" else 0
+
+    def outcome(profile: str, scheduler):
+        r = run(_double_kill_config(profile), keep_records=True, scheduler=scheduler)
+        small = pids_of(r, "small")[0]
+        freed = next(e for e in events(r, "sim:exit_mm") if e["pid"] == small)
+        skip = next(e for e in events(r, "sim:mmf_oom_skip") if e["pid"] == small)
+        return [k["comm"] for k in kills(r)], kills(r), freed, skip
+
+    names, ks, freed, skip = outcome("linux-6.1", HoldThere())
+    assert names[:2] == ["small", "hog"]
+    # the second kill came after small was hidden and before its pages were back
+    assert skip["by"] == "exit_mmap" and skip["t"] <= ks[1]["t"] < freed["t"]
+    assert freed["pages"] >= 30 * 256  # all of it was still gathered
+    # without the hold the window closes within the jiffy: no kill inside it
+    names, ks, freed, _ = outcome("linux-6.1", None)
+    assert names[:2] == ["small", "hog"] and ks[1]["t"] > freed["t"]
+    # 5.10: the victim is hidden only once reaped; the next kill waits for real pressure
+    names, ks, freed, skip = outcome("linux-5.10", HoldThere())
+    assert names[:2] == ["small", "hog"] and skip["by"] == "oom_reaper"
+    assert ks[1]["t"] > freed["t"] and ks[1]["t"] > skip["t"]

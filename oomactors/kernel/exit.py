@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import params
+from .cow import cow_release
 from .fork import release_task
 from .oom_kill import exit_oom_victim
 from .mmap import exit_mmap_unaccount
@@ -34,6 +36,17 @@ async def mmap_write_lock(m: "Machine", cur: "Task", mm: "MM", point: str) -> No
     await m.sched.block_on(cur, w, point)
 
 
+# include/asm-generic/tlb.h (6.1): a full-mm mmu_gather holds its 8-page bundle and up to
+# MAX_GATHER_BATCH_COUNT (10000 / 510) batch pages of MAX_GATHER_BATCH (510) pages each
+MMU_GATHER_PAGES = 8 + (10000 // 510) * 510
+
+
+def mmu_gather_tail(mm: "MM") -> int:
+    """Resident pages still in the gather when unmap_vmas ends: it is flushed (its pages
+    freed) each time it fills."""
+    return (sum(mm.anon) + sum(mm.shmem)) % MMU_GATHER_PAGES
+
+
 async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
     """The last user is gone: unmap everything and give the pages back."""
     skip_after_unmap = m.profile.exit_mmap_skip_after_unmap
@@ -46,12 +59,28 @@ async def exit_mmap(m: "Machine", cur: "Task", mm: "MM") -> None:
         # wait for a reaper that may still hold the lock for read
         await mmap_write_lock(m, cur, mm, "exit.mmap_lock")
         mm.mmap_lock.write_unlock()
-    freed = await zap_pages(m, cur, mm, anon_only=False, point="exit.zap")
+    # 6.0+: unmap_vmas gathers the pages in a full-mm mmu_gather, which frees a batch only
+    # when it is full: the last ones stay held until tlb_finish_mmu
+    if skip_after_unmap:
+        cow_release(m, mm)  # pages shared copy-on-write stay with the other side
+    tail = mmu_gather_tail(mm) if skip_after_unmap else 0
+    freed = await zap_pages(m, cur, mm, anon_only=False, point="exit.zap", keep=tail)
     if skip_after_unmap and not mm.flags & MMF_OOM_SKIP:
-        # 6.0+: every VMA is unmapped; the OOM killer need not wait for this mm any more
+        # 6.0+: every VMA is unmapped; the OOM killer need not wait for this mm any more --
+        # though the gathered pages are not free yet
         mm.flags |= MMF_OOM_SKIP
         if mm.flags & MMF_OOM_VICTIM:
             m.emit("sim:mmf_oom_skip", cur.pid, "exit_mmap")
+    if tail:
+        # the window 6.1's VM runs showed (a second victim killed while the first one's
+        # gathered pages are still held): a decision point, and the CPU time below
+        await m.sched.decision(cur, "exit.tlb_finish_mmu")
+        # mmap_write_lock (a reaper may still hold it for read), free_pgtables, then
+        # tlb_finish_mmu, whose work is done before its pages are back
+        await mmap_write_lock(m, cur, mm, "exit.mmap_lock")
+        mm.mmap_lock.write_unlock()
+        await m.sched.run(cur, tail * params.ZAP_NS_PER_PAGE, "exit.zap")
+        freed += await zap_pages(m, cur, mm, anon_only=False, point="exit.zap", charge=False)
     unmap_file_pages(m, mm)  # mapped page cache stays in the page cache
     for zone in m.zones:
         g = zone.gid

@@ -21,16 +21,25 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_OOM_REAP_RETRIES = 10
 
 
-async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str) -> int:
-    """Unmap and free an mm's pages batch by batch; returns how many were freed."""
+async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str,
+                    keep: int = 0, charge: bool = True) -> int:
+    """Unmap and free an mm's pages batch by batch; returns how many were freed.  ``keep``
+    resident pages stay where they are (exit_mmap's mmu_gather tail, freed later);
+    ``charge`` False: the caller already paid the CPU time."""
     cow_release(m, mm)  # pages shared copy-on-write stay with the other side
     freed = 0
+    allow = None
+    if keep:
+        allow = max(0, sum(mm.anon) + (0 if anon_only else sum(mm.shmem)) - keep)
     while True:
         batch = params.ZAP_BATCH
         got = 0
         for zone in m.zones:
             g = zone.gid
             k = min(mm.anon[g], batch - got)
+            if allow is not None:
+                k = min(k, allow)
+                allow -= k
             if k:
                 mm.anon[g] -= k
                 zone.nr["anon"] -= k
@@ -42,6 +51,9 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
             if anon_only:
                 continue
             k = min(mm.shmem[g], batch - got)
+            if allow is not None:
+                k = min(k, allow)
+                allow -= k
             if k:
                 mm.shmem[g] -= k
                 if not mm.shmem[g]:
@@ -67,7 +79,8 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
         if not got:
             return freed
         freed += got
-        await m.sched.run(cur, got * params.ZAP_NS_PER_PAGE, point)
+        if charge:
+            await m.sched.run(cur, got * params.ZAP_NS_PER_PAGE, point)
         await m.sched.point(cur, point)
 
 

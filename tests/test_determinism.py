@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # release, or a trace format change).  Last re-pinned when the session's branches met: the
 # actors' own stepper (interleaving), ZONE_DMA and fork's kernel memory (the machine),
 # the checksummed trace format 2 (framing) and the new events (idle sched_switch,
-# sim:zoneinfo, kmem:rss_stat, compaction's try_to_compact_pages).
-PINNED_DEFAULT_SEED3 = "3bf8880fe15aeb0a2e2f8e06663e6460266825666589783799120159523a21c5"
+# sim:zoneinfo, kmem:rss_stat, compaction's try_to_compact_pages).  Then: the OOM report's
+# memory blocks (sim:show_mem, sim:memcg_oom_stat: a new event in the run and the table).
+PINNED_DEFAULT_SEED3 = "fe1b7e9ee4ecb4a685204f3cb210552a98a5c24c8471c109ecc2c0d93ac40e85"
 
 
 def _trace_bytes(cfg, seed: int, tmp_path: Path, name: str) -> bytes:

@@ -144,9 +144,11 @@ def test_cli_explore_writes_a_reproducer(tmp_path):
 
 
 def test_hypothesis_search_finds_and_shrinks(tmp_path):
-    # seed 27: since Hypothesis also draws picks of who runs first (oomactors/schedule.py), of
-    # seeds 0..29 the searches from 17, 19 and 27 find this race (it needs a hold) in budget
-    res = explore(CFG, ["oom_lock_exclusion"], scheduler="hypothesis", budget=60, seed=27, fixes=OFF,
+    # seed 30: since Hypothesis also draws picks of who runs first (oomactors/schedule.py), and
+    # since the 6.x exit_mmap window (its new code moved the searches' draws, though plain
+    # 5.10 runs keep their bytes), of seeds 0..39 the searches from 30 and 36 find this race
+    # (it needs a hold) in budget
+    res = explore(CFG, ["oom_lock_exclusion"], scheduler="hypothesis", budget=60, seed=30, fixes=OFF,
                   shrink_budget=10)
     assert res.violation is not None and res.violation.invariant == "oom_lock_exclusion"
     assert res.repro is not None and len(res.schedule) <= 8

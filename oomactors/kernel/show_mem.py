@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .lru import ANON, FILE, lru_sizes, state
+from .lru import ANON, FILE, owner_pages
 from .memcontrol import for_each_mem_cgroup_tree
 from .mmzone import MAX_RECLAIM_RETRIES
 
@@ -26,12 +26,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import Task
 
 
+def _active(z: Any, kind: str, owner: Any) -> int:
+    """An owner's active pages, clamped to what it holds -- read without the clamping
+    write-back that lru.state does (a report must not change the model)."""
+    return min(z.lru.active[kind].get(owner, 0), owner_pages(z, kind, owner))
+
+
 def _zone_lru(z: Any) -> tuple[int, int, int, int]:
     """(active anon, inactive anon, active file, inactive file) of a zone.  shmem sits on
     the anon LRU and pages under writeback on the file LRU; the model ages neither, so
-    they count as inactive."""
-    ia, aa, i_f, af = lru_sizes(z)
-    return aa, ia + z.nr["shmem"], af, i_f + z.nr["writeback"]
+    they count as inactive; dirty page cache is inactive file (as lru_sizes has it)."""
+    aa = sum(_active(z, ANON, o) for o in z.lru.active[ANON])
+    af = sum(_active(z, FILE, o) for o in z.lru.active[FILE])
+    nr = z.nr
+    return aa, nr["anon"] - aa + nr["shmem"], af, nr["file"] + nr["dirty"] - af + nr["writeback"]
 
 
 def _mapped(z: Any) -> int:
@@ -126,15 +134,11 @@ def memory_stat(m: "Machine", memcg: "MemCgroup") -> list[list[Any]]:
     aa = af = i_f = 0
     for z in m.zones:
         for mm in mms:
-            _, a, _, _ = state(z, ANON, mm)
-            aa += a
-            total, a, _, _ = state(z, FILE, mm)
+            aa += _active(z, ANON, mm)
+        for owner in (*mms, *subtree):
+            a = _active(z, FILE, owner)
             af += a
-            i_f += total - a
-        for c in subtree:
-            total, a, _, _ = state(z, FILE, c)
-            af += a
-            i_f += total - a
+            i_f += owner_pages(z, FILE, owner) - a
     ia = anon + shmem - aa
     refaults = m.memcg_refaults.get(memcg, (0, 0))
     page = 4096

@@ -92,9 +92,11 @@ def mem_info_lines(layout: str, ev: dict[str, Any]) -> list[str]:
         blocks = " ".join(f"{n}*{4 << o}kB" for o, n in enumerate(area))
         out.append(f"Node {nid} {name}: {blocks} = {sum(n << o for o, n in enumerate(area)) * 4}kB")
     pagecache, swapcache, free_swap, total_swap, ram, highmem, reserved, nr_nodes = totals
-    # hugetlb_show_meminfo: every node with memory, the 2 MiB hstate (the model reserves none)
+    # hugetlb_show_meminfo: the 2 MiB hstate of every node with memory (the model reserves
+    # none); from 6.0 (dcadcf1c3061) only the nodes the report shows
+    hnodes = [row[0] for row in nodes] if six else range(nr_nodes)
     out += [f"Node {nid} hugepages_total=0 hugepages_free=0 hugepages_surp=0 hugepages_size=2048kB"
-            for nid in range(nr_nodes)]
+            for nid in hnodes]
     out += [f"{pagecache} total pagecache pages", f"{swapcache} pages in swap cache",
             f"Free swap  = {free_swap * 4}kB", f"Total swap = {total_swap * 4}kB",
             f"{ram} pages RAM", f"{highmem} pages HighMem/MovableOnly", f"{reserved} pages reserved"]

@@ -183,3 +183,15 @@ def test_cpuset_oom_shows_only_the_allowed_node():
     assert any(line.startswith("Node 0 Normal free:") for line in lines)
     assert not any(line.startswith("Node 1") and "hugepages" not in line for line in lines)
     assert sum(line.startswith("Node 1 hugepages_total") for line in lines) >= 1
+
+
+def test_6_1_hugepages_lines_follow_the_report_nodes():
+    """From 6.0 (dcadcf1c3061) hugetlb_show_meminfo skips the nodes the report filters out:
+    the same cpuset OOM on the 6.1 profile lists node 0's hugepages only."""
+    text = (ROOT / "configs" / "cpuset-one-node.toml").read_text()
+    r = run(parse_config(text.replace("[run]", '[kernel]\nprofile = "linux-6.1"\n\n[run]', 1)),
+            keep_records=True)
+    lines = [_text(line) for line in console_lines(r.records, hz=r.hz)]
+    assert any(k["constraint"] == "CONSTRAINT_CPUSET" for k in events(r, "sim:oom_kill"))
+    assert any(line.startswith("Node 0 hugepages_total") for line in lines)
+    assert not any(line.startswith("Node 1") for line in lines)

@@ -202,9 +202,10 @@ def test_ftrace_format_has_the_kernels_sched_switch_fields(tmp_path: Path):
 
 
 def test_ftrace_mark_victim_fields_follow_the_era(tmp_path: Path):
-    """6.8 added the victim's comm and memory to the mark_victim tracepoint: the 6.12
-    profile's ftrace line has them, 6.1's (like 5.10's) only the pid."""
-    for profile, full in (("linux-6.12", True), ("linux-6.1", False)):
+    """6.9 (72ba14deb40a) added the victim's comm and memory to the mark_victim tracepoint,
+    and stable 6.1.130+ took them: the 6.12 and 6.1 profiles' ftrace lines have them,
+    4.19's (like 5.10's) only the pid."""
+    for profile, full in (("linux-6.12", True), ("linux-6.1", True), ("linux-4.19", False)):
         cfg = tmp_path / f"{profile}.toml"
         text = (ROOT / "configs" / "quickstart.toml").read_text()
         cfg.write_text(text.replace('profile = "linux-5.10"', f'profile = "{profile}"', 1))

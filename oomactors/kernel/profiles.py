@@ -194,7 +194,8 @@ class Profile:
                                      # no wait for a pending victim; SIGTERM to CAP_SYS_RAWIO
     show_mem: str = ""               # the layout of the report's Mem-Info and memcg memory.stat
                                      # blocks ("5.10", "6.1"; "": not printed, layout unchecked)
-    mark_victim_pid_only: bool = True  # oom:mark_victim's TP_printk is "pid=%d" (before 6.8)
+    mark_victim_pid_only: bool = True  # oom:mark_victim's TP_printk is "pid=%d": before 6.9
+                                       # (72ba14deb40a), whose fields stable 6.1.130+ took in 2025
 
 
 PROFILES: dict[str, Profile] = {
@@ -223,7 +224,7 @@ PROFILES: dict[str, Profile] = {
         # the 5.x task table (rss_anon/rss_file/rss_shmem columns came in 6.8)
         Profile("linux-6.1", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "5.10", compact_early_return="skipped",
-                oom_group_kill_event=True, show_mem="6.1"),
+                oom_group_kill_event=True, show_mem="6.1", mark_victim_pid_only=False),
         Profile("linux-6.12", badness_510, LONG_MIN, True, False, False, False, "modern", True, 2, True,
                 "none", "enomem", oom_score_59, "6.x", compact_early_return="skipped",
                 oom_group_kill_event=True, mark_victim_pid_only=False),

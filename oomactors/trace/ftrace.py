@@ -55,7 +55,7 @@ def _ftrace_lines(trace: Trace) -> Iterator[str]:
     new, fork, exit_ = (ids.get("sim:task_new", -1), ids.get("sched:sched_process_fork", -1),
                         ids.get("sched:sched_process_exit", -1))
     d_ids = frozenset(ids[n] for n in _D_STATE if n in ids)
-    # oom:mark_victim prints only its pid before 6.8 (the record keeps every field)
+    # oom:mark_victim prints only its pid before 6.9 (the record keeps every field)
     start, mark = ids.get("sim:run_start", -1), ids.get("oom:mark_victim", -1)
     pid_only = _mark_victim_pid_only(None)
     col = {eid: {f: 4 + i for i, f in enumerate(fields[eid])} for eid in (sw, new, fork) if eid >= 0}

@@ -136,6 +136,9 @@ class Machine:
         self.memcg_refaults: dict[Any, list[int]] = {}
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()
+        # the allocator fast path's struct alloc_context, by (gfp mask, preferred node)
+        # (kernel/page_alloc_slow.py __alloc_pages_nodemask)
+        self.fast_acs: dict[tuple[int, int], Any] = {}
         # set by the runner (oomactors.sim)
         self.seed = 0
         self.rng: Any = None

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # gfp mask -> (gfp_zone, migratetype, __GFP_WRITE set), computed once per mask
 _GFP_FACTS: dict[int, tuple[int, int, bool]] = {}
+_KSWAPD_RECLAIM = G.__GFP_KSWAPD_RECLAIM
 
 
 def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
@@ -77,10 +78,27 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
     if m.cpusets_enabled:
         ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
                                                           nodemask, kind, mm, pt)
-    else:  # prepare_alloc_pages comes down to this without cpusets (the fast path of every run)
-        ac, alloc_mask, alloc_flags = (alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt),
-                                       gfp_mask, ALLOC_WMARK_LOW)
-    alloc_flags |= gfp_mask & G.__GFP_KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
+    else:
+        # prepare_alloc_pages comes down to this without cpusets (the fast path of every
+        # run).  Its alloc_context is the machine's one for this mask and node, refilled:
+        # the first attempt is plain calls with no await, so nothing else can use it
+        # meanwhile and nothing keeps it; the slow path gets one of its own below
+        ac = m.fast_acs.get((gfp_mask, preferred_nid))
+        if ac is None:
+            ac = m.fast_acs[gfp_mask, preferred_nid] = alloc_context(m, gfp_mask, preferred_nid, None,
+                                                                      kind, mm, pt)
+        ac.nodemask = nodemask
+        ac.kind = kind
+        ac.mm = mm
+        ac.pt = pt
+        page = get_page_from_freelist(m, cur, gfp_mask, order, ALLOC_WMARK_LOW | (gfp_mask & _KSWAPD_RECLAIM),
+                                      ac, nr)
+        if page is not None:
+            return page
+        ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)
+        ac.spread_dirty_pages = False
+        return await __alloc_pages_slowpath(m, cur, gfp_mask, order, ac, nr)
+    alloc_flags |= gfp_mask & _KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
     page = get_page_from_freelist(m, cur, alloc_mask, order, alloc_flags, ac, nr)
     if page is not None:
         return page

@@ -174,14 +174,13 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     # its own watermark check and compaction (the watermark only asks for one block)
     chunk_blocks = step.chunk if order == 0 else 1
     done = 0
-    start = m.now
     sched = m.sched
+    clock = sched.clock
+    start = clock.now
     is_fault = kind in ("anon", "shmem")
     rate = step.rate
     while done < pages:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
-        got = nr << order
-        is_fault = kind in ("anon", "shmem")
         zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None:
             if is_fault:
@@ -192,14 +191,14 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
                 return
             continue
         done += got
-        mm.last_active = m.now if mm is not None else 0
+        mm.last_active = clock.now if mm is not None else 0
         if not sched.run_nowait(task, got * params.FAULT_NS_PER_PAGE):
             await sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
         if task.memcg_nr_pages_over_high:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
-        if rate and start + to_jiffies_pages(m, done, rate) > m.now:  # _pace's test, inline
+        if rate and start + to_jiffies_pages(m, done, rate) > clock.now:  # _pace's test, inline
             await _pace(m, task, start, done, rate)
 
 

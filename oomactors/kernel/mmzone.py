@@ -149,23 +149,33 @@ class Zone:
             return False
         fa = self.free_area
         self.nr_free -= n
+        if fa[0] >= n:  # enough single pages: no block is split
+            fa[0] -= n
+            return True
         for o in range(MAX_ORDER):
             if n <= 0:
                 return True
             have = fa[o]
             if not have:
                 continue
-            size = 1 << o
-            whole = min(have, n >> o)
-            fa[o] = have - whole
+            whole = n >> o
+            if whole >= have:
+                whole = have
+                have = fa[o] = 0
+            else:
+                have -= whole
+                fa[o] = have
             n -= whole << o
-            if n and fa[o]:  # a partial block: split it, give back the tail
-                fa[o] -= 1
-                rest = size - n
+            if n and have:  # a partial block: split it, give back the tail
+                fa[o] = have - 1
+                rest = (1 << o) - n
                 n = 0
-                for k in range(o):
-                    if rest & (1 << k):
+                k = 0
+                while rest:  # the tail's binary decomposition, one block per set bit
+                    if rest & 1:
                         fa[k] += 1
+                    rest >>= 1
+                    k += 1
         if n > 0:  # cannot happen while nr_free >= n
             raise AssertionError("buddy lists disagree with nr_free")
         return True

@@ -137,9 +137,9 @@ class Machine:
         self.memcg_refaults: dict[Any, list[int]] = {}
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()
-        # the allocator fast path's struct alloc_context, by (gfp mask, preferred node)
-        # (kernel/page_alloc_slow.py __alloc_pages_nodemask)
-        self.fast_acs: dict[tuple[int, int], Any] = {}
+        # the allocator's first attempt's struct alloc_context, by preferred node and gfp
+        # mask (kernel/page_alloc_slow.py first_attempt)
+        self.fast_acs: list[dict[int, Any]] = [{} for _ in self.nodes]
         # set by the runner (oomactors.sim)
         self.seed = 0
         self.rng: Any = None

@@ -68,6 +68,27 @@ def alloc_context(m: "Machine", gfp_mask: int, preferred_nid: int, nodemask: fro
     return ac
 
 
+def first_attempt(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
+                  nodemask: frozenset[int] | None, nr: int, kind: str, mm: "MM | None",
+                  pt: int) -> Zone | None:
+    """__alloc_pages_nodemask's first attempt (LOW watermark) on a machine without cpusets,
+    where prepare_alloc_pages comes down to the alloc_context (the fast path of every run).
+
+    The alloc_context is the machine's one for this mask and node, refilled: the attempt
+    is plain calls with no await, so nothing else can use it meanwhile and nothing keeps
+    it (the slow path builds its own).  A failed attempt changes nothing."""
+    acs = m.fast_acs[preferred_nid]
+    ac = acs.get(gfp_mask)
+    if ac is None:
+        ac = acs[gfp_mask] = alloc_context(m, gfp_mask, preferred_nid, None, kind, mm, pt)
+    ac.nodemask = nodemask
+    ac.kind = kind
+    ac.mm = mm
+    ac.pt = pt
+    return get_page_from_freelist(m, cur, gfp_mask, order, ALLOC_WMARK_LOW | (gfp_mask & _KSWAPD_RECLAIM),
+                                  ac, nr)
+
+
 async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order: int,
                                  preferred_nid: int = 0, nodemask: frozenset[int] | None = None,
                                  *, nr: int = 1, kind: str = "kernel", mm: "MM | None" = None,
@@ -79,20 +100,7 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
         ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
                                                           nodemask, kind, mm, pt)
     else:
-        # prepare_alloc_pages comes down to this without cpusets (the fast path of every
-        # run).  Its alloc_context is the machine's one for this mask and node, refilled:
-        # the first attempt is plain calls with no await, so nothing else can use it
-        # meanwhile and nothing keeps it; the slow path gets one of its own below
-        ac = m.fast_acs.get((gfp_mask, preferred_nid))
-        if ac is None:
-            ac = m.fast_acs[gfp_mask, preferred_nid] = alloc_context(m, gfp_mask, preferred_nid, None,
-                                                                      kind, mm, pt)
-        ac.nodemask = nodemask
-        ac.kind = kind
-        ac.mm = mm
-        ac.pt = pt
-        page = get_page_from_freelist(m, cur, gfp_mask, order, ALLOC_WMARK_LOW | (gfp_mask & _KSWAPD_RECLAIM),
-                                      ac, nr)
+        page = first_attempt(m, cur, gfp_mask, order, preferred_nid, nodemask, nr, kind, mm, pt)
         if page is not None:
             return page
         ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)

@@ -253,6 +253,7 @@ class CPU:
     def __init__(self, cid: int, nzones: int, sched: "Sched") -> None:
         self.id = cid
         self.bit = 1 << cid               # its bit in Sched.idle_mask
+        self.idle_comm = f"swapper/{cid}"  # its idle task's name
         self.curr: Task | None = None
         self.prev: Task | None = None  # left the CPU, its successor not yet switched in
         self.rq: deque[tuple[Task, Waiter]] = deque()
@@ -375,7 +376,7 @@ class Sched:
             self.idle_mask |= cpu.bit
             # the switch to the idle task: without it a trace cannot tell when a task
             # stopped running (pid 0, "swapper/N", as the kernel names the idle task)
-            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, f"swapper/{cpu.id}")
+            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, cpu.idle_comm)
 
     # --- blocking primitives ---------------------------------------------------------
     async def point(self, task: "Task", name: str) -> None:
@@ -417,8 +418,10 @@ class Sched:
         w = Waiter(clock)
         if interruptible:
             task.wake_on_signal = w
-        # clock.sleep_until without its coroutine (the hottest path of a run)
-        clock.add_sleeper(clock.now + max(0, jiffies), w)
+        # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
+        clock.sleeps += 1
+        clock._seq += 1
+        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
         if w.must_park():
             w.task = self.stepper.current  # Backend.park, one frame less
             await PARK
@@ -473,11 +476,12 @@ class Sched:
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
-            # clock.sleep_until without its coroutine
+            # clock.sleep_until without its coroutine, Backend.park without its frame
             w = Waiter(clock)
             clock.add_sleeper(clock.now + step, w)
             if w.must_park():
-                await clock.backend.park(w)
+                w.task = self.stepper.current
+                await PARK
             self.current = task
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:

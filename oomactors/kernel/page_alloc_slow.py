@@ -359,7 +359,8 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
             if restarted:
                 # a restart costs time like any round: a reader must not spin in zero time
                 # while a cpuset writer is still inside its seqcount section
-                await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
+                if not m.sched.run_nowait(cur, params.SLOWPATH_ROUND_NS):
+                    await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
             restarted = True
             state.update(compaction_retries=0, no_progress_loops=0, compact_priority=DEF_COMPACT_PRIORITY)
             cpuset_mems_cookie = read_mems_allowed_begin(m, cur)
@@ -391,7 +392,8 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
             label = "retry"
         elif label == "retry":
             loops += 1
-            await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
+            if not m.sched.run_nowait(cur, params.SLOWPATH_ROUND_NS):
+                await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
             # keep kswapd awake while we loop
             if alloc_flags & ALLOC_KSWAPD:
                 wake_all_kswapds(m, cur, order, gfp_mask, ac)

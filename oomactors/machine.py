@@ -58,6 +58,10 @@ class Machine:
         self.sinks: list[Callable[[tuple], None]] = []
         self.nevents = 0
         self.checkers: list[Callable[["Machine", tuple], None]] = []
+        # event id -> the checkers that read it (a checker's ``event_ids``, when it has
+        # them, names the only events it reads); filled as events come, emptied by
+        # checkers_changed()
+        self._checks_for: dict[int, tuple[Callable[["Machine", tuple], None], ...]] = {}
         # [kernel.fixes]: the race catalogue's switches (sim.build lays run overrides on top)
         self.fixes: dict[str, bool] = k.fixes.model_dump()
         self.profile = PROFILES[k.profile]
@@ -288,8 +292,15 @@ class Machine:
         self.nevents += 1
         for sink in self.sinks:
             sink(rec)
+        if not self.checkers:
+            return
+        checks = self._checks_for.get(rec[1])
+        if checks is None:
+            checks = self._checks_for[rec[1]] = tuple(
+                c for c in self.checkers
+                if (ids := getattr(c, "event_ids", None)) is None or rec[1] in ids)
         try:
-            for check in self.checkers:
+            for check in checks:
                 check(self, rec)
         except BaseException:
             # an invariant broke: the run ends at this event; actors unwinding from here
@@ -297,6 +308,10 @@ class Machine:
             self.stopped = True
             self.sched.clock.ended = "invariant"
             raise
+
+    def checkers_changed(self) -> None:
+        """Call after changing :attr:`checkers` (sim.run does, before the run starts)."""
+        self._checks_for.clear()
 
     def _interrupted(self) -> None:
         self.interrupted = True

@@ -320,15 +320,7 @@ class Machine:
     def emit(self, name: str, pid: int, *fields: Any) -> None:
         cur = self.sched.current
         cpu = cur.cpu.id if cur is not None and cur.cpu is not None else -1
-        if self.checkers or self.panicked is not None or self.stopped or _interrupt._requested:
-            self.emit_on(name, cpu, pid, *fields)
-            return
-        # emit_on's common case (a live run, no checker), without a second frame: the
-        # kernel model emits about one event per simulated page fault
-        rec = (self._clock.now, EVENT_ID[name], cpu, pid, *fields)
-        self.nevents += 1
-        for sink in self.sinks:
-            sink(rec)
+        self.emit_on(name, cpu, pid, *fields)  # the one funnel of every event
 
     def panic(self, message: str, cur: Task | None) -> None:
         self.emit("sim:panic", cur.pid if cur else -1, message)

@@ -152,31 +152,31 @@ class Zone:
         if fa[0] >= n:  # enough single pages: no block is split
             fa[0] -= n
             return True
-        for o in range(MAX_ORDER):
-            if n <= 0:
-                return True
+        o = 0
+        while n:
             have = fa[o]
-            if not have:
-                continue
-            whole = n >> o
-            if whole >= have:
-                whole = have
-                have = fa[o] = 0
-            else:
-                have -= whole
-                fa[o] = have
-            n -= whole << o
-            if n and have:  # a partial block: split it, give back the tail
-                fa[o] = have - 1
-                rest = (1 << o) - n
-                n = 0
-                k = 0
-                while rest:  # the tail's binary decomposition, one block per set bit
-                    if rest & 1:
-                        fa[k] += 1
-                    rest >>= 1
-                    k += 1
-        if n > 0:  # cannot happen while nr_free >= n
+            if have:
+                whole = n >> o
+                if whole >= have:  # every block of this order goes
+                    fa[o] = 0
+                    n -= have << o
+                else:
+                    n -= whole << o
+                    have -= whole
+                    if n:  # a partial block: split it, give back the tail, one block per set bit
+                        fa[o] = have - 1
+                        rest = (1 << o) - n
+                        while rest:
+                            low = rest & -rest
+                            fa[low.bit_length() - 1] += 1
+                            rest ^= low
+                    else:
+                        fa[o] = have
+                    return True
+            o += 1
+            if o == MAX_ORDER:
+                break
+        if n:  # cannot happen while nr_free >= n
             raise AssertionError("buddy lists disagree with nr_free")
         return True
 

@@ -334,7 +334,9 @@ class AllocStep(_Model):
     @property
     def gfp_mask(self) -> int:
         """The parsed ``gfp`` text as the integer mask the allocator tests."""
-        return self._gfp_mask
+        # read from pydantic's private store directly: its __getattr__ is a slow path,
+        # and every alloc step asks for its mask
+        return self.__pydantic_private__["_gfp_mask"]  # type: ignore[index]
 
 
 class TouchFileStep(_Model):

@@ -143,7 +143,7 @@ class Tracker(Scheduler):
         sched = self.sched
         return (tuple((c.curr.pid if c.curr is not None else None, c.prev.pid if c.prev is not None else None,
                        tuple(t.pid for t, _ in c.rq), c.slice_end) for c in sched.cpus),
-                frozenset(sched.idle))
+                sched.idle_mask)  # the idle CPUs, a bit each
 
     def _state(self) -> tuple:
         clock = self.sched.clock

@@ -219,6 +219,7 @@ class OomLockExclusion:
         self.holder: int | None = None
         self._acq = EVENT_ID["sim:oom_lock_acquired"]
         self._rel = EVENT_ID["sim:oom_lock_released"]
+        self.event_ids = frozenset((self._acq, self._rel))  # the only events it reads
 
     def __call__(self, m: "Machine", rec: tuple) -> None:
         eid = rec[1]

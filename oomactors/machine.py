@@ -58,6 +58,10 @@ class Machine:
         self.sinks: list[Callable[[tuple], None]] = []
         self.nevents = 0
         self.checkers: list[Callable[["Machine", tuple], None]] = []
+        # event id -> the checkers that read it (a checker's ``event_ids``, when it has
+        # them, names the only events it reads); filled as events come, emptied by
+        # checkers_changed()
+        self._checks_for: dict[int, tuple[Callable[["Machine", tuple], None], ...]] = {}
         # [kernel.fixes]: the race catalogue's switches (sim.build lays run overrides on top)
         self.fixes: dict[str, bool] = k.fixes.model_dump()
         self.profile = PROFILES[k.profile]
@@ -120,6 +124,7 @@ class Machine:
         self.stopped = False  # set by the runner once the run has ended
         self.interrupted = False  # Ctrl-C (oomactors.interrupt) ended the run
         self.sched.clock.on_interrupt = self._interrupted
+        self._clock = self.sched.clock
         self.vmstat: dict[str, int] = dict.fromkeys(
             ("oom_kill", "oom_invocations", "oom_lock_contended", "allocstall", "pgscan", "pgsteal",
              "compact_stall", "compact_success", "compact_fail", "alloc_fail", "warn_alloc_suppressed",
@@ -136,6 +141,9 @@ class Machine:
         self.memcg_refaults: dict[Any, list[int]] = {}
         # kernel branches that emit no event of their own, for coverage (oomactors/coverage.py)
         self.branches: Counter[str] = Counter()
+        # the allocator's first attempt's struct alloc_context, by preferred node and gfp
+        # mask (kernel/page_alloc_slow.py first_attempt)
+        self.fast_acs: list[dict[int, Any]] = [{} for _ in self.nodes]
         # set by the runner (oomactors.sim)
         self.seed = 0
         self.rng: Any = None
@@ -280,12 +288,19 @@ class Machine:
             if not self.stopped:  # Ctrl-C was asked for: the run ends now, before this event
                 self.sched.clock.interrupt()
             return  # the run is over: actors unwinding at teardown did nothing simulated
-        rec = (self.sched.clock.now, EVENT_ID[name], cpu, pid, *fields)
+        rec = (self._clock.now, EVENT_ID[name], cpu, pid, *fields)
         self.nevents += 1
         for sink in self.sinks:
             sink(rec)
+        if not self.checkers:
+            return
+        checks = self._checks_for.get(rec[1])
+        if checks is None:
+            checks = self._checks_for[rec[1]] = tuple(
+                c for c in self.checkers
+                if (ids := getattr(c, "event_ids", None)) is None or rec[1] in ids)
         try:
-            for check in self.checkers:
+            for check in checks:
                 check(self, rec)
         except BaseException:
             # an invariant broke: the run ends at this event; actors unwinding from here
@@ -294,6 +309,10 @@ class Machine:
             self.sched.clock.ended = "invariant"
             raise
 
+    def checkers_changed(self) -> None:
+        """Call after changing :attr:`checkers` (sim.run does, before the run starts)."""
+        self._checks_for.clear()
+
     def _interrupted(self) -> None:
         self.interrupted = True
         self.stopped = True
@@ -301,7 +320,7 @@ class Machine:
     def emit(self, name: str, pid: int, *fields: Any) -> None:
         cur = self.sched.current
         cpu = cur.cpu.id if cur is not None and cur.cpu is not None else -1
-        self.emit_on(name, cpu, pid, *fields)
+        self.emit_on(name, cpu, pid, *fields)  # the one funnel of every event
 
     def panic(self, message: str, cur: Task | None) -> None:
         self.emit("sim:panic", cur.pid if cur else -1, message)

@@ -94,6 +94,7 @@ def named_checker(name: str, caught: dict[str, Any]) -> Callable[[Any, tuple], N
             raise
 
     checked.reads_psi = False  # type: ignore[attr-defined] # no built-in invariant reads PSI
+    checked.event_ids = getattr(check, "event_ids", None)  # type: ignore[attr-defined]
     return checked
 
 

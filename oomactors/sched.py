@@ -253,6 +253,8 @@ class CPU:
 
     def __init__(self, cid: int, nzones: int, sched: "Sched") -> None:
         self.id = cid
+        self.bit = 1 << cid               # its bit in Sched.idle_mask
+        self.idle_comm = f"swapper/{cid}"  # its idle task's name
         self.curr: Task | None = None
         self.prev: Task | None = None  # left the CPU, its successor not yet switched in
         self.rq: deque[tuple[Task, Waiter]] = deque()
@@ -295,7 +297,9 @@ class Sched:
         self.emit = emit
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
-        self.idle: set[int] = set(range(ncpus))  # CPUs with nothing to run
+        # CPUs with nothing to run, a bit per CPU (the lowest idle CPU is its lowest bit)
+        self.idle_mask = (1 << ncpus) - 1
+        self._cpu_masks: dict[frozenset[int], int] = {}  # cpus_allowed -> its bits
         # controlled scheduling (oomactors/schedule.py): None keeps the plain model
         self.scheduler: Any = None
         self.decisions = 0                 # decision points passed (asked or not)
@@ -318,7 +322,7 @@ class Sched:
         cpu.slice_end = self.clock.now + self.time_slice
         if self.psi is not None:
             self.psi.sched(task, cpu.id, True, True)
-        self.idle.discard(cpu.id)
+        self.idle_mask &= ~cpu.bit
         self.emit("sched:sched_switch", cpu.id, task.pid, prev.pid if prev else 0, task.pid, task.comm)
 
     def _pick_cpu(self, task: "Task") -> CPU:
@@ -331,14 +335,22 @@ class Sched:
             last = self.cpus[min(allowed)]
         if last.curr is None and not last.rq:
             return last
-        idle = self.idle if allowed is None else self.idle & allowed
-        return self.cpus[min(idle)] if idle else last
+        idle = self.idle_mask
+        if allowed is not None:
+            idle &= self._allowed_mask(allowed)
+        return self.cpus[(idle & -idle).bit_length() - 1] if idle else last
+
+    def _allowed_mask(self, allowed: frozenset[int]) -> int:
+        mask = self._cpu_masks.get(allowed)
+        if mask is None:
+            mask = self._cpu_masks[allowed] = sum(1 << c for c in allowed)
+        return mask
 
     def _set_idle(self, cpu: CPU) -> None:
         if cpu.curr is None and not cpu.rq:
-            self.idle.add(cpu.id)
+            self.idle_mask |= cpu.bit
         else:
-            self.idle.discard(cpu.id)
+            self.idle_mask &= ~cpu.bit
 
     async def get_cpu(self, task: "Task") -> CPU:
         """Be dispatched: at once on an idle CPU, otherwise through its run queue."""
@@ -362,10 +374,10 @@ class Sched:
             cpu.prev = task  # the dispatch's sched_switch names it as prev
             cpu.wake_actor()
         else:
-            self.idle.add(cpu.id)
+            self.idle_mask |= cpu.bit
             # the switch to the idle task: without it a trace cannot tell when a task
             # stopped running (pid 0, "swapper/N", as the kernel names the idle task)
-            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, f"swapper/{cpu.id}")
+            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, cpu.idle_comm)
 
     # --- blocking primitives ---------------------------------------------------------
     async def point(self, task: "Task", name: str) -> None:
@@ -386,7 +398,7 @@ class Sched:
         wakeup that found the CPU busy, or after a preemption."""
         w = Waiter(self.clock)
         cpu.rq.append((task, w))
-        self.idle.discard(cpu.id)
+        self.idle_mask &= ~cpu.bit
         if self.psi is not None:
             self.psi.sched(task, cpu.id, True, False)
         await w.wait()
@@ -407,8 +419,10 @@ class Sched:
         w = Waiter(clock)
         if interruptible:
             task.wake_on_signal = w
-        # clock.sleep_until without its coroutine (the hottest path of a run)
-        clock.add_sleeper(clock.now + max(0, jiffies), w)
+        # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
+        clock.sleeps += 1
+        clock._seq += 1
+        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
         if w.must_park():
             w.task = self.stepper.current  # Backend.park, one frame less
             await PARK
@@ -463,11 +477,12 @@ class Sched:
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
-            # clock.sleep_until without its coroutine
+            # clock.sleep_until without its coroutine, Backend.park without its frame
             w = Waiter(clock)
             clock.add_sleeper(clock.now + step, w)
             if w.must_park():
-                await clock.backend.park(w)
+                w.task = self.stepper.current
+                await PARK
             self.current = task
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:

@@ -362,6 +362,7 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
         from .invariants import default_checkers, page_conservation
         if page_conservation not in m.checkers:
             m.checkers.extend(default_checkers())
+    m.checkers_changed()
     if psi is None:
         psi = (m.daemon is not None or bool(to_jiffies(cfg.run.psi_samples, m.hz))
                or any(getattr(check, "reads_psi", True) for check in m.checkers))

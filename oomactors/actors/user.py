@@ -22,9 +22,10 @@ from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_ha
 from ..kernel.mmap import mmap_region, munmap_unaccount
 from ..kernel.cow import copy_present_ptes, wp_page_copy
 from ..kernel.cpuset import cpuset_fork
-from ..kernel.mempolicy import alloc_pages_policy
+from ..kernel.mempolicy import alloc_pages_policy, numa_node_id
+from ..kernel.mmzone import MAX_ORDER
 from ..kernel.oom_kill import pagefault_out_of_memory
-from ..kernel.page_alloc_slow import __alloc_pages_nodemask
+from ..kernel.page_alloc_slow import __alloc_pages_nodemask, first_attempt
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
 from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
@@ -174,15 +175,18 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     # its own watermark check and compaction (the watermark only asks for one block)
     chunk_blocks = step.chunk if order == 0 else 1
     done = 0
-    start = m.now
     sched = m.sched
+    clock = sched.clock
+    start = clock.now
     is_fault = kind in ("anon", "shmem")
     rate = step.rate
     while done < pages:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
-        got = nr << order
-        is_fault = kind in ("anon", "shmem")
-        zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
+        zone = fault_pages_nowait(m, task, mm, nr, order, kind, gfp_mask)
+        if zone is not None:
+            got = nr << order
+        else:
+            zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -192,15 +196,39 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
                 return
             continue
         done += got
-        mm.last_active = m.now if mm is not None else 0
+        mm.last_active = clock.now if mm is not None else 0
         if not sched.run_nowait(task, got * params.FAULT_NS_PER_PAGE):
             await sched.run(task, got * params.FAULT_NS_PER_PAGE, "fault.cpu")
         ret_to_user(task)
         if task.memcg_nr_pages_over_high:
             await mem_cgroup_handle_over_high(m, task)  # set_notify_resume work
             ret_to_user(task)
-        if rate and start + to_jiffies_pages(m, done, rate) > m.now:  # _pace's test, inline
+        if rate and start + to_jiffies_pages(m, done, rate) > clock.now:  # _pace's test, inline
             await _pace(m, task, start, done, rate)
+
+
+def fault_pages_nowait(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str,
+                       gfp_mask: int) -> Any:
+    """:func:`fault_pages` when it cannot wait: the mmap_lock is free, no memcg is charged,
+    no cpuset or mempolicy applies and the allocator's first attempt succeeds.  Returns the
+    zone, or None -- and then nothing has changed (fault_pages does it all, waits included):
+    the common fault costs no coroutine."""
+    if m.cpusets_enabled or task.mempolicy is not None or order >= MAX_ORDER \
+            or charge_target(task, kind, gfp_mask) is not None:
+        return None
+    got = nr << order
+    if kind in ("anon", "shmem"):
+        lock = mm.mmap_lock
+        if not lock.read_trylock():
+            return None
+        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
+        zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, pt)
+        if zone is None:
+            lock.readers -= 1  # as it was before the trylock: fault_pages takes it again
+        else:
+            lock.read_unlock()
+        return zone
+    return first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, 0)
 
 
 async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,

@@ -149,24 +149,34 @@ class Zone:
             return False
         fa = self.free_area
         self.nr_free -= n
-        for o in range(MAX_ORDER):
-            if n <= 0:
-                return True
+        if fa[0] >= n:  # enough single pages: no block is split
+            fa[0] -= n
+            return True
+        o = 0
+        while n:
             have = fa[o]
-            if not have:
-                continue
-            size = 1 << o
-            whole = min(have, n >> o)
-            fa[o] = have - whole
-            n -= whole << o
-            if n and fa[o]:  # a partial block: split it, give back the tail
-                fa[o] -= 1
-                rest = size - n
-                n = 0
-                for k in range(o):
-                    if rest & (1 << k):
-                        fa[k] += 1
-        if n > 0:  # cannot happen while nr_free >= n
+            if have:
+                whole = n >> o
+                if whole >= have:  # every block of this order goes
+                    fa[o] = 0
+                    n -= have << o
+                else:
+                    n -= whole << o
+                    have -= whole
+                    if n:  # a partial block: split it, give back the tail, one block per set bit
+                        fa[o] = have - 1
+                        rest = (1 << o) - n
+                        while rest:
+                            low = rest & -rest
+                            fa[low.bit_length() - 1] += 1
+                            rest ^= low
+                    else:
+                        fa[o] = have
+                    return True
+            o += 1
+            if o == MAX_ORDER:
+                break
+        if n:  # cannot happen while nr_free >= n
             raise AssertionError("buddy lists disagree with nr_free")
         return True
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # gfp mask -> (gfp_zone, migratetype, __GFP_WRITE set), computed once per mask
 _GFP_FACTS: dict[int, tuple[int, int, bool]] = {}
+_KSWAPD_RECLAIM = G.__GFP_KSWAPD_RECLAIM
 
 
 def prepare_alloc_pages(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
@@ -67,6 +68,27 @@ def alloc_context(m: "Machine", gfp_mask: int, preferred_nid: int, nodemask: fro
     return ac
 
 
+def first_attempt(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferred_nid: int,
+                  nodemask: frozenset[int] | None, nr: int, kind: str, mm: "MM | None",
+                  pt: int) -> Zone | None:
+    """__alloc_pages_nodemask's first attempt (LOW watermark) on a machine without cpusets,
+    where prepare_alloc_pages comes down to the alloc_context (the fast path of every run).
+
+    The alloc_context is the machine's one for this mask and node, refilled: the attempt
+    is plain calls with no await, so nothing else can use it meanwhile and nothing keeps
+    it (the slow path builds its own).  A failed attempt changes nothing."""
+    acs = m.fast_acs[preferred_nid]
+    ac = acs.get(gfp_mask)
+    if ac is None:
+        ac = acs[gfp_mask] = alloc_context(m, gfp_mask, preferred_nid, None, kind, mm, pt)
+    ac.nodemask = nodemask
+    ac.kind = kind
+    ac.mm = mm
+    ac.pt = pt
+    return get_page_from_freelist(m, cur, gfp_mask, order, ALLOC_WMARK_LOW | (gfp_mask & _KSWAPD_RECLAIM),
+                                  ac, nr)
+
+
 async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order: int,
                                  preferred_nid: int = 0, nodemask: frozenset[int] | None = None,
                                  *, nr: int = 1, kind: str = "kernel", mm: "MM | None" = None,
@@ -77,10 +99,14 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
     if m.cpusets_enabled:
         ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
                                                           nodemask, kind, mm, pt)
-    else:  # prepare_alloc_pages comes down to this without cpusets (the fast path of every run)
-        ac, alloc_mask, alloc_flags = (alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt),
-                                       gfp_mask, ALLOC_WMARK_LOW)
-    alloc_flags |= gfp_mask & G.__GFP_KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
+    else:
+        page = first_attempt(m, cur, gfp_mask, order, preferred_nid, nodemask, nr, kind, mm, pt)
+        if page is not None:
+            return page
+        ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)
+        ac.spread_dirty_pages = False
+        return await __alloc_pages_slowpath(m, cur, gfp_mask, order, ac, nr)
+    alloc_flags |= gfp_mask & _KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
     page = get_page_from_freelist(m, cur, alloc_mask, order, alloc_flags, ac, nr)
     if page is not None:
         return page
@@ -333,7 +359,8 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
             if restarted:
                 # a restart costs time like any round: a reader must not spin in zero time
                 # while a cpuset writer is still inside its seqcount section
-                await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
+                if not m.sched.run_nowait(cur, params.SLOWPATH_ROUND_NS):
+                    await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
             restarted = True
             state.update(compaction_retries=0, no_progress_loops=0, compact_priority=DEF_COMPACT_PRIORITY)
             cpuset_mems_cookie = read_mems_allowed_begin(m, cur)
@@ -365,7 +392,8 @@ async def __alloc_pages_slowpath(m: "Machine", cur: "Task", gfp_mask: int, order
             label = "retry"
         elif label == "retry":
             loops += 1
-            await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
+            if not m.sched.run_nowait(cur, params.SLOWPATH_ROUND_NS):
+                await m.sched.run(cur, params.SLOWPATH_ROUND_NS, "alloc.cond_resched")
             # keep kswapd awake while we loop
             if alloc_flags & ALLOC_KSWAPD:
                 wake_all_kswapds(m, cur, order, gfp_mask, ac)

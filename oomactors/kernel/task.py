@@ -140,7 +140,11 @@ class MM:
         return self.rss_anon + sum(self.file) + sum(self.shmem)
 
     def mapped_pages(self) -> int:
-        return self.get_mm_rss() + self.swapents
+        # get_mm_rss() + swapents, in one frame (every fault asks it)
+        pages = sum(self.anon) + sum(self.file) + sum(self.shmem) + self.swapents
+        if self.cow_from is not None:
+            pages += sum(self.cow_pages(g) for g in range(len(self.anon)))
+        return pages
 
     def pgtables_bytes(self) -> int:
         return sum(self.pgtables) * PAGE_SIZE

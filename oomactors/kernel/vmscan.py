@@ -186,7 +186,9 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
                 m.free_to_buddy(cur, zone, k)
                 reclaimed += k
     sc.nr_scanned += scanned
-    await m.sched.run(cur, params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE, "reclaim.scan")
+    ns = params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE
+    if not m.sched.run_nowait(cur, ns):  # no coroutine while the jiffy is not used up
+        await m.sched.run(cur, ns, "reclaim.scan")
     io_jiffies = 0
     if io_pages or wb_pages:
         # the reclaimer waits for its IO; others run meanwhile

@@ -243,6 +243,10 @@ class Fixes(_Model):
     # 5.18+ OOM_REAPER_DELAY (2 s, e4a38402c36e; the linux-6.12 profile): off, the reaper
     # races the victim's own exit (robust futex cleanup) and reaps at once
     reaper_delay: Bool = True
+    # 5.9 "memcg, oom: check memcg margin for parallel oom" (1378b37d03e8): a task that waited
+    # for oom_lock in mem_cgroup_out_of_memory checks the memcg's margin before it kills: off,
+    # it kills a second victim although the first one's memory has come back meanwhile
+    memcg_oom_margin: Bool = True
 
 
 FIXES: tuple[str, ...] = tuple(Fixes.model_fields)

@@ -57,8 +57,11 @@ the code is in :mod:`oomactors.oom_invariants`):
   kill that OOM call makes.  Kernel rule: "this is only to catch a parallel oom killing,
   we must fail if we're still under heavy pressure" (the HIGH-watermark
   ``get_page_from_freelist()`` under ``oom_lock``), and ``check_retry_cpuset()`` before the
-  OOM killer.  Not checked: memcg OOMs (a limit, not the zones) and the page-fault OOM
-  (no allocation; 5.10 kills there without any last attempt, 5.16 stopped it).
+  OOM killer.  A memcg OOM is judged by the memcg's margin instead, when
+  ``out_of_memory()`` is entered from ``mem_cgroup_out_of_memory()``: no kill while the
+  charge would fit below the limit (kernel rule: the last-minute margin check after
+  ``oom_lock`` is taken, 5.9).  Not checked: the page-fault OOM (no allocation; 5.10
+  kills there without any last attempt, 5.16 stopped it).
 * :class:`VictimExitBound` (``victim_exit_bound``, ``victim_exit_bound:BOUND``) -- every
   victim (``oom:mark_victim``) exits or gets MMF_OOM_SKIP on its mm within the bound
   (default 10 s).  Kernel rule: the oom_reaper unmaps a victim, or gives up after

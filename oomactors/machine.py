@@ -116,6 +116,7 @@ class Machine:
         # pid -> (OomControl, AllocContext, nr) of the page-allocator OOM that pid is in
         # (set by __alloc_pages_may_oom around out_of_memory; read by invariant checkers)
         self.oom_alloc: dict[int, tuple] = {}
+        self.memcg_oom_charge: dict[int, tuple] = {}  # pid -> (memcg, pages) in a memcg OOM
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
         self.interrupted = False  # Ctrl-C (oomactors.interrupt) ended the run

@@ -129,8 +129,8 @@ class SinglePendingVictim:
 
 
 class NoUnnecessaryKill:
-    """No OOM kill while the allocation's last attempt at the HIGH watermark would have
-    succeeded."""
+    """No OOM kill while the allocation's last-minute check would have succeeded: the
+    last attempt at the HIGH watermark (a global OOM) or the memcg's margin (a memcg OOM)."""
 
     invariant = "no_unnecessary_kill"
 
@@ -141,7 +141,9 @@ class NoUnnecessaryKill:
         eid = rec[1]
         if eid == _OOM_ENTER:
             alloc = m.oom_alloc.get(rec[3])
-            room = _high_wmark_room(m, m.tasks[rec[3]], *alloc) if alloc is not None else None
+            charge = m.memcg_oom_charge.get(rec[3])
+            room = (_high_wmark_room(m, m.tasks[rec[3]], *alloc) if alloc is not None
+                    else _memcg_room(*charge) if charge is not None else None)
             if room is not None:
                 self.found[rec[3]] = f"{room} at t={rec[0]}"
             else:
@@ -153,8 +155,18 @@ class NoUnnecessaryKill:
             if room is not None:
                 raise violation(self.invariant,
                                 f"t={rec[0]}: pid {rec[3]} ({rec[5]}) killed by pid {rec[_KILL_CUR]} while "
-                                f"{room} (the last attempt at the HIGH watermark would have succeeded)",
+                                f"{room} ({'the memcg margin check' if room.startswith('memcg') else 'the last attempt at the HIGH watermark'} would have succeeded)",
                                 rec)
+
+
+def _memcg_room(memcg: Any, nr: int) -> str | None:
+    """What mem_cgroup_out_of_memory's last-minute margin check (5.9) would find now: room
+    below the limit for the charge, or None."""
+    from .kernel.memcontrol import mem_cgroup_margin
+    margin = mem_cgroup_margin(memcg)
+    if margin >= nr:
+        return f"memcg {memcg.path} had a margin of {margin} pages below its limit for {nr} pages"
+    return None
 
 
 def _high_wmark_room(m: "Machine", cur: Any, oc: Any, ac: Any, nr: int) -> str | None:

@@ -35,6 +35,7 @@ CATALOGUE = {
     "cpuset_retry": ("<Zone node1 Normal> had", 40, 30, False),
     "task_will_free_mem": ("(app) killed by", 60, 30, False),
     "reaper_delay": ("runs its own exit", 40, 30, False),
+    "memcg_oom_margin": ("had a margin of", 40, 30, False),
 }
 
 # with the switch on, none of these may break (the bounds as the configs' commands give them)

@@ -247,6 +247,10 @@ class Fixes(_Model):
     # for oom_lock in mem_cgroup_out_of_memory checks the memcg's margin before it kills: off,
     # it kills a second victim although the first one's memory has come back meanwhile
     memcg_oom_margin: Bool = True
+    # 4.13 "mm, oom: fix potential data corruption when oom_reaper races with writer"
+    # (6b31d5955cb2): a fault in an mm the reaper has begun to unmap (MMF_UNSTABLE) fails with
+    # SIGBUS: off, the victim maps a fresh zero page where its data was and reads it back
+    mmf_unstable: Bool = True
 
 
 FIXES: tuple[str, ...] = tuple(Fixes.model_fields)

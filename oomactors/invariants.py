@@ -80,6 +80,11 @@ the code is in :mod:`oomactors.oom_invariants`):
   ``OOM_REAPER_DELAY``): the reaper waits 2 s so that a victim able to exit does so
   first; its exit path reads the robust futex list in the memory the reaper would zap.
   Only checked in eras with the delay (``profile.reaper_delay_s``); 5.10 reaps at once.
+* :class:`NoFaultAfterReap` (``no_fault_after_reap``) -- no anonymous fault maps new pages
+  into an mm once the oom_reaper has begun to unmap it (MMF_UNSTABLE; read from
+  ``sim:fault_unstable``).  Kernel rule (4.13+): ``check_stable_address_space()`` in the
+  anonymous fault fails it with SIGBUS, since a page mapped there is zero-filled where
+  the victim's data was, and a victim thread still running would read the zeros back.
 
 A bounded checker's bound is part of its name: ``alloc_progress_bound:2s`` (any duration
 with a unit) is a fresh checker with that bound wherever a name is accepted, and its
@@ -376,8 +381,8 @@ class MemcgEventsConsistent:
 
 
 # --- the OOM killer's own rules (the race catalogue's checkers): oomactors/oom_invariants.py --
-from .oom_invariants import (AllocProgressBound, NoReapDuringExit, NoUnnecessaryKill,  # noqa: E402
-                             SinglePendingVictim, VictimExitBound, parse_bound)
+from .oom_invariants import (AllocProgressBound, NoFaultAfterReap, NoReapDuringExit,  # noqa: E402
+                             NoUnnecessaryKill, SinglePendingVictim, VictimExitBound, parse_bound)
 
 
 def default_checkers() -> list:
@@ -397,6 +402,7 @@ INVARIANTS: dict[str, Callable[[], Callable[["Machine", tuple], None]]] = {
     "victim_exit_bound": VictimExitBound,
     "alloc_progress_bound": AllocProgressBound,
     "no_reap_during_exit": NoReapDuringExit,
+    "no_fault_after_reap": NoFaultAfterReap,
 }
 
 

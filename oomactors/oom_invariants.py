@@ -3,7 +3,7 @@
 Registered by name in :data:`oomactors.invariants.INVARIANTS` and documented, each with
 the kernel rule it encodes, in the :mod:`oomactors.invariants` docstring:
 ``single_pending_victim``, ``no_unnecessary_kill``, ``victim_exit_bound[:BOUND]``,
-``alloc_progress_bound[:BOUND]`` and ``no_reap_during_exit``.  Records are
+``alloc_progress_bound[:BOUND]``, ``no_reap_during_exit`` and ``no_fault_after_reap``.  Records are
 ``(t, event_id, cpu, pid, *fields)``; a checker also reads the machine at the moment of
 the event (who is a victim, which mm has MMF_OOM_SKIP, what the zones hold).
 """
@@ -315,3 +315,19 @@ class NoReapDuringExit:
                                     f"t={rec[0]}: the oom_reaper is unmapping the memory of victim pid "
                                     f"{pid} ({t.comm}) (since t={t0}) while pid {t.pid} runs its own "
                                     f"exit: its exit path (the robust futex list) reads that memory", rec)
+
+
+class NoFaultAfterReap:
+    """No anonymous fault maps a page into an mm the oom_reaper has begun to unmap."""
+
+    invariant = "no_fault_after_reap"
+    _FAULT = EVENT_ID["sim:fault_unstable"]
+    _RESULT = _field("sim:fault_unstable", "result")
+
+    def __call__(self, m: "Machine", rec: tuple) -> None:
+        if rec[1] == self._FAULT and rec[self._RESULT] == "mapped":
+            raise violation(self.invariant,
+                            f"t={rec[0]}: pid {rec[3]} ({rec[4]}) mapped {rec[5]} new anonymous pages into "
+                            f"its mm after the oom_reaper began to unmap it (MMF_UNSTABLE): zero-filled "
+                            f"pages where its data was, which its threads still running read back "
+                            f"(a write(2) from that memory puts zeros in a file)", rec)

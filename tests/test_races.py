@@ -16,7 +16,8 @@ import pytest
 
 from oomactors.config import FIXES, load_config
 from oomactors.explore import explore
-from oomactors.repro import load_repro, replay_repro, write_repro
+from oomactors.repro import checked_run, load_repro, replay_repro, write_repro
+from oomactors.schedule import ReplayScheduler
 from oomactors.trace.stream import TraceWriter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,13 @@ CATALOGUE = {
     "task_will_free_mem": ("(app) killed by", 60, 30, False),
     "reaper_delay": ("runs its own exit", 40, 30, False),
     "memcg_oom_margin": ("had a margin of", 40, 30, False),
+    "mmf_unstable": ("(db) mapped", 40, 30, False),
 }
 
 # with the switch on, none of these may break (the bounds as the configs' commands give them)
 ALL_CHECKS = ["single_pending_victim", "no_unnecessary_kill", "victim_exit_bound:2s",
               "alloc_progress_bound:2s", "no_reap_during_exit", "oom_lock_exclusion",
-              "no_unkillable_killed"]
+              "no_unkillable_killed", "no_fault_after_reap"]
 
 _CHECK = re.compile(r"^#\s+oomactors explore (\S+) --check (\S+) --fixed-seed\s*$", re.M)
 
@@ -82,6 +84,10 @@ def test_switch_off_explore_finds_the_race_and_replays_it(switch, tmp_path):
     else:
         # the race needs the scheduler: the plain run passed, the shrunk schedule is not empty
         assert v.found_at > 1 and res.schedule
+    # the fix closes this very interleaving: the same schedule with the switch on is clean
+    fixed = checked_run(cfg, seed=v.seed, checks=ALL_CHECKS, fixes={switch: True},
+                        scheduler=ReplayScheduler(res.schedule, strict=False))
+    assert fixed.violation is None, fixed.violation
     # the reproducer replays to the same violation, with identical trace bytes each time
     repro_path = tmp_path / "repro.json"
     write_repro(repro_path, res.repro)
@@ -166,6 +172,22 @@ def test_oom_kill_allocating_task_is_exempt_from_single_pending_victim():
     res = explore(load_config(ROOT / "configs" / "allocating-task.toml"), ["single_pending_victim"],
                   "random", budget=3, seed=0)
     assert res.violation is None
+
+
+def test_mmf_unstable_on_the_fault_fails_with_sigbus_instead():
+    # the interleaving the search found, with the fix: db's fault sees MMF_UNSTABLE and fails
+    path, check = _race("mmf_unstable")
+    cfg = load_config(path)
+    res = explore(cfg, [check], "random", budget=40, seed=0, vary_seed=False)
+    assert res.violation is not None
+    out = checked_run(cfg, seed=cfg.run.seed, checks=[check], fixes={"mmf_unstable": True}, keep_records=True,
+                      scheduler=ReplayScheduler(res.schedule, strict=False))
+    assert out.violation is None
+    from oomactors.events import EVENT_ID
+    faults = [r for r in out.records if r[1] == EVENT_ID["sim:fault_unstable"]]
+    assert faults and all(r[6] == "sigbus" for r in faults)
+    db = next(t for t in out.machine.tasks.values() if t.comm == "db")
+    assert db.dead and db.mm is None
 
 
 def test_cli_fixed_seed_holds_the_seed_and_searches_perturbations_only(tmp_path):

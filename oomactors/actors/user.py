@@ -24,6 +24,7 @@ from ..kernel.cow import copy_present_ptes, wp_page_copy
 from ..kernel.cpuset import cpuset_fork
 from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
+from ..kernel.oom_reaper import check_stable_address_space
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
 from ..kernel.task import MM, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
@@ -183,6 +184,8 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         got = nr << order
         is_fault = kind in ("anon", "shmem")
         zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
+        if zone is not None and kind == "anon" and check_stable_address_space(m, task, mm, zone, got):
+            raise _Exit("killed" if task.sigkill else "sigbus")  # do_anonymous_page: VM_FAULT_SIGBUS
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry

@@ -84,6 +84,30 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
         await m.sched.point(cur, point)
 
 
+def check_stable_address_space(m: "Machine", cur: "Task", mm: "MM", zone, nr: int) -> bool:
+    """include/linux/oom.h: a fault that just got ``nr`` new anonymous pages for ``mm`` (from
+    ``zone``) asks, before it maps them, whether the oom_reaper has begun to tear the mm down
+    (MMF_UNSTABLE).  If so the fault fails with VM_FAULT_SIGBUS (True): the pages go back
+    and the task -- a victim, SIGKILLed already -- dies on its way out.  Before "mm, oom: fix
+    potential data corruption when oom_reaper races with writer" (6b31d5955cb2, 4.13) only
+    kthreads borrowing the mm checked; a victim's own fault mapped a fresh zero-filled page
+    where its data had been (False)."""
+    if not mm.flags & MMF_UNSTABLE:
+        return False
+    sigbus = m.fixes.get("mmf_unstable", True)
+    m.emit("sim:fault_unstable", cur.pid, cur.comm, nr, "sigbus" if sigbus else "mapped")
+    if not sigbus:
+        return False
+    g = zone.gid
+    mm.anon[g] -= nr
+    zone.nr["anon"] -= nr
+    if not mm.anon[g]:
+        zone.anon_lru.pop(mm, None)
+    m.free_to_buddy(cur, zone, nr)
+    uncharge_pages(mm, nr)
+    return True
+
+
 def unmap_file_pages(m: "Machine", mm: "MM") -> None:
     """Unmap an mm's mapped page cache: the pages stay in the page cache, mapped by nobody,
     charged to the memcg that faulted them."""

@@ -39,7 +39,8 @@ CHECK = re.compile(r"^#\s+oomactors explore (\S+) --check (\S+)\s*$", re.M)
 # what must hold with the switch on (the bounds as the race configs' commands give them)
 ALL_CHECKS = ["single_pending_victim", "no_unnecessary_kill", "victim_exit_bound:2s",
               "alloc_progress_bound:2s", "no_reap_during_exit", "oom_lock_exclusion",
-              "no_unkillable_killed", "no_fault_after_reap"]
+              "no_unkillable_killed", "no_fault_after_reap",
+              "no_memcg_oom_by_dying_task"]
 # races whose runs stall for seconds of virtual time (the bounded checkers must wait):
 # their "on" budget is capped to keep the benchmark short
 SLOW = {"oom_reaper": 10, "mmf_oom_skip": 10}

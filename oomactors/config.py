@@ -251,6 +251,11 @@ class Fixes(_Model):
     # (6b31d5955cb2): a fault in an mm the reaper has begun to unmap (MMF_UNSTABLE) fails with
     # SIGBUS: off, the victim maps a fresh zero page where its data was and reads it back
     mmf_unstable: Bool = True
+    # 5.1 "memcg: killed threads should not invoke memcg OOM killer" (7775face2079): the wait
+    # for oom_lock in mem_cgroup_out_of_memory is killable and a task dying by the time it
+    # holds the lock forces its charge: off, a killed thread kills again once the first
+    # victim is reaped (another process, or "no killable processes")
+    memcg_dying_bypass: Bool = True
 
 
 FIXES: tuple[str, ...] = tuple(Fixes.model_fields)

@@ -76,6 +76,7 @@ KEY_HELP: dict[str, str] = {
     "kernel.fixes.reaper_delay": "5.18+ OOM_REAPER_DELAY: the reaper waits 2 s (linux-6.12).",
     "kernel.fixes.memcg_oom_margin": "A memcg OOM waiter checks the memcg's margin before killing (5.9).",
     "kernel.fixes.mmf_unstable": "A fault in an mm the oom_reaper is unmapping fails with SIGBUS (4.13).",
+    "kernel.fixes.memcg_dying_bypass": "A dying task waiting for a memcg OOM lets its charge through (5.1).",
     "run": "How long to simulate and with which random seed.",
     "run.duration": "Simulated time.",
     "run.seed": "Decides every choice of the run (below 2^64).",

@@ -85,6 +85,12 @@ the code is in :mod:`oomactors.oom_invariants`):
   ``sim:fault_unstable``).  Kernel rule (4.13+): ``check_stable_address_space()`` in the
   anonymous fault fails it with SIGBUS, since a page mapped there is zero-filled where
   the victim's data was, and a victim thread still running would read the zeros back.
+* :class:`NoMemcgOomByDyingTask` (``no_memcg_oom_by_dying_task``) -- a task that is
+  already dying (an OOM victim, SIGKILLed or exiting) when it enters ``out_of_memory()``
+  from ``mem_cgroup_out_of_memory()`` kills nobody and does not end in "no killable
+  processes".  Kernel rule (5.1+): the wait for ``oom_lock`` is killable and
+  ``should_force_charge()`` is asked again once the lock is held, so a dying task's charge
+  goes through instead.
 
 A bounded checker's bound is part of its name: ``alloc_progress_bound:2s`` (any duration
 with a unit) is a fresh checker with that bound wherever a name is accepted, and its
@@ -381,8 +387,9 @@ class MemcgEventsConsistent:
 
 
 # --- the OOM killer's own rules (the race catalogue's checkers): oomactors/oom_invariants.py --
-from .oom_invariants import (AllocProgressBound, NoFaultAfterReap, NoReapDuringExit,  # noqa: E402
-                             NoUnnecessaryKill, SinglePendingVictim, VictimExitBound, parse_bound)
+from .oom_invariants import (AllocProgressBound, NoFaultAfterReap, NoMemcgOomByDyingTask,  # noqa: E402
+                             NoReapDuringExit, NoUnnecessaryKill, SinglePendingVictim, VictimExitBound,
+                             parse_bound)
 
 
 def default_checkers() -> list:
@@ -403,6 +410,7 @@ INVARIANTS: dict[str, Callable[[], Callable[["Machine", tuple], None]]] = {
     "alloc_progress_bound": AllocProgressBound,
     "no_reap_during_exit": NoReapDuringExit,
     "no_fault_after_reap": NoFaultAfterReap,
+    "no_memcg_oom_by_dying_task": NoMemcgOomByDyingTask,
 }
 
 

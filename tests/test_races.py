@@ -38,12 +38,14 @@ CATALOGUE = {
     "reaper_delay": ("runs its own exit", 40, 30, False),
     "memcg_oom_margin": ("had a margin of", 40, 30, False),
     "mmf_unstable": ("(db) mapped", 40, 30, False),
+    "memcg_dying_bypass": ("(sidecar) in a memcg OOM it entered while dying", 40, 30, False),
 }
 
 # with the switch on, none of these may break (the bounds as the configs' commands give them)
 ALL_CHECKS = ["single_pending_victim", "no_unnecessary_kill", "victim_exit_bound:2s",
               "alloc_progress_bound:2s", "no_reap_during_exit", "oom_lock_exclusion",
-              "no_unkillable_killed", "no_fault_after_reap"]
+              "no_unkillable_killed", "no_fault_after_reap",
+              "no_memcg_oom_by_dying_task"]
 
 _CHECK = re.compile(r"^#\s+oomactors explore (\S+) --check (\S+) --fixed-seed\s*$", re.M)
 

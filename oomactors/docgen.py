@@ -376,12 +376,15 @@ def events_page() -> str:
 
 
 def points_page() -> str:
-    from oomactors.sched import POINTS
+    from oomactors.sched import DECISION_EXCEPTIONS, POINTS
     lines = ["# Scheduling points", "",
-             "Generated from `oomactors/sched.py` (`POINTS`): every place the model can sleep or be",
-             "preempted, the surface a scheduler controls (see [Scheduling points](../scheduling-points.md)).",
-             "", "| point | where |", "| --- | --- |"]
-    lines += [f"| `{name}` | {_cell(where)} |" for name, where in POINTS.items()]
+             "Generated from `oomactors/sched.py` (`POINTS`, `DECISION_EXCEPTIONS`): every place the",
+             "model can sleep or be preempted, the surface a scheduler controls (see [Scheduling",
+             "points](../scheduling-points.md)).  *Decision point*: when a scheduler is asked there --",
+             "at every pass, or, for a point that stands for CPU time, once per jiffy of it.",
+             "", "| point | where | decision point |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {_cell(where)} | {_cell(DECISION_EXCEPTIONS.get(name, 'every pass'))} |"
+              for name, where in POINTS.items()]
     return "\n".join(lines) + "\n"
 
 

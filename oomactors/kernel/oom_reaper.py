@@ -21,6 +21,17 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_OOM_REAP_RETRIES = 10
 
 
+def release_anon(m: "Machine", cur: "Task", mm: "MM", zone, k: int) -> None:
+    """Unmap ``k`` resident anonymous pages of ``mm`` in ``zone`` and free them (uncharged)."""
+    g = zone.gid
+    mm.anon[g] -= k
+    zone.nr["anon"] -= k
+    if not mm.anon[g]:
+        zone.anon_lru.pop(mm, None)
+    m.free_to_buddy(cur, zone, k)
+    uncharge_pages(mm, k)
+
+
 async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str,
                     keep: int = 0, charge: bool = True) -> int:
     """Unmap and free an mm's pages batch by batch; returns how many were freed.  ``keep``
@@ -41,12 +52,7 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
                 k = min(k, allow)
                 allow -= k
             if k:
-                mm.anon[g] -= k
-                zone.nr["anon"] -= k
-                if not mm.anon[g]:
-                    zone.anon_lru.pop(mm, None)
-                m.free_to_buddy(cur, zone, k)
-                uncharge_pages(mm, k)
+                release_anon(m, cur, mm, zone, k)
                 got += k
             if anon_only:
                 continue
@@ -98,13 +104,7 @@ def check_stable_address_space(m: "Machine", cur: "Task", mm: "MM", zone, nr: in
     m.emit("sim:fault_unstable", cur.pid, cur.comm, nr, "sigbus" if sigbus else "mapped")
     if not sigbus:
         return False
-    g = zone.gid
-    mm.anon[g] -= nr
-    zone.nr["anon"] -= nr
-    if not mm.anon[g]:
-        zone.anon_lru.pop(mm, None)
-    m.free_to_buddy(cur, zone, nr)
-    uncharge_pages(mm, nr)
+    release_anon(m, cur, mm, zone, nr)
     return True
 
 

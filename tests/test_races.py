@@ -1,10 +1,12 @@
 """The race catalogue (README "Race catalogue", ``configs/races/``).
 
 Every kernel fix that guards the OOM path is a switch under ``[kernel.fixes]``.  For each
-one a shipped config turns it off; ``explore`` must find the violation the config
-documents within a small budget, the reproducer must replay to the same violation with
-identical trace bytes, and with the switch turned back on a larger budget must find
-no violation of any of the catalogue's invariants.
+one a shipped config turns it off; ``explore`` with the config's seed held must find the
+violation the config documents within a small budget -- only after its clean plain run,
+except for the two scenario tests -- the same schedule with the switch on must be clean,
+the reproducer must replay to the same violation with identical trace bytes, and with the
+switch turned back on a search must find no violation of any of the catalogue's
+invariants.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.oom_reaper import check_stable_address_space, release_anon
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask
-from ..kernel.task import MM, PAGE_SIZE, Signal, Task
+from ..kernel.task import MM, MMF_UNSTABLE, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
 from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
                              wait_on_read)
@@ -184,7 +184,8 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
         got = nr << order
         is_fault = kind in ("anon", "shmem")
         zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
-        if zone is not None and kind == "anon" and check_stable_address_space(m, task, mm, zone, got):
+        if (zone is not None and mm is not None and mm.flags & MMF_UNSTABLE and kind == "anon"
+                and check_stable_address_space(m, task, mm, zone, got)):
             raise _Exit("killed" if task.sigkill else "sigbus")  # do_anonymous_page: VM_FAULT_SIGBUS
         if zone is None:
             if is_fault:

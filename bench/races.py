@@ -76,7 +76,9 @@ def measure(switch: str, schedulers: list[str], seeds: int, budget: int, on_budg
                 found.append(res.violation.found_at)
             else:
                 missed += 1
-        row["by"][sched] = {"found": found, "missed": missed, "wall": wall}
+            stats = getattr(res, "exhaustive", None)  # the exhaustive search's own account
+        row["by"][sched] = {"found": found, "missed": missed, "wall": wall,
+                            "exhausted": stats.get("exhausted") if sched in DETERMINISTIC and stats else None}
     first = [n for r in row["by"].values() for n in r["found"]]
     row["plain"] = "violated" if first and min(first) == 1 else "clean"
     on = min(on_budget, SLOW.get(switch, on_budget))
@@ -90,6 +92,8 @@ def cell(r: dict) -> str:
     """median (min-max), and how many searches found it when not all did."""
     f, searches = r["found"], len(r["found"]) + r["missed"]
     if not f:
+        if r.get("exhausted") is not None:  # a deterministic search: did it cover its space?
+            return "none in its space" if r["exhausted"] else "not found within the budget"
         return f"not found (0/{searches})"
     text = f"{statistics.median(f):g} ({min(f)}-{max(f)})" if len(f) > 1 else f"{f[0]}"
     if r["missed"] or searches == 1:

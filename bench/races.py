@@ -10,7 +10,8 @@ invariant its comment names (``oomactors explore ... --check NAME --fixed-seed``
   searches with the config's seed held (``--fixed-seed``: only the schedule moves) and
   scheduler seeds 0, 1, ..., each of at most ``--budget`` runs, no shrinking; the run at
   which each search found the violation (1: the unperturbed first run) as median
-  (min-max), and how many of the searches found it.  A search whose scheduler draws
+  (min-max), and how many of the searches found it.  PCT and exhaustive at the depth
+  ``oomactors explore`` defaults them to (3 and 2).  A search whose scheduler draws
   nothing at random (exhaustive) is run once;
 * **with the fix**: ``--on-budget`` random runs from scheduler seed 0 with every
   catalogue invariant and the switch back on, which must find nothing.
@@ -51,6 +52,8 @@ ALL_CHECKS = ["single_pending_victim", "no_unnecessary_kill", "victim_exit_bound
 SLOW = {"oom_reaper": 10, "mmf_oom_skip": 10}
 # searches that draw nothing at random: one search says it all
 DETERMINISTIC = {"exhaustive"}
+# each search's depth as `oomactors explore` defaults it (PCT's d; exhaustive's N picks)
+DEPTH = {"pct": 3, "exhaustive": 2}
 
 
 def race_check(switch: str) -> str:
@@ -70,7 +73,8 @@ def measure(switch: str, schedulers: list[str], seeds: int, budget: int, on_budg
         found, missed, wall = [], 0, 0.0
         for k in range(1 if sched in DETERMINISTIC else seeds):
             t0 = time.perf_counter()
-            res = explore(cfg, [check], sched, budget=budget, seed=k, vary_seed=False, shrink_budget=0)
+            res = explore(cfg, [check], sched, budget=budget, seed=k, vary_seed=False, shrink_budget=0,
+                          depth=DEPTH.get(sched, 3))
             wall += time.perf_counter() - t0
             if res.violation is not None and res.violation.invariant == check:
                 found.append(res.violation.found_at)

@@ -100,7 +100,7 @@ def cell(r: dict) -> str:
             return "none in its space" if r["exhausted"] else "not found within the budget"
         return f"not found (0/{searches})"
     text = f"{statistics.median(f):g} ({min(f)}-{max(f)})" if len(f) > 1 else f"{f[0]}"
-    if r["missed"] or searches == 1:
+    if r["missed"]:
         text += f", {len(f)}/{searches}"
     return text
 

@@ -37,7 +37,7 @@ CATALOGUE = {
     "mmf_oom_skip": ("is still in the page allocator", 3, 5, True),
     "cpuset_retry": ("<Zone node1 Normal> had", 40, 30, False),
     "task_will_free_mem": ("(app) killed by", 60, 30, False),
-    "reaper_delay": ("runs its own exit", 40, 30, False),
+    "reaper_delay": ("runs its own exit", 80, 30, False),
     "memcg_oom_margin": ("had a margin of", 40, 30, False),
     "mmf_unstable": ("(db) mapped", 40, 30, False),
     "memcg_dying_bypass": ("(sidecar) in a memcg OOM it entered while dying", 40, 30, False),

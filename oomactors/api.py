@@ -73,6 +73,23 @@ class Run:
     def __repr__(self) -> str:
         return f"<oomactors.Run seed={self.seed} hz={self.hz} trace={self.path!r}>"
 
+    @classmethod
+    def from_result(cls, result: Any) -> "Run":
+        """The :class:`Run` of a finished :class:`oomactors.sim.RunResult` that kept its
+        records -- what the pytest plugin's ``oom_sim`` returns, or ``sim.run(...,
+        keep_records=True)`` -- read from memory exactly as from a trace file: events by
+        name with named fields (:meth:`iter_events`, :meth:`frame`), :attr:`summary`,
+        :attr:`kills`, the time series.  ``path`` is ``"<memory>"``."""
+        return cls.from_records(result.records, seed=result.seed, hz=result.hz,
+                                config=result.machine.cfg.as_dict())
+
+    @classmethod
+    def from_records(cls, records: Sequence[tuple], *, seed: int, hz: int,
+                     config: dict[str, Any] | None = None) -> "Run":
+        """A :class:`Run` over raw ``(t, id, cpu, pid, *fields)`` records held in memory
+        (the current event table), e.g. a ``SimFailure``'s."""
+        return cls(_KeptRecords(records, seed=seed, hz=hz, config=config))
+
     # --- raw events ---------------------------------------------------------------------
     def records(self) -> Iterator[tuple]:
         """The raw ``(t_jiffies, id, cpu, pid, *fields)`` records, read from the file.  A
@@ -246,6 +263,32 @@ class Run:
         file's extension: .pftrace/.perfetto-trace, .parquet, .csv)."""
         from .export import export
         export(self, os.fspath(path), format)
+
+
+class _KeptRecords:
+    """What a :class:`Run` reads of a trace file, from records kept in memory: the header a
+    trace of them would carry (format, version, seed, hz, config, the event table)."""
+
+    path = "<memory>"
+
+    def __init__(self, records: Sequence[tuple], *, seed: int, hz: int, config: dict[str, Any] | None) -> None:
+        from .trace.stream import FORMAT, VERSION
+        from .events import schema
+        self.header = {"format": FORMAT, "version": VERSION, "seed": seed, "hz": hz, "config": config,
+                       "events": schema()}
+        self.seed, self.hz, self.config = seed, hz, config
+        self.names = [e[0] for e in self.header["events"]]
+        self.fields = [tuple(e[1]) for e in self.header["events"]]
+        self._records = records
+
+    def records(self) -> Iterator[tuple]:
+        # as a trace file gives them back: nested arrays are tuples (msgpack, use_list=False)
+        for rec in self._records:
+            yield tuple(map(_tuples, rec)) if any(type(f) is list for f in rec) else rec
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(map(_tuples, value)) if type(value) in (list, tuple) else value
 
 
 def _nullable(df: pd.DataFrame) -> pd.DataFrame:

@@ -243,6 +243,19 @@ class Fixes(_Model):
     # 5.18+ OOM_REAPER_DELAY (2 s, e4a38402c36e; the linux-6.12 profile): off, the reaper
     # races the victim's own exit (robust futex cleanup) and reaps at once
     reaper_delay: Bool = True
+    # 5.9 "memcg, oom: check memcg margin for parallel oom" (1378b37d03e8): a task that waited
+    # for oom_lock in mem_cgroup_out_of_memory checks the memcg's margin before it kills: off,
+    # it kills a second victim although the first one's memory has come back meanwhile
+    memcg_oom_margin: Bool = True
+    # 4.13 "mm, oom: fix potential data corruption when oom_reaper races with writer"
+    # (6b31d5955cb2): a fault in an mm the reaper has begun to unmap (MMF_UNSTABLE) fails with
+    # SIGBUS: off, the victim maps a fresh zero page where its data was and reads it back
+    mmf_unstable: Bool = True
+    # 5.1 "memcg: killed threads should not invoke memcg OOM killer" (7775face2079): the wait
+    # for oom_lock in mem_cgroup_out_of_memory is killable and a task dying by the time it
+    # holds the lock forces its charge: off, a killed thread kills again once the first
+    # victim is reaped (another process, or "no killable processes")
+    memcg_dying_bypass: Bool = True
 
 
 FIXES: tuple[str, ...] = tuple(Fixes.model_fields)

@@ -61,6 +61,8 @@ GUARDS: dict[str, tuple[str, ...]] = {
     "victim_exit_bound": ("__oom_kill_process",),
     "alloc_progress_bound": ("__alloc_pages_slowpath",),
     "no_reap_during_exit": ("oom_reaper: reaped", "oom_reaper: unable to reap"),
+    "no_fault_after_reap": ("oom_reaper: reaped",),
+    "no_memcg_oom_by_dying_task": ("mem_cgroup_out_of_memory",),
     # page_conservation and commit_accounting watch every event: never vacuous
 }
 

@@ -74,6 +74,9 @@ KEY_HELP: dict[str, str] = {
     "kernel.fixes.cpuset_retry": "check_retry_cpuset before the OOM killer and at nopage.",
     "kernel.fixes.task_will_free_mem": "An exiting task gets reserves and the reaper instead of a kill.",
     "kernel.fixes.reaper_delay": "5.18+ OOM_REAPER_DELAY: the reaper waits 2 s (linux-6.12).",
+    "kernel.fixes.memcg_oom_margin": "A memcg OOM waiter checks the memcg's margin before killing (5.9).",
+    "kernel.fixes.mmf_unstable": "A fault in an mm the oom_reaper is unmapping fails with SIGBUS (4.13).",
+    "kernel.fixes.memcg_dying_bypass": "A dying task waiting for a memcg OOM lets its charge through (5.1).",
     "run": "How long to simulate and with which random seed.",
     "run.duration": "Simulated time.",
     "run.seed": "Decides every choice of the run (below 2^64).",
@@ -373,12 +376,15 @@ def events_page() -> str:
 
 
 def points_page() -> str:
-    from oomactors.sched import POINTS
+    from oomactors.sched import DECISION_EXCEPTIONS, POINTS
     lines = ["# Scheduling points", "",
-             "Generated from `oomactors/sched.py` (`POINTS`): every place the model can sleep or be",
-             "preempted, the surface a scheduler controls (see [Scheduling points](../scheduling-points.md)).",
-             "", "| point | where |", "| --- | --- |"]
-    lines += [f"| `{name}` | {_cell(where)} |" for name, where in POINTS.items()]
+             "Generated from `oomactors/sched.py` (`POINTS`, `DECISION_EXCEPTIONS`): every place the",
+             "model can sleep or be preempted, the surface a scheduler controls (see [Scheduling",
+             "points](../scheduling-points.md)).  *Decision point*: when a scheduler is asked there --",
+             "at every pass, or, for a point that stands for CPU time, once per jiffy of it.",
+             "", "| point | where | decision point |", "| --- | --- | --- |"]
+    lines += [f"| `{name}` | {_cell(where)} | {_cell(DECISION_EXCEPTIONS.get(name, 'every pass'))} |"
+              for name, where in POINTS.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -222,6 +222,11 @@ EVENTS: tuple[EventKind, ...] = (
     # ... or called process_mrelease on a dying process: ``pages`` reaped, ``result`` 0/-errno
     _k("userspace:mrelease", "daemon comm result pages",
        "{daemon}: process_mrelease({pid} {comm}) = {result}, {pages} pages"),
+    # an anonymous fault of ``pid`` completed in an mm the oom_reaper has begun to tear down
+    # (MMF_UNSTABLE): ``result`` sigbus (check_stable_address_space, 4.13+) or mapped (before
+    # it: a fresh zero-filled page where the victim's data was)
+    _k("sim:fault_unstable", "comm pages result",
+       "pid={pid} comm={comm}: fault of {pages} pages in an mm the oom_reaper is tearing down: {result}"),
 )
 
 EVENT_ID: dict[str, int] = {kind.name: i for i, kind in enumerate(EVENTS)}

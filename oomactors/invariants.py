@@ -57,8 +57,11 @@ the code is in :mod:`oomactors.oom_invariants`):
   kill that OOM call makes.  Kernel rule: "this is only to catch a parallel oom killing,
   we must fail if we're still under heavy pressure" (the HIGH-watermark
   ``get_page_from_freelist()`` under ``oom_lock``), and ``check_retry_cpuset()`` before the
-  OOM killer.  Not checked: memcg OOMs (a limit, not the zones) and the page-fault OOM
-  (no allocation; 5.10 kills there without any last attempt, 5.16 stopped it).
+  OOM killer.  A memcg OOM is judged by the memcg's margin instead, when
+  ``out_of_memory()`` is entered from ``mem_cgroup_out_of_memory()``: no kill while the
+  charge would fit below the limit (kernel rule: the last-minute margin check after
+  ``oom_lock`` is taken, 5.9).  Not checked: the page-fault OOM (no allocation; 5.10
+  kills there without any last attempt, 5.16 stopped it).
 * :class:`VictimExitBound` (``victim_exit_bound``, ``victim_exit_bound:BOUND``) -- every
   victim (``oom:mark_victim``) exits or gets MMF_OOM_SKIP on its mm within the bound
   (default 10 s).  Kernel rule: the oom_reaper unmaps a victim, or gives up after
@@ -77,6 +80,17 @@ the code is in :mod:`oomactors.oom_invariants`):
   ``OOM_REAPER_DELAY``): the reaper waits 2 s so that a victim able to exit does so
   first; its exit path reads the robust futex list in the memory the reaper would zap.
   Only checked in eras with the delay (``profile.reaper_delay_s``); 5.10 reaps at once.
+* :class:`NoFaultAfterReap` (``no_fault_after_reap``) -- no anonymous fault maps new pages
+  into an mm once the oom_reaper has begun to unmap it (MMF_UNSTABLE; read from
+  ``sim:fault_unstable``).  Kernel rule (4.13+): ``check_stable_address_space()`` in the
+  anonymous fault fails it with SIGBUS, since a page mapped there is zero-filled where
+  the victim's data was, and a victim thread still running would read the zeros back.
+* :class:`NoMemcgOomByDyingTask` (``no_memcg_oom_by_dying_task``) -- a task that is
+  already dying (an OOM victim, SIGKILLed or exiting) when it enters ``out_of_memory()``
+  from ``mem_cgroup_out_of_memory()`` kills nobody and does not end in "no killable
+  processes".  Kernel rule (5.1+): the wait for ``oom_lock`` is killable and
+  ``should_force_charge()`` is asked again once the lock is held, so a dying task's charge
+  goes through instead.
 
 A bounded checker's bound is part of its name: ``alloc_progress_bound:2s`` (any duration
 with a unit) is a fresh checker with that bound wherever a name is accepted, and its
@@ -374,8 +388,9 @@ class MemcgEventsConsistent:
 
 
 # --- the OOM killer's own rules (the race catalogue's checkers): oomactors/oom_invariants.py --
-from .oom_invariants import (AllocProgressBound, NoReapDuringExit, NoUnnecessaryKill,  # noqa: E402
-                             SinglePendingVictim, VictimExitBound, parse_bound)
+from .oom_invariants import (AllocProgressBound, NoFaultAfterReap, NoMemcgOomByDyingTask,  # noqa: E402
+                             NoReapDuringExit, NoUnnecessaryKill, SinglePendingVictim, VictimExitBound,
+                             parse_bound)
 
 
 def default_checkers() -> list:
@@ -395,6 +410,8 @@ INVARIANTS: dict[str, Callable[[], Callable[["Machine", tuple], None]]] = {
     "victim_exit_bound": VictimExitBound,
     "alloc_progress_bound": AllocProgressBound,
     "no_reap_during_exit": NoReapDuringExit,
+    "no_fault_after_reap": NoFaultAfterReap,
+    "no_memcg_oom_by_dying_task": NoMemcgOomByDyingTask,
 }
 
 

@@ -120,6 +120,7 @@ class Machine:
         # pid -> (OomControl, AllocContext, nr) of the page-allocator OOM that pid is in
         # (set by __alloc_pages_may_oom around out_of_memory; read by invariant checkers)
         self.oom_alloc: dict[int, tuple] = {}
+        self.memcg_oom_charge: dict[int, tuple] = {}  # pid -> (memcg, pages) in a memcg OOM
         self.panicked: str | None = None
         self.stopped = False  # set by the runner once the run has ended
         self.interrupted = False  # Ctrl-C (oomactors.interrupt) ended the run
@@ -410,9 +411,10 @@ class Machine:
             self.emit("sim:oom_lock_contended", cur.pid)
         return False
 
-    async def oom_lock_lock(self, cur: Task, point: str = "memcg.oom_lock") -> bool:
+    async def oom_lock_lock(self, cur: Task, point: str = "memcg.oom_lock", *, killable: bool = True) -> bool:
         """mutex_lock_killable(&oom_lock), as mem_cgroup_out_of_memory takes it: sleep until
-        the lock is free.  False if a fatal signal ended the wait (-EINTR).
+        the lock is free.  False if a fatal signal ended the wait (-EINTR).  Without
+        ``killable``, mutex_lock: a fatal signal neither ends nor wakes the wait.
 
         An unlock wakes the first sleeper, which then competes for the lock like any
         trylocker (no mutex hand-off is modelled)."""
@@ -421,11 +423,12 @@ class Machine:
             if self.oom_lock_trylock(cur, quiet=contended):
                 return True
             contended = True
-            if cur.fatal_signal_pending():
+            if killable and cur.fatal_signal_pending():
                 return False
             w = self.sched.clock.waiter()
             self.oom_lock_waiters.append(w)
-            cur.wake_on_signal = w
+            if killable:
+                cur.wake_on_signal = w
             try:
                 await self.sched.block_on(cur, w, point)
             finally:

@@ -3,7 +3,8 @@
 Registered by name in :data:`oomactors.invariants.INVARIANTS` and documented, each with
 the kernel rule it encodes, in the :mod:`oomactors.invariants` docstring:
 ``single_pending_victim``, ``no_unnecessary_kill``, ``victim_exit_bound[:BOUND]``,
-``alloc_progress_bound[:BOUND]`` and ``no_reap_during_exit``.  Records are
+``alloc_progress_bound[:BOUND]``, ``no_reap_during_exit``, ``no_fault_after_reap`` and
+``no_memcg_oom_by_dying_task``.  Records are
 ``(t, event_id, cpu, pid, *fields)``; a checker also reads the machine at the moment of
 the event (who is a victim, which mm has MMF_OOM_SKIP, what the zones hold).
 """
@@ -44,6 +45,7 @@ _EXIT = EVENT_ID["sched:sched_process_exit"]
 _SIGNAL = EVENT_ID["signal:signal_generate"]
 _KILL_CUR = _field("sim:oom_kill", "cur_pid")
 _KILL_MSG = _field("sim:oom_kill", "message")
+_KILL_COMM = _field("sim:oom_kill", "comm")
 _KILL_OOM_MEMCG = _field("sim:oom_kill", "oom_memcg")
 _ALLOCATING_TASK = "Out of memory (oom_kill_allocating_task)"
 
@@ -129,8 +131,8 @@ class SinglePendingVictim:
 
 
 class NoUnnecessaryKill:
-    """No OOM kill while the allocation's last attempt at the HIGH watermark would have
-    succeeded."""
+    """No OOM kill while the allocation's last-minute check would have succeeded: the
+    last attempt at the HIGH watermark (a global OOM) or the memcg's margin (a memcg OOM)."""
 
     invariant = "no_unnecessary_kill"
 
@@ -141,7 +143,9 @@ class NoUnnecessaryKill:
         eid = rec[1]
         if eid == _OOM_ENTER:
             alloc = m.oom_alloc.get(rec[3])
-            room = _high_wmark_room(m, m.tasks[rec[3]], *alloc) if alloc is not None else None
+            charge = m.memcg_oom_charge.get(rec[3])
+            room = (_high_wmark_room(m, m.tasks[rec[3]], *alloc) if alloc is not None
+                    else _memcg_room(*charge) if charge is not None else None)
             if room is not None:
                 self.found[rec[3]] = f"{room} at t={rec[0]}"
             else:
@@ -153,8 +157,18 @@ class NoUnnecessaryKill:
             if room is not None:
                 raise violation(self.invariant,
                                 f"t={rec[0]}: pid {rec[3]} ({rec[5]}) killed by pid {rec[_KILL_CUR]} while "
-                                f"{room} (the last attempt at the HIGH watermark would have succeeded)",
+                                f"{room} ({'the memcg margin check' if room.startswith('memcg') else 'the last attempt at the HIGH watermark'} would have succeeded)",
                                 rec)
+
+
+def _memcg_room(memcg: Any, nr: int) -> str | None:
+    """What mem_cgroup_out_of_memory's last-minute margin check (5.9) would find now: room
+    below the limit for the charge, or None."""
+    from .kernel.memcontrol import mem_cgroup_margin
+    margin = mem_cgroup_margin(memcg)
+    if margin >= nr:
+        return f"memcg {memcg.path} had a margin of {margin} pages below its limit for {nr} pages"
+    return None
 
 
 def _high_wmark_room(m: "Machine", cur: Any, oc: Any, ac: Any, nr: int) -> str | None:
@@ -303,3 +317,49 @@ class NoReapDuringExit:
                                     f"t={rec[0]}: the oom_reaper is unmapping the memory of victim pid "
                                     f"{pid} ({t.comm}) (since t={t0}) while pid {t.pid} runs its own "
                                     f"exit: its exit path (the robust futex list) reads that memory", rec)
+
+
+class NoFaultAfterReap:
+    """No anonymous fault maps a page into an mm the oom_reaper has begun to unmap."""
+
+    invariant = "no_fault_after_reap"
+    _FAULT = EVENT_ID["sim:fault_unstable"]
+    _RESULT = _field("sim:fault_unstable", "result")
+
+    def __call__(self, m: "Machine", rec: tuple) -> None:
+        if rec[1] == self._FAULT and rec[self._RESULT] == "mapped":
+            raise violation(self.invariant,
+                            f"t={rec[0]}: pid {rec[3]} ({rec[4]}) mapped {rec[5]} new anonymous pages into "
+                            f"its mm after the oom_reaper began to unmap it (MMF_UNSTABLE): zero-filled "
+                            f"pages where its data was, which its threads still running read back "
+                            f"(a write(2) from that memory puts zeros in a file)", rec)
+
+
+class NoMemcgOomByDyingTask:
+    """A task already dying when it enters the memcg OOM killer neither kills nor finds
+    "no killable processes": it lets its charge through instead."""
+
+    invariant = "no_memcg_oom_by_dying_task"
+    _NO_KILLABLE = EVENT_ID["sim:no_killable"]
+
+    def __init__(self) -> None:
+        self.dying: dict[int, int] = {}   # pid in a memcg out_of_memory, dying at entry -> t
+
+    def __call__(self, m: "Machine", rec: tuple) -> None:
+        eid = rec[1]
+        if eid == _OOM_ENTER:
+            if rec[3] in m.memcg_oom_charge:
+                from .kernel.memcontrol import should_force_charge
+                if should_force_charge(m.tasks[rec[3]]):
+                    self.dying[rec[3]] = rec[0]
+        elif eid == _OOM_RETURN:
+            self.dying.pop(rec[3], None)
+        elif self.dying and eid in (_KILL, self._NO_KILLABLE):
+            cur = rec[_KILL_CUR] if eid == _KILL else rec[3]
+            if cur in self.dying:
+                what = f"killed pid {rec[3]} ({rec[_KILL_COMM]})" if eid == _KILL else \
+                    'found "no killable processes"'
+                raise violation(self.invariant,
+                                f"t={rec[0]}: pid {cur} ({m.tasks[cur].comm}) {what} in a memcg OOM it "
+                                f"entered while dying (SIGKILLed, an OOM victim or exiting) at "
+                                f"t={self.dying[cur]}: its charge should have gone through", rec)

@@ -76,6 +76,15 @@ POINTS: dict[str, str] = {
     "cpuset.update": "cpuset_change_task_nodemask between mems = old|new and mems = new (seqcount odd)",
 }
 
+# The points that are not simply a decision point at every pass (every other point asks an
+# installed scheduler each time it is passed; one that stands for CPU time, once per jiffy
+# of it).  docs/reference/points.md shows this; tests/test_decision_points.py checks it
+# against what runs ask.
+DECISION_EXCEPTIONS: dict[str, str] = {
+    "cpu.vmstat": "never: a per-CPU timer with no task to hold (counted as a point only)",
+    "kswapd.nap": "every pass, with no preemption of its own: only a scheduler holds kswapd there",
+}
+
 
 # Ctrl-C is also polled every this-many-plus-one decision points, for a stretch of
 # simulated work in which neither time advances nor an event is emitted

@@ -65,3 +65,30 @@ def test_a_failure_shows_the_property_and_lands_in_the_cache(pytester):
     # a second session writes the same file in the same place
     pytester.runpytest("-p", "no:randomly").assert_outcomes(failed=1)
     assert list((pytester.path / ".pytest_cache" / "d" / "oomactors-repro").glob("*.json")) == repros
+
+
+def test_a_result_reads_by_name_as_a_trace_file_does(oom_sim, tmp_path):
+    import oomactors
+    from oomactors.api import Run
+
+    result = oom_sim("configs/quickstart.toml", seed=0, checks=())
+    mem = Run.from_result(result)
+    disk = oomactors.run("configs/quickstart.toml", seed=0, trace=tmp_path / "q.trace")
+    # the same events, decoded with names, whether read from memory or from the trace file
+    assert list(mem.iter_events()) == list(disk.iter_events())
+    kill = next(mem.iter_events(["sim:oom_kill"]))
+    assert kill["comm"] == "leaker" and kill["constraint"] == "CONSTRAINT_NONE"
+    assert mem.summary == disk.summary and mem.kills.equals(disk.kills)
+    assert mem.seed == 0 and mem.path == "<memory>"
+
+
+def test_a_failure_reads_by_name_up_to_the_violation(oom_sim):
+    import pytest
+
+    from oomactors.testing.plugin import SimFailure
+
+    with pytest.raises(SimFailure) as e:
+        oom_sim("configs/races/oom_lock.toml", seed=2, checks=["single_pending_victim"])
+    kills = e.value.run.frame("sim:oom_kill")
+    # the run stops at the second kill decision for one mm: the failure names that pid
+    assert len(kills) >= 2 and f"pid {kills['pid'].iloc[-1]} " in e.value.message

@@ -18,15 +18,16 @@ from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
 from ..errors import InputError
 from ..kernel.fork import dup_mm, dup_task_kmem, fork_limit, free_task_kmem, task_counted
 from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_handle_over_high,
-                                  uncharge_pages, uncharge_swap)
+                                  uncharge_swap)
 from ..kernel.mmap import mmap_region, munmap_unaccount
 from ..kernel.cow import copy_present_ptes, wp_page_copy
 from ..kernel.cpuset import cpuset_fork
 from ..kernel.mempolicy import alloc_pages_policy, numa_node_id
 from ..kernel.mmzone import MAX_ORDER
 from ..kernel.oom_kill import pagefault_out_of_memory
+from ..kernel.oom_reaper import check_stable_address_space, release_anon
 from ..kernel.page_alloc_slow import __alloc_pages_nodemask, first_attempt
-from ..kernel.task import MM, PAGE_SIZE, Signal, Task
+from ..kernel.task import MM, MMF_UNSTABLE, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
 from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
                              wait_on_read)
@@ -187,6 +188,9 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             got = nr << order
         else:
             zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
+        if (zone is not None and mm is not None and mm.flags & MMF_UNSTABLE and kind == "anon"
+                and check_stable_address_space(m, task, mm, zone, got)):
+            raise _Exit("killed" if task.sigkill else "sigbus")  # do_anonymous_page: VM_FAULT_SIGBUS
         if zone is None:
             if is_fault:
                 # VM_FAULT_OOM: the fault handler's OOM path, then back to user space to retry
@@ -483,15 +487,9 @@ async def _free(m: "Machine", task: Task, step: FreeStep) -> None:
     m.emit("sim:step", task.pid, "free", want)
     left = want
     for zone in m.zones:
-        g = zone.gid
-        k = min(mm.anon[g], left)
+        k = min(mm.anon[zone.gid], left)
         if k:
-            mm.anon[g] -= k
-            zone.nr["anon"] -= k
-            if not mm.anon[g]:
-                zone.anon_lru.pop(mm, None)
-            m.free_to_buddy(task, zone, k)
-            uncharge_pages(mm, k)
+            release_anon(m, task, mm, zone, k)
             left -= k
     for g in range(len(mm.cow)):
         k = min(mm.cow_pages(g), left)  # shared with the parent: only this mapping goes

@@ -326,14 +326,26 @@ async def mem_cgroup_out_of_memory(m: "Machine", cur: "Task", memcg: MemCgroup, 
     """The same oom_lock as the page allocator's, but waited for (mutex_lock_killable)."""
     from .oom_kill import OomControl, out_of_memory
     oc = OomControl([], None, memcg, gfp_mask, order)
-    if not await m.oom_lock_lock(cur):
+    # 5.1 "memcg: killed threads should not invoke memcg OOM killer": the wait is killable
+    # and a task that is dying by the time it has the lock lets its charge through; before
+    # it (the switch off), a killed thread waited uninterruptibly and went on to kill
+    dying_bypass = m.fixes.get("memcg_dying_bypass", True)
+    if not await m.oom_lock_lock(cur, killable=dying_bypass):
         return True  # a fatal signal: we are dying, let the charge bypass the limit
     try:
-        # a parallel OOM may have made room while we waited (the model asks for the bulk)
-        if mem_cgroup_margin(memcg) >= nr_pages:
+        # a parallel OOM may have made room while we waited (the model asks for the bulk):
+        # "memcg, oom: check memcg margin for parallel oom" (5.9); before it, a waiter went
+        # on to out_of_memory and could pick a second victim for one overrun
+        if m.fixes.get("memcg_oom_margin", True) and mem_cgroup_margin(memcg) >= nr_pages:
             return True
         # a few threads that were not waiting on the lock can fail to bail out: check again
-        return should_force_charge(cur) or await out_of_memory(m, cur, oc)
+        if dying_bypass and should_force_charge(cur):
+            return True
+        m.memcg_oom_charge[cur.pid] = (memcg, nr_pages)  # what this OOM is about, for checkers
+        try:
+            return await out_of_memory(m, cur, oc)
+        finally:
+            del m.memcg_oom_charge[cur.pid]
     finally:
         m.oom_lock_unlock(cur)
 

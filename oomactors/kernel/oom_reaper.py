@@ -21,6 +21,17 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_OOM_REAP_RETRIES = 10
 
 
+def release_anon(m: "Machine", cur: "Task", mm: "MM", zone, k: int) -> None:
+    """Unmap ``k`` resident anonymous pages of ``mm`` in ``zone`` and free them (uncharged)."""
+    g = zone.gid
+    mm.anon[g] -= k
+    zone.nr["anon"] -= k
+    if not mm.anon[g]:
+        zone.anon_lru.pop(mm, None)
+    m.free_to_buddy(cur, zone, k)
+    uncharge_pages(mm, k)
+
+
 async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, point: str,
                     keep: int = 0, charge: bool = True) -> int:
     """Unmap and free an mm's pages batch by batch; returns how many were freed.  ``keep``
@@ -41,12 +52,7 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
                 k = min(k, allow)
                 allow -= k
             if k:
-                mm.anon[g] -= k
-                zone.nr["anon"] -= k
-                if not mm.anon[g]:
-                    zone.anon_lru.pop(mm, None)
-                m.free_to_buddy(cur, zone, k)
-                uncharge_pages(mm, k)
+                release_anon(m, cur, mm, zone, k)
                 got += k
             if anon_only:
                 continue
@@ -82,6 +88,24 @@ async def zap_pages(m: "Machine", cur: "Task", mm: "MM", *, anon_only: bool, poi
         if charge:
             await m.sched.run(cur, got * params.ZAP_NS_PER_PAGE, point)
         await m.sched.point(cur, point)
+
+
+def check_stable_address_space(m: "Machine", cur: "Task", mm: "MM", zone, nr: int) -> bool:
+    """include/linux/oom.h: a fault that just got ``nr`` new anonymous pages for ``mm`` (from
+    ``zone``) asks, before it maps them, whether the oom_reaper has begun to tear the mm down
+    (MMF_UNSTABLE).  If so the fault fails with VM_FAULT_SIGBUS (True): the pages go back
+    and the task -- a victim, SIGKILLed already -- dies on its way out.  Before "mm, oom: fix
+    potential data corruption when oom_reaper races with writer" (6b31d5955cb2, 4.13) only
+    kthreads borrowing the mm checked; a victim's own fault mapped a fresh zero-filled page
+    where its data had been (False)."""
+    if not mm.flags & MMF_UNSTABLE:
+        return False
+    sigbus = m.fixes.get("mmf_unstable", True)
+    m.emit("sim:fault_unstable", cur.pid, cur.comm, nr, "sigbus" if sigbus else "mapped")
+    if not sigbus:
+        return False
+    release_anon(m, cur, mm, zone, nr)
+    return True
 
 
 def unmap_file_pages(m: "Machine", mm: "MM") -> None:

@@ -75,6 +75,15 @@ class SimFailure(AssertionError):
         self.config = config
 
     @property
+    def run(self) -> Any:
+        """The failed run up to the violating event, as an :class:`oomactors.Run`: its events
+        by name with named fields (``run.iter_events(["sim:oom_kill"])``, ``run.frame``)."""
+        from oomactors.api import Run
+        cfg = self.config
+        return Run.from_records(self.records or [], seed=self.seed, hz=cfg.kernel.hz if cfg else 250,
+                                config=cfg.as_dict() if cfg else None)
+
+    @property
     def reproduce(self) -> str | None:
         from oomactors.explore import reproduce_command
         return reproduce_command(str(self.repro_path)) if self.repro_path is not None else None

@@ -48,6 +48,8 @@ BRANCHES: dict[str, str] = {
     "check_retry_cpuset": "a cpuset update made the slow path restart",
     "warn_alloc": "an allocation failed (page allocation failure)",
     "mem_cgroup_out_of_memory": "a memcg OOM",
+    "memcg oom: dying at oom_lock": "a task was dying when it got (or gave up waiting for) oom_lock in mem_cgroup_out_of_memory",
+    "check_stable_address_space": "an anonymous fault completed in an mm the oom_reaper had begun to unmap (MMF_UNSTABLE)",
     "panic": "the kernel panicked",
 }
 
@@ -61,8 +63,8 @@ GUARDS: dict[str, tuple[str, ...]] = {
     "victim_exit_bound": ("__oom_kill_process",),
     "alloc_progress_bound": ("__alloc_pages_slowpath",),
     "no_reap_during_exit": ("oom_reaper: reaped", "oom_reaper: unable to reap"),
-    "no_fault_after_reap": ("oom_reaper: reaped",),
-    "no_memcg_oom_by_dying_task": ("mem_cgroup_out_of_memory",),
+    "no_fault_after_reap": ("check_stable_address_space",),
+    "no_memcg_oom_by_dying_task": ("memcg oom: dying at oom_lock",),
     # page_conservation and commit_accounting watch every event: never vacuous
 }
 
@@ -85,6 +87,7 @@ def _by_event() -> dict[int, str]:
         "sim:no_killable": "out_of_memory: no_killable",   # before a panic, which returns nothing
         "sim:memcg_oom_meminfo": "mem_cgroup_out_of_memory",
         "sim:panic": "panic",
+        "sim:fault_unstable": "check_stable_address_space",   # mapped or SIGBUS
     }
     return {EVENT_ID[name]: branch for name, branch in plain.items() if name in EVENT_ID}
 

@@ -84,3 +84,27 @@ def test_a_search_that_reaches_the_oom_path_reports_it(tmp_path):
     assert cov["oom_invocations"] > 0 and cov["kills"] > 0
     assert {"out_of_memory", "__oom_kill_process", "may_oom: trylock failed"} <= set(cov["branches"])
     assert cov["points"]["may_oom.trylock_failed"] > 0
+
+
+@pytest.mark.parametrize("race, invariant, branch", [
+    ("memcg_dying_bypass", "no_memcg_oom_by_dying_task", "memcg oom: dying at oom_lock"),
+    ("mmf_unstable", "no_fault_after_reap", "check_stable_address_space"),
+])
+def test_a_race_found_reached_the_moment_its_invariant_guards(race, invariant, branch):
+    """These guards name the race's own precondition (a dying task holding the memcg's
+    oom_lock, a fault completing in an mm being reaped), not merely an OOM: the search that
+    finds the race reached it."""
+    res = _cli("explore", str(ROOT / "configs/races" / f"{race}.toml"), "--check", invariant,
+               "--fixed-seed", "--budget", "100", "--jobs", "1", "--json")
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    assert doc["vacuous"] == {} and doc["coverage"]["branches"].get(branch, 0) > 0
+
+
+def test_a_memcg_oom_without_a_dying_task_says_nothing_about_the_dying_bypass():
+    res = _cli("explore", str(ROOT / "configs/memcg-max.toml"), "--check", "no_memcg_oom_by_dying_task",
+               "--budget", "2", "--jobs", "1", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["coverage"]["branches"].get("mem_cgroup_out_of_memory", 0) > 0
+    assert doc["vacuous"] == {"no_memcg_oom_by_dying_task": ["memcg oom: dying at oom_lock"]}

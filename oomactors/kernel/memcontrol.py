@@ -331,7 +331,10 @@ async def mem_cgroup_out_of_memory(m: "Machine", cur: "Task", memcg: MemCgroup, 
     # it (the switch off), a killed thread waited uninterruptibly and went on to kill
     dying_bypass = m.fixes.get("memcg_dying_bypass", True)
     if not await m.oom_lock_lock(cur, killable=dying_bypass):
+        m.branches["memcg oom: dying at oom_lock"] += 1
         return True  # a fatal signal: we are dying, let the charge bypass the limit
+    if should_force_charge(cur):
+        m.branches["memcg oom: dying at oom_lock"] += 1   # the race's moment, fix on or off
     try:
         # a parallel OOM may have made room while we waited (the model asks for the bulk):
         # "memcg, oom: check memcg margin for parallel oom" (5.9); before it, a waiter went

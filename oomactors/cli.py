@@ -329,6 +329,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .explore import bound_text
     from .explore import explore as do_explore
     from .explore import reproduce_command, write_repro
 
@@ -379,7 +380,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
                        f"by partial-order reduction{'' if ex['por'] else ' (off)'}; {state}")
         if res.pct is not None:
             click.echo(f"PCT bound: a bug of depth d={res.pct['d']} is found by one run with probability "
-                       f"at least 1/(n*k^(d-1)) = {res.pct['bound']:.3g}")
+                       f"at least 1/(n*k^(d-1)) = {bound_text(res.pct)}")
         cov = res.coverage
         click.echo(f"reached {len(cov['points'])} of {len(POINTS)} scheduling points and "
                    f"{len(cov['branches'])} kernel branches; {cov['oom_invocations']} out_of_memory calls, "

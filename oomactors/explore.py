@@ -52,7 +52,8 @@ from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_ru
                     load_repro, make_repro, policy_spec, replay_repro, reproduce_command,
                     write_repro)
 from .schedule import (AnchoredScheduler, Anchoring, PCTScheduler, RandomScheduler,
-                       ReplayScheduler, Schedule, Scheduler, sparse_schedules)
+                       ReplayScheduler, Schedule, Scheduler, pct_float_bound, pct_log10_bound,
+                       sparse_schedules)
 
 SEARCHES = ("random", "pct", "hypothesis", "exhaustive")
 
@@ -116,8 +117,15 @@ class ExploreResult:
 
 def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
     """PCT's guarantee for a search: a bug of depth d is found by one run with probability
-    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9)."""
-    return {"n": n, "k": k, "d": depth, "bound": 1.0 / (n * k ** (depth - 1))}
+    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9).  Computed in log
+    space: ``log10_bound`` always holds it, ``bound`` is 0.0 when it underflows a float."""
+    x = pct_log10_bound(n, k, depth)
+    return {"n": n, "k": k, "d": depth, "bound": pct_float_bound(n, k, depth), "log10_bound": round(x, 6)}
+
+
+def bound_text(pct: dict[str, Any]) -> str:
+    """The bound as a number, or as a power of ten when it is below what a float holds."""
+    return f"{pct['bound']:.3g}" if pct["bound"] > 0 else f"10^{pct['log10_bound']:.1f}"
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -278,6 +286,9 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
         k = max(1, first.decisions)
         n = extra["actors"] = max(1, first.machine.sched.stepper.spawned)
         if scheduler == "pct":
+            if depth - 1 > k:  # PCT draws min(d-1, k) change points: a larger d is not the d used
+                raise InputError(f"--depth: PCT draws d-1 change points among the k={k} decision points of a "
+                                 f"run, so d can be at most k+1={k + 1}, not {depth}")
             extra["pct"] = pct_bound(n, k, depth)
     if first is None:
         pass

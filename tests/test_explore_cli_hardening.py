@@ -1,0 +1,54 @@
+"""`oomactors explore` and reproducers under hostile use (a user tryout's findings): each
+defect is one line and exit 2, or an honest count, never a crash or a wrong verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from test_choice import OFF, PAIR, PAIR_TEXT
+
+from oomactors.cli import main
+from oomactors.explore import explore, pct_bound
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def pair_off(tmp_path):
+    cfg = tmp_path / "pair.toml"
+    cfg.write_text("[kernel.fixes]\noom_lock = false\n" + PAIR_TEXT)
+    return cfg
+
+
+# --- 1. PCT's bound in log space; a depth PCT cannot use is refused ------------------------
+
+
+def test_pct_bound_is_stated_in_log_space_when_a_float_cannot_hold_it():
+    small = pct_bound(4, 100, 3)
+    assert small["bound"] == 1 / (4 * 100 ** 2) and small["log10_bound"] == pytest.approx(-4.60206, abs=1e-5)
+    deep = pct_bound(10, 624, 200)  # 1/(10*624^199): far below the smallest float
+    assert deep["bound"] == 0.0 and deep["log10_bound"] == pytest.approx(-(1 + 199 * 2.795185), abs=1e-3)
+
+
+def test_pct_depth_beyond_the_change_points_is_one_line(pair_off):
+    k = explore(PAIR, ["oom_lock_exclusion"], scheduler="pct", budget=1, fixes=OFF).decisions
+    for depth in (str(k + 2), "99999999999999999999"):
+        p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--scheduler", "pct",
+                 "--depth", depth, "--budget", "2")
+        assert p.exit_code == 2, p.output
+        assert p.stderr.strip() == (f"oomactors: error: --depth: PCT draws d-1 change points among the k={k} "
+                                    f"decision points of a run, so d can be at most k+1={k + 1}, not {depth}")
+    # the largest usable depth runs, and its bound is stated as a power of ten
+    p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--scheduler", "pct",
+             "--depth", str(k + 1), "--budget", "2", "--json", "--out", str(pair_off.parent / "r.json"))
+    assert p.exit_code in (0, 1), p.output
+    doc = json.loads(p.stdout)["pct"]
+    assert doc["d"] == k + 1 and doc["bound"] == 0.0 and doc["log10_bound"] < -300
+    p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--scheduler", "pct",
+             "--depth", str(k + 1), "--budget", "2", "--out", str(pair_off.parent / "r.json"))
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("PCT bound"))
+    assert line.endswith(f"= 10^{doc['log10_bound']:.1f}")

@@ -337,6 +337,12 @@ def search(ctx: Any, seed: int, depth: int, por: bool) -> tuple[Schedule | None,
                 stats.pruned += res.pruned
             if found is not None:
                 break
+            # the budget is spent: a cut if any schedule is left unrun (checked here, not only
+            # at a batch start, since a last batch that exactly fills the budget, or one that
+            # the budget shortened, leaves no next batch to notice it)
+            if ctx.runs >= ctx.budget and (start + len(batch) < len(level) or nxt):
+                stats.cut = True
+                break
         if found is not None or stats.cut:
             break
         level = nxt

@@ -52,3 +52,19 @@ def test_pct_depth_beyond_the_change_points_is_one_line(pair_off):
              "--depth", str(k + 1), "--budget", "2", "--out", str(pair_off.parent / "r.json"))
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("PCT bound"))
     assert line.endswith(f"= 10^{doc['log10_bound']:.1f}")
+
+
+# --- 2. exhaustive: the budget's cut is seen whatever the batch width ----------------------
+
+
+def test_exhaustive_budget_cut_is_the_same_verdict_with_one_or_two_jobs():
+    for budget in (29, 30, 31, 32):  # the depth-1 space of PAIR (oom_lock on) is over 300 schedules
+        one = explore(PAIR, ["oom_lock_exclusion"], scheduler="exhaustive", depth=1, budget=budget, jobs=1)
+        two = explore(PAIR, ["oom_lock_exclusion"], scheduler="exhaustive", depth=1, budget=budget, jobs=2)
+        a, b = one.as_json(), two.as_json()
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b, budget
+        assert a["runs"] == budget and a["exhaustive"]["cut_by_budget"] and not a["exhaustive"]["exhausted"]
+    # a budget that exactly holds the space is not a cut
+    whole = explore(PAIR, ["oom_lock_exclusion"], scheduler="exhaustive", depth=0, budget=1, jobs=2)
+    assert whole.exhaustive["exhausted"] and not whole.exhaustive["cut_by_budget"]

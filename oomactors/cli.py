@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import click
 
-from .cli_errors import OneLineGroup
+from .cli_errors import OneLineGroup, not_an_input
 from .cli_signals import Interrupted, deferred, run_command, stop_if_interrupted
 from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError, OomactorsError
@@ -85,6 +85,12 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
         schedule_seed: int = 0, perfetto: str | None = None) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
+    inputs = {"the config": config, "the reproducer": replay_path}
+    try:
+        not_an_input(trace_path, "--trace", inputs)
+        not_an_input(perfetto, "--perfetto", {**inputs, "the --trace file": trace_path})
+    except InputError as err:
+        _fail(err)
     if perfetto is not None:  # the same run, its trace then converted (oomactors/cli_observe.py)
         from .cli_observe import perfetto_output
         with perfetto_output(perfetto, trace_path) as path:
@@ -342,6 +348,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             depth = 2 if search == "exhaustive" else 3
         elif depth < 1 and search == "pct":
             raise InputError(f"--depth: PCT's depth must be at least 1, not {depth}")
+        not_an_input(out_path, "--out", {"the config": config})
         _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)
         jobs, cluster = jobs_option(jobs, cluster)
@@ -448,6 +455,10 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
 
     if first_seed + seeds - 1 > _SEED.max:
         _fail(InputError(f"--first-seed {first_seed} + --seeds {seeds} goes past the largest seed (2^64 - 1)"))
+    try:
+        not_an_input(plot_path, "--plot", {f"config {c}": c for c in configs})
+    except InputError as err:
+        _fail(err)
     image_path_ok(plot_path)  # a bad --plot fails now, not after the runs
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),

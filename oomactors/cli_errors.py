@@ -32,6 +32,26 @@ EXIT_INTERRUPTED = 130
 DEBUG_ENV = "OOMACTORS_DEBUG"
 
 
+def not_an_input(out: str | None, option: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an output path that is one of the command's inputs (``inputs``: what each is
+    called -> its path): writing it would destroy the input.  Symlinks and other spellings
+    of the same file count (:func:`os.path.samefile` when both exist)."""
+    from .errors import InputError
+    if out is None or out == "-":
+        return
+    for what, path in inputs.items():
+        if path is None or path == "-":
+            continue
+        same = os.path.realpath(out) == os.path.realpath(path)
+        if not same and os.path.exists(out) and os.path.exists(path):
+            try:
+                same = os.path.samefile(out, path)
+            except OSError:
+                same = False
+        if same:
+            raise InputError(f"{option} {out}: is {what} ({path}); refusing to overwrite an input")
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 

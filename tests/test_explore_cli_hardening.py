@@ -68,3 +68,28 @@ def test_exhaustive_budget_cut_is_the_same_verdict_with_one_or_two_jobs():
     # a budget that exactly holds the space is not a cut
     whole = explore(PAIR, ["oom_lock_exclusion"], scheduler="exhaustive", depth=0, budget=1, jobs=2)
     assert whole.exhaustive["exhausted"] and not whole.exhaustive["cut_by_budget"]
+
+
+# --- 3. an output onto an input is refused, the input kept ---------------------------------
+
+
+def test_outputs_onto_inputs_are_refused_and_the_inputs_kept(pair_off, tmp_path):
+    text = pair_off.read_text()
+    alias = tmp_path / "alias.toml"
+    alias.symlink_to(pair_off)
+    for out in (str(pair_off), str(alias), str(tmp_path / "." / "pair.toml")):
+        p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--out", out)
+        assert p.exit_code == 2, p.output
+        assert p.stderr.strip() == (f"oomactors: error: --out {out}: is the config ({pair_off}); "
+                                    "refusing to overwrite an input")
+        assert pair_off.read_text() == text
+    p = _cli("run", str(pair_off), "--trace", str(alias))
+    assert p.exit_code == 2 and "--trace" in p.stderr and "refusing to overwrite an input" in p.stderr
+    assert pair_off.read_text() == text
+    trace = tmp_path / "t.trace"
+    assert _cli("run", str(pair_off), "--trace", str(trace)).exit_code == 0
+    data = trace.read_bytes()
+    for cmd in (("trace", "export", str(trace), "-o", str(trace), "--format", "csv"),):
+        p = _cli(*cmd)
+        assert p.exit_code == 2 and p.stderr.strip().endswith("refusing to overwrite an input"), p.output
+        assert trace.read_bytes() == data

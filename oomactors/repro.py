@@ -43,6 +43,9 @@ FORMAT = "oomactors-repro/2"
 # the fields that decide a replay, each sealed by its digest
 SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version")
 EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating one
+# a reproducer is a config (at most MAX_CONFIG_BYTES of TOML), a short schedule and 40
+# event lines: anything much larger is not one (and /dev/zero must not be read for ever)
+MAX_REPRO_BYTES = 8 * 1024 * 1024
 
 
 # --- one checked run ----------------------------------------------------------------------
@@ -220,17 +223,31 @@ class Repro:
 
 def load_repro(path: str | Path) -> Repro:
     """Read and validate a reproducer file (InputError naming the file and key)."""
+    try:
+        with open(path, "rb") as f:  # a bounded read: /dev/zero has no size to stat
+            raw = f.read(MAX_REPRO_BYTES + 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read reproducer: {e.strerror or e}") from e
+    if len(raw) > MAX_REPRO_BYTES:
+        raise InputError(f"{path}: not a reproducer: larger than {MAX_REPRO_BYTES // 1024 // 1024} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a reproducer: not UTF-8 text (byte {e.start})") from e
+    except RecursionError as e:
+        raise InputError(f"{path}: not a reproducer: JSON nested too deeply") from e
+    except ValueError as e:
+        raise InputError(f"{path}: not a reproducer: bad JSON: {e}") from e
+    try:
+        return _validated(path, data)
+    except RecursionError as e:  # nesting inside a field, below json's own limit
+        raise InputError(f"{path}: not a reproducer: nested too deeply") from e
+
+
+def _validated(path: str | Path, data: Any) -> Repro:
     from pydantic import ValidationError
 
     from .config import _format_error
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read reproducer: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: cannot read reproducer: not UTF-8 text") from e
-    except ValueError as e:
-        raise InputError(f"{path}: not a reproducer: bad JSON: {e}") from e
     if isinstance(data, dict) and data.get("format") == "oomactors-repro/1":
         raise InputError(f"{path}: format: written by an older oomactors (oomactors-repro/1, without a digest): "
                          "regenerate it with `oomactors explore`")

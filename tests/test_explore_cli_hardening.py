@@ -93,3 +93,27 @@ def test_outputs_onto_inputs_are_refused_and_the_inputs_kept(pair_off, tmp_path)
         p = _cli(*cmd)
         assert p.exit_code == 2 and p.stderr.strip().endswith("refusing to overwrite an input"), p.output
         assert trace.read_bytes() == data
+
+
+# --- 4. a hostile reproducer is one line ----------------------------------------------------
+
+
+def test_hostile_reproducer_files_are_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    inner = tmp_path / "inner.json"  # nesting json takes, deep inside a field
+    inner.write_text('{"format": "oomactors-repro/2", "seed": 0, "schedule": [], "invariant": "x", '
+                     '"config": {"machine": ' + "[" * 900 + "]" * 900 + "}}")
+    big = tmp_path / "big.json"
+    big.write_text('{"format": "oomactors-repro/2", "events": ["' + "x" * (9 * 1024 * 1024) + '"]}')
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    cases = {deep: "JSON nested too deeply", "/dev/zero": "larger than 8 MiB",
+             big: "larger than 8 MiB", binary: "not UTF-8 text (byte 0)"}
+    for path, why in cases.items():
+        p = _cli("run", "--replay", str(path))
+        assert p.exit_code == 2, (path, p.output)
+        assert p.stderr.strip() == f"oomactors: error: {path}: not a reproducer: {why}", p.stderr
+    p = _cli("run", "--replay", str(inner))
+    assert p.exit_code == 2 and p.stderr.startswith(f"oomactors: error: {inner}: config") and \
+        len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -117,3 +117,19 @@ def test_hostile_reproducer_files_are_one_line(tmp_path):
     p = _cli("run", "--replay", str(inner))
     assert p.exit_code == 2 and p.stderr.startswith(f"oomactors: error: {inner}: config") and \
         len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+# --- 5. a --cluster without a port is one line naming the forms -----------------------------
+
+
+def test_cluster_addresses_without_a_port_are_one_line(pair_off):
+    from oomactors.sweep import parse_cluster
+    for good in ("tcp://10.0.0.1:8786", "10.0.0.1:8786", "sched.example:8786", "tls://[::1]:8786"):
+        assert parse_cluster(good) == ("address", good)
+    for bad in ("bogus", "127.0.0.1", "tcp://host", "host:0", "host:99999", "host:port", "tcp://:8786"):
+        p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--cluster", bad)
+        assert p.exit_code == 2, (bad, p.output)
+        assert p.stderr.strip() == (f"oomactors: error: --cluster {bad}: expected tcp://host:port, "
+                                    "host:port or local:N"), p.stderr
+        p = _cli("compare", str(pair_off), "--cluster", bad)
+        assert p.exit_code == 2 and "expected tcp://host:port, host:port or local:N" in p.stderr

@@ -278,7 +278,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     except InputError as err:
         _fail(err)
     cfg = repro.cfg
-    # the reproducer's own backend, unless --backend was given (then it must be the same)
+    # the reproducer's own backend, unless --backend was given (either gives the same bytes)
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         aggregate, sinks = _text_sinks(cfg, sinks, as_json)

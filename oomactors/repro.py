@@ -13,7 +13,7 @@ is a JSON object::
      "policy": null,             # --policy spec, or null for the config's own
      "fixes": {"oom_lock": false},  # kernel fixes switched by the caller (sim.run fixes=)
      "checks": ["oom_lock_exclusion"], "scheduler": "random",  # how it was found
-     "backend": "trio",          # the anyio backend the schedule was recorded on
+     "backend": "trio",          # the anyio backend it was recorded on (provenance: both replay it)
      "version": "0.1.0",         # the oomactors that wrote it
      "digest": {"config": "…", "seed": "…", ...}}  # a SHA-256 prefix of each field in SEALED
 
@@ -309,14 +309,12 @@ def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
 def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = None,
                  check: bool = True, backend: str | None = None,
                  keep_records: bool = False) -> tuple[Outcome, Any]:
-    """Run a reproducer's config, seed and schedule (strict replay) on the backend it was
-    recorded on, checking its invariant.  Returns the outcome and the RunResult (None if
-    the violation ended it).  Another ``backend`` is refused: the interleaving is the
-    backend's, so the schedule would diverge."""
-    if backend is not None and backend != repro.backend:
-        raise InputError(f"backend: the schedule was recorded on {repro.backend}, not {backend}; "
-                         f"replay it on {repro.backend}")
-    backend = repro.backend
+    """Run a reproducer's config, seed and schedule (strict replay), checking its
+    invariant, on ``backend`` (default: the one it was recorded on).  Returns the outcome
+    and the RunResult (None if the violation ended it).  Either backend will do: the
+    stepper decides who runs, not the event loop, so trio and asyncio give the same trace
+    bytes; the recorded backend stays in the seal as provenance."""
+    backend = backend or repro.backend
     checks = check_names([repro.invariant]) if check else []
     return _run(repro.cfg, seed=repro.seed, checks=checks, scheduler=ReplayScheduler(repro.schedule, strict=True),
                 policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend,

@@ -42,6 +42,8 @@ from .schedule import ReplayScheduler, Schedule, Scheduler
 FORMAT = "oomactors-repro/2"
 # the fields that decide a replay, each sealed by its digest
 SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version")
+# every key a reproducer may hold (another is refused: a typo must not pass for a field)
+KEYS = frozenset((*SEALED, "format", "violation", "events", "checks", "scheduler", "digest"))
 EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating one
 # a reproducer is a config (at most MAX_CONFIG_BYTES of TOML), a short schedule and 40
 # event lines: anything much larger is not one (and /dev/zero must not be read for ever)
@@ -253,6 +255,9 @@ def _validated(path: str | Path, data: Any) -> Repro:
                          "regenerate it with `oomactors explore`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a reproducer (format is not {FORMAT!r})")
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise InputError(f"{path}: {unknown[0]}: unknown key (a reproducer has {', '.join(sorted(KEYS))})")
     for key in ("config", "seed", "schedule", "invariant"):
         if key not in data:
             raise InputError(f"{path}: {key}: missing required key")
@@ -266,6 +271,10 @@ def _validated(path: str | Path, data: Any) -> Repro:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{path}: seed: expected a non-negative integer")
     schedule = Schedule.from_json(data["schedule"], f"{path}: schedule")
+    for n, c in enumerate(schedule.choices):  # explore records every entry in full
+        if c.pid is None or c.point is None:
+            raise InputError(f"{path}: schedule[{n}]: a lenient entry (no pid or point), which explore never "
+                             "writes: a reproducer's entries are [index, pid, point, action]")
     invariant = data["invariant"]
     if not isinstance(invariant, str):
         raise InputError(f"{path}: invariant: expected a string")
@@ -296,6 +305,9 @@ def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
     if not isinstance(digest, dict):
         raise InputError(f"{path}: digest: missing: this reproducer cannot show it was not edited; "
                          "regenerate it with `oomactors explore`")
+    unknown = sorted(set(digest) - set(SEALED), key=str)
+    if unknown:
+        raise InputError(f"{path}: digest: {unknown[0]}: unknown key (the sealed fields are {', '.join(SEALED)})")
     for key in SEALED:
         if digest.get(key) != _digest(data.get(key)):
             raise InputError(f"{path}: {key}: edited since the reproducer was written (its digest does not "

@@ -13,6 +13,19 @@ from oomactors.cli import main
 from oomactors.explore import explore, pct_bound
 
 
+@pytest.fixture(scope="module")
+def found():
+    """A violation of oom_lock_exclusion on PAIR with oom_lock off, and its reproducer."""
+    res = explore(PAIR, ["oom_lock_exclusion"], scheduler="exhaustive", depth=1, budget=400, fixes=OFF)
+    assert res.violation is not None and res.repro is not None
+    return res
+
+
+def _write(path, repro) -> str:
+    path.write_text(json.dumps(repro))
+    return str(path)
+
+
 def _cli(*args: str):
     return CliRunner().invoke(main, list(args))
 
@@ -133,3 +146,26 @@ def test_cluster_addresses_without_a_port_are_one_line(pair_off):
                                     "host:port or local:N"), p.stderr
         p = _cli("compare", str(pair_off), "--cluster", bad)
         assert p.exit_code == 2 and "expected tcp://host:port, host:port or local:N" in p.stderr
+
+
+# --- 7. unknown keys and lenient entries are refused in a reproducer ------------------------
+
+
+def test_unknown_keys_and_lenient_entries_are_refused(found, tmp_path):
+    from oomactors.repro import seal
+    good = _write(tmp_path / "good.json", found.repro)
+    assert _cli("run", "--replay", good).exit_code == 1
+    p = _cli("run", "--replay", _write(tmp_path / "extra.json", {**found.repro, "sead": 4}))
+    assert p.exit_code == 2 and p.stderr.startswith(f"oomactors: error: {tmp_path / 'extra.json'}: sead: "
+                                                    "unknown key (a reproducer has backend, checks, "), p.stderr
+    digest = {**found.repro["digest"], "model2": "0" * 16}
+    p = _cli("run", "--replay", _write(tmp_path / "dig.json", {**found.repro, "digest": digest}))
+    assert p.exit_code == 2 and "dig.json: digest: model2: unknown key (the sealed fields are config, " in p.stderr
+    entry = found.repro["schedule"][0]
+    for lenient in ([entry[0], None, None, "~1"], [entry[0], None, None, -1], [entry[0], entry[1], None, 3]):
+        bad = seal({**found.repro, "schedule": [lenient]})  # sealed as explore would: only the form is wrong
+        p = _cli("run", "--replay", _write(tmp_path / "len.json", bad))
+        assert p.exit_code == 2, (lenient, p.output)
+        assert p.stderr.strip() == (f"oomactors: error: {tmp_path / 'len.json'}: schedule[0]: a lenient entry "
+                                    "(no pid or point), which explore never writes: a reproducer's entries "
+                                    "are [index, pid, point, action]")

@@ -278,6 +278,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     except InputError as err:
         _fail(err)
     cfg = repro.cfg
+    if repro.other_model:  # the model's source changed since: it may no longer reproduce
+        click.echo(f"oomactors: note: {path} was {repro.other_model_text()}", err=True)
     # the reproducer's own backend, unless --backend was given (either gives the same bytes)
     given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
@@ -289,7 +291,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     summary = aggregate.result(seed=repro.seed, reason=result.reason if result is not None else "invariant")
     summary["replay"] = {"file": path, "invariant": repro.invariant, "reproduced": v is not None,
                          "violation": str(v) if v is not None else None,
-                         "schedule": repro.schedule.dumps(), "decisions": outcome.decisions}
+                         "schedule": repro.schedule.dumps(), "decisions": outcome.decisions,
+                         "model": repro.model, "same_model": not repro.other_model}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -297,6 +300,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     if v is not None:
         click.echo(f"oomactors: invariant {repro.invariant} violated (reproduced from {path}): {v}", err=True)
         sys.exit(1)
+    if repro.other_model:  # not "held": a stale reproducer must not pass a CI job
+        _fail(InputError(f"{path}: {repro.other_model_text()}: regenerate the reproducer"))
     click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
                err=True)
 

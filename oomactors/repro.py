@@ -26,6 +26,7 @@ replayed into a silent "did not reproduce".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import deque
@@ -41,7 +42,7 @@ from .schedule import ReplayScheduler, Schedule, Scheduler
 
 FORMAT = "oomactors-repro/2"
 # the fields that decide a replay, each sealed by its digest
-SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version")
+SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version", "model")
 # every key a reproducer may hold (another is refused: a typo must not pass for a field)
 KEYS = frozenset((*SEALED, "format", "violation", "events", "checks", "scheduler", "digest"))
 EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating one
@@ -179,6 +180,38 @@ def project_version() -> str:
         return "unknown"
 
 
+# The modules whose source decides what a run does, given its config, seed and schedule:
+# the kernel model, the actors, the engine (stepper, scheduler, clock, machine, events),
+# config normalization and defaults, the user-space and PSI models, the kill policies,
+# the invariants a replay checks, and the schedule replay itself.  Tools (cli, explore,
+# reports, traces' encoders) are left out: they change no run.
+MODEL_SOURCES = ("oomactors/kernel/", "oomactors/actors/", "policies/", "oomactors/stepper.py",
+                 "oomactors/sched.py", "oomactors/sim.py", "oomactors/machine.py", "oomactors/events.py",
+                 "oomactors/config.py", "oomactors/userspace.py", "oomactors/psi.py", "oomactors/units.py",
+                 "oomactors/invariants.py", "oomactors/oom_invariants.py", "oomactors/schedule.py",
+                 "oomactors/choices.py")
+
+
+@functools.cache
+def model_digest() -> str:
+    """A SHA-256 prefix of the source bytes of :data:`MODEL_SOURCES`, as installed (each
+    file's path and bytes, in path order): a reproducer written by another model says so
+    even when the version number is the same.  Computed once per process (~100 files)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for entry in MODEL_SOURCES:
+        where = root / entry
+        files = sorted(where.rglob("*.py")) if entry.endswith("/") else [where]
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            try:
+                h.update(f.read_bytes())
+            except OSError:  # pragma: no cover - an installation without its sources
+                h.update(b"?")
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
@@ -198,7 +231,7 @@ def make_repro(cfg: Config, *, seed: int, schedule: Schedule, invariant: str, me
                  "invariant": invariant, "violation": message, "events": list(events),
                  "policy": policy_spec(policy), "fixes": dict(fixes or {}),
                  "checks": list(checks or [invariant]), "scheduler": scheduler, "backend": backend,
-                 "version": project_version()})
+                 "version": project_version(), "model": model_digest()})
 
 
 def write_repro(path: str | Path, repro: dict[str, Any]) -> None:
@@ -221,6 +254,15 @@ class Repro:
     checks: list[str]
     raw: dict[str, Any]
     backend: str = "trio"
+    model: str = ""               # the model digest it was recorded with (model_digest())
+
+    @property
+    def other_model(self) -> bool:
+        """Recorded with a model whose source differs from this one's."""
+        return self.model != model_digest()
+
+    def other_model_text(self) -> str:
+        return f"recorded with a different model (digest {self.model}, this is {model_digest()})"
 
 
 def load_repro(path: str | Path) -> Repro:
@@ -294,9 +336,15 @@ def _validated(path: str | Path, data: Any) -> Repro:
     backend = data.get("backend")
     if backend not in ("trio", "asyncio"):
         raise InputError(f"{path}: backend: expected \"trio\" or \"asyncio\"")
+    model = data.get("model")
+    if model is None:
+        raise InputError(f"{path}: model: missing (written before reproducers recorded the model digest): "
+                         "regenerate it with `oomactors explore`")
+    if not isinstance(model, str):
+        raise InputError(f"{path}: model: expected the model digest, a string")
     _check_seal(path, data)
     return Repro(cfg, seed, schedule, invariant, str(data.get("violation", "")), events, policy,
-                 fixes, checks, data, backend)
+                 fixes, checks, data, backend, model)
 
 
 def _check_seal(path: str | Path, data: dict[str, Any]) -> None:

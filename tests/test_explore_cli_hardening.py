@@ -169,3 +169,38 @@ def test_unknown_keys_and_lenient_entries_are_refused(found, tmp_path):
         assert p.stderr.strip() == (f"oomactors: error: {tmp_path / 'len.json'}: schedule[0]: a lenient entry "
                                     "(no pid or point), which explore never writes: a reproducer's entries "
                                     "are [index, pid, point, action]")
+
+
+# --- 8. the model digest: a stale reproducer does not pass ----------------------------------
+
+
+def test_a_reproducer_from_another_model_says_so_and_does_not_pass(found, tmp_path):
+    from oomactors.repro import MODEL_SOURCES, model_digest, seal
+    here = model_digest()
+    assert found.repro["model"] == here and len(here) == 16
+    assert found.repro["digest"]["model"]  # sealed like the other replay-deciding fields
+    assert {"oomactors/kernel/", "oomactors/stepper.py", "oomactors/sched.py"} <= set(MODEL_SOURCES)
+    # the same model: reproduced, exit 1; held (fixed by a kernel fix), exit 0
+    good = _write(tmp_path / "good.json", found.repro)
+    p = _cli("run", "--replay", good)
+    assert p.exit_code == 1 and "different model" not in p.stderr
+    fixed = seal({**found.repro, "fixes": {"oom_lock": True}})
+    p = _cli("run", "--replay", _write(tmp_path / "fixed.json", fixed))
+    assert p.exit_code == 0 and "held: the violation" in p.stderr, p.output
+    # another model: said, and not reproducing is exit 2 (not a passing 'held')
+    other = "0123456789abcdef"
+    p = _cli("run", "--replay", _write(tmp_path / "old.json", seal({**found.repro, "model": other})))
+    assert p.exit_code == 1
+    assert f"note: {tmp_path / 'old.json'} was recorded with a different model (digest {other}, this is {here})" \
+        in p.stderr
+    p = _cli("run", "--replay", _write(tmp_path / "oldfixed.json", seal({**fixed, "model": other})))
+    assert p.exit_code == 2, p.output
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"oomactors: error: {tmp_path / 'oldfixed.json'}: recorded with a different model "
+        f"(digest {other}, this is {here}): regenerate the reproducer")
+    # an edited model field is caught by the seal; a file without one is refused
+    p = _cli("run", "--replay", _write(tmp_path / "edit.json", {**found.repro, "model": other}))
+    assert p.exit_code == 2 and "edit.json: model: edited since" in p.stderr
+    no_model = {k: v for k, v in found.repro.items() if k != "model"}
+    p = _cli("run", "--replay", _write(tmp_path / "none.json", no_model))
+    assert p.exit_code == 2 and "none.json: model: missing" in p.stderr

@@ -204,3 +204,26 @@ def test_a_reproducer_from_another_model_says_so_and_does_not_pass(found, tmp_pa
     no_model = {k: v for k, v in found.repro.items() if k != "model"}
     p = _cli("run", "--replay", _write(tmp_path / "none.json", no_model))
     assert p.exit_code == 2 and "none.json: model: missing" in p.stderr
+
+
+# --- 9. a pick in the wrong form says which form goes where ---------------------------------
+
+
+def test_pick_forms_in_the_wrong_entry_say_which_form_is_allowed_where():
+    from oomactors.errors import InputError
+    from oomactors.schedule import Schedule
+    with pytest.raises(InputError) as e:
+        Schedule.loads("812:may_oom.locked@7=~1")
+    assert str(e.value) == ("schedule: entry 0 '812:may_oom.locked@7=~1': ~1 is the lenient form (INDEX=~J: the "
+                            "J-th other actor offered); a full entry (INDEX:POINT@PID=...) names the actor that "
+                            "runs first as >N (actor N)")
+    with pytest.raises(InputError) as e:
+        Schedule.loads("812=>3")
+    assert str(e.value) == ("schedule: entry 0 '812=>3': >3 names actor N, which only a full entry "
+                            "(INDEX:POINT@PID=>N) can do; a lenient entry (INDEX=...) picks the J-th other actor "
+                            "offered as ~J (J >= 1)")
+    with pytest.raises(InputError, match=r"~0: ~J counts the other actors offered from 1"):
+        Schedule.loads("812=~0")
+    with pytest.raises(InputError, match=r"schedule\[0\]: ~2 is the lenient form"):
+        Schedule.from_json([[812, 7, "may_oom.locked", "~2"]])
+    assert Schedule.loads("812=~2; 900:oom.scan@7=>12").dumps() == "812=~2; 900:oom.scan@7=>12"

@@ -340,7 +340,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .explore import bound_text
+    from .explore import bound_text, per_depth_text
     from .explore import explore as do_explore
     from .explore import reproduce_command, write_repro
 
@@ -388,7 +388,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             state = ("the space is exhausted" if ex["exhausted"] else "cut by --budget" if ex["cut_by_budget"]
                      else "stopped at the first violation")
             click.echo(f"exhaustive search to depth {ex['depth']}: {ex['runs']} schedules run "
-                       f"({' + '.join(map(str, ex['per_depth']))} with 0, 1, ... picks), {ex['pruned']} pruned "
+                       f"({per_depth_text(ex['per_depth'])}), {ex['pruned']} pruned "
                        f"by partial-order reduction{'' if ex['por'] else ' (off)'}; {state}")
         if res.pct is not None:
             click.echo(f"PCT bound: a bug of depth d={res.pct['d']} is found by one run with probability "
@@ -403,8 +403,13 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
         else:
             click.echo(f"{v.invariant} violated at run {v.found_at} (seed {v.seed}): {v.message}")
             shrunk = res.schedule.dumps() if res.schedule else "(none: the seed alone does it)"
-            click.echo(f"schedule ({len(res.found_schedule or ())} choices found, {len(res.schedule or ())} "
-                       f"after {res.shrink_runs} shrinking runs): {shrunk}")
+            if search == "exhaustive":  # not shrunk: every schedule of fewer picks ran first
+                n = len(res.schedule or ())
+                click.echo(f"schedule ({n} pick{'' if n == 1 else 's'}, not shrunk: no schedule with fewer "
+                           f"picks violated it): {shrunk}")
+            else:
+                click.echo(f"schedule ({len(res.found_schedule or ())} choices found, {len(res.schedule or ())} "
+                           f"after {res.shrink_runs} shrinking runs): {shrunk}")
             click.echo("last events:")
             for line in res.repro["events"][-10:]:
                 click.echo(f"  {line}")

@@ -128,6 +128,12 @@ def bound_text(pct: dict[str, Any]) -> str:
     return f"{pct['bound']:.3g}" if pct["bound"] > 0 else f"10^{pct['log10_bound']:.1f}"
 
 
+def per_depth_text(per_depth: list[int]) -> str:
+    """The exhaustive search's runs per number of picks: "1 with no pick, 29 with 1 pick"."""
+    return ", ".join(f"{n} with {'no pick' if d == 0 else f'{d} pick' + ('s' if d > 1 else '')}"
+                     for d, n in enumerate(per_depth))
+
+
 # --- the search -----------------------------------------------------------------------------
 
 
@@ -174,6 +180,14 @@ class _Ctx:
                           policy=self.policy, fixes=self.fixes)
         interrupt.check()  # Ctrl-C ended the run: it says nothing about the schedule
         self.count(out.violation is not None, shrinking, out.coverage)
+        return out
+
+    def confirm(self, seed: int, scheduler: Scheduler) -> Outcome:
+        """A replay of a result already found, for its events: neither a search run nor a
+        shrinking run, so neither budget counts it."""
+        out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler, policy=self.policy,
+                          fixes=self.fixes)
+        interrupt.check()
         return out
 
     def count(self, violated: bool, shrinking: bool, coverage: dict[str, Any] | None = None) -> None:
@@ -335,8 +349,9 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
     found_schedule = out.schedule
     if scheduler not in ("hypothesis", "exhaustive") and out.schedule:
         out = _shrink(ctx, run_seed, out, anchors, shrink_budget)
-    # the result is replayed strictly by index, as `oomactors run --replay` will
-    check = ctx.run(run_seed, ReplayScheduler(out.schedule, strict=True), shrinking=True)
+    # the result is replayed strictly by index, as `oomactors run --replay` will (a check of
+    # the result, not a shrinking run: --shrink-budget does not count it)
+    check = ctx.confirm(run_seed, ReplayScheduler(out.schedule, strict=True))
     if check.invariant != out.invariant:  # pragma: no cover - a determinism bug
         raise OomactorsError(f"the shrunk schedule did not replay: {check.invariant} != {out.invariant}")
     v = check.violation
@@ -492,7 +507,7 @@ def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_se
     except NoSuchExample:
         return None
     run_seed = (base + off) & SEED_MAX
-    out = ctx.run(run_seed, ReplayScheduler(schedule, strict=False), shrinking=True)
+    out = ctx.confirm(run_seed, ReplayScheduler(schedule, strict=False))  # its events, uncounted
     if out.invariant != target.get("name"):  # pragma: no cover - a determinism bug
         raise OomactorsError("the Hypothesis example did not replay")
     return run_seed, out, []

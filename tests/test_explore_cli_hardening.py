@@ -227,3 +227,22 @@ def test_pick_forms_in_the_wrong_entry_say_which_form_is_allowed_where():
     with pytest.raises(InputError, match=r"schedule\[0\]: ~2 is the lenient form"):
         Schedule.from_json([[812, 7, "may_oom.locked", "~2"]])
     assert Schedule.loads("812=~2; 900:oom.scan@7=>12").dumps() == "812=~2; 900:oom.scan@7=>12"
+
+
+# --- 10. --shrink-budget is a bound on shrinking runs; the confirming replay is not one -----
+
+
+def test_shrink_budget_bounds_the_shrinking_runs(found, pair_off, tmp_path):
+    for budget in (0, 1, 3):
+        res = explore(PAIR, ["oom_lock_exclusion"], scheduler="pct", budget=40, seed=0, fixes=OFF,
+                      vary_seed=False, shrink_budget=budget)
+        assert res.violation is not None and res.shrink_runs == budget, (budget, res.shrink_runs)
+        if budget == 0:  # nothing shrunk: the schedule as found is the result, and it replays
+            assert res.schedule == res.found_schedule
+    assert found.shrink_runs == 0 and found.as_json()["result"]["shrink_runs"] == 0
+    p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--scheduler", "exhaustive",
+             "--depth", "1", "--budget", "400", "--out", str(tmp_path / "r.json"))
+    assert p.exit_code == 1
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("schedule ("))
+    assert line.startswith("schedule (1 pick, not shrunk: no schedule with fewer picks violated it): ")
+    assert "shrinking" not in p.stdout

@@ -4,6 +4,8 @@ defect is one line and exit 2, or an honest count, never a crash or a wrong verd
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -246,3 +248,26 @@ def test_shrink_budget_bounds_the_shrinking_runs(found, pair_off, tmp_path):
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("schedule ("))
     assert line.startswith("schedule (1 pick, not shrunk: no schedule with fewer picks violated it): ")
     assert "shrinking" not in p.stdout
+
+
+# --- 11. the output reads as the docs say ----------------------------------------------------
+
+
+def test_run_numbers_and_seeds_read_as_documented(tmp_path):
+    cfg = tmp_path / "seeded.toml"
+    cfg.write_text("[kernel.fixes]\noom_lock = false\n" + PAIR_TEXT.replace("[run]\n", "[run]\nseed = 7\n", 1))
+    p = _cli("explore", str(cfg), "--check", "oom_lock_exclusion", "--scheduler", "pct", "--budget", "60",
+             "--shrink-budget", "0", "--out", str(tmp_path / "r.json"))
+    assert p.exit_code == 1, p.output
+    run, seed = map(int, re.search(r"violated at run (\d+) \(seed (\d+)\)", p.stdout).groups())
+    assert run > 1 and seed == 7 + run - 1  # run 1 is on run.seed, run N on run.seed + N - 1
+    assert json.loads((tmp_path / "r.json").read_text())["seed"] == seed
+    locked = tmp_path / "locked.toml"  # oom_lock on: nothing to find, the budget ends the search
+    locked.write_text(PAIR_TEXT)
+    p = _cli("explore", str(locked), "--check", "oom_lock_exclusion", "--scheduler",
+             "exhaustive", "--depth", "2", "--budget", "30", "-j", "1")
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("exhaustive search"))
+    assert re.fullmatch(r"exhaustive search to depth 2: 30 schedules run \(1 with no pick, 29 with 1 pick\), "
+                        r"\d+ pruned by partial-order reduction; cut by --budget", line), line
+    doc = (Path(__file__).parent.parent / "docs" / "exploring.md").read_text()
+    assert "(1 with no pick, 17 with 1 pick)" in doc and "run.seed + N - 1" in doc and "k = 4448" not in doc

@@ -273,6 +273,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
                         (scheduler_name, "--scheduler")):
         if given is not None:
             _fail(InputError(f"{what} cannot be given with --replay: {path} holds it"))
+    if _given("schedule_seed"):
+        _fail(InputError(f"--schedule-seed cannot be given with --replay: {path} holds the schedule"))
     try:
         repro = load_repro(path)
     except InputError as err:
@@ -304,6 +306,29 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
         _fail(InputError(f"{path}: {repro.other_model_text()}: regenerate the reproducer"))
     click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
                err=True)
+
+
+def _given(name: str) -> bool:
+    """Was option ``name`` given on the command line (not its default)?"""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
+
+
+def _no_idle_options(search: str, depth: int | None, fixed_seed: bool) -> None:
+    """explore: an option the chosen scheduler would ignore is refused (it would do nothing)."""
+    idle = []
+    if depth is not None and search in ("random", "hypothesis"):
+        idle.append(("--depth", "pct and exhaustive"))
+    if _given("por") and search != "exhaustive":
+        idle.append(("--por/--no-por", "exhaustive"))
+    if search == "exhaustive":  # it runs every schedule on the config's own seed, drawing nothing
+        if fixed_seed:
+            idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
+        if _given("seed"):
+            idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
+    if idle:
+        option, where = idle[0]
+        raise InputError(f"{option} does nothing with --scheduler {search}: it is for {where}")
 
 
 @main.command()
@@ -349,6 +374,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
+        _no_idle_options(search, depth, fixed_seed)
         if depth is None:
             depth = 2 if search == "exhaustive" else 3
         elif depth < 1 and search == "pct":

@@ -271,3 +271,40 @@ def test_run_numbers_and_seeds_read_as_documented(tmp_path):
                         r"\d+ pruned by partial-order reduction; cut by --budget", line), line
     doc = (Path(__file__).parent.parent / "docs" / "exploring.md").read_text()
     assert "(1 with no pick, 17 with 1 pick)" in doc and "run.seed + N - 1" in doc and "k = 4448" not in doc
+
+
+# --- 12. an option the command would ignore is refused --------------------------------------
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--scheduler", "random", "--depth", "3"],
+     "--depth does nothing with --scheduler random: it is for pct and exhaustive"),
+    (["--scheduler", "hypothesis", "--depth", "2"],
+     "--depth does nothing with --scheduler hypothesis: it is for pct and exhaustive"),
+    (["--scheduler", "pct", "--no-por"], "--por/--no-por does nothing with --scheduler pct: it is for exhaustive"),
+    (["--por"], "--por/--no-por does nothing with --scheduler random: it is for exhaustive"),
+    (["--scheduler", "exhaustive", "--fixed-seed"], "--fixed-seed does nothing with --scheduler exhaustive: it is "
+     "for random, pct and hypothesis (exhaustive always runs run.seed)"),
+    (["--scheduler", "exhaustive", "--seed", "0"], "--seed does nothing with --scheduler exhaustive: it is for "
+     "random, pct and hypothesis (exhaustive draws nothing)"),
+])
+def test_options_that_would_do_nothing_are_refused(pair_off, args, line):
+    p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", *args)
+    assert p.exit_code == 2, p.output
+    assert p.stderr.strip() == f"oomactors: error: {line}"
+
+
+def test_options_that_do_something_still_run(pair_off, tmp_path):
+    out = str(tmp_path / "r.json")
+    for args in (["--scheduler", "exhaustive", "--depth", "0", "--no-por"],
+                 ["--scheduler", "pct", "--depth", "2", "--seed", "3", "--fixed-seed", "--budget", "2"]):
+        p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", "--out", out, *args)
+        assert p.exit_code in (0, 1), (args, p.output)
+
+
+def test_replay_refuses_a_schedule_seed(found, tmp_path):
+    path = _write(tmp_path / "r.json", found.repro)
+    p = _cli("run", "--replay", path, "--schedule-seed", "4")
+    assert p.exit_code == 2
+    assert p.stderr.strip() == f"oomactors: error: --schedule-seed cannot be given with --replay: {path} holds " \
+                               "the schedule"

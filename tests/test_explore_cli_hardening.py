@@ -308,3 +308,18 @@ def test_replay_refuses_a_schedule_seed(found, tmp_path):
     assert p.exit_code == 2
     assert p.stderr.strip() == f"oomactors: error: --schedule-seed cannot be given with --replay: {path} holds " \
                                "the schedule"
+
+
+def test_no_reap_during_exit_on_a_kernel_that_promises_nothing_is_vacuous(tmp_path):
+    cfg = tmp_path / "p510.toml"  # the default profile, linux-5.10: the oom_reaper reaps at once
+    cfg.write_text(PAIR_TEXT)
+    p = _cli("explore", str(cfg), "--check", "no_reap_during_exit", "--budget", "2", "--strict")
+    assert p.exit_code == 3, p.output
+    assert p.stderr.strip() == ("oomactors: warning: no run reached what no_reap_during_exit guards (a kernel "
+                                "profile with OOM_REAPER_DELAY (reaper_delay_s > 0; this one reaps at once)): "
+                                "the search says nothing about it")
+    # a profile with the delay meets it: the warning, if any, names the reaper's branches instead
+    res = explore(PAIR.model_copy(update={"kernel": PAIR.kernel.model_copy(update={"profile": "linux-6.12"})}),
+                  ["no_reap_during_exit"], budget=2)
+    assert res.coverage["preconditions"] == {"no_reap_during_exit": 2}
+    assert "OOM_REAPER_DELAY" not in str(res.vacuous)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import click
 
-from .cli_errors import OneLineGroup, not_an_input
+from .cli_errors import OneLineGroup, idle_explore_options, not_an_input, option_given
 from .cli_signals import Interrupted, deferred, run_command, stop_if_interrupted
 from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError, OomactorsError
@@ -273,7 +273,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
                         (scheduler_name, "--scheduler")):
         if given is not None:
             _fail(InputError(f"{what} cannot be given with --replay: {path} holds it"))
-    if _given("schedule_seed"):
+    if option_given("schedule_seed"):
         _fail(InputError(f"--schedule-seed cannot be given with --replay: {path} holds the schedule"))
     try:
         repro = load_repro(path)
@@ -283,7 +283,7 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     if repro.other_model:  # the model's source changed since: it may no longer reproduce
         click.echo(f"oomactors: note: {path} was {repro.other_model_text()}", err=True)
     # the reproducer's own backend, unless --backend was given (either gives the same bytes)
-    given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
+    given = option_given("backend")
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         aggregate, sinks = _text_sinks(cfg, sinks, as_json)
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
@@ -306,29 +306,6 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
         _fail(InputError(f"{path}: {repro.other_model_text()}: regenerate the reproducer"))
     click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
                err=True)
-
-
-def _given(name: str) -> bool:
-    """Was option ``name`` given on the command line (not its default)?"""
-    source = click.get_current_context().get_parameter_source(name)
-    return source is not None and source != click.core.ParameterSource.DEFAULT
-
-
-def _no_idle_options(search: str, depth: int | None, fixed_seed: bool) -> None:
-    """explore: an option the chosen scheduler would ignore is refused (it would do nothing)."""
-    idle = []
-    if depth is not None and search in ("random", "hypothesis"):
-        idle.append(("--depth", "pct and exhaustive"))
-    if _given("por") and search != "exhaustive":
-        idle.append(("--por/--no-por", "exhaustive"))
-    if search == "exhaustive":  # it runs every schedule on the config's own seed, drawing nothing
-        if fixed_seed:
-            idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
-        if _given("seed"):
-            idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
-    if idle:
-        option, where = idle[0]
-        raise InputError(f"{option} does nothing with --scheduler {search}: it is for {where}")
 
 
 @main.command()
@@ -365,7 +342,8 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .explore import bound_text, per_depth_text
+    from .exhaustive import per_depth_text
+    from .explore import bound_text
     from .explore import explore as do_explore
     from .explore import reproduce_command, write_repro
 
@@ -374,7 +352,7 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
-        _no_idle_options(search, depth, fixed_seed)
+        idle_explore_options(search, depth, fixed_seed)
         if depth is None:
             depth = 2 if search == "exhaustive" else 3
         elif depth < 1 and search == "pct":

@@ -52,6 +52,30 @@ def not_an_input(out: str | None, option: str, inputs: dict[str, str | None]) ->
             raise InputError(f"{option} {out}: is {what} ({path}); refusing to overwrite an input")
 
 
+def option_given(name: str) -> bool:
+    """Was option ``name`` given on the command line (not its default)?"""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
+
+
+def idle_explore_options(search: str, depth: int | None, fixed_seed: bool) -> None:
+    """explore: an option the chosen scheduler would ignore is refused (it would do nothing)."""
+    idle = []
+    if depth is not None and search in ("random", "hypothesis"):
+        idle.append(("--depth", "pct and exhaustive"))
+    if option_given("por") and search != "exhaustive":
+        idle.append(("--por/--no-por", "exhaustive"))
+    if search == "exhaustive":  # it runs every schedule on the config's own seed, drawing nothing
+        if fixed_seed:
+            idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
+        if option_given("seed"):
+            idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
+    if idle:
+        option, where = idle[0]
+        from .errors import InputError
+        raise InputError(f"{option} does nothing with --scheduler {search}: it is for {where}")
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 

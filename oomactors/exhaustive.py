@@ -352,4 +352,10 @@ def search(ctx: Any, seed: int, depth: int, por: bool) -> tuple[Schedule | None,
     return found, stats
 
 
-__all__ += ["Expanded", "SearchStats", "expand", "search"]
+def per_depth_text(per_depth: list[int]) -> str:
+    """The exhaustive search's runs per number of picks: "1 with no pick, 29 with 1 pick"."""
+    return ", ".join(f"{n} with {'no pick' if d == 0 else f'{d} pick' + ('s' if d > 1 else '')}"
+                     for d, n in enumerate(per_depth))
+
+
+__all__ += ["Expanded", "SearchStats", "expand", "per_depth_text", "search"]

@@ -52,15 +52,14 @@ from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_ru
                     load_repro, make_repro, policy_spec, replay_repro, reproduce_command,
                     write_repro)
 from .schedule import (AnchoredScheduler, Anchoring, PCTScheduler, RandomScheduler,
-                       ReplayScheduler, Schedule, Scheduler, pct_float_bound, pct_log10_bound,
-                       sparse_schedules)
+                       ReplayScheduler, Schedule, Scheduler, bound_text, pct_bound, sparse_schedules)
 
 SEARCHES = ("random", "pct", "hypothesis", "exhaustive")
 
 Progress = Callable[[int, int, int, str], None]  # (runs done, runs planned, violations, phase)
 
 __all__ = ["EVENTS_KEPT", "FORMAT", "SEARCHES", "ExploreResult", "Outcome", "Repro", "Violation",
-           "check_names", "checked_run", "event_lines", "explore", "load_repro", "make_repro",
+           "bound_text", "pct_bound", "check_names", "checked_run", "event_lines", "explore", "load_repro", "make_repro",
            "policy_spec", "replay_repro", "reproduce_command", "write_repro"]
 
 
@@ -113,25 +112,6 @@ class ExploreResult:
         if self.exhaustive is not None:
             out["exhaustive"] = self.exhaustive
         return out
-
-
-def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
-    """PCT's guarantee for a search: a bug of depth d is found by one run with probability
-    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9).  Computed in log
-    space: ``log10_bound`` always holds it, ``bound`` is 0.0 when it underflows a float."""
-    x = pct_log10_bound(n, k, depth)
-    return {"n": n, "k": k, "d": depth, "bound": pct_float_bound(n, k, depth), "log10_bound": round(x, 6)}
-
-
-def bound_text(pct: dict[str, Any]) -> str:
-    """The bound as a number, or as a power of ten when it is below what a float holds."""
-    return f"{pct['bound']:.3g}" if pct["bound"] > 0 else f"10^{pct['log10_bound']:.1f}"
-
-
-def per_depth_text(per_depth: list[int]) -> str:
-    """The exhaustive search's runs per number of picks: "1 with no pick, 29 with 1 pick"."""
-    return ", ".join(f"{n} with {'no pick' if d == 0 else f'{d} pick' + ('s' if d > 1 else '')}"
-                     for d, n in enumerate(per_depth))
 
 
 # --- the search -----------------------------------------------------------------------------

@@ -154,6 +154,19 @@ def pct_float_bound(n: int, k: int, depth: int) -> float:
     return 1.0 / (n * k ** (depth - 1)) if pct_log10_bound(n, k, depth) > -300 else 0.0
 
 
+def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
+    """PCT's guarantee for a search: a bug of depth d is found by one run with probability
+    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9).  Computed in log
+    space: ``log10_bound`` always holds it, ``bound`` is 0.0 when it underflows a float."""
+    x = pct_log10_bound(n, k, depth)
+    return {"n": n, "k": k, "d": depth, "bound": pct_float_bound(n, k, depth), "log10_bound": round(x, 6)}
+
+
+def bound_text(pct: dict[str, Any]) -> str:
+    """The bound as a number, or as a power of ten when it is below what a float holds."""
+    return f"{pct['bound']:.3g}" if pct["bound"] > 0 else f"10^{pct['log10_bound']:.1f}"
+
+
 class PCTScheduler(Scheduler):
     """PCT (Burckhardt et al., ASPLOS 2010) over the actors' choice surface.
 

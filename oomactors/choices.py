@@ -82,9 +82,14 @@ def _parse_action(text: str, lenient: bool, where: str) -> int:
     n = int(text[1:])
     if text[0] == "+":
         return _check_action(n, where)
-    if (text[0] == "~") != lenient or (lenient and n < 1):
-        raise InputError(f"{where}: {'~J (J >= 1)' if lenient else '>N'} is how "
-                         f"{'a lenient' if lenient else 'a full'} entry names the actor that runs first")
+    if text[0] == "~" and not lenient:
+        raise InputError(f"{where}: {text} is the lenient form (INDEX=~J: the J-th other actor offered); "
+                         f"a full entry (INDEX:POINT@PID=...) names the actor that runs first as >N (actor N)")
+    if text[0] == ">" and lenient:
+        raise InputError(f"{where}: {text} names actor N, which only a full entry (INDEX:POINT@PID=>N) can do; "
+                         f"a lenient entry (INDEX=...) picks the J-th other actor offered as ~J (J >= 1)")
+    if lenient and n < 1:
+        raise InputError(f"{where}: {text}: ~J counts the other actors offered from 1, so J must be at least 1")
     return pick(n)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import click
 
-from .cli_errors import OneLineGroup
+from .cli_errors import OneLineGroup, idle_explore_options, not_an_input, option_given
 from .cli_signals import Interrupted, deferred, run_command, stop_if_interrupted
 from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError, OomactorsError
@@ -85,6 +85,12 @@ def run(config: str | None, seed: int | None, trace_path: str | None, as_json: b
         policy_spec: str | None, replay_path: str | None = None, scheduler_name: str | None = None,
         schedule_seed: int = 0, perfetto: str | None = None) -> None:
     """Simulate CONFIG (default: the embedded quickstart config)."""
+    inputs = {"the config": config, "the reproducer": replay_path}
+    try:
+        not_an_input(trace_path, "--trace", inputs)
+        not_an_input(perfetto, "--perfetto", {**inputs, "the --trace file": trace_path})
+    except InputError as err:
+        _fail(err)
     if perfetto is not None:  # the same run, its trace then converted (oomactors/cli_observe.py)
         from .cli_observe import perfetto_output
         with perfetto_output(perfetto, trace_path) as path:
@@ -267,13 +273,17 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
                         (scheduler_name, "--scheduler")):
         if given is not None:
             _fail(InputError(f"{what} cannot be given with --replay: {path} holds it"))
+    if option_given("schedule_seed"):
+        _fail(InputError(f"--schedule-seed cannot be given with --replay: {path} holds the schedule"))
     try:
         repro = load_repro(path)
     except InputError as err:
         _fail(err)
     cfg = repro.cfg
-    # the reproducer's own backend, unless --backend was given (then it must be the same)
-    given = click.get_current_context().get_parameter_source("backend") != click.core.ParameterSource.DEFAULT
+    if repro.other_model:  # the model's source changed since: it may no longer reproduce
+        click.echo(f"oomactors: note: {path} was {repro.other_model_text()}", err=True)
+    # the reproducer's own backend, unless --backend was given (either gives the same bytes)
+    given = option_given("backend")
     with _tracing(trace_path, repro.seed, cfg, where=f"{path}: ") as sinks, deferred():
         aggregate, sinks = _text_sinks(cfg, sinks, as_json)
         outcome, result = replay_repro(repro, sinks=sinks, backend=backend if given else None)
@@ -283,7 +293,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     summary = aggregate.result(seed=repro.seed, reason=result.reason if result is not None else "invariant")
     summary["replay"] = {"file": path, "invariant": repro.invariant, "reproduced": v is not None,
                          "violation": str(v) if v is not None else None,
-                         "schedule": repro.schedule.dumps(), "decisions": outcome.decisions}
+                         "schedule": repro.schedule.dumps(), "decisions": outcome.decisions,
+                         "model": repro.model, "same_model": not repro.other_model}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -291,6 +302,8 @@ def _run_replay(path: str, config: str | None, seed: int | None, trace_path: str
     if v is not None:
         click.echo(f"oomactors: invariant {repro.invariant} violated (reproduced from {path}): {v}", err=True)
         sys.exit(1)
+    if repro.other_model:  # not "held": a stale reproducer must not pass a CI job
+        _fail(InputError(f"{path}: {repro.other_model_text()}: regenerate the reproducer"))
     click.echo(f"oomactors: invariant {repro.invariant} held: the violation in {path} did not reproduce",
                err=True)
 
@@ -329,6 +342,8 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .exhaustive import per_depth_text
+    from .explore import bound_text
     from .explore import explore as do_explore
     from .explore import reproduce_command, write_repro
 
@@ -337,10 +352,12 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
 
     names = [n.strip() for c in checks for n in c.split(",") if n.strip()]
     try:
+        idle_explore_options(search, depth, fixed_seed)
         if depth is None:
             depth = 2 if search == "exhaustive" else 3
         elif depth < 1 and search == "pct":
             raise InputError(f"--depth: PCT's depth must be at least 1, not {depth}")
+        not_an_input(out_path, "--out", {"the config": config})
         _check_writable(out_path, "reproducer")  # not after the whole search
         names = check_names(names)
         jobs, cluster = jobs_option(jobs, cluster)
@@ -375,11 +392,11 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             state = ("the space is exhausted" if ex["exhausted"] else "cut by --budget" if ex["cut_by_budget"]
                      else "stopped at the first violation")
             click.echo(f"exhaustive search to depth {ex['depth']}: {ex['runs']} schedules run "
-                       f"({' + '.join(map(str, ex['per_depth']))} with 0, 1, ... picks), {ex['pruned']} pruned "
+                       f"({per_depth_text(ex['per_depth'])}), {ex['pruned']} pruned "
                        f"by partial-order reduction{'' if ex['por'] else ' (off)'}; {state}")
         if res.pct is not None:
             click.echo(f"PCT bound: a bug of depth d={res.pct['d']} is found by one run with probability "
-                       f"at least 1/(n*k^(d-1)) = {res.pct['bound']:.3g}")
+                       f"at least 1/(n*k^(d-1)) = {bound_text(res.pct)}")
         cov = res.coverage
         click.echo(f"reached {len(cov['points'])} of {len(POINTS)} scheduling points and "
                    f"{len(cov['branches'])} kernel branches; {cov['oom_invocations']} out_of_memory calls, "
@@ -390,8 +407,13 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
         else:
             click.echo(f"{v.invariant} violated at run {v.found_at} (seed {v.seed}): {v.message}")
             shrunk = res.schedule.dumps() if res.schedule else "(none: the seed alone does it)"
-            click.echo(f"schedule ({len(res.found_schedule or ())} choices found, {len(res.schedule or ())} "
-                       f"after {res.shrink_runs} shrinking runs): {shrunk}")
+            if search == "exhaustive":  # not shrunk: every schedule of fewer picks ran first
+                n = len(res.schedule or ())
+                click.echo(f"schedule ({n} pick{'' if n == 1 else 's'}, not shrunk: no schedule with fewer "
+                           f"picks violated it): {shrunk}")
+            else:
+                click.echo(f"schedule ({len(res.found_schedule or ())} choices found, {len(res.schedule or ())} "
+                           f"after {res.shrink_runs} shrinking runs): {shrunk}")
             click.echo("last events:")
             for line in res.repro["events"][-10:]:
                 click.echo(f"  {line}")
@@ -447,6 +469,10 @@ def compare_cmd(configs: tuple[str, ...], specs: tuple[str, ...], seeds: int, fi
 
     if first_seed + seeds - 1 > _SEED.max:
         _fail(InputError(f"--first-seed {first_seed} + --seeds {seeds} goes past the largest seed (2^64 - 1)"))
+    try:
+        not_an_input(plot_path, "--plot", {f"config {c}": c for c in configs})
+    except InputError as err:
+        _fail(err)
     image_path_ok(plot_path)  # a bad --plot fails now, not after the runs
     err_console = Console(stderr=True)
     progress = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),

@@ -32,6 +32,50 @@ EXIT_INTERRUPTED = 130
 DEBUG_ENV = "OOMACTORS_DEBUG"
 
 
+def not_an_input(out: str | None, option: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an output path that is one of the command's inputs (``inputs``: what each is
+    called -> its path): writing it would destroy the input.  Symlinks and other spellings
+    of the same file count (:func:`os.path.samefile` when both exist)."""
+    from .errors import InputError
+    if out is None or out == "-":
+        return
+    for what, path in inputs.items():
+        if path is None or path == "-":
+            continue
+        same = os.path.realpath(out) == os.path.realpath(path)
+        if not same and os.path.exists(out) and os.path.exists(path):
+            try:
+                same = os.path.samefile(out, path)
+            except OSError:
+                same = False
+        if same:
+            raise InputError(f"{option} {out}: is {what} ({path}); refusing to overwrite an input")
+
+
+def option_given(name: str) -> bool:
+    """Was option ``name`` given on the command line (not its default)?"""
+    source = click.get_current_context().get_parameter_source(name)
+    return source is not None and source != click.core.ParameterSource.DEFAULT
+
+
+def idle_explore_options(search: str, depth: int | None, fixed_seed: bool) -> None:
+    """explore: an option the chosen scheduler would ignore is refused (it would do nothing)."""
+    idle = []
+    if depth is not None and search in ("random", "hypothesis"):
+        idle.append(("--depth", "pct and exhaustive"))
+    if option_given("por") and search != "exhaustive":
+        idle.append(("--por/--no-por", "exhaustive"))
+    if search == "exhaustive":  # it runs every schedule on the config's own seed, drawing nothing
+        if fixed_seed:
+            idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
+        if option_given("seed"):
+            idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
+    if idle:
+        option, where = idle[0]
+        from .errors import InputError
+        raise InputError(f"{option} does nothing with --scheduler {search}: it is for {where}")
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -47,8 +47,10 @@ def trace_export(path: str, fmt: str | None, out: str) -> None:
     """Convert a trace file for other tools: Perfetto (open it at ui.perfetto.dev), or one
     flat table of every event as Parquet or CSV."""
     from .api import load_trace
+    from .cli_errors import not_an_input
     from .export import format_for
     try:
+        not_an_input(out, "--output", {"the trace": path})
         fmt = format_for(out, fmt)
         _need(*{"perfetto": ("perfetto", "perfetto"), "parquet": ("pyarrow", "frames"),
                 "csv": ("pandas", "frames")}[fmt])
@@ -81,8 +83,10 @@ def plot_cmd(path: str, out: str, width: float, dpi: int, top: int) -> None:
     tasks' RSS, PSI and memory cgroups."""
     _need("matplotlib", "plot")
     from .api import load_trace
+    from .cli_errors import not_an_input
     from .plot import MAX_PIXELS, check_image_path
     try:
+        not_an_input(out, "--output", {"the trace": path})
         if width * dpi > MAX_PIXELS:
             raise InputError(f"--width {width:g} at --dpi {dpi} is {width * dpi:,.0f} pixels wide; "
                              f"at most {MAX_PIXELS:,}")

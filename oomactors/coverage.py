@@ -13,7 +13,7 @@ each invariant watches: a search whose runs reached none of them is *vacuous*.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .events import EVENT_ID
 
@@ -68,6 +68,15 @@ GUARDS: dict[str, tuple[str, ...]] = {
     # page_conservation and commit_accounting watch every event: never vacuous
 }
 
+# What must hold of a run's machine for an invariant to promise anything at all (its
+# checker returns early otherwise): a search none of whose runs met it is vacuous however
+# many guarded branches it reached.  invariant -> (what it needs, in words; the test)
+PRECONDITIONS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    # NoReapDuringExit: only an era with OOM_REAPER_DELAY (5.18+) promises it (5.10 reaps at once)
+    "no_reap_during_exit": ("a kernel profile with OOM_REAPER_DELAY (reaper_delay_s > 0; this one reaps at once)",
+                            lambda m: bool(getattr(getattr(m, "profile", None), "reaper_delay_s", 0))),
+}
+
 
 def _by_event() -> dict[int, str]:
     plain = {
@@ -103,6 +112,7 @@ class Coverage:
     def __init__(self) -> None:
         self.points: dict[str, int] = {}
         self.branches: dict[str, int] = {}
+        self.preconditions: dict[str, int] = {}   # invariant -> runs that met its precondition
         self.runs = 0
 
     def __call__(self, rec: tuple) -> None:
@@ -122,13 +132,16 @@ class Coverage:
         for name, n in getattr(m, "branches", {}).items():
             if n:
                 self.branches[name] = self.branches.get(name, 0) + n
+        for name, (_, holds) in PRECONDITIONS.items():
+            if holds(m):
+                self.preconditions[name] = self.preconditions.get(name, 0) + 1
 
     def merge(self, other: "Coverage | dict[str, Any]") -> None:
         data = other.as_dict() if isinstance(other, Coverage) else other
         self.runs += data["runs"]
-        for key in ("points", "branches"):
+        for key in ("points", "branches", "preconditions"):
             mine = getattr(self, key)
-            for name, n in data[key].items():
+            for name, n in data.get(key, {}).items():
                 mine[name] = mine.get(name, 0) + n
 
     @property
@@ -143,7 +156,11 @@ class Coverage:
         """The invariants (of ``checks``) whose guarded branches no run reached, with them."""
         out = {}
         for name in checks:
-            guarded = GUARDS.get(name.split(":", 1)[0], ())
+            base = name.split(":", 1)[0]
+            if base in PRECONDITIONS and self.runs and not self.preconditions.get(base):
+                out[name] = (PRECONDITIONS[base][0],)
+                continue
+            guarded = GUARDS.get(base, ())
             if guarded and not any(self.branches.get(b) for b in guarded):
                 out[name] = guarded
         return out
@@ -151,4 +168,5 @@ class Coverage:
     def as_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "points": dict(sorted(self.points.items())),
                 "branches": {b: self.branches[b] for b in BRANCHES if self.branches.get(b)},
-                "oom_invocations": self.oom_invocations, "kills": self.kills}
+                "oom_invocations": self.oom_invocations, "kills": self.kills,
+                "preconditions": dict(sorted(self.preconditions.items()))}

@@ -337,6 +337,12 @@ def search(ctx: Any, seed: int, depth: int, por: bool) -> tuple[Schedule | None,
                 stats.pruned += res.pruned
             if found is not None:
                 break
+            # the budget is spent: a cut if any schedule is left unrun (checked here, not only
+            # at a batch start, since a last batch that exactly fills the budget, or one that
+            # the budget shortened, leaves no next batch to notice it)
+            if ctx.runs >= ctx.budget and (start + len(batch) < len(level) or nxt):
+                stats.cut = True
+                break
         if found is not None or stats.cut:
             break
         level = nxt
@@ -346,4 +352,10 @@ def search(ctx: Any, seed: int, depth: int, por: bool) -> tuple[Schedule | None,
     return found, stats
 
 
-__all__ += ["Expanded", "SearchStats", "expand", "search"]
+def per_depth_text(per_depth: list[int]) -> str:
+    """The exhaustive search's runs per number of picks: "1 with no pick, 29 with 1 pick"."""
+    return ", ".join(f"{n} with {'no pick' if d == 0 else f'{d} pick' + ('s' if d > 1 else '')}"
+                     for d, n in enumerate(per_depth))
+
+
+__all__ += ["Expanded", "SearchStats", "expand", "per_depth_text", "search"]

@@ -52,14 +52,14 @@ from .repro import (EVENTS_KEPT, FORMAT, Outcome, Repro, check_names, checked_ru
                     load_repro, make_repro, policy_spec, replay_repro, reproduce_command,
                     write_repro)
 from .schedule import (AnchoredScheduler, Anchoring, PCTScheduler, RandomScheduler,
-                       ReplayScheduler, Schedule, Scheduler, sparse_schedules)
+                       ReplayScheduler, Schedule, Scheduler, bound_text, pct_bound, sparse_schedules)
 
 SEARCHES = ("random", "pct", "hypothesis", "exhaustive")
 
 Progress = Callable[[int, int, int, str], None]  # (runs done, runs planned, violations, phase)
 
 __all__ = ["EVENTS_KEPT", "FORMAT", "SEARCHES", "ExploreResult", "Outcome", "Repro", "Violation",
-           "check_names", "checked_run", "event_lines", "explore", "load_repro", "make_repro",
+           "bound_text", "pct_bound", "check_names", "checked_run", "event_lines", "explore", "load_repro", "make_repro",
            "policy_spec", "replay_repro", "reproduce_command", "write_repro"]
 
 
@@ -114,12 +114,6 @@ class ExploreResult:
         return out
 
 
-def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
-    """PCT's guarantee for a search: a bug of depth d is found by one run with probability
-    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9)."""
-    return {"n": n, "k": k, "d": depth, "bound": 1.0 / (n * k ** (depth - 1))}
-
-
 # --- the search -----------------------------------------------------------------------------
 
 
@@ -166,6 +160,14 @@ class _Ctx:
                           policy=self.policy, fixes=self.fixes)
         interrupt.check()  # Ctrl-C ended the run: it says nothing about the schedule
         self.count(out.violation is not None, shrinking, out.coverage)
+        return out
+
+    def confirm(self, seed: int, scheduler: Scheduler) -> Outcome:
+        """A replay of a result already found, for its events: neither a search run nor a
+        shrinking run, so neither budget counts it."""
+        out = checked_run(self.cfg, seed=seed, checks=self.checks, scheduler=scheduler, policy=self.policy,
+                          fixes=self.fixes)
+        interrupt.check()
         return out
 
     def count(self, violated: bool, shrinking: bool, coverage: dict[str, Any] | None = None) -> None:
@@ -278,6 +280,9 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
         k = max(1, first.decisions)
         n = extra["actors"] = max(1, first.machine.sched.stepper.spawned)
         if scheduler == "pct":
+            if depth - 1 > k:  # PCT draws min(d-1, k) change points: a larger d is not the d used
+                raise InputError(f"--depth: PCT draws d-1 change points among the k={k} decision points of a "
+                                 f"run, so d can be at most k+1={k + 1}, not {depth}")
             extra["pct"] = pct_bound(n, k, depth)
     if first is None:
         pass
@@ -324,8 +329,9 @@ def _explore(cfg: Config, checks: list[str], scheduler: str, budget: int, seed: 
     found_schedule = out.schedule
     if scheduler not in ("hypothesis", "exhaustive") and out.schedule:
         out = _shrink(ctx, run_seed, out, anchors, shrink_budget)
-    # the result is replayed strictly by index, as `oomactors run --replay` will
-    check = ctx.run(run_seed, ReplayScheduler(out.schedule, strict=True), shrinking=True)
+    # the result is replayed strictly by index, as `oomactors run --replay` will (a check of
+    # the result, not a shrinking run: --shrink-budget does not count it)
+    check = ctx.confirm(run_seed, ReplayScheduler(out.schedule, strict=True))
     if check.invariant != out.invariant:  # pragma: no cover - a determinism bug
         raise OomactorsError(f"the shrunk schedule did not replay: {check.invariant} != {out.invariant}")
     v = check.violation
@@ -481,7 +487,7 @@ def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_se
     except NoSuchExample:
         return None
     run_seed = (base + off) & SEED_MAX
-    out = ctx.run(run_seed, ReplayScheduler(schedule, strict=False), shrinking=True)
+    out = ctx.confirm(run_seed, ReplayScheduler(schedule, strict=False))  # its events, uncounted
     if out.invariant != target.get("name"):  # pragma: no cover - a determinism bug
         raise OomactorsError("the Hypothesis example did not replay")
     return run_seed, out, []

@@ -13,7 +13,7 @@ is a JSON object::
      "policy": null,             # --policy spec, or null for the config's own
      "fixes": {"oom_lock": false},  # kernel fixes switched by the caller (sim.run fixes=)
      "checks": ["oom_lock_exclusion"], "scheduler": "random",  # how it was found
-     "backend": "trio",          # the anyio backend the schedule was recorded on
+     "backend": "trio",          # the anyio backend it was recorded on (provenance: both replay it)
      "version": "0.1.0",         # the oomactors that wrote it
      "digest": {"config": "…", "seed": "…", ...}}  # a SHA-256 prefix of each field in SEALED
 
@@ -26,6 +26,7 @@ replayed into a silent "did not reproduce".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import deque
@@ -41,8 +42,13 @@ from .schedule import ReplayScheduler, Schedule, Scheduler
 
 FORMAT = "oomactors-repro/2"
 # the fields that decide a replay, each sealed by its digest
-SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version")
+SEALED = ("config", "seed", "schedule", "invariant", "policy", "fixes", "backend", "version", "model")
+# every key a reproducer may hold (another is refused: a typo must not pass for a field)
+KEYS = frozenset((*SEALED, "format", "violation", "events", "checks", "scheduler", "digest"))
 EVENTS_KEPT = 40  # events written to a reproducer, ending with the violating one
+# a reproducer is a config (at most MAX_CONFIG_BYTES of TOML), a short schedule and 40
+# event lines: anything much larger is not one (and /dev/zero must not be read for ever)
+MAX_REPRO_BYTES = 8 * 1024 * 1024
 
 
 # --- one checked run ----------------------------------------------------------------------
@@ -174,6 +180,38 @@ def project_version() -> str:
         return "unknown"
 
 
+# The modules whose source decides what a run does, given its config, seed and schedule:
+# the kernel model, the actors, the engine (stepper, scheduler, clock, machine, events),
+# config normalization and defaults, the user-space and PSI models, the kill policies,
+# the invariants a replay checks, and the schedule replay itself.  Tools (cli, explore,
+# reports, traces' encoders) are left out: they change no run.
+MODEL_SOURCES = ("oomactors/kernel/", "oomactors/actors/", "policies/", "oomactors/stepper.py",
+                 "oomactors/sched.py", "oomactors/sim.py", "oomactors/machine.py", "oomactors/events.py",
+                 "oomactors/config.py", "oomactors/userspace.py", "oomactors/psi.py", "oomactors/units.py",
+                 "oomactors/invariants.py", "oomactors/oom_invariants.py", "oomactors/schedule.py",
+                 "oomactors/choices.py")
+
+
+@functools.cache
+def model_digest() -> str:
+    """A SHA-256 prefix of the source bytes of :data:`MODEL_SOURCES`, as installed (each
+    file's path and bytes, in path order): a reproducer written by another model says so
+    even when the version number is the same.  Computed once per process (~100 files)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for entry in MODEL_SOURCES:
+        where = root / entry
+        files = sorted(where.rglob("*.py")) if entry.endswith("/") else [where]
+        for f in files:
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            try:
+                h.update(f.read_bytes())
+            except OSError:  # pragma: no cover - an installation without its sources
+                h.update(b"?")
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
@@ -193,7 +231,7 @@ def make_repro(cfg: Config, *, seed: int, schedule: Schedule, invariant: str, me
                  "invariant": invariant, "violation": message, "events": list(events),
                  "policy": policy_spec(policy), "fixes": dict(fixes or {}),
                  "checks": list(checks or [invariant]), "scheduler": scheduler, "backend": backend,
-                 "version": project_version()})
+                 "version": project_version(), "model": model_digest()})
 
 
 def write_repro(path: str | Path, repro: dict[str, Any]) -> None:
@@ -216,26 +254,52 @@ class Repro:
     checks: list[str]
     raw: dict[str, Any]
     backend: str = "trio"
+    model: str = ""               # the model digest it was recorded with (model_digest())
+
+    @property
+    def other_model(self) -> bool:
+        """Recorded with a model whose source differs from this one's."""
+        return self.model != model_digest()
+
+    def other_model_text(self) -> str:
+        return f"recorded with a different model (digest {self.model}, this is {model_digest()})"
 
 
 def load_repro(path: str | Path) -> Repro:
     """Read and validate a reproducer file (InputError naming the file and key)."""
+    try:
+        with open(path, "rb") as f:  # a bounded read: /dev/zero has no size to stat
+            raw = f.read(MAX_REPRO_BYTES + 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read reproducer: {e.strerror or e}") from e
+    if len(raw) > MAX_REPRO_BYTES:
+        raise InputError(f"{path}: not a reproducer: larger than {MAX_REPRO_BYTES // 1024 // 1024} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a reproducer: not UTF-8 text (byte {e.start})") from e
+    except RecursionError as e:
+        raise InputError(f"{path}: not a reproducer: JSON nested too deeply") from e
+    except ValueError as e:
+        raise InputError(f"{path}: not a reproducer: bad JSON: {e}") from e
+    try:
+        return _validated(path, data)
+    except RecursionError as e:  # nesting inside a field, below json's own limit
+        raise InputError(f"{path}: not a reproducer: nested too deeply") from e
+
+
+def _validated(path: str | Path, data: Any) -> Repro:
     from pydantic import ValidationError
 
     from .config import _format_error
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read reproducer: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: cannot read reproducer: not UTF-8 text") from e
-    except ValueError as e:
-        raise InputError(f"{path}: not a reproducer: bad JSON: {e}") from e
     if isinstance(data, dict) and data.get("format") == "oomactors-repro/1":
         raise InputError(f"{path}: format: written by an older oomactors (oomactors-repro/1, without a digest): "
                          "regenerate it with `oomactors explore`")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path}: not a reproducer (format is not {FORMAT!r})")
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise InputError(f"{path}: {unknown[0]}: unknown key (a reproducer has {', '.join(sorted(KEYS))})")
     for key in ("config", "seed", "schedule", "invariant"):
         if key not in data:
             raise InputError(f"{path}: {key}: missing required key")
@@ -249,6 +313,10 @@ def load_repro(path: str | Path) -> Repro:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{path}: seed: expected a non-negative integer")
     schedule = Schedule.from_json(data["schedule"], f"{path}: schedule")
+    for n, c in enumerate(schedule.choices):  # explore records every entry in full
+        if c.pid is None or c.point is None:
+            raise InputError(f"{path}: schedule[{n}]: a lenient entry (no pid or point), which explore never "
+                             "writes: a reproducer's entries are [index, pid, point, action]")
     invariant = data["invariant"]
     if not isinstance(invariant, str):
         raise InputError(f"{path}: invariant: expected a string")
@@ -268,9 +336,15 @@ def load_repro(path: str | Path) -> Repro:
     backend = data.get("backend")
     if backend not in ("trio", "asyncio"):
         raise InputError(f"{path}: backend: expected \"trio\" or \"asyncio\"")
+    model = data.get("model")
+    if model is None:
+        raise InputError(f"{path}: model: missing (written before reproducers recorded the model digest): "
+                         "regenerate it with `oomactors explore`")
+    if not isinstance(model, str):
+        raise InputError(f"{path}: model: expected the model digest, a string")
     _check_seal(path, data)
     return Repro(cfg, seed, schedule, invariant, str(data.get("violation", "")), events, policy,
-                 fixes, checks, data, backend)
+                 fixes, checks, data, backend, model)
 
 
 def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
@@ -279,6 +353,9 @@ def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
     if not isinstance(digest, dict):
         raise InputError(f"{path}: digest: missing: this reproducer cannot show it was not edited; "
                          "regenerate it with `oomactors explore`")
+    unknown = sorted(set(digest) - set(SEALED), key=str)
+    if unknown:
+        raise InputError(f"{path}: digest: {unknown[0]}: unknown key (the sealed fields are {', '.join(SEALED)})")
     for key in SEALED:
         if digest.get(key) != _digest(data.get(key)):
             raise InputError(f"{path}: {key}: edited since the reproducer was written (its digest does not "
@@ -292,14 +369,12 @@ def _check_seal(path: str | Path, data: dict[str, Any]) -> None:
 def replay_repro(repro: Repro, *, sinks: list[Callable[[tuple], None]] | None = None,
                  check: bool = True, backend: str | None = None,
                  keep_records: bool = False) -> tuple[Outcome, Any]:
-    """Run a reproducer's config, seed and schedule (strict replay) on the backend it was
-    recorded on, checking its invariant.  Returns the outcome and the RunResult (None if
-    the violation ended it).  Another ``backend`` is refused: the interleaving is the
-    backend's, so the schedule would diverge."""
-    if backend is not None and backend != repro.backend:
-        raise InputError(f"backend: the schedule was recorded on {repro.backend}, not {backend}; "
-                         f"replay it on {repro.backend}")
-    backend = repro.backend
+    """Run a reproducer's config, seed and schedule (strict replay), checking its
+    invariant, on ``backend`` (default: the one it was recorded on).  Returns the outcome
+    and the RunResult (None if the violation ended it).  Either backend will do: the
+    stepper decides who runs, not the event loop, so trio and asyncio give the same trace
+    bytes; the recorded backend stays in the seal as provenance."""
+    backend = backend or repro.backend
     checks = check_names([repro.invariant]) if check else []
     return _run(repro.cfg, seed=repro.seed, checks=checks, scheduler=ReplayScheduler(repro.schedule, strict=True),
                 policy=repro.policy, fixes=repro.fixes or None, sinks=sinks, backend=backend,

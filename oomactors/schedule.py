@@ -53,6 +53,7 @@ its next decision point.  Holds remain for the random and Hypothesis searches.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -141,6 +142,31 @@ class RandomScheduler(Scheduler):
         return self.choose(index, pid, point, [])
 
 
+def pct_log10_bound(n: int, k: int, depth: int) -> float:
+    """log10 of PCT's bound 1/(n*k^(d-1)), computed in log space: k^(d-1) overflows a float
+    (and takes long as an integer) for the depths a user may type."""
+    return -(math.log10(n) + (depth - 1) * math.log10(k))
+
+
+def pct_float_bound(n: int, k: int, depth: int) -> float:
+    """The bound as a float (exactly 1/(n*k^(d-1)) as floats divide), 0.0 when it is below
+    what a float holds (the power is then never computed)."""
+    return 1.0 / (n * k ** (depth - 1)) if pct_log10_bound(n, k, depth) > -300 else 0.0
+
+
+def pct_bound(n: int, k: int, depth: int) -> dict[str, Any]:
+    """PCT's guarantee for a search: a bug of depth d is found by one run with probability
+    at least 1/(n*k^(d-1)) (Burckhardt et al., ASPLOS 2010, theorem 9).  Computed in log
+    space: ``log10_bound`` always holds it, ``bound`` is 0.0 when it underflows a float."""
+    x = pct_log10_bound(n, k, depth)
+    return {"n": n, "k": k, "d": depth, "bound": pct_float_bound(n, k, depth), "log10_bound": round(x, 6)}
+
+
+def bound_text(pct: dict[str, Any]) -> str:
+    """The bound as a number, or as a power of ten when it is below what a float holds."""
+    return f"{pct['bound']:.3g}" if pct["bound"] > 0 else f"10^{pct['log10_bound']:.1f}"
+
+
 class PCTScheduler(Scheduler):
     """PCT (Burckhardt et al., ASPLOS 2010) over the actors' choice surface.
 
@@ -174,8 +200,9 @@ class PCTScheduler(Scheduler):
 
     @property
     def bound(self) -> float:
-        """The paper's lower bound on finding a bug of depth d in one run."""
-        return 1.0 / (self.n * self.k ** (self.depth - 1))
+        """The paper's lower bound on finding a bug of depth d in one run (0.0 when it is
+        below what a float holds: :func:`pct_log10_bound` has it)."""
+        return pct_float_bound(self.n, self.k, self.depth)
 
     def _priority(self, actor: int) -> float:
         p = self.prio.get(actor)

@@ -62,8 +62,17 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
         if not count.isdigit() or not 1 <= int(count) <= 1024:
             raise InputError(f"--cluster {spec}: local:N needs N worker processes, 1 to 1024")
         return "local", int(count)
+    forms = "expected tcp://host:port, host:port or local:N"
     if not spec or any(c.isspace() for c in spec):
-        raise InputError(f"--cluster {spec!r}: expected a scheduler address (tcp://host:8786) or local:N")
+        raise InputError(f"--cluster {spec!r}: {forms}")
+    from urllib.parse import urlsplit
+    try:  # the scheme is Dask's (tcp://, tls://, ...); a host and a port are needed whatever it is
+        url = urlsplit(spec if "://" in spec else f"tcp://{spec}")
+        port = url.port
+    except ValueError:
+        port = None
+    if not url.scheme or not url.hostname or port is None or not 1 <= port <= 65535 or url.path not in ("", "/"):
+        raise InputError(f"--cluster {spec}: {forms}")
     return "address", spec
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pytest
 from helpers import events
@@ -176,7 +177,8 @@ def test_pct_finds_a_race_that_needs_a_choice_and_states_its_bound():
     assert res.violation is not None and res.violation.invariant == "oom_lock_exclusion"
     doc = res.as_json()
     n, k = doc["actors"], doc["decisions"]
-    assert doc["pct"] == {"n": n, "k": k, "d": 3, "bound": 1 / (n * k ** 2)}
+    assert doc["pct"] == {"n": n, "k": k, "d": 3, "bound": 1 / (n * k ** 2),
+                          "log10_bound": pytest.approx(-math.log10(n * k ** 2), abs=1e-5)}
     assert any(c.action <= -2 for c in res.schedule)
 
 

@@ -184,10 +184,11 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     while done < pages:
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         zone = fault_pages_nowait(m, task, mm, nr, order, kind, gfp_mask)
-        if zone is not None:
-            got = nr << order
+        if zone is None or zone is FAST_FAILED:
+            zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask,
+                                          fast_failed=zone is FAST_FAILED)
         else:
-            zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask)
+            got = nr << order
         if (zone is not None and mm is not None and mm.flags & MMF_UNSTABLE and kind == "anon"
                 and check_stable_address_space(m, task, mm, zone, got)):
             raise _Exit("killed" if task.sigkill else "sigbus")  # do_anonymous_page: VM_FAULT_SIGBUS
@@ -215,38 +216,51 @@ def fault_pages_nowait(m: "Machine", task: Task, mm: MM, nr: int, order: int, ki
                        gfp_mask: int) -> Any:
     """:func:`fault_pages` when it cannot wait: the mmap_lock is free, no memcg is charged,
     no cpuset or mempolicy applies and the allocator's first attempt succeeds.  Returns the
-    zone, or None -- and then nothing has changed (fault_pages does it all, waits included):
-    the common fault costs no coroutine."""
+    zone; None when those conditions do not hold, FAST_FAILED when only the first attempt
+    failed -- and then nothing has changed: fault_pages does it all, waits included, and
+    ``fast_failed=True`` tells it not to try that attempt again.  The common fault costs no
+    coroutine."""
     if m.cpusets_enabled or task.mempolicy is not None or order >= MAX_ORDER \
             or charge_target(task, kind, gfp_mask) is not None:
         return None
-    got = nr << order
-    if kind in ("anon", "shmem"):
-        lock = mm.mmap_lock
-        if not lock.read_trylock():
-            return None
-        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
-        zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, pt)
-        if zone is None:
-            lock.readers -= 1  # as it was before the trylock: fault_pages takes it again
-        else:
-            lock.read_unlock()
-        return zone
-    return first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, 0)
+    if kind not in ("anon", "shmem"):
+        zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, 0)
+        return FAST_FAILED if zone is None else zone
+    lock = mm.mmap_lock
+    if not lock.read_trylock():
+        return None
+    zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm,
+                         _pt_needed(mm, nr << order))
+    if zone is None:
+        lock.readers -= 1  # as it was before the trylock: fault_pages takes it again
+        return FAST_FAILED
+    lock.read_unlock()
+    return zone
+
+
+FAST_FAILED = "fast_failed"   # fault_pages_nowait: the allocator's first attempt failed
+
+
+def _pt_needed(mm: MM, got: int) -> int:
+    """Page-table pages a fault of ``got`` more pages needs beyond those ``mm`` has (one
+    per 512 mapped pages)."""
+    return max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
 
 
 async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
-                      new_pages: bool = True) -> tuple[Any, int]:
+                      new_pages: bool = True, *, fast_failed: bool = False) -> tuple[Any, int]:
     """Allocate and charge ``nr`` blocks of ``order`` for ``kind`` memory of ``mm``, under the
     mmap_lock for a fault.  Returns the zone, or None (-ENOMEM: a fault's VM_FAULT_OOM), and
     the pages kept (the memcg may take fewer: a dying task's last faults).  ``new_pages`` is
-    False for a swap-in: the page table already maps the entry."""
+    False for a swap-in: the page table already maps the entry.  ``fast_failed``: the
+    allocator's first attempt was just made, with nothing changed since, and failed
+    (:func:`fault_pages_nowait`)."""
     got = nr << order
     is_fault = kind in ("anon", "shmem")
     if is_fault:
         if not mm.mmap_lock.read_trylock():  # mmap_read_lock, without a coroutine when free
             await mmap_read_lock(m, task, mm, "task.mmap_lock")
-        pt = max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables)) if new_pages else 0
+        pt = _pt_needed(mm, got) if new_pages else 0
     else:
         pt = 0
     memcg = charge_target(task, kind, gfp_mask)
@@ -254,7 +268,8 @@ async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kin
         # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
         zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
                                             *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
-                                            nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt)
+                                            nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt,
+                                            fast_failed=fast_failed)
         # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
         # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
         # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.

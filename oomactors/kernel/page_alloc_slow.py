@@ -92,17 +92,20 @@ def first_attempt(m: "Machine", cur: "Task", gfp_mask: int, order: int, preferre
 async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order: int,
                                  preferred_nid: int = 0, nodemask: frozenset[int] | None = None,
                                  *, nr: int = 1, kind: str = "kernel", mm: "MM | None" = None,
-                                 pt: int = 0) -> Zone | None:
-    """One attempt at the LOW watermark; the slow path when that fails."""
+                                 pt: int = 0, fast_failed: bool = False) -> Zone | None:
+    """One attempt at the LOW watermark; the slow path when that fails.  ``fast_failed``:
+    the caller just made that attempt (:func:`first_attempt`, machines without cpusets) and
+    nothing changed since, so it goes straight to the slow path."""
     if order >= MAX_ORDER:
         return None  # WARN_ON_ONCE(!(gfp_mask & __GFP_NOWARN))
     if m.cpusets_enabled:
         ac, alloc_mask, alloc_flags = prepare_alloc_pages(m, cur, gfp_mask, order, preferred_nid,
                                                           nodemask, kind, mm, pt)
     else:
-        page = first_attempt(m, cur, gfp_mask, order, preferred_nid, nodemask, nr, kind, mm, pt)
-        if page is not None:
-            return page
+        if not fast_failed:
+            page = first_attempt(m, cur, gfp_mask, order, preferred_nid, nodemask, nr, kind, mm, pt)
+            if page is not None:
+                return page
         ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)
         ac.spread_dirty_pages = False
         return await __alloc_pages_slowpath(m, cur, gfp_mask, order, ac, nr)

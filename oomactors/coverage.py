@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from .events import EVENT_ID
+from .oom_invariants import NoReapDuringExit
 
 # name -> what the kernel does there (the kernel's own words where it has them)
 BRANCHES: dict[str, str] = {
@@ -70,11 +71,10 @@ GUARDS: dict[str, tuple[str, ...]] = {
 
 # What must hold of a run's machine for an invariant to promise anything at all (its
 # checker returns early otherwise): a search none of whose runs met it is vacuous however
-# many guarded branches it reached.  invariant -> (what it needs, in words; the test)
+# many guarded branches it reached.  invariant -> (what it needs, in words; the test), as
+# the checker itself states them.
 PRECONDITIONS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    # NoReapDuringExit: only an era with OOM_REAPER_DELAY (5.18+) promises it (5.10 reaps at once)
-    "no_reap_during_exit": ("a kernel profile with OOM_REAPER_DELAY (reaper_delay_s > 0; this one reaps at once)",
-                            lambda m: bool(getattr(getattr(m, "profile", None), "reaper_delay_s", 0))),
+    c.invariant: (c.needs, c.applies) for c in (NoReapDuringExit,)
 }
 
 

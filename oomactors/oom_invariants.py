@@ -298,9 +298,17 @@ class NoReapDuringExit:
     def __init__(self) -> None:
         self.reaping: dict[int, tuple[Any, int]] = {}   # victim pid -> (its signal, start)
 
+    # an era without OOM_REAPER_DELAY makes no such promise (5.10 reaps at once); a search
+    # none of whose runs could break it is vacuous (oomactors/coverage.py)
+    needs = "a kernel profile with OOM_REAPER_DELAY (reaper_delay_s > 0; this one reaps at once)"
+
+    @staticmethod
+    def applies(m: "Machine") -> bool:
+        return bool(m.profile.reaper_delay_s)
+
     def __call__(self, m: "Machine", rec: tuple) -> None:
-        if not m.profile.reaper_delay_s:
-            return  # an era without OOM_REAPER_DELAY makes no such promise (5.10 reaps at once)
+        if not self.applies(m):
+            return
         eid = rec[1]
         if eid == self._START:
             self.reaping[rec[3]] = (m.tasks[rec[3]].signal, rec[0])

@@ -862,20 +862,30 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(_format_error(e, data, source)) from e
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate the TOML config at *path* (at most :data:`MAX_CONFIG_BYTES`: a
-    config is a page or two of text, and ``/dev/zero`` must not be read for ever)."""
+def read_capped_text(path: str | Path, cap: int, error: type[Exception], *, unreadable: str,
+                     bad: str) -> str:
+    """The UTF-8 text of the file at *path*, read with a bounded read (``/dev/zero`` has no
+    size to stat and must not be read for ever).  Every failure is one ``error`` line
+    naming the file: ``"PATH: UNREADABLE: why"`` when it cannot be opened or read,
+    ``"PATH: BAD: why"`` when it is over ``cap`` bytes or not UTF-8."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
+            data = f.read(cap + 1)
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: cannot read config: larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")
+        raise error(f"{path}: {unreadable}: {e.strerror or e}") from e
+    if len(data) > cap:
+        raise error(f"{path}: {bad}: larger than {cap // 1024 // 1024} MiB")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: cannot read config: not UTF-8 text (byte {e.start})") from e
+        raise error(f"{path}: {bad}: not UTF-8 text (byte {e.start})") from e
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML config at *path* (at most :data:`MAX_CONFIG_BYTES`: a
+    config is a page or two of text)."""
+    text = read_capped_text(path, MAX_CONFIG_BYTES, ConfigError, unreadable="cannot read config",
+                            bad="cannot read config")
     return parse_config(text, str(path))
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from . import sim
-from .config import Config
+from .config import Config, read_capped_text
 from .errors import InputError
 from .invariants import INVARIANTS, InvariantViolation
 from .schedule import ReplayScheduler, Schedule, Scheduler
@@ -267,17 +267,10 @@ class Repro:
 
 def load_repro(path: str | Path) -> Repro:
     """Read and validate a reproducer file (InputError naming the file and key)."""
+    text = read_capped_text(path, MAX_REPRO_BYTES, InputError, unreadable="cannot read reproducer",
+                            bad="not a reproducer")
     try:
-        with open(path, "rb") as f:  # a bounded read: /dev/zero has no size to stat
-            raw = f.read(MAX_REPRO_BYTES + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read reproducer: {e.strerror or e}") from e
-    if len(raw) > MAX_REPRO_BYTES:
-        raise InputError(f"{path}: not a reproducer: larger than {MAX_REPRO_BYTES // 1024 // 1024} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not a reproducer: not UTF-8 text (byte {e.start})") from e
+        data = json.loads(text)
     except RecursionError as e:
         raise InputError(f"{path}: not a reproducer: JSON nested too deeply") from e
     except ValueError as e:

@@ -333,7 +333,8 @@ async def mem_cgroup_out_of_memory(m: "Machine", cur: "Task", memcg: MemCgroup, 
     if not await m.oom_lock_lock(cur, killable=dying_bypass):
         m.branches["memcg oom: dying at oom_lock"] += 1
         return True  # a fatal signal: we are dying, let the charge bypass the limit
-    if should_force_charge(cur):
+    dying = should_force_charge(cur)   # nothing below awaits before the second look uses it
+    if dying:
         m.branches["memcg oom: dying at oom_lock"] += 1   # the race's moment, fix on or off
     try:
         # a parallel OOM may have made room while we waited (the model asks for the bulk):
@@ -342,7 +343,7 @@ async def mem_cgroup_out_of_memory(m: "Machine", cur: "Task", memcg: MemCgroup, 
         if m.fixes.get("memcg_oom_margin", True) and mem_cgroup_margin(memcg) >= nr_pages:
             return True
         # a few threads that were not waiting on the lock can fail to bail out: check again
-        if dying_bypass and should_force_charge(cur):
+        if dying_bypass and dying:
             return True
         m.memcg_oom_charge[cur.pid] = (memcg, nr_pages)  # what this OOM is about, for checkers
         try:

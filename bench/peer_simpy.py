@@ -451,11 +451,9 @@ class Peer:
             p = t.rss + t.swap
             if p > points:
                 chosen, points = t, p
-        rows = [(t.pid, 0, t.pid, t.rss + t.swap, t.rss, 0, t.swap, 0, t.comm) for t in users]
+        rows = report_rows(users)
         self.emit(OOM_HEADER, cur.cpu, cur.pid, cur.comm, rows)
-        lines = [f"[{r[0]:7d}] {r[1]:5d} {r[2]:5d} {r[3]:8d} {r[4]:8d} {r[5]:8d} {r[6]:8d}"
-                 f"         {r[7]:5d} {r[8]}" for r in rows]
-        req = yield from self.run(cur, req, PRINTK_NS_PER_LINE * (len(lines) + OOM_REPORT_LINES))
+        req = yield from self.run(cur, req, PRINTK_NS_PER_LINE * (len(report_lines(rows)) + OOM_REPORT_LINES))
         if chosen is None:
             self.emit(OOM_RETURN, cur.cpu, cur.pid, 0, "no_victim")
             return req, False
@@ -599,29 +597,45 @@ class Peer:
             return (yield from self.run(t, req, FORK_NS))
         return step
 
-    # --- the workload of bench/pressure.py ------------------------------------------------
     def build(self) -> None:
-        j = lambda ms: -(-ms * HZ // 1000)   # noqa: E731 - ms to jiffies, rounded up
-        self.env.process(self.kswapd())
-        self.env.process(self.oom_reaper())
-        groups = [
-            ("daemon", 600, 2, 1, [self.sleep_step(j(500)), self.compute_step(1)], 0),
-            ("worker", 300, 4, 3, [self.compute_step(4), self.sleep_step(j(100))], 0),
-            ("handler", 90, 8, 10, [self.sleep_step(j(250)), self.alloc_step(256 * 1024),
-                                    self.compute_step(2), self.free_step(256 * 1024)], 0),
-            ("leaker", 10, 0, 500, [self.fork_step([self.alloc_step(16 * MIB, 48 * MIB)]),
-                                    self.sleep_step(j(8000))], j(1000)),
-        ]
-        for comm, count, rss_mib, stagger_ms, program, start in groups:
-            for i in range(count):
-                rss = rss_mib * MIB // PAGE
-                self.free -= rss
-                t = self.new_task(comm, rss)
-                self.spawn(t, program, start + j(i * stagger_ms) if stagger_ms else start)
+        build_workload(self)
 
     def go(self) -> None:
         self.build()
         self.env.run(until=self.duration)
+
+
+def report_rows(users) -> list[tuple]:
+    """The OOM report's task table (dump_tasks): a row per process."""
+    return [(t.pid, 0, t.pid, t.rss + t.swap, t.rss, 0, t.swap, 0, t.comm) for t in users]
+
+
+def report_lines(rows: list[tuple]) -> list[str]:
+    """The task table as printk formats it (the text is made: its time is charged)."""
+    return [f"[{r[0]:7d}] {r[1]:5d} {r[2]:5d} {r[3]:8d} {r[4]:8d} {r[5]:8d} {r[6]:8d}"
+            f"         {r[7]:5d} {r[8]}" for r in rows]
+
+
+def build_workload(peer) -> None:
+    """The workload of bench/pressure.py on a peer (either peer: the same step factories),
+    with kswapd and the oom_reaper."""
+    j = lambda ms: -(-ms * HZ // 1000)   # noqa: E731 - ms to jiffies, rounded up
+    peer.env.process(peer.kswapd())
+    peer.env.process(peer.oom_reaper())
+    groups = [
+        ("daemon", 600, 2, 1, [peer.sleep_step(j(500)), peer.compute_step(1)], 0),
+        ("worker", 300, 4, 3, [peer.compute_step(4), peer.sleep_step(j(100))], 0),
+        ("handler", 90, 8, 10, [peer.sleep_step(j(250)), peer.alloc_step(256 * 1024),
+                                peer.compute_step(2), peer.free_step(256 * 1024)], 0),
+        ("leaker", 10, 0, 500, [peer.fork_step([peer.alloc_step(16 * MIB, 48 * MIB)]),
+                                peer.sleep_step(j(8000))], j(1000)),
+    ]
+    for comm, count, rss_mib, stagger_ms, program, start in groups:
+        for i in range(count):
+            rss = rss_mib * MIB // PAGE
+            peer.free -= rss
+            t = peer.new_task(comm, rss)
+            peer.spawn(t, program, start + j(i * stagger_ms) if stagger_ms else start)
 
 
 def bench(duration_s: int = 60, peer=Peer, *, counts: bool = False) -> dict:

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
 import msgpack
 import simpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from peer_simpy import Killed, Task, bench, build_workload, report_lines, report_rows  # noqa: E402
 
 HZ = 250
 JIFFY_NS = 1_000_000_000 // HZ
@@ -68,22 +68,6 @@ EVENT_NAMES = tuple(zip(
      "sim:oom_lock_acquired", "sim:oom_lock_released", "sim:out_of_memory_enter", "sim:oom_header",
      "sim:oom_kill", "sim:reaper_reaped", "sched:sched_process_exit", "vmscan:mm_vmscan_kswapd_wake",
      "vmscan:mm_vmscan_node_reclaim")))
-
-
-class Killed(Exception):
-    pass
-
-
-class Task:
-    __slots__ = ("pid", "comm", "cpu", "rss", "swap", "debt", "killed", "victim", "skip",
-                 "proc", "sleeping", "alive")
-
-    def __init__(self, pid: int, comm: str, cpu: int, rss: int) -> None:
-        self.pid, self.comm, self.cpu, self.rss = pid, comm, cpu, rss
-        self.swap = self.debt = 0
-        self.killed = self.victim = self.skip = self.sleeping = False
-        self.alive = True
-        self.proc = None
 
 
 class Peer:
@@ -245,11 +229,9 @@ class Peer:
             if p > points:
                 chosen, points = t, p
         yield from self.run(cur, OOM_SCAN_NS_PER_TASK * len(users))
-        rows = [(t.pid, 0, t.pid, t.rss + t.swap, t.rss, 0, t.swap, 0, t.comm) for t in users]
+        rows = report_rows(users)
         self.emit(OOM_HEADER, cur.cpu, cur.pid, cur.comm, rows)
-        lines = [f"[{r[0]:7d}] {r[1]:5d} {r[2]:5d} {r[3]:8d} {r[4]:8d} {r[5]:8d} {r[6]:8d}"
-                 f"         {r[7]:5d} {r[8]}" for r in rows]
-        yield from self.run(cur, PRINTK_NS_PER_LINE * (len(lines) + OOM_REPORT_LINES))
+        yield from self.run(cur, PRINTK_NS_PER_LINE * (len(report_lines(rows)) + OOM_REPORT_LINES))
         if chosen is None:
             return
         chosen.killed = chosen.victim = True
@@ -377,40 +359,13 @@ class Peer:
             return req
         return step
 
-    # --- the workload of bench/pressure.py ------------------------------------------------
     def build(self) -> None:
-        j = lambda ms: -(-ms * HZ // 1000)   # noqa: E731 - ms to jiffies, rounded up
-        self.env.process(self.kswapd())
-        self.env.process(self.oom_reaper())
-        groups = [
-            ("daemon", 600, 2, 1, [self.sleep_step(j(500)), self.compute_step(1)], 0),
-            ("worker", 300, 4, 3, [self.compute_step(4), self.sleep_step(j(100))], 0),
-            ("handler", 90, 8, 10, [self.sleep_step(j(250)), self.alloc_step(256 * 1024),
-                                    self.compute_step(2), self.free_step(256 * 1024)], 0),
-            ("leaker", 10, 0, 500, [self.fork_step([self.alloc_step(16 * MIB, 48 * MIB)]),
-                                    self.sleep_step(j(8000))], j(1000)),
-        ]
-        for comm, count, rss_mib, stagger_ms, program, start in groups:
-            for i in range(count):
-                rss = rss_mib * MIB // PAGE
-                self.free -= rss
-                t = self.new_task(comm, rss)
-                self.spawn(t, program, start + j(i * stagger_ms) if stagger_ms else start)
+        build_workload(self)
 
     def go(self) -> None:
         self.build()
         self.env.run(until=self.duration)
 
 
-def bench(duration_s: int = 60) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "peer.trace"), "wb") as out:
-        t0 = time.process_time()
-        peer = Peer(duration_s, out)
-        peer.go()
-        cpu = time.process_time() - t0
-    return {"sim_s": duration_s, "cpu": cpu, "sim_per_cpu": duration_s / cpu, "events": peer.events,
-            "oom_kills": peer.kills, "oom_invocations": peer.oom_calls, "tasks": peer.next_pid - 1}
-
-
 if __name__ == "__main__":
-    print(bench(int(sys.argv[1]) if len(sys.argv) > 1 else 60))
+    print(bench(int(sys.argv[1]) if len(sys.argv) > 1 else 60, Peer))

@@ -31,7 +31,9 @@ step for step as the model does it:
   ``congestion_wait`` when dirty pages dominate what is reclaimable;
 * the OOM killer: walks every process, aborts on a pending victim, else kills the
   largest (rss + swap), printing the task table under the lock (the report's printk time
-  charged as in the model); an oom_reaper that unmaps a victim;
+  charged as in the model); an oom_reaper that unmaps a victim, and exit unmapping a
+  dying task, ZAP_BATCH (2048) pages at a time, each batch freed, paid for, then a
+  scheduling point (``zap_pages``);
 * every event packed as a msgpack tuple into a trace file (tracing on, as in our bench).
 
 It leaves out what issue 9's peer left out: PSI, per-CPU page lists, the second zone
@@ -66,6 +68,7 @@ FAULT_NS_PER_PAGE = 600
 SCAN_NS_PER_PAGE = 150
 RECLAIM_BASE_NS = 20_000
 ZAP_NS_PER_PAGE = 250
+ZAP_BATCH = 2048                # pages freed between two scheduling points while zapping
 FORK_NS = 40_000
 SLOWPATH_ROUND_NS = 5_000
 OOM_SCAN_NS_PER_TASK = 300
@@ -472,19 +475,28 @@ class Peer:
             victim = yield self.reaper_q.get()
             req = yield from self.get_cpu(t)
             if victim.alive and not victim.skip:
-                k = victim.rss
-                self.free_task_memory(victim)
-                req = yield from self.run(t, req, k * ZAP_NS_PER_PAGE)
+                req = yield from self.zap(t, req, victim)
                 self.emit(REAPED, t.cpu, victim.pid, victim.comm)
             victim.skip = True
             self.put_cpu(t, req)
 
-    def free_task_memory(self, t: Task) -> None:
-        self.free += t.rss
-        self.anon -= t.rss
-        self.swap_free += t.swap
-        t.rss = t.swap = 0
-        self.lru.pop(t.pid, None)
+    def zap(self, t: Task, req, mm: Task):
+        """Unmap ``mm``'s memory ZAP_BATCH pages at a time, resident pages then swap
+        entries, each batch freed, then paid for, then a scheduling point (zap_pages)."""
+        while True:
+            k = min(mm.rss, ZAP_BATCH)
+            s = min(mm.swap, ZAP_BATCH - k)
+            if not k + s:
+                return req
+            mm.rss -= k
+            mm.swap -= s
+            self.anon -= k
+            self.free += k
+            self.swap_free += s
+            if not mm.rss:
+                self.lru.pop(mm.pid, None)
+            req = yield from self.run(t, req, (k + s) * ZAP_NS_PER_PAGE)
+            req = yield from self.point(t, req)
 
     # --- tasks ----------------------------------------------------------------------------
     def new_task(self, comm: str, rss: int, kthread: bool = False) -> Task:
@@ -515,9 +527,7 @@ class Peer:
                 req = yield from self.run(t, req, SLOWPATH_ROUND_NS)
         except Killed:
             pass
-        k = t.rss
-        self.free_task_memory(t)
-        req = yield from self.run(t, req, k * ZAP_NS_PER_PAGE)
+        req = yield from self.zap(t, req, t)        # exit_mmap
         t.alive = False
         t.skip = True
         del self.tasks[t.pid]

@@ -2,7 +2,9 @@
 peer our engine is measured against (issue 9's goal: oomactors >= 1.0x this peer).
 
 Written for this benchmark, with no oomactors import; its constants are the model's
-(``oomactors.kernel.params``, 5.10's vmscan and page_alloc) copied here.  What it does,
+(``oomactors.kernel.params``, 5.10's vmscan and page_alloc) copied into peer_consts.py;
+reclaim and kswapd are in peer_vmscan.py, what it shares with the lite peer (the workload,
+the OOM table, the timed run) in peer_common.py.  What it does,
 step for step as the model does it:
 
 * the machine and workload: 64 CPUs, 8 GiB RAM, 1 GiB swap (200 MiB/s), 512 MiB page
@@ -50,83 +52,24 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
-from math import isqrt
 
 import msgpack
 import simpy
 
-HZ = 250
-JIFFY_NS = 1_000_000_000 // HZ
-SLICE = 3                       # 12 ms time slice, in jiffies
-PAGE = 4096
-MIB = 1 << 20
-CHUNK = 32
-# oomactors.kernel.params and mm/vmscan.c, mm/page_alloc.c (5.10)
-FAULT_NS_PER_PAGE = 600
-SCAN_NS_PER_PAGE = 150
-RECLAIM_BASE_NS = 20_000
-ZAP_NS_PER_PAGE = 250
-ZAP_BATCH = 2048                # pages freed between two scheduling points while zapping
-FORK_NS = 40_000
-SLOWPATH_ROUND_NS = 5_000
-OOM_SCAN_NS_PER_TASK = 300
-PRINTK_NS_PER_LINE = 50_000
-OOM_REPORT_LINES = 60
-MAX_RECLAIM_RETRIES = 16
-DEF_PRIORITY = 12
-SWAP_CLUSTER_MAX = 32
-SWAPPINESS = 60
-SWAP_BW = 200 * MIB             # bytes per second
-WRITEBACK_BW = 100 * MIB
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# event ids (the peer's own table) and the oomactors event each stands for
-EVENT_NAMES = (
-    ("TASK_NEW", "sim:task_new"), ("SWITCH", "sched:sched_switch"), ("STEP", "sim:step"),
-    ("VM_ENOUGH", "sim:vm_enough_memory"), ("SLOW_ENTER", "sim:slowpath_enter"),
-    ("SLOW_EXIT", "sim:slowpath_exit"), ("DIRECT_BEGIN", "vmscan:mm_vmscan_direct_reclaim_begin"),
-    ("DIRECT_END", "vmscan:mm_vmscan_direct_reclaim_end"), ("RECLAIM", "vmscan:mm_vmscan_node_reclaim"),
-    ("IO_WAIT", "sim:io_wait"), ("RETRY_ZONE", "oom:reclaim_retry_zone"), ("THROTTLE", "sim:throttle"),
-    ("CONTENDED", "sim:oom_lock_contended"), ("LOCK", "sim:oom_lock_acquired"),
-    ("UNLOCK", "sim:oom_lock_released"), ("OOM_ENTER", "sim:out_of_memory_enter"),
-    ("OOM_RETURN", "sim:out_of_memory_return"), ("OOM_HEADER", "sim:oom_header"), ("KILL", "sim:oom_kill"),
-    ("REAPED", "sim:reaper_reaped"), ("FORK", "sched:sched_process_fork"), ("EXIT", "sched:sched_process_exit"),
-    ("WAKEUP_KSWAPD", "vmscan:mm_vmscan_wakeup_kswapd"), ("KSWAPD_WAKE", "vmscan:mm_vmscan_kswapd_wake"),
-    ("KSWAPD_SLEEP", "vmscan:mm_vmscan_kswapd_sleep"), ("KSWAPD_FAILURES", "sim:kswapd_failures"),
-)
-(TASK_NEW, SWITCH, STEP, VM_ENOUGH, SLOW_ENTER, SLOW_EXIT, DIRECT_BEGIN, DIRECT_END, RECLAIM, IO_WAIT,
- RETRY_ZONE, THROTTLE, CONTENDED, LOCK, UNLOCK, OOM_ENTER, OOM_RETURN, OOM_HEADER, KILL, REAPED, FORK,
- EXIT, WAKEUP_KSWAPD, KSWAPD_WAKE, KSWAPD_SLEEP, KSWAPD_FAILURES) = range(len(EVENT_NAMES))
+import peer_common  # noqa: E402
+from peer_common import Killed, Task, build_workload, report_lines, report_rows  # noqa: E402
+from peer_consts import (  # noqa: E402 - EVENT_NAMES is this peer's (event_kinds reads it)
+    CHUNK, CONTENDED, EXIT, FAULT_NS_PER_PAGE, FORK, FORK_NS, HZ, JIFFY_NS, KILL, LOCK,
+    MAX_RECLAIM_RETRIES, MIB, OOM_ENTER, OOM_HEADER, OOM_REPORT_LINES, OOM_RETURN,
+    OOM_SCAN_NS_PER_TASK, PAGE, PRINTK_NS_PER_LINE, REAPED, RETRY_ZONE, SLICE,
+    SLOWPATH_ROUND_NS, SLOW_ENTER, SLOW_EXIT, STEP, SWITCH, TASK_NEW, THROTTLE, UNLOCK,
+    VM_ENOUGH, ZAP_BATCH, ZAP_NS_PER_PAGE, EVENT_NAMES, watermarks)
+from peer_vmscan import Vmscan  # noqa: E402
 
 
-class Killed(Exception):
-    pass
-
-
-class Task:
-    __slots__ = ("pid", "comm", "cpu", "rss", "swap", "debt", "killed", "victim", "skip",
-                 "proc", "sleeping", "alive")
-
-    def __init__(self, pid: int, comm: str, cpu: int, rss: int) -> None:
-        self.pid, self.comm, self.cpu, self.rss = pid, comm, cpu, rss
-        self.swap = self.debt = 0
-        self.killed = self.victim = self.skip = self.sleeping = False
-        self.alive = True
-        self.proc = None
-
-
-def watermarks(managed: int) -> tuple[int, int, int]:
-    """init_per_zone_wmark_min and __setup_per_zone_wmarks for one zone: min_free_kbytes =
-    4 * sqrt(lowmem KiB) clamped to [128, 262144]; low and high a gap above min, the larger
-    of min/4 and watermark_scale_factor (10) / 10000 of the zone."""
-    min_free_kbytes = min(max(4 * isqrt(managed * (PAGE // 1024)), 128), 262144)
-    wmin = min_free_kbytes // (PAGE // 1024)
-    gap = max(wmin >> 2, managed * 10 // 10000)
-    return wmin, wmin + gap, wmin + 2 * gap
-
-
-class Peer:
+class Peer(Vmscan):
     def __init__(self, duration_s: int, out) -> None:
         self.env = env = simpy.Environment()
         self.duration = duration_s * HZ
@@ -235,136 +178,6 @@ class Peer:
                 req = yield from self.get_cpu(t, c)
         return req
 
-    def io(self, busy: int, pages: int, bw: int) -> int:
-        """Queue ``pages`` of IO on a disk busy until ``busy``: the jiffy it completes."""
-        return max(self.env.now, busy) + max(1, -(-pages * PAGE * HZ // bw))
-
-    # --- reclaim (mm/vmscan.c) ----------------------------------------------------------------
-    def shrink_node(self, t: Task, req, prio: int, kswapd: bool):
-        """One pass at ``prio``: scan lru >> prio pages, anon and file by swappiness; clean
-        cache is freed, dirty cache written back (kswapd only), anon swapped out, the
-        reclaimer waiting for its IO.  Returns (req, scanned, reclaimed)."""
-        filesz = self.file + self.dirty
-        anon = self.anon if self.swap_free else 0
-        size = filesz + anon
-        total = max(size >> prio, min(size, SWAP_CLUSTER_MAX)) if size else 0
-        anon_scan = file_scan = reclaimed = io_pages = io_j = 0
-        if total:
-            if anon:
-                wa, wf = SWAPPINESS * anon, (200 - SWAPPINESS) * filesz
-                anon_scan = total * wa // (wa + wf)
-            file_scan = min(total - anon_scan, filesz)
-            dirty_scan = file_scan * self.dirty // filesz if filesz else 0
-            reclaimed = min(file_scan - dirty_scan, self.file)
-            self.file -= reclaimed
-            self.free += reclaimed
-            wb = dirty_scan if kswapd else 0
-            swapped = 0
-            want = min(anon_scan, self.swap_free)
-            lru = self.lru
-            while swapped < want and lru:
-                pid, v = next(iter(lru.items()))
-                k = min(want - swapped, v.rss)
-                v.rss -= k
-                v.swap += k
-                swapped += k
-                if not v.rss:
-                    del lru[pid]
-            self.anon -= swapped
-            self.swap_free -= swapped
-            self.dirty -= wb
-            self.writeback += wb
-            io_pages = swapped + wb
-        scanned = anon_scan + file_scan
-        req = yield from self.run(t, req, RECLAIM_BASE_NS + scanned * SCAN_NS_PER_PAGE)
-        if io_pages:
-            done = self.env.now
-            if swapped:
-                done = self.swap_busy = self.io(self.swap_busy, swapped, SWAP_BW)
-            if wb:
-                done = max(done, self.io(self.wb_busy, wb, WRITEBACK_BW))
-                self.wb_busy = done
-            io_j = done - self.env.now
-            self.emit(IO_WAIT, t.cpu, t.pid, io_pages, io_j, "reclaim")
-            req = yield from self.sleep(t, req, io_j, interruptible=False)
-            self.writeback -= wb
-            self.free += io_pages
-            reclaimed += io_pages
-        if reclaimed:
-            self.kswapd_failures = 0               # any success revives a hopeless kswapd
-        self.emit(RECLAIM, t.cpu, t.pid, 0, scanned, reclaimed, io_pages, io_j)
-        return req, scanned, reclaimed
-
-    def try_to_free_pages(self, t: Task, req):
-        """Direct reclaim: every priority from DEF_PRIORITY down to 0 until
-        SWAP_CLUSTER_MAX pages came back.  Returns (req, reclaimed)."""
-        self.emit(DIRECT_BEGIN, t.cpu, t.pid, 0)
-        got = 0
-        for prio in range(DEF_PRIORITY, -1, -1):
-            req, _, k = yield from self.shrink_node(t, req, prio, False)
-            got += k
-            if got >= SWAP_CLUSTER_MAX:
-                break
-        self.emit(DIRECT_END, t.cpu, t.pid, got)
-        return req, got
-
-    def wake_kswapd(self, t: Task) -> None:
-        """wakeup_kswapd: only a sleeping kswapd of a node neither hopeless nor balanced."""
-        if self.kswapd_sleeping and self.kswapd_failures < MAX_RECLAIM_RETRIES \
-                and self.free < self.high and not self.kswapd_wake.triggered:
-            self.emit(WAKEUP_KSWAPD, t.cpu, t.pid, 0)
-            self.kswapd_wake.succeed()
-
-    def kswapd(self):
-        t = self.new_task("kswapd0", 0, kthread=True)
-        req = yield from self.get_cpu(t)
-        env = self.env
-        while True:
-            # kswapd_try_to_sleep: a HZ/10 nap, then sleep until woken if still balanced
-            if self.kswapd_failures >= MAX_RECLAIM_RETRIES or self.free >= self.high:
-                self.put_cpu(t, req)
-                self.kswapd_sleeping = True
-                wake = self.kswapd_wake
-                yield env.any_of((env.timeout(HZ // 10), wake))
-                self.kswapd_sleeping = False
-                premature = wake.triggered
-                if premature:
-                    self.kswapd_wake = env.event()
-                req = yield from self.get_cpu(t)
-                if not premature and (self.kswapd_failures >= MAX_RECLAIM_RETRIES
-                                      or self.free >= self.high):
-                    self.emit(KSWAPD_SLEEP, t.cpu, t.pid, 0)
-                    self.put_cpu(t, req)
-                    self.kswapd_sleeping = True
-                    yield self.kswapd_wake
-                    self.kswapd_sleeping = False
-                    self.kswapd_wake = env.event()
-                    req = yield from self.get_cpu(t)
-            self.emit(KSWAPD_WAKE, t.cpu, t.pid, 0)
-            req = yield from self.balance_pgdat(t, req)
-
-    def balance_pgdat(self, t: Task, req):
-        """Raise the priority from DEF_PRIORITY to 1 until the node is balanced (HIGH)."""
-        prio, passes, got, balanced = DEF_PRIORITY, 0, 0, False
-        nr_to_reclaim = max(self.high, SWAP_CLUSTER_MAX)
-        while prio >= 1:
-            if self.free >= self.high:
-                if not passes:                     # "goto out" still costs the checks
-                    req = yield from self.run(t, req, RECLAIM_BASE_NS)
-                balanced = True
-                break
-            passes += 1
-            req, scanned, k = yield from self.shrink_node(t, req, prio, True)
-            got += k
-            if scanned < nr_to_reclaim or not k:
-                prio -= 1
-            req = yield from self.point(t, req)
-        if not balanced and not got:
-            self.kswapd_failures += 1
-            self.emit(KSWAPD_FAILURES, t.cpu, t.pid, 0, self.kswapd_failures)
-        return req
-
-    # --- the allocator (mm/page_alloc.c) -------------------------------------------------------
     def should_reclaim_retry(self, t: Task, req, nr: int, progress: bool, state: list):
         """The OOM detector for the one zone.  Returns (req, retry)."""
         state[0] = 0 if progress else state[0] + 1
@@ -615,66 +428,9 @@ class Peer:
         self.env.run(until=self.duration)
 
 
-def report_rows(users) -> list[tuple]:
-    """The OOM report's task table (dump_tasks): a row per process."""
-    return [(t.pid, 0, t.pid, t.rss + t.swap, t.rss, 0, t.swap, 0, t.comm) for t in users]
-
-
-def report_lines(rows: list[tuple]) -> list[str]:
-    """The task table as printk formats it (the text is made: its time is charged)."""
-    return [f"[{r[0]:7d}] {r[1]:5d} {r[2]:5d} {r[3]:8d} {r[4]:8d} {r[5]:8d} {r[6]:8d}"
-            f"         {r[7]:5d} {r[8]}" for r in rows]
-
-
-def build_workload(peer) -> None:
-    """The workload of bench/pressure.py on a peer (either peer: the same step factories),
-    with kswapd and the oom_reaper."""
-    j = lambda ms: -(-ms * HZ // 1000)   # noqa: E731 - ms to jiffies, rounded up
-    peer.env.process(peer.kswapd())
-    peer.env.process(peer.oom_reaper())
-    groups = [
-        ("daemon", 600, 2, 1, [peer.sleep_step(j(500)), peer.compute_step(1)], 0),
-        ("worker", 300, 4, 3, [peer.compute_step(4), peer.sleep_step(j(100))], 0),
-        ("handler", 90, 8, 10, [peer.sleep_step(j(250)), peer.alloc_step(256 * 1024),
-                                peer.compute_step(2), peer.free_step(256 * 1024)], 0),
-        ("leaker", 10, 0, 500, [peer.fork_step([peer.alloc_step(16 * MIB, 48 * MIB)]),
-                                peer.sleep_step(j(8000))], j(1000)),
-    ]
-    for comm, count, rss_mib, stagger_ms, program, start in groups:
-        for i in range(count):
-            rss = rss_mib * MIB // PAGE
-            peer.free -= rss
-            t = peer.new_task(comm, rss)
-            peer.spawn(t, program, start + j(i * stagger_ms) if stagger_ms else start)
-
-
 def bench(duration_s: int = 60, peer=Peer, *, counts: bool = False) -> dict:
-    """One run timed in CPU time, its msgpack trace written to a temporary file;
-    ``counts``: also the events per kind, read back from the trace after the timing."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "peer.trace")
-        with open(path, "wb") as out:
-            t0 = time.process_time()
-            p = peer(duration_s, out)
-            p.go()
-            cpu = time.process_time() - t0
-        r = {"sim_s": duration_s, "cpu": cpu, "sim_per_cpu": duration_s / cpu, "events": p.events,
-             "oom_kills": p.kills, "oom_invocations": p.oom_calls, "tasks": p.next_pid - 1}
-        if counts:
-            r["kinds"] = kinds(path, sys.modules[peer.__module__])
-    return r
-
-
-def kinds(path: str, module) -> dict[str, int]:
-    """Events per kind in a peer's trace, by the oomactors event name each stands for
-    (the module's EVENT_NAMES)."""
-    names = module.EVENT_NAMES
-    n: dict[str, int] = {}
-    with open(path, "rb") as f:
-        for rec in msgpack.Unpacker(f, use_list=False):
-            k = names[rec[1]][1]
-            n[k] = n.get(k, 0) + 1
-    return n
+    """One timed run of ``peer`` (this peer by default); see peer_common.bench."""
+    return peer_common.bench(duration_s, peer, counts=counts)
 
 
 if __name__ == "__main__":

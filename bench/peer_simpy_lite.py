@@ -38,23 +38,12 @@ import simpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from peer_simpy import Killed, Task, bench, build_workload, report_lines, report_rows  # noqa: E402
+from peer_common import Killed, Task, bench, build_workload, report_lines, report_rows  # noqa: E402
 
-HZ = 250
-JIFFY_NS = 1_000_000_000 // HZ
-PAGE = 4096
-MIB = 1 << 20
-CHUNK = 32
-# oomactors.kernel.params
-FAULT_NS_PER_PAGE = 600
-SCAN_NS_PER_PAGE = 150
-RECLAIM_BASE_NS = 20_000
-ZAP_NS_PER_PAGE = 250
-SLOWPATH_ROUND_NS = 5_000
-OOM_SCAN_NS_PER_TASK = 300
-PRINTK_NS_PER_LINE = 50_000
-OOM_REPORT_LINES = 60
-MAX_RECLAIM_RETRIES = 16
+# the same constants as the granular peer (oomactors.kernel.params' values)
+from peer_consts import (CHUNK, FAULT_NS_PER_PAGE, HZ, JIFFY_NS, MAX_RECLAIM_RETRIES, MIB,  # noqa: E402
+                         OOM_REPORT_LINES, OOM_SCAN_NS_PER_TASK, PAGE, PRINTK_NS_PER_LINE, RECLAIM_BASE_NS,
+                         SCAN_NS_PER_PAGE, SLOWPATH_ROUND_NS, ZAP_NS_PER_PAGE)
 
 # event ids (the peer's own small table)
 (TASK_NEW, SWITCH, STEP, SLOW_ENTER, SLOW_EXIT, LOCK, UNLOCK, OOM_ENTER, OOM_HEADER, KILL,

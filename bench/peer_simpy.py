@@ -1,98 +1,101 @@
-"""A plain SimPy model of bench/pressure.py's workload: the peer our engine is measured against.
+"""A plain SimPy model of bench/pressure.py's workload at oomactors' granularity: the
+peer our engine is measured against (issue 9's goal: oomactors >= 1.0x this peer).
 
-Written for this benchmark, at oomactors' own granularity where it can be:
+Written for this benchmark, with no oomactors import; its constants are the model's
+(``oomactors.kernel.params``, 5.10's vmscan and page_alloc) copied into peer_consts.py;
+reclaim and kswapd are in peer_vmscan.py, what it shares with the lite peer (the workload,
+the OOM table, the timed run) in peer_common.py.  What it does,
+step for step as the model does it:
 
-* the same machine: 64 CPUs, 8 GiB RAM, 1 GiB swap, 512 MiB page cache, HZ=250, time in
-  integer jiffies; the same 1,000 tasks and programs (600 daemons, 300 workers, 90
-  handlers, 10 leaker parents forking a child every 8 s that leaks 48 MiB/s);
-* a task runs only while it holds its CPU (a SimPy resource per CPU, FIFO: a run queue),
-  gives it up to sleep, and spends CPU time in whole jiffies (nanosecond debts carried the
-  way ``Sched.run`` does, with the same cost constants as ``oomactors.kernel.params``);
-* anonymous memory faulted in 32-page chunks at the step's rate, the LOW-watermark fast
-  path, a slow path that wakes kswapd, reclaims directly (page cache first, then anon to
-  swap) and retries up to 16 rounds without progress, then an ``oom_lock`` trylock with a
-  1-jiffy back-off; the OOM killer walks every process, aborts on a pending victim, else
-  kills the largest (rss + swap), printing the task table under the lock (the report's
-  printk time is charged as in the model); an oom_reaper that unmaps a victim; kswapd
-  reclaiming from LOW to HIGH;
+* the machine and workload: 64 CPUs, 8 GiB RAM, 1 GiB swap (200 MiB/s), 512 MiB page
+  cache of which 64 MiB dirty (written back at 100 MiB/s), HZ=250, integer jiffies; the
+  same 1,000 tasks and programs (600 daemons, 300 workers, 90 handlers, 10 leaker parents
+  forking a child every 8 s that leaks 48 MiB/s until killed);
+* scheduling: a SimPy resource per CPU (its queue is the run queue); a waking task goes
+  to its last CPU if idle, else to the lowest idle CPU, else queues on its last CPU
+  (select_task_rq as the model does it); a 12 ms time slice preempts a task that runs
+  on while others wait; a ``sched_switch`` event on every context switch, to and from
+  the idle task as well (prev -> swapper/N -> next); CPU time spent in whole jiffies,
+  nanosecond debts carried;
+* allocation: an mmap commit check per alloc step, 32-page fault chunks at the step's
+  rate, the LOW-watermark fast path; the slow path (``__alloc_pages_slowpath``): wake
+  kswapd, try at MIN, then rounds of direct reclaim, ``should_reclaim_retry`` (an event
+  per zone considered: one zone here), the ``oom_lock`` trylock with a 1-jiffy back-off
+  that counts as progress, the HIGH-watermark last attempt, ALLOC_OOM reserves for a
+  victim;
+* reclaim (``do_try_to_free_pages``, ``balance_pgdat``): priorities DEF_PRIORITY=12 down
+  to 0 (kswapd: to 1), each pass (``shrink_node``) scanning ``lru >> priority`` pages
+  split between anon and file by swappiness, costing RECLAIM_BASE_NS + scanned *
+  SCAN_NS_PER_PAGE of CPU and emitting one event; direct reclaim stops at
+  SWAP_CLUSTER_MAX (32) pages and is bracketed by begin/end events; kswapd stops once
+  the node is balanced (HIGH), naps HZ/10 before sleeping, gives up after 16 failed
+  rounds until some reclaim succeeds; swap-out and kswapd's writeback wait for their IO;
+  ``congestion_wait`` when dirty pages dominate what is reclaimable;
+* the OOM killer: walks every process, aborts on a pending victim, else kills the
+  largest (rss + swap), printing the task table under the lock (the report's printk time
+  charged as in the model); an oom_reaper that unmaps a victim, and exit unmapping a
+  dying task, ZAP_BATCH (2048) pages at a time, each batch freed, paid for, then a
+  scheduling point (``zap_pages``);
 * every event packed as a msgpack tuple into a trace file (tracing on, as in our bench).
 
-It leaves out what the issue's peer left out: PSI, per-CPU page lists, the second zone,
-memcg and cpuset hooks, mmap_lock, the policy API and invariant checkers.  It is a model
-of the same work, not of the same kernel: its numbers only say how fast a plain
-discrete-event model of that work runs.
+It leaves out what issue 9's peer left out: PSI, per-CPU page lists, the second zone
+(one zone with the node's summed watermarks: ``should_reclaim_retry`` looks at one zone
+where the model looks at up to three), memcg and cpuset hooks, mmap_lock, the policy API
+and invariant checkers -- and, besides, LRU aging (one list per type, no active/inactive
+lists, no workingset refaults), pfmemalloc throttling (never met in this workload) and
+the model's periodic snapshots (meminfo, zoneinfo, rss_stat, oom_score) and the OOM
+report's extra events.  It is a model of the same work, not of the same kernel: its
+numbers only say how fast a plain discrete-event model of that work runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
 import msgpack
 import simpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-HZ = 250
-JIFFY_NS = 1_000_000_000 // HZ
-PAGE = 4096
-MIB = 1 << 20
-CHUNK = 32
-# oomactors.kernel.params
-FAULT_NS_PER_PAGE = 600
-SCAN_NS_PER_PAGE = 150
-RECLAIM_BASE_NS = 20_000
-ZAP_NS_PER_PAGE = 250
-SLOWPATH_ROUND_NS = 5_000
-OOM_SCAN_NS_PER_TASK = 300
-PRINTK_NS_PER_LINE = 50_000
-OOM_REPORT_LINES = 60
-MAX_RECLAIM_RETRIES = 16
-
-# event ids (the peer's own small table)
-(TASK_NEW, SWITCH, STEP, SLOW_ENTER, SLOW_EXIT, LOCK, UNLOCK, OOM_ENTER, OOM_HEADER, KILL,
- REAPED, EXIT, KSWAPD_WAKE, RECLAIM) = range(14)
+import peer_common  # noqa: E402
+from peer_common import Killed, Task, build_workload, report_lines, report_rows  # noqa: E402
+from peer_consts import (  # noqa: E402 - EVENT_NAMES is this peer's (event_kinds reads it)
+    CHUNK, CONTENDED, EXIT, FAULT_NS_PER_PAGE, FORK, FORK_NS, HZ, JIFFY_NS, KILL, LOCK,
+    MAX_RECLAIM_RETRIES, MIB, OOM_ENTER, OOM_HEADER, OOM_REPORT_LINES, OOM_RETURN,
+    OOM_SCAN_NS_PER_TASK, PAGE, PRINTK_NS_PER_LINE, REAPED, RETRY_ZONE, SLICE,
+    SLOWPATH_ROUND_NS, SLOW_ENTER, SLOW_EXIT, STEP, SWITCH, TASK_NEW, THROTTLE, UNLOCK,
+    VM_ENOUGH, ZAP_BATCH, ZAP_NS_PER_PAGE, EVENT_NAMES, watermarks)
+from peer_vmscan import Vmscan  # noqa: E402
 
 
-class Killed(Exception):
-    pass
-
-
-class Task:
-    __slots__ = ("pid", "comm", "cpu", "rss", "swap", "debt", "killed", "victim", "skip",
-                 "proc", "sleeping", "alive")
-
-    def __init__(self, pid: int, comm: str, cpu: int, rss: int) -> None:
-        self.pid, self.comm, self.cpu, self.rss = pid, comm, cpu, rss
-        self.swap = self.debt = 0
-        self.killed = self.victim = self.skip = self.sleeping = False
-        self.alive = True
-        self.proc = None
-
-
-class Peer:
+class Peer(Vmscan):
     def __init__(self, duration_s: int, out) -> None:
         self.env = env = simpy.Environment()
         self.duration = duration_s * HZ
         self.ncpus = 64
         self.cpus = [simpy.Resource(env, 1) for _ in range(self.ncpus)]
-        total = 8 * 1024 * MIB // PAGE
-        self.min_wmark = 16384 * 1024 // PAGE // 1  # min_free_kbytes ~16 MiB on 8 GiB
-        self.low = self.min_wmark * 5 // 4
-        self.high = self.min_wmark * 3 // 2
-        self.file = 512 * MIB // PAGE
-        self.file_floor = self.file // 8
-        self.swap_free = 1024 * MIB // PAGE
-        self.free = total - self.file - 64 * MIB // PAGE
+        self.idle = (1 << self.ncpus) - 1          # a bit per idle CPU
+        self.prev = [0] * self.ncpus               # who left the CPU (0: the idle task)
+        self.idle_comm = [f"swapper/{c}" for c in range(self.ncpus)]
+        self.slice_end = [0] * self.ncpus
+        self.total = 8 * 1024 * MIB // PAGE
+        self.min_wmark, self.low, self.high = watermarks(self.total)
+        self.file = (512 - 64) * MIB // PAGE      # clean page cache
+        self.dirty = 64 * MIB // PAGE
+        self.writeback = 0
+        self.swap_total = self.swap_free = 1024 * MIB // PAGE
+        self.swap_busy = self.wb_busy = 0          # the two disks: busy until this jiffy
+        self.free = self.total - self.file - self.dirty
+        self.anon = 0                              # anon pages on the LRU
         self.tasks: dict[int, Task] = {}
-        self.lru: dict[int, Task] = {}     # anon LRU by pid, oldest first
+        self.lru: dict[int, Task] = {}             # anon LRU by mm, oldest first
         self.next_pid = 1
         self.oom_lock: Task | None = None
         self.reaper_q = simpy.Store(env)
         self.kswapd_wake = env.event()
-        self.kswapd_running = False
+        self.kswapd_sleeping = False
+        self.kswapd_failures = 0
         self.packer = msgpack.Packer()
         self.out = out
         self.events = 0
@@ -105,17 +108,47 @@ class Peer:
         self.out.write(self.packer.pack((self.env.now, eid, cpu, pid, *fields)))
 
     # --- CPUs and time --------------------------------------------------------------------
-    def get_cpu(self, t: Task):
-        req = self.cpus[t.cpu].request()
+    def get_cpu(self, t: Task, cpu: int = -1):
+        """Be dispatched: on ``cpu`` (a preempted task requeues there), else on the last
+        CPU if idle, else the lowest idle CPU, else queued on the last CPU."""
+        c = t.cpu if cpu < 0 else cpu
+        res = self.cpus[c]
+        if cpu < 0 and (res.count or res.queue) and self.idle:
+            idle = self.idle
+            c = (idle & -idle).bit_length() - 1
+            res = self.cpus[c]
+        self.idle &= ~(1 << c)
+        req = res.request()
         yield req
-        self.emit(SWITCH, t.cpu, t.pid, t.comm)
+        t.cpu = c
+        self.slice_end[c] = self.env.now + SLICE
+        self.emit(SWITCH, c, t.pid, self.prev[c], t.comm)
+        return req
+
+    def put_cpu(self, t: Task, req) -> None:
+        c = t.cpu
+        res = self.cpus[c]
+        if res.queue:
+            self.prev[c] = t.pid                   # the next dispatch names it as prev
+        else:
+            self.prev[c] = 0
+            self.idle |= 1 << c
+            self.emit(SWITCH, c, 0, t.pid, self.idle_comm[c])
+        res.release(req)
+
+    def point(self, t: Task, req):
+        """A scheduling point: give the CPU up if the slice is used and others wait."""
+        c = t.cpu
+        if self.cpus[c].queue and self.env.now >= self.slice_end[c]:
+            self.put_cpu(t, req)
+            req = yield from self.get_cpu(t, c)
         return req
 
     def sleep(self, t: Task, req, jiffies: int, interruptible: bool = True):
-        """Give the CPU up, sleep, come back on it (a signal cuts an interruptible sleep)."""
-        self.cpus[t.cpu].release(req)
+        """Give the CPU up, sleep, come back on one (a signal cuts an interruptible sleep)."""
         if interruptible and t.killed:
-            return (yield from self.get_cpu(t))
+            return req
+        self.put_cpu(t, req)
         t.sleeping = interruptible
         try:
             yield self.env.timeout(max(0, jiffies))
@@ -124,126 +157,130 @@ class Peer:
         t.sleeping = False
         return (yield from self.get_cpu(t))
 
-    def run(self, t: Task, ns: int):
-        """Spend CPU time: whole jiffies pass, the rest is carried."""
+    def run(self, t: Task, req, ns: int):
+        """Spend CPU time: whole jiffies pass, the rest is carried; a task whose slice is
+        used up while others wait on its CPU is preempted."""
         debt = t.debt + ns
         if debt < JIFFY_NS:
             t.debt = debt
-            return
+            return req
         t.debt = debt % JIFFY_NS
-        yield self.env.timeout(debt // JIFFY_NS)
+        left = debt // JIFFY_NS
+        env = self.env
+        while left > 0:
+            c = t.cpu
+            res = self.cpus[c]
+            step = max(1, min(left, self.slice_end[c] - env.now)) if res.queue else left
+            yield env.timeout(step)
+            left -= step
+            if res.queue and env.now >= self.slice_end[c]:
+                self.put_cpu(t, req)
+                req = yield from self.get_cpu(t, c)
+        return req
 
-    # --- memory ---------------------------------------------------------------------------
-    def reclaim(self, want: int) -> tuple[int, int]:
-        """shrink_node, simply: page cache above its floor first, then anon to swap,
-        oldest mm first.  Returns (reclaimed, scanned)."""
-        got = min(want, max(0, self.file - self.file_floor))
-        self.file -= got
-        scanned = got
-        while got < want and self.swap_free and self.lru:
-            pid, t = next(iter(self.lru.items()))
-            k = min(want - got, t.rss, self.swap_free)
-            t.rss -= k
-            t.swap += k
-            self.swap_free -= k
-            got += k
-            scanned += k
-            if not t.rss:
-                del self.lru[pid]
-        self.free += got
-        return got, scanned + want
+    def should_reclaim_retry(self, t: Task, req, nr: int, progress: bool, state: list):
+        """The OOM detector for the one zone.  Returns (req, retry)."""
+        state[0] = 0 if progress else state[0] + 1
+        if state[0] > MAX_RECLAIM_RETRIES:
+            return req, False
+        reclaimable = self.file + self.dirty + self.writeback + (self.anon if self.swap_free else 0)
+        available = reclaimable + self.free
+        ok = available - nr >= self.min_wmark
+        self.emit(RETRY_ZONE, t.cpu, t.pid, 0, "Normal", reclaimable, available, self.min_wmark,
+                  state[0], int(ok))
+        if ok and not progress and 2 * (self.dirty + self.writeback) > reclaimable:
+            self.emit(THROTTLE, t.cpu, t.pid, "congestion_wait", HZ // 10)
+            req = yield from self.sleep(t, req, HZ // 10, interruptible=False)
+            return req, True
+        req = yield from self.point(t, req)
+        return req, ok
 
-    def wake_kswapd(self) -> None:
-        if not self.kswapd_running and not self.kswapd_wake.triggered:
-            self.kswapd_wake.succeed()
-
-    def kswapd(self):
-        t = self.new_task("kswapd0", 0, kthread=True)
-        while True:
-            yield self.kswapd_wake
-            self.kswapd_wake = self.env.event()
-            self.kswapd_running = True
-            req = yield from self.get_cpu(t)
-            self.emit(KSWAPD_WAKE, t.cpu, t.pid, 0)
-            while self.free < self.high:
-                got, scanned = self.reclaim(CHUNK)
-                yield from self.run(t, RECLAIM_BASE_NS + scanned * SCAN_NS_PER_PAGE)
-                if not got:
-                    break
-            self.cpus[t.cpu].release(req)
-            self.kswapd_running = False
-
-    def alloc_chunk(self, t: Task, req, nr: int):
-        """__alloc_pages for one chunk; returns (ok, req)."""
-        if self.free - nr >= self.low:       # fast path at the LOW watermark
-            self.free -= nr
-            return True, req
-        self.wake_kswapd()
+    def alloc_slow(self, t: Task, req, nr: int):
+        """__alloc_pages_slowpath for one chunk; returns (ok, req)."""
         self.emit(SLOW_ENTER, t.cpu, t.pid, 0)
-        no_progress = loops = 0
+        self.wake_kswapd(t)
+        loops = 0
+        state = [0]                                # no_progress_loops
         while True:
-            loops += 1
-            if self.free - nr >= self.min_wmark:
+            mark = self.min_wmark // 2 if t.victim else self.min_wmark   # ALLOC_OOM
+            if self.free - nr >= mark:
                 self.free -= nr
-                self.emit(SLOW_EXIT, t.cpu, t.pid, "ok", loops)
+                self.emit(SLOW_EXIT, t.cpu, t.pid, 0, "ok", loops)
                 return True, req
-            if t.killed:
-                self.emit(SLOW_EXIT, t.cpu, t.pid, "fail", loops)
+            if loops and t.victim:                 # a victim whose reserves ran out fails
+                self.emit(SLOW_EXIT, t.cpu, t.pid, 0, "fail", loops)
                 return False, req
-            got, scanned = self.reclaim(CHUNK)
-            self.emit(RECLAIM, t.cpu, t.pid, got)
-            yield from self.run(t, RECLAIM_BASE_NS + scanned * SCAN_NS_PER_PAGE)
-            if self.free - nr >= self.min_wmark:
+            loops += 1
+            req = yield from self.run(t, req, SLOWPATH_ROUND_NS)
+            self.wake_kswapd(t)
+            if self.free - nr >= mark:
                 continue
-            no_progress = 0 if got else no_progress + 1
-            if no_progress <= MAX_RECLAIM_RETRIES:
-                yield from self.run(t, SLOWPATH_ROUND_NS)
+            if t.killed:                           # throttle_direct_reclaim: fatal signal
+                progress = 1
+            else:
+                req = yield from self.point(t, req)
+                req, progress = yield from self.try_to_free_pages(t, req)
+                req = yield from self.point(t, req)
+                if progress and self.free - nr >= mark:
+                    continue
+            req, retry = yield from self.should_reclaim_retry(t, req, nr, progress > 0, state)
+            if retry:
                 continue
-            # __alloc_pages_may_oom: trylock, or back off one jiffy
+            # __alloc_pages_may_oom: trylock, or back off one jiffy (which counts as progress)
             if self.oom_lock is not None:
+                self.emit(CONTENDED, t.cpu, t.pid)
                 req = yield from self.sleep(t, req, 1, interruptible=False)
+                state[0] = 0
                 continue
             self.oom_lock = t
             self.emit(LOCK, t.cpu, t.pid)
-            if self.free - nr >= self.high:
+            req = yield from self.point(t, req)
+            if self.free - nr >= self.high:        # a parallel kill may have freed enough
                 self.free -= nr
                 self.oom_lock = None
                 self.emit(UNLOCK, t.cpu, t.pid)
+                self.emit(SLOW_EXIT, t.cpu, t.pid, 0, "ok", loops)
                 return True, req
-            yield from self.out_of_memory(t)
+            req, progress = yield from self.out_of_memory(t, req)
             self.oom_lock = None
             self.emit(UNLOCK, t.cpu, t.pid)
-            no_progress = 0
-            yield from self.run(t, SLOWPATH_ROUND_NS)
+            if not progress:
+                self.emit(SLOW_EXIT, t.cpu, t.pid, 0, "fail", loops)
+                return False, req
+            state[0] = 0
 
-    def out_of_memory(self, cur: Task):
+    def out_of_memory(self, cur: Task, req):
+        """Returns (req, progress): a kill, a pending victim, or current dying."""
         self.oom_calls += 1
-        self.emit(OOM_ENTER, cur.cpu, cur.pid)
-        if cur.killed:
-            return
+        self.emit(OOM_ENTER, cur.cpu, cur.pid, 0)
+        if cur.killed:                             # task_will_free_mem(current)
+            cur.victim = True
+            self.emit(OOM_RETURN, cur.cpu, cur.pid, 1, "current_exiting")
+            return req, True
         chosen, points = None, -1
-        users = [t for t in self.tasks.values() if t.comm != "kswapd0" and t.comm != "oom_reaper"]
+        users = list(self.tasks.values())
+        req = yield from self.run(cur, req, OOM_SCAN_NS_PER_TASK * len(users))
         for t in users:
-            if t.victim and not t.skip:      # a victim is pending: abort, let it exit
-                yield from self.run(cur, OOM_SCAN_NS_PER_TASK * len(users))
-                return
+            if t.victim and not t.skip:            # a victim is pending: abort, let it exit
+                self.emit(OOM_RETURN, cur.cpu, cur.pid, 1, "victim_pending")
+                return req, True
             p = t.rss + t.swap
             if p > points:
                 chosen, points = t, p
-        yield from self.run(cur, OOM_SCAN_NS_PER_TASK * len(users))
-        rows = [(t.pid, 0, t.pid, t.rss + t.swap, t.rss, 0, t.swap, 0, t.comm) for t in users]
+        rows = report_rows(users)
         self.emit(OOM_HEADER, cur.cpu, cur.pid, cur.comm, rows)
-        lines = [f"[{r[0]:7d}] {r[1]:5d} {r[2]:5d} {r[3]:8d} {r[4]:8d} {r[5]:8d} {r[6]:8d}"
-                 f"         {r[7]:5d} {r[8]}" for r in rows]
-        yield from self.run(cur, PRINTK_NS_PER_LINE * (len(lines) + OOM_REPORT_LINES))
+        req = yield from self.run(cur, req, PRINTK_NS_PER_LINE * (len(report_lines(rows)) + OOM_REPORT_LINES))
         if chosen is None:
-            return
+            self.emit(OOM_RETURN, cur.cpu, cur.pid, 0, "no_victim")
+            return req, False
         chosen.killed = chosen.victim = True
         self.kills += 1
         self.emit(KILL, cur.cpu, chosen.pid, chosen.comm, chosen.rss)
         if chosen.sleeping:
             chosen.proc.interrupt()
         self.reaper_q.put(chosen)
+        self.emit(OOM_RETURN, cur.cpu, cur.pid, 1, "killed")
+        return req, True
 
     def oom_reaper(self):
         t = self.new_task("oom_reaper", 0, kthread=True)
@@ -251,18 +288,28 @@ class Peer:
             victim = yield self.reaper_q.get()
             req = yield from self.get_cpu(t)
             if victim.alive and not victim.skip:
-                k = victim.rss
-                self.free_task_memory(victim)
-                yield from self.run(t, k * ZAP_NS_PER_PAGE)
+                req = yield from self.zap(t, req, victim)
                 self.emit(REAPED, t.cpu, victim.pid, victim.comm)
             victim.skip = True
-            self.cpus[t.cpu].release(req)
+            self.put_cpu(t, req)
 
-    def free_task_memory(self, t: Task) -> None:
-        self.free += t.rss
-        self.swap_free += t.swap
-        t.rss = t.swap = 0
-        self.lru.pop(t.pid, None)
+    def zap(self, t: Task, req, mm: Task):
+        """Unmap ``mm``'s memory ZAP_BATCH pages at a time, resident pages then swap
+        entries, each batch freed, then paid for, then a scheduling point (zap_pages)."""
+        while True:
+            k = min(mm.rss, ZAP_BATCH)
+            s = min(mm.swap, ZAP_BATCH - k)
+            if not k + s:
+                return req
+            mm.rss -= k
+            mm.swap -= s
+            self.anon -= k
+            self.free += k
+            self.swap_free += s
+            if not mm.rss:
+                self.lru.pop(mm.pid, None)
+            req = yield from self.run(t, req, (k + s) * ZAP_NS_PER_PAGE)
+            req = yield from self.point(t, req)
 
     # --- tasks ----------------------------------------------------------------------------
     def new_task(self, comm: str, rss: int, kthread: bool = False) -> Task:
@@ -273,6 +320,7 @@ class Peer:
             self.tasks[pid] = t
             if rss:
                 self.lru[pid] = t
+                self.anon += rss
         self.emit(TASK_NEW, -1, pid, comm, int(kthread))
         return t
 
@@ -284,22 +332,20 @@ class Peer:
             yield self.env.timeout(delay)
         req = yield from self.get_cpu(t)
         try:
-            while True:                      # every program is a repeat loop
+            while True:                            # every program is a repeat loop
                 for step in program:
                     req = yield from step(t, req)
                     if t.killed:
                         raise Killed
-                yield from self.run(t, SLOWPATH_ROUND_NS)
+                req = yield from self.run(t, req, SLOWPATH_ROUND_NS)
         except Killed:
             pass
-        k = t.rss
-        self.free_task_memory(t)
-        yield from self.run(t, k * ZAP_NS_PER_PAGE)
+        req = yield from self.zap(t, req, t)        # exit_mmap
         t.alive = False
         t.skip = True
         del self.tasks[t.pid]
         self.emit(EXIT, t.cpu, t.pid, t.comm, "killed")
-        self.cpus[t.cpu].release(req)
+        self.put_cpu(t, req)
 
     # program steps: generators taking (task, cpu request) and returning the request
     def sleep_step(self, jiffies: int):
@@ -309,8 +355,7 @@ class Peer:
 
     def compute_step(self, ms: int):
         def step(t: Task, req):
-            yield from self.run(t, ms * 1_000_000)
-            return req
+            return (yield from self.run(t, req, ms * 1_000_000))
         return step
 
     def alloc_step(self, size: int, rate: int = 0):
@@ -318,20 +363,27 @@ class Peer:
 
         def step(t: Task, req):
             self.emit(STEP, t.cpu, t.pid, "alloc", pages)
+            # mmap's commit check (heuristic overcommit: anything below RAM + swap)
+            self.emit(VM_ENOUGH, t.cpu, t.pid, pages, int(pages <= self.total + self.swap_total))
             done, start = 0, self.env.now
+            lru = self.lru
             while done < pages:
                 nr = min(CHUNK, pages - done)
-                ok, req = yield from self.alloc_chunk(t, req, nr)
-                if t.killed:
-                    return req
-                if not ok:
-                    yield from self.run(t, SLOWPATH_ROUND_NS)
-                    continue
+                if self.free - nr >= self.low:     # the fast path at the LOW watermark
+                    self.free -= nr
+                else:
+                    ok, req = yield from self.alloc_slow(t, req, nr)
+                    if t.killed:
+                        return req
+                    if not ok:                     # VM_FAULT_OOM: back to user space, retry
+                        req = yield from self.run(t, req, SLOWPATH_ROUND_NS)
+                        continue
                 done += nr
                 t.rss += nr
-                self.lru.pop(t.pid, None)
-                self.lru[t.pid] = t
-                yield from self.run(t, nr * FAULT_NS_PER_PAGE)
+                self.anon += nr
+                lru.pop(t.pid, None)
+                lru[t.pid] = t
+                req = yield from self.run(t, req, nr * FAULT_NS_PER_PAGE)
                 if t.killed:
                     return req
                 if rate:
@@ -348,55 +400,41 @@ class Peer:
 
         def step(t: Task, req):
             self.emit(STEP, t.cpu, t.pid, "free", pages)
-            k = min(pages, t.rss)
+            k = min(pages, t.rss)                  # resident pages first, then swap entries
+            s = min(pages - k, t.swap)
             t.rss -= k
+            t.swap -= s
+            self.anon -= k
             self.free += k
-            yield from self.run(t, k * ZAP_NS_PER_PAGE)
-            return req
+            self.swap_free += s
+            if not t.rss:
+                self.lru.pop(t.pid, None)
+            return (yield from self.run(t, req, (k + s) * ZAP_NS_PER_PAGE))
         return step
 
     def fork_step(self, child_program):
         def step(t: Task, req):
             child = self.new_task("leakchild", 0)
+            self.emit(FORK, t.cpu, t.pid, t.comm, child.pid, child.comm)
             self.spawn(child, child_program)
-            yield from self.run(t, 0)
-            return req
+            return (yield from self.run(t, req, FORK_NS))
         return step
 
-    # --- the workload of bench/pressure.py ------------------------------------------------
     def build(self) -> None:
-        j = lambda ms: -(-ms * HZ // 1000)   # noqa: E731 - ms to jiffies, rounded up
-        self.env.process(self.kswapd())
-        self.env.process(self.oom_reaper())
-        groups = [
-            ("daemon", 600, 2, 1, [self.sleep_step(j(500)), self.compute_step(1)], 0),
-            ("worker", 300, 4, 3, [self.compute_step(4), self.sleep_step(j(100))], 0),
-            ("handler", 90, 8, 10, [self.sleep_step(j(250)), self.alloc_step(256 * 1024),
-                                    self.compute_step(2), self.free_step(256 * 1024)], 0),
-            ("leaker", 10, 0, 500, [self.fork_step([self.alloc_step(16 * MIB, 48 * MIB)]),
-                                    self.sleep_step(j(8000))], j(1000)),
-        ]
-        for comm, count, rss_mib, stagger_ms, program, start in groups:
-            for i in range(count):
-                rss = rss_mib * MIB // PAGE
-                self.free -= rss
-                t = self.new_task(comm, rss)
-                self.spawn(t, program, start + j(i * stagger_ms) if stagger_ms else start)
+        build_workload(self)
 
     def go(self) -> None:
         self.build()
         self.env.run(until=self.duration)
 
 
-def bench(duration_s: int = 60) -> dict:
-    with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "peer.trace"), "wb") as out:
-        t0 = time.process_time()
-        peer = Peer(duration_s, out)
-        peer.go()
-        cpu = time.process_time() - t0
-    return {"sim_s": duration_s, "cpu": cpu, "sim_per_cpu": duration_s / cpu, "events": peer.events,
-            "oom_kills": peer.kills, "oom_invocations": peer.oom_calls, "tasks": peer.next_pid - 1}
+def bench(duration_s: int = 60, peer=Peer, *, counts: bool = False) -> dict:
+    """One timed run of ``peer`` (this peer by default); see peer_common.bench."""
+    return peer_common.bench(duration_s, peer, counts=counts)
 
 
 if __name__ == "__main__":
-    print(bench(int(sys.argv[1]) if len(sys.argv) > 1 else 60))
+    r = bench(int(sys.argv[1]) if len(sys.argv) > 1 else 60, counts=True)
+    print({k: v for k, v in r.items() if k != "kinds"})
+    for k, v in sorted(r["kinds"].items(), key=lambda kv: -kv[1]):
+        print(f"{v:10,d}  {k}")

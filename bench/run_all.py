@@ -3,7 +3,7 @@
     .venv/bin/python bench/run_all.py              # all figures (a few minutes on 2 shared cores)
     .venv/bin/python bench/run_all.py --profile pressure
         # cProfile top-N (by tottime) of one benchmark instead
-        # (fastpath1, fastpath32, pressure, peer, explore, vsleep1, vsleep1000, checkpoint)
+        # (fastpath1, fastpath32, pressure, peer, peer-lite, explore, vsleep1, vsleep1000, checkpoint)
 
 Times are CPU times (time.process_time) and the minimum of REPEATS runs: the machine is
 shared.  See bench/README.md for what each figure means and the goals.  The race
@@ -23,7 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fastpath  # noqa: E402
 import memory  # noqa: E402
+import event_kinds  # noqa: E402
 import peer_simpy  # noqa: E402
+import peer_simpy_lite  # noqa: E402
 import pressure  # noqa: E402
 import scaling  # noqa: E402
 import vsleep  # noqa: E402
@@ -45,7 +47,12 @@ GOAL_RSS_RATIO = 1.10            # max RSS of the longer run over the shorter on
 
 def _best(fn, key: str, repeats: int = REPEATS, low: bool = False) -> dict:
     """The best of ``repeats`` runs by ``key`` (highest, or lowest with ``low``)."""
-    runs = [fn() for _ in range(repeats)]
+    return _pick([fn() for _ in range(repeats)], key, low)
+
+
+def _pick(runs: list[dict], key: str, low: bool = False) -> dict:
+    """The best of ``runs`` by ``key``, with every run's ``key`` under "all"."""
+    runs = list(runs)
     runs.sort(key=lambda r: r[key], reverse=not low)
     best = dict(runs[0])
     best["all"] = [r[key] for r in runs]
@@ -96,8 +103,10 @@ def main(quick_scaling: bool = True) -> None:
     # --- 2. pressure scenario against the SimPy peer ----------------------------------
     print(f"\n[2] pressure: 64 CPUs, 1,000 tasks, 8GiB RAM + 1GiB swap, {pressure.DURATION_S} "
           "simulated s, trace written; beside a plain SimPy model of the same work (bench/peer_simpy.py)")
-    p = _best(lambda: pressure.bench(), "sim_per_cpu")
-    s = _best(lambda: peer_simpy.bench(pressure.DURATION_S), "sim_per_cpu")
+    # one run of each in turn, REPEATS times: the load of the shared machine hits all three alike
+    runs = [(pressure.bench(), peer_simpy.bench(pressure.DURATION_S),
+             peer_simpy.bench(pressure.DURATION_S, peer_simpy_lite.Peer)) for _ in range(REPEATS)]
+    p, s, lite = (_pick([r[i] for r in runs], "sim_per_cpu") for i in range(3))
     ratio = p["sim_per_cpu"] / s["sim_per_cpu"]
     print(f"  oomactors  {p['sim_per_cpu']:6.2f} sim-s/CPU-s  (cpu {p['cpu']:.2f}s; runs "
           + ", ".join(f"{x:.2f}" for x in p["all"]) + f")  events={p['events']:,} "
@@ -106,11 +115,19 @@ def main(quick_scaling: bool = True) -> None:
     print(f"  SimPy peer {s['sim_per_cpu']:6.2f} sim-s/CPU-s  (cpu {s['cpu']:.2f}s; runs "
           + ", ".join(f"{x:.2f}" for x in s["all"]) + f")  events={s['events']:,}  "
           f"oom_kills={s['oom_kills']}  oom_invocations={s['oom_invocations']}")
-    print(f"  oomactors / peer = {ratio:.2f}x   (virtual sleeps {p['sleeps']:,}, "
+    print(f"  peer-lite  {lite['sim_per_cpu']:6.2f} sim-s/CPU-s  (cpu {lite['cpu']:.2f}s; runs "
+          + ", ".join(f"{x:.2f}" for x in lite["all"]) + f")  events={lite['events']:,}  "
+          f"(the coarser session-2 peer, bench/peer_simpy_lite.py: for transparency)")
+    print(f"  oomactors / peer = {ratio:.2f}x   oomactors / peer-lite = "
+          f"{p['sim_per_cpu'] / lite['sim_per_cpu']:.2f}x   (virtual sleeps {p['sleeps']:,}, "
           f"~{p['sleeps_per_jiffy']:.1f} per jiffy; decision points {p['decisions']:,})")
+    print("  events per kind (one more, untimed run of each):")
+    event_kinds.table(pressure.DURATION_S)
     rows.append(("pressure sim-s / CPU-s", f"{p['sim_per_cpu']:.2f}", "-", "-"))
     rows.append(("SimPy peer sim-s / CPU-s", f"{s['sim_per_cpu']:.2f}", "-", "-"))
+    rows.append(("SimPy peer-lite sim-s / CPU-s", f"{lite['sim_per_cpu']:.2f}", "-", "-"))
     rows.append(("pressure / peer", f"{ratio:.2f}x", f">= {GOAL_PEER_RATIO:g}x", _ok(ratio >= GOAL_PEER_RATIO)))
+    rows.append(("pressure / peer-lite", f"{p['sim_per_cpu'] / lite['sim_per_cpu']:.2f}x", "-", "-"))
     rows.append(("pressure OOM kills", str(p["oom_kills"]), "> 1 (repeated)", _ok(p["oom_kills"] > 1)))
 
     # --- 3. explore ----------------------------------------------------------------------
@@ -167,6 +184,7 @@ def profile(name: str, top: int) -> None:
         "fastpath32": lambda: fastpath.bench(30_000, 32),
         "pressure": lambda: pressure.bench(),
         "peer": lambda: peer_simpy.bench(pressure.DURATION_S),
+        "peer-lite": lambda: peer_simpy.bench(pressure.DURATION_S, peer_simpy_lite.Peer),
         "explore": lambda: explore_runs(),
         "vsleep1": lambda: vsleep.virtual_sleeps(1, 30_000),
         "vsleep1000": lambda: vsleep.virtual_sleeps(1000, 100),
@@ -180,7 +198,7 @@ def profile(name: str, top: int) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", metavar="NAME", choices=("fastpath1", "fastpath32", "pressure", "peer",
+    ap.add_argument("--profile", metavar="NAME", choices=("fastpath1", "fastpath32", "pressure", "peer", "peer-lite",
                                                            "explore", "vsleep1", "vsleep1000", "checkpoint"))
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--full-scaling", action="store_true", help="the full scaling sweep (slow)")

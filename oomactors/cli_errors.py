@@ -70,6 +70,8 @@ def idle_explore_options(search: str, depth: int | None, fixed_seed: bool) -> No
             idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
         if option_given("seed"):
             idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
+        if option_given("shrink_budget"):  # every schedule with fewer picks ran first: nothing to shrink
+            idle.append(("--shrink-budget", "random, pct and hypothesis (exhaustive does not shrink)"))
     if idle:
         option, where = idle[0]
         from .errors import InputError

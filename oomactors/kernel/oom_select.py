@@ -18,7 +18,7 @@ from policies.api import OomContext, TaskView
 
 from . import gfp as G
 from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_allowed
-from .memcontrol import mem_cgroup_scan_tasks, task_memcg_path
+from .memcontrol_tree import mem_cgroup_scan_tasks, task_memcg_path
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
 from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, Task

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from . import gfp as G
 from . import params
 from .cpuset import cpuset_name
-from .memcontrol import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
-                         memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
+from .memcontrol_tree import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
+                              memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .oom_kill_24 import oom_kill_task_24
 from .oom_select import (CONSTRAINT_NAMES, OomControl, find_lock_task_mm, is_memcg_oom, oom_cpuset_eligible,
                          oom_task_view, oom_unkillable_task)

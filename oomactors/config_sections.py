@@ -17,7 +17,7 @@ from oomactors.units import GiB, MiB, PAGE_SIZE, Duration, format_size, parse_du
 from .config_steps import Step
 from .config_types import (CAPABILITIES, DMA_ZONE_MAX, HZ_VALUES, MAX_MEMORY, PROFILES, SEED_MAX, UID_MAX, Bool,
                            CommName, DurationT, Float, Int, KbytesOrAuto, NonNegInt, PositiveDuration, PositiveRate,
-                           Size, SizeOrAuto, Str, _at, _check, _int_or_auto, _min_free, _Model, _size_or)
+                           Size, SizeOrAuto, Str, _at, _check, _int_or_auto, _kbytes_or_auto, _Model, _size_or)
 
 
 class Machine(_Model):
@@ -129,7 +129,7 @@ class Kernel(_Model):
                                    f"unknown profile (known: {', '.join(PROFILES)})")] = DEFAULT_PROFILE
     hz: Annotated[Int, _check(lambda hz: hz in HZ_VALUES,
                               f"must be one of {', '.join(map(str, HZ_VALUES))}")] = 250
-    min_free_kbytes: Annotated[Union[int, Literal["auto"]], BeforeValidator(_min_free)] = "auto"
+    min_free_kbytes: Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto(128))] = "auto"
     watermark_scale_factor: Int = Field(10, ge=1, le=3000)
     lowmem_reserve_ratio: Annotated[tuple[NonNegInt, ...], _check(
         lambda t: len(t) == 3, "expected 3 integers (DMA, DMA32, NORMAL)")] = (256, 256, 32)

@@ -91,20 +91,16 @@ def _check_comm(name: str) -> str:
     return name
 
 
-def _min_free(v: Any) -> int | str:
-    if v == "auto":
+def _kbytes_or_auto(lo: int) -> Callable[[Any], int | str]:
+    """A before-validator for a kbytes sysctl that is ``"auto"`` (its boot default) or an
+    integer of at least ``lo``."""
+    def check(v: Any) -> int | str:
+        if v == "auto":
+            return v
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"expected an integer >= {lo} (kbytes) or \"auto\"")
         return v
-    if not isinstance(v, int) or isinstance(v, bool) or v < 128:
-        raise ValueError("expected an integer >= 128 (kbytes) or \"auto\"")
-    return v
-
-
-def _kbytes_or_auto(v: Any) -> int | str:
-    if v == "auto":
-        return v
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise ValueError("expected an integer >= 0 (kbytes) or \"auto\"")
-    return v
+    return check
 
 
 def _int_or_auto(lo: int, hi: int) -> Callable[[Any], int | str]:
@@ -119,7 +115,7 @@ def _int_or_auto(lo: int, hi: int) -> Callable[[Any], int | str]:
     return check
 
 
-KbytesOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto)]
+KbytesOrAuto = Annotated[Union[int, Literal["auto"]], BeforeValidator(_kbytes_or_auto(0))]
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]

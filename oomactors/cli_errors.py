@@ -32,6 +32,24 @@ EXIT_INTERRUPTED = 130
 DEBUG_ENV = "OOMACTORS_DEBUG"
 
 
+def fail(err: Any) -> None:
+    """Bad input (an :class:`~oomactors.errors.InputError`): its one line, and its exit status."""
+    click.echo(f"oomactors: error: {err}", err=True)
+    sys.exit(err.exit_status)
+
+
+def check_writable(path: str, what: str) -> None:
+    """An output file that cannot be written is bad input now, before any work is done."""
+    from .errors import InputError
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{path}: cannot write {what}: is a directory")
+    if not os.path.isdir(parent):
+        raise InputError(f"{path}: cannot write {what}: no directory {parent}")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"{path}: cannot write {what}: permission denied")
+
+
 def not_an_input(out: str | None, option: str, inputs: dict[str, str | None]) -> None:
     """Refuse an output path that is one of the command's inputs (``inputs``: what each is
     called -> its path): writing it would destroy the input.  Symlinks and other spellings
@@ -70,6 +88,8 @@ def idle_explore_options(search: str, depth: int | None, fixed_seed: bool) -> No
             idle.append(("--fixed-seed", "random, pct and hypothesis (exhaustive always runs run.seed)"))
         if option_given("seed"):
             idle.append(("--seed", "random, pct and hypothesis (exhaustive draws nothing)"))
+        if option_given("shrink_budget"):  # every schedule with fewer picks ran first: nothing to shrink
+            idle.append(("--shrink-budget", "random, pct and hypothesis (exhaustive does not shrink)"))
     if idle:
         option, where = idle[0]
         from .errors import InputError

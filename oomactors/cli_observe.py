@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import tempfile
 from typing import Any, Iterator
 
 import click
 
+from .cli_errors import fail, not_an_input
 from .errors import InputError
-
-
-def _fail(err: InputError) -> None:
-    click.echo(f"oomactors: error: {err}", err=True)
-    sys.exit(err.exit_status)
 
 
 def _need(module: str, extra: str) -> None:
@@ -25,7 +20,7 @@ def _need(module: str, extra: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        _fail(InputError(f"this needs {module}: pip install 'oomactors[{extra}]'"))
+        fail(InputError(f"this needs {module}: pip install 'oomactors[{extra}]'"))
 
 
 def _writable(path: str) -> None:
@@ -34,7 +29,7 @@ def _writable(path: str) -> None:
         with open(path, "ab"):
             pass
     except OSError as e:
-        _fail(InputError(f"{path}: cannot write: {e.strerror or e}"))
+        fail(InputError(f"{path}: cannot write: {e.strerror or e}"))
 
 
 @click.command("export")
@@ -47,7 +42,6 @@ def trace_export(path: str, fmt: str | None, out: str) -> None:
     """Convert a trace file for other tools: Perfetto (open it at ui.perfetto.dev), or one
     flat table of every event as Parquet or CSV."""
     from .api import load_trace
-    from .cli_errors import not_an_input
     from .export import format_for
     try:
         not_an_input(out, "--output", {"the trace": path})
@@ -57,7 +51,7 @@ def trace_export(path: str, fmt: str | None, out: str) -> None:
         run = load_trace(path, partial=True)
         run.export(out, fmt)
     except InputError as err:
-        _fail(err)
+        fail(err)
     _torn(run, out)
     click.echo(f"{out}: {fmt}", err=True)
 
@@ -66,7 +60,7 @@ def _torn(run: Any, out: str) -> None:
     """A torn trace (a crashed run's): its complete events were written, and the tear is
     still an error."""
     if run.torn is not None:
-        _fail(InputError(f"{run.torn}; {out} holds the events before it"))
+        fail(InputError(f"{run.torn}; {out} holds the events before it"))
 
 
 @click.command("plot")
@@ -83,7 +77,6 @@ def plot_cmd(path: str, out: str, width: float, dpi: int, top: int) -> None:
     tasks' RSS, PSI and memory cgroups."""
     _need("matplotlib", "plot")
     from .api import load_trace
-    from .cli_errors import not_an_input
     from .plot import MAX_PIXELS, check_image_path
     try:
         not_an_input(out, "--output", {"the trace": path})
@@ -94,7 +87,7 @@ def plot_cmd(path: str, out: str, width: float, dpi: int, top: int) -> None:
         run = load_trace(path, partial=True)
         run.plot(out, width=width, dpi=dpi, top=top)
     except InputError as err:
-        _fail(err)
+        fail(err)
     _torn(run, out)
 
 
@@ -118,7 +111,7 @@ def perfetto_output(perfetto: str | None, trace_path: str | None) -> Iterator[st
         try:
             load_trace(trace_path or temp).export(perfetto, "perfetto")
         except InputError as err:
-            _fail(err)
+            fail(err)
     except BaseException:
         if not existed:  # the run never got going (bad config, Ctrl-C): no empty file left
             with contextlib.suppress(OSError):
@@ -140,7 +133,7 @@ def image_path_ok(path: str | None) -> None:
     try:
         check_image_path(path)
     except InputError as err:
-        _fail(err)
+        fail(err)
     _writable(path)
 
 
@@ -154,7 +147,7 @@ def compare_plot(data: dict[str, Any], path: str | None) -> None:
         check_image_path(path)
         compare_figure(data, path)
     except InputError as err:
-        _fail(err)
+        fail(err)
 
 
 def register(main: click.Group, trace: click.Group) -> None:

@@ -11,12 +11,8 @@ from typing import Any
 
 import click
 
+from .cli_errors import fail
 from .errors import InputError
-
-
-def _fail(err: InputError) -> None:
-    click.echo(f"oomactors: error: {err}", err=True)
-    sys.exit(err.exit_status)
 
 
 @click.group()
@@ -57,7 +53,7 @@ def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
         _trace_ending(tr)
     except InputError as err:
         sys.stdout.flush()
-        _fail(err)
+        fail(err)
     except BrokenPipeError:  # `trace show ... | head`: the reader has all it wanted
         import os
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -89,7 +85,7 @@ def trace_stats_cmd(path: str, as_json: bool) -> None:
     try:
         st = trace_stats(read_trace(path))
     except InputError as err:
-        _fail(err)
+        fail(err)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -14,14 +14,8 @@ from typing import Any
 
 import click
 
+from .cli_errors import EXIT_INTERRUPTED, fail, not_an_input
 from .errors import InputError
-
-EXIT_INTERRUPTED = 130
-
-
-def _fail(err: InputError) -> None:
-    click.echo(f"oomactors: error: {err}", err=True)
-    sys.exit(err.exit_status)
 
 
 def _interrupted() -> None:
@@ -29,15 +23,18 @@ def _interrupted() -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
-def _attempt(action: Any, config: str, *args: Any) -> Any:
-    """``action(cfg, *args)`` on the loaded CONFIG; bad input is one line and exit 2,
-    Ctrl-C (the VM already stopped) exit 130."""
+def _attempt(action: Any, config: str, kernel: str | None, timeout_s: float | None,
+             console_path: str | None) -> Any:
+    """``action(cfg, kernel, timeout_s, console_path)`` on the loaded CONFIG; bad input is
+    one line and exit 2, Ctrl-C (the VM already stopped) exit 130.  A --console path that
+    is one of the inputs is refused before anything boots (writing it would destroy it)."""
     from .config import load_config
 
     try:
-        return action(load_config(config), *args)
+        not_an_input(console_path, "--console", {"the config": config, "the kernel": kernel})
+        return action(load_config(config), kernel, timeout_s, console_path)
     except InputError as err:
-        _fail(err)
+        fail(err)
     except KeyboardInterrupt:
         _interrupted()
 

@@ -299,7 +299,8 @@ def _help(path: str, field: FieldInfo) -> str:
 def config_page() -> str:
     from oomactors.config import Config
     lines = ["# Config keys", "",
-             "Generated from the config schema (`oomactors/config.py`) each time the site is built.",
+             "Generated from the config schema (`oomactors/config.py` and its `config_*.py` parts) each time the site "
+             "is built.",
              "Every key has a default unless marked *required*, so an empty file is a valid config.",
              "Sizes take binary units (`\"64KiB\"`, `\"2GiB\"`, `\"100 pages\"`), durations need a unit",
              "(`\"10ms\"`, `\"2s\"`, `\"3 jiffies\"`), rates end in `/s`. The prose is in",
@@ -335,7 +336,7 @@ def config_page() -> str:
 def steps_page() -> str:
     from oomactors.config import STEP_TYPES
     lines = ["# Program steps", "",
-             "Generated from the step models of `oomactors/config.py`. A task group's `program` is a",
+             "Generated from the step models of `oomactors/config_steps.py`. A task group's `program` is a",
              "list of steps, and every step names its kind with the `op` key, which is required:", "",
              "```toml", "[[tasks]]", 'name = "leaker"', "program = [",
              '    { op = "alloc", size = "1GiB", rate = "128MiB/s" },',

@@ -187,9 +187,10 @@ def project_version() -> str:
 # reports, traces' encoders) are left out: they change no run.
 MODEL_SOURCES = ("oomactors/kernel/", "oomactors/actors/", "policies/", "oomactors/stepper.py",
                  "oomactors/sched.py", "oomactors/sim.py", "oomactors/machine.py", "oomactors/events.py",
-                 "oomactors/config.py", "oomactors/userspace.py", "oomactors/psi.py", "oomactors/units.py",
-                 "oomactors/invariants.py", "oomactors/oom_invariants.py", "oomactors/schedule.py",
-                 "oomactors/choices.py")
+                 "oomactors/config.py", "oomactors/config_types.py", "oomactors/config_steps.py",
+                 "oomactors/config_sections.py", "oomactors/userspace.py", "oomactors/userspace_files.py",
+                 "oomactors/psi.py", "oomactors/units.py", "oomactors/invariants.py", "oomactors/oom_invariants.py",
+                 "oomactors/schedule.py", "oomactors/choices.py")
 
 
 @functools.cache

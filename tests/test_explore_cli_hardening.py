@@ -287,6 +287,10 @@ def test_run_numbers_and_seeds_read_as_documented(tmp_path):
      "for random, pct and hypothesis (exhaustive always runs run.seed)"),
     (["--scheduler", "exhaustive", "--seed", "0"], "--seed does nothing with --scheduler exhaustive: it is for "
      "random, pct and hypothesis (exhaustive draws nothing)"),
+    (["--scheduler", "exhaustive", "--shrink-budget", "5"], "--shrink-budget does nothing with --scheduler "
+     "exhaustive: it is for random, pct and hypothesis (exhaustive does not shrink)"),
+    (["--scheduler", "exhaustive", "--shrink-budget", "100"], "--shrink-budget does nothing with --scheduler "
+     "exhaustive: it is for random, pct and hypothesis (exhaustive does not shrink)"),
 ])
 def test_options_that_would_do_nothing_are_refused(pair_off, args, line):
     p = _cli("explore", str(pair_off), "--check", "oom_lock_exclusion", *args)

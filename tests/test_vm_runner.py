@@ -166,6 +166,26 @@ def _our_qemus(marker: str) -> list[int]:
     return out
 
 
+@pytest.mark.parametrize("cmd", ["run", "compare"])
+@pytest.mark.parametrize("which", ["config", "kernel", "config_link"])
+def test_a_console_path_that_is_an_input_is_refused_before_boot(tmp_path: Path, cmd: str, which: str) -> None:
+    cfg = tmp_path / "c.toml"
+    text = BASE + '[[tasks]]\nname = "t"\nprogram = [{ op = "sleep", time = "1s" }]'
+    cfg.write_text(text)
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"\0" * 4096)
+    link = tmp_path / "link.toml"
+    link.symlink_to(cfg)
+    console = {"config": cfg, "kernel": kernel, "config_link": link}[which]
+    what = "the kernel" if which == "kernel" else "the config"
+    r = _cli(cmd, str(cfg), "--kernel", str(kernel), "--console", str(console), "--timeout", "20")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == (f"oomactors: error: --console {console}: is {what} "
+                        f"({kernel if which == 'kernel' else cfg}); refusing to overwrite an input\n")
+    assert cfg.read_text() == text and kernel.read_bytes() == b"\0" * 4096  # untouched
+    assert not _our_qemus(str(tmp_path))
+
+
 @pytest.mark.vm
 def test_a_kernel_that_does_not_boot(tmp_path: Path) -> None:
     bad = tmp_path / "vmlinuz"

@@ -1,4 +1,4 @@
-"""Memory cgroups with cgroup v2 semantics (mm/memcontrol.c, include/linux/memcontrol.h, 5.10).
+"""Charging memory cgroups, cgroup v2 semantics (mm/memcontrol.c, include/linux/memcontrol.h, 5.10).
 
 A :class:`MemCgroup` tree with page counters (:mod:`.page_counter`).  Charging a child charges every ancestor
 (``page_counter_try_charge`` walks up to the root); the lowest counter that would pass its
@@ -24,6 +24,10 @@ PF_EXITING) and PF_MEMALLOC force the charge; a non-blocking mask fails; otherwi
 (force), then ``mem_cgroup_oom``: OOM_SUCCESS retries with fresh retries, OOM_FAILED (nothing
 killable) goes to ``force`` -- 5.10 charges over the limit rather than fail the fault
 (the profile's ``memcg_oom_failure``; 5.16+ fails with -ENOMEM instead).
+
+The tree itself (struct mem_cgroup, the walks, memory.events, what the OOM killer reads of
+a memcg) is :mod:`.memcontrol_tree`, memory.high :mod:`.memcontrol_high`; both are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -31,171 +35,40 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import gfp as G
-from .mmzone import MAX_RECLAIM_RETRIES, PAGE_ALLOC_COSTLY_ORDER, SWAP_CLUSTER_MAX
-from .page_counter import (PAGE_COUNTER_MAX, PageCounter, page_counter_charge, page_counter_try_charge,
-                           page_counter_uncharge)
-from .task import MM, PAGE_SIZE, PF_EXITING, PF_MEMALLOC
+from .mmzone import MAX_RECLAIM_RETRIES, PAGE_ALLOC_COSTLY_ORDER
+from .page_counter import page_counter_charge, page_counter_try_charge, page_counter_uncharge
+from .task import MM, PF_EXITING, PF_MEMALLOC
 from ..psi import psi_memstall_enter, psi_memstall_leave
+# the tree and memory.high, re-exported: `from .memcontrol import ...` is the public face
+from .memcontrol_high import (MEMCG_CHARGE_BATCH, MEMCG_DELAY_PRECISION_SHIFT, MEMCG_DELAY_SCALING_SHIFT,
+                              calculate_high_delay, calculate_overage, mem_cgroup_handle_over_high,
+                              mem_find_max_overage, reclaim_high)
+from .memcontrol_tree import (MEMCG_EVENTS, PAGE_COUNTER_MAX, MemCgroup, build_memcgs, emit_memcg_usage,
+                              for_each_mem_cgroup_tree, get_mem_cgroup_from_mm, mem_cgroup_get_oom_group,
+                              mem_cgroup_is_descendant, mem_cgroup_print_oom_meminfo, mem_cgroup_scan_tasks,
+                              memcg_count_scan, memcg_memory_event, memcg_memory_event_mm, memcg_of,
+                              parent_mem_cgroup, task_memcg_path)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
     from .mmzone import Zone
     from .task import Task
 
-MEMCG_CHARGE_BATCH = 32
-MEMCG_DELAY_PRECISION_SHIFT = 20
-MEMCG_DELAY_SCALING_SHIFT = 14
-ENOMEM = 12
+__all__ = ["ENOMEM", "MEMCG_CHARGE_BATCH", "MEMCG_DELAY_PRECISION_SHIFT", "MEMCG_DELAY_SCALING_SHIFT", "MEMCG_EVENTS",
+           "OOM_ASYNC", "OOM_FAILED", "OOM_SKIPPED", "OOM_SUCCESS", "PAGE_COUNTER_MAX", "MemCgroup", "boot_charge",
+           "build_memcgs", "calculate_high_delay", "calculate_overage", "charge_room", "charge_target",
+           "emit_memcg_usage", "for_each_mem_cgroup_tree", "get_mem_cgroup_from_mm", "mem_cgroup_charge",
+           "mem_cgroup_get_nr_swap_pages", "mem_cgroup_get_oom_group", "mem_cgroup_handle_over_high",
+           "mem_cgroup_is_descendant", "mem_cgroup_margin", "mem_cgroup_oom", "mem_cgroup_out_of_memory",
+           "mem_cgroup_print_oom_meminfo", "mem_cgroup_scan_tasks", "mem_cgroup_swapout", "memcg_count_scan",
+           "memcg_memory_event", "memcg_memory_event_mm", "memcg_of", "mem_find_max_overage", "parent_mem_cgroup",
+           "reclaim_high", "should_force_charge", "swap_room", "task_memcg_path", "try_charge", "uncharge_pages",
+           "uncharge_swap"]
 
-# memory.events, in the order the file prints them.  oom_group_kill is 5.17's counter
-# (MEMCG_OOM_GROUP_KILL); 5.10 has no such line, the model counts it anyway.
-MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+ENOMEM = 12
 
 # enum oom_status
 OOM_SUCCESS, OOM_FAILED, OOM_ASYNC, OOM_SKIPPED = range(4)
-
-
-class MemCgroup:
-    """struct mem_cgroup, cgroup v2: the memory and swap counters, oom.group, memory.events."""
-
-    def __init__(self, path: str, parent: "MemCgroup | None", nzones: int, total_swap_pages: int, *,
-                 max_: int = PAGE_COUNTER_MAX, high: int = PAGE_COUNTER_MAX, swap_max: int = PAGE_COUNTER_MAX,
-                 min_: int = 0, low: int = 0, oom_group: bool = False) -> None:
-        self.path = path
-        self.parent = parent
-        self.children: list[MemCgroup] = []
-        self.memory = PageCounter(self, parent.memory if parent else None, max_, high, min_, low)
-        self.swap = PageCounter(self, parent.swap if parent else None, swap_max)
-        self.oom_group = oom_group
-        self.total_swap_pages = total_swap_pages
-        # unmapped page cache charged here, by zone: this memcg is its owner on the file LRU
-        self.file = [0] * nzones
-        self.kmem = 0            # __GFP_ACCOUNT kernel pages (never freed by the model)
-        self.events = dict.fromkeys(MEMCG_EVENTS, 0)        # memory.events (hierarchical)
-        # memory.stat pgscan / pgsteal (hierarchical): pages reclaim scanned / took here
-        self.pgscan = 0
-        self.pgsteal = 0
-        self.events_local = dict.fromkeys(MEMCG_EVENTS, 0)  # memory.events.local
-        if parent is not None:
-            parent.children.append(self)
-
-    def __repr__(self) -> str:
-        return f"<MemCgroup {self.path}>"
-
-    @property
-    def is_root(self) -> bool:
-        return self.parent is None
-
-    def max_pages(self) -> int:
-        """mem_cgroup_get_max: memory.max plus the swap it may use (swappiness is not 0)."""
-        return self.memory.max + min(self.swap.max, self.total_swap_pages)
-
-
-def _pages(size: int | str) -> int:
-    return PAGE_COUNTER_MAX if size == "max" else size // PAGE_SIZE
-
-
-def build_memcgs(cfg: Any, nzones: int, total_swap_pages: int) -> tuple[MemCgroup, dict[str, MemCgroup]]:
-    """The root memcg and every configured one, by path (parents come first in the config)."""
-    root = MemCgroup("/", None, nzones, total_swap_pages)
-    by_path = {"/": root}
-    for c in getattr(cfg, "memcgs", ()):
-        parent_path = c.path.rsplit("/", 1)[0] or "/"
-        by_path[c.path] = MemCgroup(c.path, by_path[parent_path], nzones, total_swap_pages,
-                                    max_=_pages(c.max), high=_pages(c.high), swap_max=_pages(c.swap_max),
-                                    min_=_pages(c.min), low=_pages(c.low), oom_group=c.oom_group)
-    return root, by_path
-
-
-# --- the tree ----------------------------------------------------------------------------
-def parent_mem_cgroup(memcg: MemCgroup) -> MemCgroup | None:
-    return memcg.parent
-
-
-def mem_cgroup_is_descendant(memcg: MemCgroup, root: MemCgroup) -> bool:
-    c: MemCgroup | None = memcg
-    while c is not None:
-        if c is root:
-            return True
-        c = c.parent
-    return False
-
-
-def for_each_mem_cgroup_tree(root: MemCgroup) -> list[MemCgroup]:
-    """mem_cgroup_iter: a pre-order walk, the root of the walk first."""
-    out = [root]
-    i = 0
-    while i < len(out):
-        c = out[i]
-        i += 1
-        # depth first: insert the children right after their parent
-        out[i:i] = c.children
-    return out
-
-
-def memcg_of(owner: Any) -> MemCgroup | None:
-    """The memcg an LRU owner's pages are charged to: an mm's memcg, a memcg itself, or none
-    (unmapped page cache of the root)."""
-    if owner is None:
-        return None
-    if isinstance(owner, MM):
-        return owner.memcg
-    return owner
-
-
-def get_mem_cgroup_from_mm(cur: "Task") -> MemCgroup | None:
-    mm = cur.mm
-    return mm.memcg if mm is not None else cur.memcg
-
-
-def mem_cgroup_scan_tasks(m: "Machine", memcg: MemCgroup) -> list["Task"]:
-    """The processes of a memcg subtree: memcg by memcg in pre-order, then in the order they
-    joined (css_task_iter with CSS_TASK_ITER_PROCS)."""
-    procs = m.processes()
-    out = []
-    for c in for_each_mem_cgroup_tree(memcg):
-        out.extend(p for p in procs if p.memcg is c)
-    return out
-
-
-def memcg_count_scan(memcg: MemCgroup | None, scanned: int, stolen: int) -> None:
-    """memory.stat's pgscan and pgsteal of ``memcg`` and every ancestor below the root."""
-    c = memcg
-    while c is not None and not c.is_root:
-        c.pgscan += scanned
-        c.pgsteal += stolen
-        c = c.parent
-
-
-# --- memory.events ---------------------------------------------------------------------------
-def memcg_memory_event(m: "Machine", memcg: MemCgroup | None, event: str, pid: int = -1) -> None:
-    """Count the event locally, then on the memcg and every ancestor below the root
-    (v2 memory.events is hierarchical unless mounted with memory_localevents)."""
-    if memcg is None or memcg.is_root:
-        return
-    memcg.events_local[event] += 1
-    c: MemCgroup | None = memcg
-    local = 1
-    while c is not None and not c.is_root:
-        c.events[event] += 1
-        m.emit("sim:memcg_event", pid, c.path, event, local, c.memory.usage)
-        local = 0
-        c = c.parent
-
-
-def memcg_memory_event_mm(m: "Machine", mm: MM, event: str, pid: int = -1) -> None:
-    """Charged to the memcg of the mm's owner."""
-    memcg_memory_event(m, mm.memcg, event, pid)
-
-
-def emit_memcg_usage(m: "Machine") -> None:
-    """A sample of every configured memcg's counters (sim:memcg_usage)."""
-    for memcg in m.memcgs.values():
-        if memcg.is_root:
-            continue
-        mem, swap = memcg.memory, memcg.swap
-        m.emit_on("sim:memcg_usage", -1, -1, memcg.path, mem.usage, mem.max, mem.high, swap.usage, swap.max,
-                  mem.watermark)
 
 
 # --- charging ---------------------------------------------------------------------------------
@@ -455,117 +328,3 @@ def mem_cgroup_get_nr_swap_pages(m: "Machine", memcg: MemCgroup | None) -> int:
 def swap_room(m: "Machine", mm: MM) -> int:
     """How many of this mm's anonymous pages reclaim may still swap out."""
     return m.swap_free if mm.memcg is None else max(0, mem_cgroup_get_nr_swap_pages(m, mm.memcg))
-
-
-# --- memory.high --------------------------------------------------------------------------------
-async def reclaim_high(m: "Machine", cur: "Task", memcg: MemCgroup, nr_pages: int, gfp_mask: int) -> int:
-    from .vmscan_memcg import try_to_free_mem_cgroup_pages
-    nr_reclaimed = 0
-    c: MemCgroup | None = memcg
-    while c is not None and not c.is_root:
-        if c.memory.usage > c.memory.high:
-            memcg_memory_event(m, c, "high", cur.pid)
-            pflags = psi_memstall_enter(m, cur)
-            try:
-                nr_reclaimed += await try_to_free_mem_cgroup_pages(m, cur, c, nr_pages, gfp_mask, True)
-            finally:
-                psi_memstall_leave(m, cur, pflags)
-        c = c.parent
-    return nr_reclaimed
-
-
-def calculate_overage(usage: int, high: int) -> int:
-    if usage <= high:
-        return 0
-    high = max(high, 1)  # act as if the threshold were one page
-    return ((usage - high) << MEMCG_DELAY_PRECISION_SHIFT) // high
-
-
-def mem_find_max_overage(memcg: MemCgroup) -> int:
-    max_overage = 0
-    c: MemCgroup | None = memcg
-    while c is not None and not c.is_root:
-        max_overage = max(max_overage, calculate_overage(c.memory.usage, c.memory.high))
-        c = c.parent
-    return max_overage
-
-
-def calculate_high_delay(nr_pages: int, max_overage: int, hz: int) -> int:
-    """Jiffies of penalty: quadratic in the overage, scaled by this task's share of it."""
-    if not max_overage:
-        return 0
-    penalty = max_overage * max_overage * hz
-    penalty >>= MEMCG_DELAY_PRECISION_SHIFT
-    penalty >>= MEMCG_DELAY_SCALING_SHIFT
-    return penalty * nr_pages // MEMCG_CHARGE_BATCH
-
-
-async def mem_cgroup_handle_over_high(m: "Machine", cur: "Task") -> None:
-    """On the way back to user space after charges above memory.high: reclaim, and sleep
-    off a penalty (at most MEMCG_MAX_HIGH_DELAY_JIFFIES = 2 s) if reclaim cannot keep up."""
-    nr_pages = cur.memcg_nr_pages_over_high
-    if not nr_pages:
-        return
-    memcg = get_mem_cgroup_from_mm(cur)
-    cur.memcg_nr_pages_over_high = 0
-    if memcg is None or memcg.is_root:
-        return
-    nr_retries = MAX_RECLAIM_RETRIES
-    in_retry = False
-    while True:  # retry_reclaim:
-        # the allocator reclaims its batch first; retries only what prevents an OOM
-        nr_reclaimed = await reclaim_high(m, cur, memcg, SWAP_CLUSTER_MAX if in_retry else nr_pages,
-                                          G.GFP_KERNEL)
-        penalty = calculate_high_delay(nr_pages, mem_find_max_overage(memcg), m.hz)
-        # (swap.high is not modelled: no swap overage term)
-        penalty = min(penalty, 2 * m.hz)
-        if penalty <= m.hz // 100:
-            return  # too little to bother sleeping for
-        # reclaim still makes progress: prefer it to throttling
-        if nr_reclaimed:
-            in_retry = True
-            continue
-        if nr_retries:
-            nr_retries -= 1
-            in_retry = True
-            continue
-        break
-    m.emit("sim:throttle", cur.pid, "memcg_high", penalty)
-    pflags = psi_memstall_enter(m, cur)  # the penalty sleep is a memory stall
-    try:
-        await m.sched.sleep(cur, penalty, "memcg.high_throttle", interruptible=True)  # killable
-    finally:
-        psi_memstall_leave(m, cur, pflags)
-
-
-# --- the OOM killer's view --------------------------------------------------------------------------
-def mem_cgroup_get_oom_group(m: "Machine", victim: "Task", oom_domain: MemCgroup | None) -> MemCgroup | None:
-    """The highest memcg with memory.oom.group set between the victim's and the OOM domain."""
-    root = m.root_mem_cgroup
-    if oom_domain is None:
-        oom_domain = root
-    memcg = victim.memcg if victim.memcg is not None else root
-    if memcg is root:
-        return None
-    # the victim moved away meanwhile: better not to kill outside the OOM domain
-    if not mem_cgroup_is_descendant(memcg, oom_domain):
-        return None
-    oom_group = None
-    c: MemCgroup | None = memcg
-    while c is not None:
-        if c.oom_group:
-            oom_group = c
-        if c is oom_domain:
-            break
-        c = c.parent
-    return oom_group
-
-
-def mem_cgroup_print_oom_meminfo(m: "Machine", memcg: MemCgroup, cur: "Task") -> None:
-    mem, swap = memcg.memory, memcg.swap
-    m.emit("sim:memcg_oom_meminfo", cur.pid, memcg.path, mem.usage * 4, mem.max * 4, mem.failcnt,
-           swap.usage * 4, swap.max * 4, swap.failcnt)
-
-
-def task_memcg_path(p: "Task") -> str:
-    return p.memcg.path if p.memcg is not None else "/"

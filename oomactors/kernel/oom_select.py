@@ -1,0 +1,297 @@
+"""Choosing the OOM killer's victim (mm/oom_kill.c, Linux 5.10): struct oom_control, which
+memory the OOM is about (constrained_alloc), who is eligible, the badness score, and
+select_bad_process asking the run's kill policy.
+
+The default policy, ``policies.linux``, is exactly the kernel's loop here
+(:func:`select_bad_process_in` over :func:`oom_evaluate_task`); any policy sees the
+same candidates, built by :func:`oom_context`.  Killing the choice is
+:mod:`.oom_victim`'s; the entry points are in :mod:`.oom_kill`.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from policies import api
+from policies.api import OomContext, TaskView
+
+from . import gfp as G
+from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_allowed
+from .memcontrol_tree import mem_cgroup_scan_tasks, task_memcg_path
+from .mempolicy import mempolicy_nodemask_intersects
+from .mmzone import totalreserve_pages
+from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..machine import Machine
+    from .profiles import Profile
+
+CONSTRAINT_NONE, CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_MEMCG = range(4)
+CONSTRAINT_NAMES = ("CONSTRAINT_NONE", "CONSTRAINT_CPUSET", "CONSTRAINT_MEMORY_POLICY", "CONSTRAINT_MEMCG")
+LONG_MIN = -(1 << 63)
+LONG_MAX = (1 << 63) - 1
+ABORT = object()  # oc->chosen == (void *)-1UL: a victim is still on its way out
+
+
+class OomControl:
+    """struct oom_control."""
+
+    __slots__ = ("zonelist", "nodemask", "memcg", "gfp_mask", "order", "totalpages", "chosen",
+                 "chosen_points", "constraint", "kill_group")
+
+    def __init__(self, zonelist: list, nodemask: frozenset[int] | None, memcg: Any, gfp_mask: int,
+                 order: int) -> None:
+        self.zonelist = zonelist
+        self.nodemask = nodemask
+        self.memcg = memcg
+        self.gfp_mask = gfp_mask
+        self.order = order
+        self.totalpages = 0
+        self.chosen: Task | object | None = None
+        self.chosen_points = LONG_MIN
+        self.constraint = CONSTRAINT_NONE
+        self.kill_group: Any = None  # a policy's whole-cgroup kill: the memcg to kill
+
+
+def is_memcg_oom(oc: OomControl) -> bool:
+    return oc.memcg is not None
+
+
+def is_sysrq_oom(oc: OomControl) -> bool:
+    return oc.order == -1
+
+
+# --- eligibility and scoring ------------------------------------------------------------
+def oom_unkillable_task(p: Task) -> bool:
+    """init and kernel threads are never killed."""
+    return p.is_global_init or p.is_kthread
+
+
+def oom_cpuset_eligible(m: "Machine", start: Task, oc: OomControl, cur: Task) -> bool:
+    """A candidate must be able to free memory where the allocation needs it."""
+    if is_memcg_oom(oc):
+        return True
+    for t in start.signal.threads:
+        if oc.nodemask is not None:
+            # a mempolicy-constrained OOM: the thread's cpuset is irrelevant, only a policy
+            # that lets it hold memory on the nodemask's nodes makes it worth killing
+            if mempolicy_nodemask_intersects(t, oc.nodemask):
+                return True
+        elif cpuset_mems_allowed_intersects(cur, t):
+            # any other OOM: the thread's mems must share a node with current's
+            return True
+    return False
+
+
+def find_lock_task_mm(p: Task) -> Task | None:
+    """The first thread of p's group that still has an mm."""
+    for t in p.signal.threads:
+        if t.mm is not None:
+            return t
+    return None
+
+
+def oom_badness(p: TaskView, totalpages: int) -> int:
+    """rss + swap entries + page-table pages, plus oom_score_adj in units of totalpages/1000.
+
+    The result may be negative (5.9+); LONG_MIN means "never pick this one"."""
+    if p.flags & _UNKILLABLE:
+        return LONG_MIN  # init, a kernel thread, or no thread left with an mm
+    adj = p.oom_score_adj
+    # explicitly unkillable, already reaped, or in the middle of vfork
+    if adj == OOM_SCORE_ADJ_MIN or p.flags & _SKIPPED:
+        return LONG_MIN
+    points = p.rss + p.swapents + p.pgtables_bytes // PAGE_SIZE
+    adj *= totalpages // 1000  # integer division first, as the kernel does
+    return points + adj
+
+
+_UNKILLABLE, _SKIPPED = api.UNKILLABLE, api.SKIPPED
+
+
+def oom_task_view(m: "Machine", p: Task) -> TaskView:
+    """A frozen copy of what the OOM killer reads of process p (find_lock_task_mm's thread)."""
+    t = find_lock_task_mm(p)
+    sig = p.signal
+    flags = set()
+    if p.is_global_init:
+        flags.add(api.INIT)
+    if p.is_kthread:
+        flags.add(api.KTHREAD)
+    if sig.oom_mm is not None:
+        flags.add(api.OOM_VICTIM)
+    if sig.group_exit or p.flags & PF_EXITING:
+        flags.add(api.EXITING)
+    if any(th.sigkill for th in sig.threads):
+        flags.add(api.KILLED)
+    if getattr(sig, "oom_origin", False):
+        flags.add(api.OOM_ORIGIN)
+    # a victim's flags are read from the mm it had when it was picked (signal->oom_mm)
+    mm_flags = sig.oom_mm if sig.oom_mm is not None else (t.mm if t is not None else None)
+    if mm_flags is not None and mm_flags.flags & MMF_OOM_SKIP:
+        flags.add(api.OOM_SKIP)
+    cpu_ns = sum(th.cpu_ns for th in sig.threads)
+    parent = p.parent.tgid if p.parent is not None else 0
+    if t is None:
+        flags.add(api.NO_MM)
+        return TaskView(p.pid, p.tgid, p.comm, p.uid, sig.oom_score_adj, cpu_ns=cpu_ns,
+                        start_time=p.start_time, nice=p.nice, memcg=task_memcg_path(p),
+                        cpuset=cpuset_name(p), caps=p.caps, flags=frozenset(flags), ppid=parent)
+    if t.in_vfork:
+        flags.add(api.IN_VFORK)
+    mm = t.mm
+    return TaskView(t.pid, t.tgid, t.comm, t.uid, sig.oom_score_adj, mm.rss_anon, mm.rss_file,
+                    mm.rss_shmem, mm.swapents, mm.pgtables_bytes(), mm.total_vm, cpu_ns,
+                    p.start_time, p.nice, task_memcg_path(t), cpuset_name(t), p.caps,
+                    frozenset(flags) if flags else _NO_FLAGS, parent, mm.id)
+
+
+_NO_FLAGS: frozenset[str] = frozenset()  # most candidates: one shared empty set
+
+
+def oom_context(m: "Machine", oc: OomControl, cur: Task) -> tuple[OomContext, dict[int, Task]]:
+    """The policy's view of this OOM: oc, the allocating task and every candidate the
+    kernel's scan would evaluate (the memcg's tasks, or every process; not init or kernel
+    threads; not tasks that cannot free memory where it is needed), in scan order."""
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    tasks: dict[int, Task] = {}
+    views = []
+    select_24 = m.profile.select_24  # 2.4 skips pid 0 only: init is a candidate
+    for p in scan:
+        if (p.is_kthread if select_24 else oom_unkillable_task(p)) or not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        v = oom_task_view(m, p)
+        tasks[v.pid] = p
+        views.append(v)
+    zones = [z for z in oc.zonelist if oc.nodemask is None or z.node.nid in oc.nodemask] or m.zones
+    ctx = OomContext(CONSTRAINT_NAMES[oc.constraint], oc.totalpages, oc.gfp_mask,
+                     G.format_gfp(oc.gfp_mask), oc.order, oom_task_view(m, cur),
+                     oc.memcg.path if is_memcg_oom(oc) else None, m.profile.name, tuple(views),
+                     m.now, m.hz, sum(z.nr_free for z in zones),
+                     sum(z.nr["file"] + z.nr["dirty"] + z.nr["writeback"] for z in zones), totalreserve_pages(m),
+                     MappingProxyType(dict(m.fixes)))
+    return ctx, tasks
+
+
+def oom_evaluate_task(ctx: OomContext, task: TaskView, state: list, prof: "Profile") -> bool:
+    """One step of the kernel's scan; ``state`` is [chosen, chosen_points].  True stops the
+    scan: a victim is still on its way out."""
+    # a victim without MMF_OOM_SKIP is still freeing memory: wait for it, kill nobody else
+    flags = task.flags
+    if api.OOM_VICTIM in flags and not prof.select_24:  # 2.4 waits for no victim
+        status = api.victim_status(ctx, task)
+        if status is api.VICTIM_SKIP:
+            return False
+        if status is api.VICTIM_PENDING:
+            state[0] = api.Abort(f"victim {task.pid} ({task.comm}) pending")
+            return True
+    if api.OOM_ORIGIN in flags:
+        points = LONG_MAX
+    else:
+        points = prof.badness(task, ctx.totalpages, ctx.now, ctx.hz)
+        # 5.3+: ties go to the later task ('<', not '<='); before, the first one stays
+        if points == prof.ineligible or points < state[1]:
+            return False
+        if points == state[1] and not prof.ties_to_later and state[0] is not None:
+            return False
+    state[0] = task
+    state[1] = points
+    return False
+
+
+def select_bad_process_in(ctx: OomContext, prof: "Profile") -> api.Decision:
+    """The kernel's loop: every candidate, in scan order, through oom_evaluate_task, with
+    the badness, eligibility and tie rule of the era ``prof``."""
+    state: list = [None, LONG_MIN]
+    for t in ctx.candidates:
+        if oom_evaluate_task(ctx, t, state, prof):
+            break
+    chosen = state[0]
+    if chosen is None:
+        return api.NothingKillable()
+    if isinstance(chosen, api.Abort):
+        return chosen
+    return api.Kill(chosen.pid, state[1])
+
+
+def pending_victim(m: "Machine", oc: OomControl, cur: Task) -> bool:
+    """Would the kernel's scan abort on an earlier victim still on its way out?  The same
+    answer as oom_evaluate_task's over the candidates (any candidate that is a victim whose
+    mm has no MMF_OOM_SKIP aborts the scan, wherever it comes in scan order), read without
+    building a view of every process."""
+    if oc.order == -1 or not m.fixes.get("pending_victim_abort", True):
+        return False  # a sysrq OOM ignores victims; the switch off skips them all
+    skip_counts = m.fixes.get("mmf_oom_skip", True)
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    for p in scan:
+        oom_mm = p.signal.oom_mm
+        if oom_mm is None or oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        if not (oom_mm.flags & MMF_OOM_SKIP and skip_counts):
+            return True
+    return False
+
+
+def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
+    """Ask the run's kill policy for a victim and check its answer (oc.chosen: a task,
+    ABORT or None)."""
+    policy = m.policy
+    if getattr(policy, "aborts_on_pending_victim", False) and pending_victim(m, oc, cur):
+        # the kernel's own selection would abort: no view of every process is needed
+        oc.chosen = ABORT
+        return
+    ctx, tasks = oom_context(m, oc, cur)
+    try:
+        decision = policy.select(ctx)
+    except Exception as exc:  # noqa: BLE001 - the user's policy, reported by name
+        raise api.PolicyError(f"policy {policy.name!r} raised {type(exc).__name__}: {exc}") from exc
+    if isinstance(decision, api.Kill):
+        victim = tasks.get(decision.pid) if isinstance(decision.pid, int) else None
+        if victim is None:
+            raise api.PolicyError(f"policy {policy.name!r} chose pid {decision.pid!r}, which is not one of "
+                                  f"the {len(tasks)} candidates of this OOM")
+        if not isinstance(decision.points, int):
+            raise api.PolicyError(f"policy {policy.name!r} gave points {decision.points!r}: expected an int")
+        if decision.whole_cgroup and victim.memcg is None:
+            raise api.PolicyError(f"policy {policy.name!r} asked to kill the whole cgroup of pid "
+                                  f"{victim.pid}, which is in the root cgroup")
+        oc.chosen, oc.chosen_points = victim, decision.points
+        oc.kill_group = victim.memcg if decision.whole_cgroup else None
+    elif isinstance(decision, api.Abort):
+        oc.chosen = ABORT
+    elif isinstance(decision, api.NothingKillable):
+        oc.chosen = None
+    else:
+        raise api.PolicyError(f"policy {policy.name!r} returned {decision!r}: expected Kill, Abort or "
+                              "NothingKillable")
+
+
+def constrained_alloc(m: "Machine", oc: OomControl, cur: Task) -> int:
+    """Which memory the OOM is about, and how many pages that is (totalpages)."""
+    if is_memcg_oom(oc):
+        oc.totalpages = max(1, oc.memcg.max_pages())
+        return CONSTRAINT_MEMCG
+    oc.totalpages = m.totalram_pages + m.total_swap_pages
+    if len(m.nodes) == 1 or not oc.zonelist:
+        return CONSTRAINT_NONE        # !CONFIG_NUMA in effect, or the page-fault path
+    if oc.gfp_mask & G.__GFP_THISNODE:
+        return CONSTRAINT_NONE        # only __GFP_NOFAIL gets here: no way to handle it
+    # not __GFP_THISNODE, so a nodemask short of every node with memory is a mempolicy's
+    if oc.nodemask is not None and not m.all_nodes <= oc.nodemask:
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in sorted(oc.nodemask))
+        return CONSTRAINT_MEMORY_POLICY
+    # did the cpuset's wall make the allocation fail?
+    highest_zoneidx = G.gfp_zone(oc.gfp_mask)
+    nm = oc.nodemask
+    cpuset_limited = False
+    for z in oc.zonelist:
+        if z.idx > highest_zoneidx or (nm is not None and z.node.nid not in nm):
+            continue
+        if not cpuset_zone_allowed(m, cur, z, oc.gfp_mask):
+            cpuset_limited = True
+    if cpuset_limited:
+        mems = cur.mems_allowed if cur.mems_allowed is not None else m.all_nodes
+        oc.totalpages = m.total_swap_pages + sum(m.node_present_pages(n) for n in sorted(mems))
+        return CONSTRAINT_CPUSET
+    return CONSTRAINT_NONE

@@ -1,9 +1,10 @@
 """``oomactors compare``: run every (config, policy, seed) and compare the outcomes.
 
 Each run is an ordinary seeded simulation (:func:`oomactors.sim.run`); everything measured
-here is computed from the run's events alone, by the small metric functions below, so the
-same numbers come out of a live run and of a trace read back from disk (the PSI totals of
-a trace come from its last ``sim:psi`` sample, when it has one).
+here is computed from the run's events alone, as they happen, by the online aggregator of
+:mod:`oomactors.run_metrics` (it keeps running figures and per-process state, not the
+events), so the same numbers come out of a live run and of a trace read back from disk
+(the PSI totals of a trace come from its last ``sim:psi`` sample, when it has one).
 
 Definitions (also in the README, "Comparing policies"):
 
@@ -13,7 +14,7 @@ Definitions (also in the README, "Comparing policies"):
   kill (``sim:vm_killing``), and a userspace killer's victims: a process it signalled
   (``userspace:kill``, or one per process of a ``userspace:cgroup_kill``) that then died of
   the signal.  A process killed twice (SIGTERM then SIGKILL, or a second OOM while it
-  exits) counts once.
+  exits) counts once; a new process that got a dead one's pid is another process.
 * **the hog** -- the task name (comm) whose processes together asked for the most memory
   in ``alloc`` steps (``sim:step``) before the first kill or the first stall, whichever came
   first: up to that moment every policy sees the same run, so the hog is a property of the

@@ -308,6 +308,9 @@ class RunMetrics:
         if self.mark is not None:   # nothing allocated since that one: the same totals
             self.at[self.mark] = dict(self.asked)
         self.mark = t
+        if len(self.at) > 64:       # keep only the moments a stall still open or a signal began at
+            live = set(self.stalls.open.values()) | {s[0] for s in self.signalled.values()}
+            self.at = {k: v for k, v in self.at.items() if k in live}
 
     def _settle(self, t: int) -> None:
         """A kill, or a stall that began, at ``t``: the cut is at most ``t``.  ``t`` is now,

@@ -309,3 +309,15 @@ def test_a_pid_taken_again_is_a_new_process():
               _ev(20, "sim:oom_kill", 40, comm="new", anon_rss=8, file_rss=0, shmem_rss=0)]
     assert [(k.t, k.pid, k.comm, k.freed_kb) for k in killed_processes(events)] == [(5, 40, "old", 4),
                                                                                    (20, 40, "new", 8)]
+
+
+def test_many_moments_that_may_be_the_cut():
+    """70 tasks begin to stall one jiffy apart, each after asking for memory, and none ends
+    until the 40th does: the cut is that one's start, whatever the aggregator kept on the way."""
+    events = [_task(100 + i, f"t{i}") for i in range(70)]
+    for i in range(70):
+        events += [_alloc(1 + i, 100 + i, 1000 - 10 * i if i != 39 else 5000),
+                   _ev(1 + i, "vmscan:mm_vmscan_direct_reclaim_begin", 100 + i, order=0, gfp_flags="")]
+    events += [_alloc(80, 100, 10**6), _ev(90, "vmscan:mm_vmscan_direct_reclaim_end", 139, nr_reclaimed=0)]
+    assert hog(events) == "t39"                 # 5000 pages by the cut; t0's million came after
+    assert hog(events[:-1]) == "t0"             # no stall ended: the whole run counts

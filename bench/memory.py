@@ -6,6 +6,10 @@ Each figure is one run in a fresh Python subprocess that reports its own peak re
 (bench/pressure.py) for two durations.  Both stream their trace to a temporary file, as
 ``oomactors run --trace`` does.  **Goal: the two quickstart figures within 10 % of each
 other; the pressure run's independent of its duration.**
+
+The same for ``oomactors compare`` (one seed, ``linux``, in this process as ``--jobs 1``
+runs it) on the pressure workload at two durations: its metrics are online aggregates
+(oomactors/run_metrics.py), so its peak too should not grow with the run.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ def _child(kind: str, seconds: int) -> dict:
     from oomactors import sim
     from oomactors.trace.stream import TraceWriter
 
+    if kind == "compare":
+        import pressure
+        from oomactors.comparison import compare
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "pressure.toml")
+            with open(path, "w") as f:
+                f.write(pressure.config_text(seconds))
+            t0 = time.process_time()
+            data = compare([path], ["linux"], [1], jobs=1)
+            cpu = time.process_time() - t0
+        run = data["configs"][0]["policies"][0]["runs"][0]
+        return {"kind": kind, "sim_s": seconds, "events": None, "cpu": cpu, "reason": run["end_reason"],
+                "kills": run["kills"], "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if kind == "quickstart":
         from oomactors.config import load_default
         cfg = load_default()
@@ -59,23 +76,29 @@ def report(runs: list[tuple[str, int]]) -> list[dict]:
     for kind, seconds in runs:
         r = measure(kind, seconds)
         rows.append(r)
-        print(f"  {kind:<10} {seconds:>6} sim-s  {r['events']:>10,} events  cpu {r['cpu']:7.2f}s  "
+        what = f"{r['events']:>10,} events" if r["events"] is not None else f"{r['kills']:>10,} kills "
+        print(f"  {kind:<10} {seconds:>6} sim-s  {what}  cpu {r['cpu']:7.2f}s  "
               f"max RSS {r['max_rss_mib']:7.1f} MiB")
     return rows
 
 
 QUICKSTART = (("quickstart", 3600), ("quickstart", 36000))
 PRESSURE = (("pressure", 10), ("pressure", 40))
+COMPARE = (("compare", 20), ("compare", 80))
+
+
+def _ratio(name: str, rows: list[dict]) -> float:
+    r = rows[1]["max_rss_mib"] / rows[0]["max_rss_mib"]
+    print(f"  {name} RSS ratio {rows[1]['sim_s']}s/{rows[0]['sim_s']}s = {r:.3f}")
+    return r
 
 
 def main(quick: bool = False) -> dict:
     q = report(list(QUICKSTART if not quick else (("quickstart", 360), ("quickstart", 3600))))
     p = report(list(PRESSURE if not quick else (("pressure", 5), ("pressure", 15))))
-    qr = q[1]["max_rss_mib"] / q[0]["max_rss_mib"]
-    pr = p[1]["max_rss_mib"] / p[0]["max_rss_mib"]
-    print(f"  quickstart RSS ratio {q[1]['sim_s']}s/{q[0]['sim_s']}s = {qr:.3f}   "
-          f"pressure RSS ratio {p[1]['sim_s']}s/{p[0]['sim_s']}s = {pr:.3f}")
-    return {"quickstart": q, "pressure": p, "quickstart_ratio": qr, "pressure_ratio": pr}
+    c = report(list(COMPARE if not quick else (("compare", 20), ("compare", 40))))
+    return {"quickstart": q, "pressure": p, "compare": c, "quickstart_ratio": _ratio("quickstart", q),
+            "pressure_ratio": _ratio("pressure", p), "compare_ratio": _ratio("compare", c)}
 
 
 if __name__ == "__main__":

@@ -228,10 +228,12 @@ class Run:
         compare``): ``t`` (s), ``pid``, ``comm``, ``by`` (kernel or userspace),
         ``freed_kb``, and for the kernel's kills the victim's ``points`` and the OOM's
         ``constraint``."""
-        from .comparison import decode_events, killed_processes
+        from .run_metrics import RunMetrics
         pd = _pandas()
-        events, _end = decode_events(self.records(), self.table)
-        kills = killed_processes(events)
+        metrics = RunMetrics(self.table)
+        for rec in self.records():
+            metrics.feed(rec)
+        kills = metrics.kills()
         points: dict[int, Any] = {}
         chosen: dict[int, tuple[Any, Any]] = {}
         for ev in self.iter_events(["sim:oom_victim_chosen", "sim:oom_kill"]):

@@ -1,9 +1,10 @@
 """``oomactors compare``: run every (config, policy, seed) and compare the outcomes.
 
 Each run is an ordinary seeded simulation (:func:`oomactors.sim.run`); everything measured
-here is computed from the run's events alone, by the small metric functions below, so the
-same numbers come out of a live run and of a trace read back from disk (the PSI totals of
-a trace come from its last ``sim:psi`` sample, when it has one).
+here is computed from the run's events alone, as they happen, by the online aggregator of
+:mod:`oomactors.run_metrics` (it keeps running figures and per-process state, not the
+events), so the same numbers come out of a live run and of a trace read back from disk
+(the PSI totals of a trace come from its last ``sim:psi`` sample, when it has one).
 
 Definitions (also in the README, "Comparing policies"):
 
@@ -13,7 +14,7 @@ Definitions (also in the README, "Comparing policies"):
   kill (``sim:vm_killing``), and a userspace killer's victims: a process it signalled
   (``userspace:kill``, or one per process of a ``userspace:cgroup_kill``) that then died of
   the signal.  A process killed twice (SIGTERM then SIGKILL, or a second OOM while it
-  exits) counts once.
+  exits) counts once; a new process that got a dead one's pid is another process.
 * **the hog** -- the task name (comm) whose processes together asked for the most memory
   in ``alloc`` steps (``sim:step``) before the first kill or the first stall, whichever came
   first: up to that moment every policy sees the same run, so the hog is a property of the
@@ -41,273 +42,17 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from . import interrupt
 from .errors import InputError
-
-PAGE_KB = 4
-MIB_KB = 1024
+# the metrics of one run, computed online (re-exported: the API and the tests read them here)
+from .run_metrics import (Killed, RunMetrics, collateral, freed_per_kill_mib, hog,  # noqa: F401
+                          killed_processes, recovery, run_metrics, stall_intervals, stall_totals)
 
 # the numbers aggregated over seeds (median, min, max), in table order
 METRICS: tuple[str, ...] = ("kills", "collateral", "freed_per_kill_mib", "pressure_to_recovery_s",
                             "stall_some_s", "stall_full_s", "alloc_failures", "panic")
-
-KERNEL_KILLS = ("sim:oom_kill", "sim:oom_kill_shared", "sim:vm_killing")
-STALL_BEGIN = {"vmscan:mm_vmscan_direct_reclaim_begin": "direct",
-               "vmscan:mm_vmscan_memcg_reclaim_begin": "memcg"}
-STALL_END = {"vmscan:mm_vmscan_direct_reclaim_end": "direct",
-             "vmscan:mm_vmscan_memcg_reclaim_end": "memcg"}
-_WANTED = frozenset(("sim:task_new", "sim:step", "sim:oom_header", "sim:slowpath_exit", "sim:panic",
-                     "sim:run_end", "sim:throttle", "sim:exit_mm", "signal:signal_generate",
-                     "sched:sched_process_exit", *KERNEL_KILLS, *STALL_BEGIN, *STALL_END))
-SIGNAL_IGNORED = 1  # signal:signal_generate's result for a signal the process ignores
-# a recovery needs this long without a stall or a kill before a run that was cut off ends
-RECOVERY_QUIET_S = 1
-
-Event = dict[str, Any]   # {"t": jiffies, "event": name, "pid": pid, **fields}
-
-
-# --- reading a run's events --------------------------------------------------------------
-def decode_events(records: Iterable[tuple], table: Any = None) -> tuple[list[Event], int]:
-    """The events the metrics read, as dicts with ``t`` in jiffies, and the time of the last
-    event (the run's end)."""
-    from .report import EventTable
-    table = table or EventTable()
-    names, fields = table.names, table.fields
-    out: list[Event] = []
-    end = 0
-    for rec in records:
-        end = rec[0]
-        name = names[rec[1]]
-        if name in _WANTED or name.startswith("userspace:"):
-            ev: Event = {"t": rec[0], "event": name, "pid": rec[3]}
-            ev.update(zip(fields[rec[1]], rec[4:]))
-            out.append(ev)
-    return out, end
-
-
-# --- the metrics, each a small function of the events -----------------------------------
-@dataclass(frozen=True)
-class Killed:
-    """One killed process: when, who, by whom, and what it held (kB, None: not reported)."""
-
-    t: int
-    pid: int
-    comm: str
-    by: str                    # "kernel" or "userspace"
-    freed_kb: int | None
-
-
-def processes(events: Sequence[Event]) -> dict[int, tuple[int, str]]:
-    """pid -> (tgid, comm of the thread group) for every user task."""
-    out: dict[int, tuple[int, str]] = {}
-    for ev in events:
-        if ev["event"] == "sim:task_new" and not ev["kthread"]:
-            tgid = ev["tgid"]
-            comm = out[tgid][1] if tgid in out else ev["comm"]
-            out[ev["pid"]] = (tgid, comm)
-    return out
-
-
-def killed_processes(events: Sequence[Event]) -> list[Killed]:
-    """Every process killed by an OOM killer, once each, in order of the (first) kill.
-
-    A kernel kill counts at its event.  A userspace kill counts when the process a daemon
-    signalled (``userspace:kill`` that succeeded, or a member of a ``userspace:cgroup_kill``)
-    then exits by that signal (exit reason ``killed`` or ``sigterm``); it is dated at the
-    daemon's first signal.  Memory freed is what the victim held when it was picked: for a
-    kernel kill its RSS from the kill event plus its swap entries from the OOM report's
-    task table, for a userspace kill the RSS and swap its kill event carries."""
-    procs = processes(events)
-    swap_kb: dict[int, int] = {}       # from the latest OOM report's task table
-    kernel: list[tuple[int, int, Killed]] = []
-    seen: set[int] = set()
-    signalled: dict[int, tuple[int, int, int]] = {}  # tgid -> (t, order, kB held) at the first signal
-    exited: set[int] = set()
-    ignored: dict[int, bool] = {}      # pid -> its latest signal was ignored (signal_generate)
-
-    def tgid_of(pid: int) -> int:
-        return procs.get(pid, (pid, ""))[0]
-
-    def add(i: int, ev: Event, freed: int | None) -> None:
-        tgid = tgid_of(ev["pid"])
-        if tgid in seen or tgid in exited:
-            return
-        # the kernel killed a process a daemon had signalled but that was still alive
-        # (a SIGTERM handler cleaning up): the kernel's kill is the one that counts
-        signalled.pop(tgid, None)
-        seen.add(tgid)
-        kernel.append((ev["t"], i, Killed(ev["t"], tgid, procs.get(tgid, (tgid, ev["comm"]))[1], "kernel", freed)))
-
-    def signal(i: int, t: int, pid: int, held_kb: int) -> None:
-        tgid = tgid_of(pid)
-        if tgid not in seen:
-            signalled.setdefault(tgid, (t, i, held_kb))
-
-    for i, ev in enumerate(events):
-        name = ev["event"]
-        if name == "sim:oom_header":
-            # rows: pid uid tgid total_vm rss pgtables swapents oom_score_adj comm ...
-            swap_kb = {r[0]: r[6] * PAGE_KB for r in ev["rows"]}
-        elif name == "sim:oom_kill":
-            rss = ev["anon_rss"] + ev["file_rss"] + ev["shmem_rss"]
-            add(i, ev, rss + swap_kb.get(ev["pid"], 0))
-        elif name == "sim:oom_kill_shared":
-            add(i, ev, 0)   # the victim's mm: counted with the victim
-        elif name == "sim:vm_killing":
-            add(i, ev, None)  # 2.4 printed no sizes
-        elif name == "signal:signal_generate":
-            ignored[ev["pid"]] = ev["result"] == SIGNAL_IGNORED
-        elif name == "userspace:kill":
-            # kill(2) returns 0 for a signal the process ignores: that is no kill
-            if ev["result"] == 0 and not ignored.get(ev["pid"], False):
-                signal(i, ev["t"], ev["pid"], ev["rss_kb"] + ev["swap_kb"])
-        elif name == "userspace:cgroup_kill":
-            for pid, rss_kb, swap_kb_ in ev["members"]:
-                signal(i, ev["t"], pid, rss_kb + swap_kb_)
-        elif name == "sched:sched_process_exit":
-            if ev["reason"] in ("killed", "sigterm") and tgid_of(ev["pid"]) in signalled:
-                exited.add(tgid_of(ev["pid"]))
-    user = [(t, i, Killed(t, tgid, procs.get(tgid, (tgid, "?"))[1], "userspace", held))
-            for tgid, (t, i, held) in signalled.items() if tgid in exited]
-    return [k for _t, _i, k in sorted(kernel + user, key=lambda x: (x[0], x[1]))]
-
-
-def stall_intervals(events: Sequence[Event], end: int | None) -> tuple[list[tuple[int, int]], bool]:
-    """Every stall as (start, end) in jiffies, and whether one was still open at ``end``
-    (an open stall ends at ``end``; with ``end=None`` it is left out)."""
-    spans: list[tuple[int, int]] = []
-    open_: dict[tuple[int, str], int] = {}
-    for ev in events:
-        name = ev["event"]
-        if name in STALL_BEGIN:
-            open_.setdefault((ev["pid"], STALL_BEGIN[name]), ev["t"])
-        elif name in STALL_END:
-            start = open_.pop((ev["pid"], STALL_END[name]), None)
-            if start is not None:
-                spans.append((start, ev["t"]))
-        elif name == "sim:throttle":
-            spans.append((ev["t"], ev["t"] + ev["jiffies"]))
-    still = bool(open_) or (end is not None and any(e > end for _s, e in spans))
-    if end is not None:
-        spans = [(s, min(e, end)) for s, e in spans] + [(s, end) for s in open_.values()]
-    return spans, still
-
-
-def hog(events: Sequence[Event]) -> str | None:
-    """The name (comm) whose processes asked for the most memory in ``alloc`` steps before
-    the first kill or stall (the whole run if nobody allocated by then); ties: lowest pid."""
-    kills = killed_processes(events)
-    cut = min([k.t for k in kills] + [s for s, _e in stall_intervals(events, None)[0]], default=None)
-    procs = processes(events)
-
-    def totals(until: int | None) -> dict[str, tuple[int, int]]:
-        got: dict[str, tuple[int, int]] = {}
-        for ev in events:
-            if until is not None and ev["t"] > until:
-                break
-            if ev["event"] == "sim:step" and ev["op"] == "alloc" and ev["pages"] > 0:
-                tgid, comm = procs.get(ev["pid"], (ev["pid"], "?"))
-                pages, first = got.get(comm, (0, tgid))
-                got[comm] = (pages + ev["pages"], min(first, tgid))
-        return got
-
-    got = totals(cut) or totals(None)
-    if not got:
-        return None
-    return min(got, key=lambda c: (-got[c][0], got[c][1]))
-
-
-def collateral(kills: Sequence[Killed], hog_name: str | None) -> int:
-    """Killed processes that were not the hog."""
-    return sum(1 for k in kills if k.comm != hog_name)
-
-
-def freed_per_kill_mib(kills: Sequence[Killed]) -> float | None:
-    """Mean memory (MiB) a kill freed (see :func:`killed_processes`), over kills that have
-    a size."""
-    sizes = [k.freed_kb for k in kills if k.freed_kb is not None]
-    if not sizes:
-        return None
-    return round(sum(sizes) / len(sizes) / MIB_KB, 1)
-
-
-def recovery(events: Sequence[Event], end: int, panicked: bool, kills: Sequence[Killed] = (), *,
-             quiet: int = 0, ended_idle: bool = False) -> tuple[int | None, int | None, bool]:
-    """(first pressure, recovery, recovered) in jiffies.  Recovery is the end of the last
-    stall, or the last kill if no stall followed it (the kill is what ended the pressure).
-    It never recovered -- the recovery is then the run's end -- after a panic, with a stall
-    still open at the run's end, or when the recovery came less than ``quiet`` jiffies
-    before the end of a run that was cut off (not ``ended_idle``: still stalling when time
-    ran out).  No stall at all: (None, None, not panicked)."""
-    spans, still = stall_intervals(events, end)
-    if not spans:
-        return None, None, not panicked
-    first = min(s for s, _e in spans)
-    last = max([e for _s, e in spans] + [k.t for k in kills])
-    if still or panicked or (not ended_idle and last > end - quiet):
-        return first, end, False
-    return first, last, True
-
-
-def stall_totals(source: Any) -> tuple[float | None, float | None]:
-    """System-wide PSI memory ``some`` and ``full`` totals in seconds, from
-    :func:`oomactors.psi.psi_totals`: ``source`` is the RunResult (exact) or the records,
-    whose last ``sim:psi`` sample of "/" is used ((None, None) without one)."""
-    from .psi import psi_totals
-    tot = psi_totals(source)
-    if tot is None:
-        return None, None
-    return round(tot["some_us"] / 1e6, 3), round(tot["full_us"] / 1e6, 3)
-
-
-def alloc_failures(events: Sequence[Event]) -> int:
-    """Allocations whose slow path gave up (as the run summary counts them)."""
-    return sum(1 for ev in events if ev["event"] == "sim:slowpath_exit" and ev["result"] == "fail")
-
-
-def end_reason(events: Sequence[Event], default: str | None = None) -> str | None:
-    for ev in reversed(events):
-        if ev["event"] == "sim:run_end":
-            return ev["reason"]
-    return default
-
-
-def run_metrics(records: Sequence[tuple], *, hz: int, seed: int, reason: str | None = None,
-                table: Any = None, psi_source: Any = None) -> dict[str, Any]:
-    """Every metric of one run, from its event records (``psi_source``: where the PSI
-    totals come from, the RunResult for a live run; default the records)."""
-    events, end = decode_events(records, table)
-    kills = killed_processes(events)
-    hog_name = hog(events)
-    panicked = any(ev["event"] == "sim:panic" for ev in events)
-    reason = end_reason(events, reason)
-    first, rec, recovered = recovery(events, end, panicked, kills, quiet=RECOVERY_QUIET_S * hz,
-                                     ended_idle=reason == "idle")
-    some, full = stall_totals(records if psi_source is None else psi_source)
-    return {
-        "seed": seed,
-        "kills": len(kills),
-        "kernel_kills": sum(1 for k in kills if k.by == "kernel"),
-        "userspace_kills": sum(1 for k in kills if k.by == "userspace"),
-        "killed": [{"t": round(k.t / hz, 6), "pid": k.pid, "comm": k.comm, "by": k.by,
-                    "freed_mib": None if k.freed_kb is None else round(k.freed_kb / MIB_KB, 1)}
-                   for k in kills],
-        "hog": hog_name,
-        "collateral": collateral(kills, hog_name),
-        "freed_per_kill_mib": freed_per_kill_mib(kills),
-        "first_pressure_s": None if first is None else round(first / hz, 6),
-        "recovery_s": None if rec is None else round(rec / hz, 6),
-        "pressure_to_recovery_s": None if first is None else round((rec - first) / hz, 6),
-        "recovered": recovered,
-        "stall_some_s": some,
-        "stall_full_s": full,
-        "alloc_failures": alloc_failures(events),
-        "panic": int(panicked),
-        "end_reason": reason,
-        "simulated_seconds": round(end / hz, 6),
-    }
 
 
 # --- aggregation --------------------------------------------------------------------------
@@ -363,28 +108,13 @@ def run_one(cfg: Any, job: Job) -> dict[str, Any]:
 
     from . import sim
     policy = policy_for(cfg, job.policy)   # a fresh instance per run: daemons keep state
-    wanted, sink = wanted_records()
+    metrics = RunMetrics()   # fed as the run goes: nothing of the run is kept but its figures
     try:
-        result = sim.run(cfg, seed=job.seed, policy=policy, sinks=[sink], psi=True)  # stall totals
+        result = sim.run(cfg, seed=job.seed, policy=policy, sinks=[metrics.feed], psi=True)  # stall totals
     except InputError as err:
         raise InputError(f"{job.config}, seed {job.seed}: {err}") from None
     interrupt.check()  # Ctrl-C ended the run: no metrics from half a run
-    return run_metrics(wanted, hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
-
-
-def wanted_records() -> tuple[list[tuple], Callable[[tuple], None]]:
-    """A sink that keeps only the records the metrics read (the run ends with
-    sim:run_end, which is one of them, so the run's end time is kept too)."""
-    from .events import EVENTS
-    ids = frozenset(i for i, k in enumerate(EVENTS) if k.name in _WANTED or k.name.startswith("userspace:"))
-    kept: list[tuple] = []
-    append = kept.append
-
-    def sink(rec: tuple) -> None:
-        if rec[1] in ids:
-            append(rec)
-
-    return kept, sink
+    return metrics.result(hz=result.hz, seed=job.seed, reason=result.reason, psi_source=result)
 
 
 def _worker(unit: tuple[Any, Job]) -> dict[str, Any]:

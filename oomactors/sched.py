@@ -2,7 +2,10 @@
 
 Time is an integer count of jiffies.  Sleepers park on a heap of deadlines; when every
 actor is blocked, the clock driver jumps to the earliest deadline and wakes everyone
-due then -- one wakeup per sleeper, never one backend timer per actor per jiffy.
+due then -- one wakeup per sleeper, never one backend timer per actor per jiffy.  The
+heap holds each deadline once, with the list of its sleepers in the order they were
+added (a few dozen per jiffy share one): the order of a heap of (deadline, sequence)
+pairs, without a tuple and a sift of pair comparisons per sleep.
 
 A task runs kernel code only while it holds a CPU.  Sleeping or blocking gives the CPU
 back; the CPU actor dispatches its run queue round-robin, and a task whose time slice
@@ -170,8 +173,11 @@ class Clock:
         self.jiffy_ns = NSEC_PER_SEC // hz
         self.now = 0
         self.backend = backend
-        self._heap: list[tuple[int, int, Waiter]] = []
-        self._seq = 0
+        # deadline -> [seq of its last entry, entry, entry, ...] (a Waiter or a _Call, in
+        # the order they were added), and the heap of those deadlines
+        self._timers: dict[int, list[Any]] = {}
+        self._deadlines: list[int] = []
+        self._seq = 0                # entries added so far
         self.sleeps = 0
         self.active = 0              # actors that are running or runnable
         self.limit: int | None = None  # the run ends here
@@ -199,8 +205,22 @@ class Clock:
 
     def add_sleeper(self, deadline: int, w: Waiter) -> None:
         self.sleeps += 1
+        self._add(deadline, w)
+
+    def _add(self, deadline: int, entry: Any) -> None:
+        """Put ``entry`` last among those due at ``deadline`` (never before now)."""
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, w))
+        timers = self._timers.get(deadline)
+        if timers is None:
+            self._timers[deadline] = [self._seq, entry]
+            heapq.heappush(self._deadlines, deadline)
+        else:
+            timers[0] = self._seq
+            timers.append(entry)
+
+    def timers_since(self, seq: int) -> list[int]:
+        """The deadlines that hold an entry added after the ``seq``-th (still pending)."""
+        return [d for d, timers in self._timers.items() if timers[0] > seq]
 
     def idle(self) -> None:
         """Every actor is parked: jump to the next deadline, or end the run.  A deadline
@@ -220,25 +240,43 @@ class Clock:
                 self.now = self.limit
                 self.ended = "duration"
                 return
-            self.now = max(self.now, deadline)
-            heap = self._heap
-            while heap and heap[0][0] <= self.now:
-                heapq.heappop(heap)[2].wake()
+            now = self.now = max(self.now, deadline)
+            deadlines = self._deadlines
+            all_timers = self._timers
+            while deadlines and deadlines[0] <= now:
+                d = deadlines[0]
+                timers = all_timers[d]
+                i = 1
+                while i < len(timers):  # a callback may add to this very list (due now)
+                    timers[i].wake()
+                    i += 1
+                heapq.heappop(deadlines)
+                del all_timers[d]
             if self.active:
                 return
 
     def next_deadline(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0][2].woken:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        """The earliest deadline with an entry not woken yet (those woken before their
+        time, by a signal or a hand-over, are dropped here)."""
+        deadlines = self._deadlines
+        while deadlines:
+            d = deadlines[0]
+            timers = self._timers[d]
+            i = 1
+            while i < len(timers) and timers[i].woken:
+                i += 1
+            if i < len(timers):
+                del timers[1:i]
+                return d
+            heapq.heappop(deadlines)
+            del self._timers[d]
+        return None
 
     def call_at(self, deadline: int, fn: Callable[[], None]) -> None:
         """Call ``fn`` when the clock reaches ``deadline``, from the clock itself (before
         any actor runs at that time).  No actor is involved, so the backend's schedule is
         the same with or without it: for observers, such as the PSI samples."""
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, _Call(fn)))
+        self._add(deadline, _Call(fn))
 
 
 class _Call:
@@ -430,8 +468,15 @@ class Sched:
             task.wake_on_signal = w
         # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
         clock.sleeps += 1
-        clock._seq += 1
-        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
+        seq = clock._seq = clock._seq + 1
+        deadline = clock.now + max(0, jiffies)
+        timers = clock._timers.get(deadline)
+        if timers is None:
+            clock._timers[deadline] = [seq, w]
+            heapq.heappush(clock._deadlines, deadline)
+        else:
+            timers[0] = seq
+            timers.append(w)
         if w.must_park():
             w.task = self.stepper.current  # Backend.park, one frame less
             await PARK

@@ -156,6 +156,8 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             anon -= protected_pages(zone, skip, "anon") if can_swap else 0
         shmem = shmem_lru_pages(zone, skip) if can_swap else 0
         anon += shmem  # swap-backed: on the anon LRU
+        if not file + anon:  # nothing on this zone's lists (_scan_size would say 0)
+            continue
         total = _scan_size(file + anon, prio)
         if not total:
             continue

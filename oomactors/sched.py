@@ -464,7 +464,12 @@ class Sched:
             return True
         self.put_cpu(task)
         clock = self.clock
-        w = Waiter(clock)
+        w = task.sleeper
+        if w is None:
+            w = Waiter(clock)
+        else:  # the clock woke it last time (see below): nothing else refers to it
+            task.sleeper = None
+            w.woken = False
         if interruptible:
             task.wake_on_signal = w
         # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
@@ -482,6 +487,13 @@ class Sched:
             w.task = self.stepper.current  # Backend.park, one frame less
             await PARK
         task.wake_on_signal = None
+        if w.value == "signal":
+            signalled = True  # still among the timers until its deadline: not reused
+        else:
+            # woken by the clock: out of the timers, unparked, its value None -- the next
+            # sleep of this task takes it instead of making a new one
+            signalled = False
+            task.sleeper = w
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)
         if cpu.curr is None and not cpu.rq:
@@ -489,7 +501,7 @@ class Sched:
             self.current = task
         else:
             await self._wait_cpu(task, cpu)
-        return w.value == "signal"
+        return signalled
 
     async def block_on(self, task: "Task", w: Waiter, name: str) -> Any:
         """Sleep off the CPU until someone wakes ``w`` (a lock hand-over, a wakeup)."""
@@ -532,12 +544,19 @@ class Sched:
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
-            # clock.sleep_until without its coroutine, Backend.park without its frame
-            w = Waiter(clock)
+            # clock.sleep_until without its coroutine, Backend.park without its frame; only
+            # the clock wakes w, so it is the task's to keep for its next sleep (see sleep)
+            w = task.sleeper
+            if w is None:
+                w = Waiter(clock)
+            else:
+                task.sleeper = None
+                w.woken = False
             clock.add_sleeper(clock.now + step, w)
             if w.must_park():
                 w.task = self.stepper.current
                 await PARK
+            task.sleeper = w
             self.current = task
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:

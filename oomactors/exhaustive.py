@@ -179,7 +179,7 @@ class Tracker(Scheduler):
         if len(self.sched.stepper.ready) > ready:
             fp.add("ready")
         if clock._seq != seq:
-            fp.update(("timer", d) for d, s, _ in clock._heap if s > seq)
+            fp.update(("timer", d) for d in clock.timers_since(seq))
         self.segs.append(frozenset(fp))
 
     def _observe(self, actor: int, what: str) -> None:

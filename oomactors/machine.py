@@ -281,20 +281,44 @@ class Machine:
         return self.sched.clock.now
 
     def emit_on(self, name: str, cpu: int, pid: int, *fields: Any) -> None:
-        if (self.panicked is not None or self.stopped or _interrupt._requested) and name != "sim:run_end":
-            if self.panicked is not None:
-                # panic() stopped every CPU (smp_send_stop): whatever an actor still does in
-                # the same instant never happened.  It unwinds here, at its first event.
-                raise SimulationPanic(self.panicked)
-            if not self.stopped:  # Ctrl-C was asked for: the run ends now, before this event
-                self.sched.clock.interrupt()
-            return  # the run is over: actors unwinding at teardown did nothing simulated
+        """Record one event on ``cpu``: every sink gets it, then the checkers that read it.
+        :meth:`emit` is the same funnel with the current task's CPU (its body repeats
+        this one's few lines: two calls per event were measurable on the hot path)."""
+        if (self.panicked is not None or self.stopped or _interrupt._requested) and self._halted(name):
+            return
         rec = (self._clock.now, EVENT_ID[name], cpu, pid, *fields)
         self.nevents += 1
         for sink in self.sinks:
             sink(rec)
-        if not self.checkers:
+        if self.checkers:
+            self._check(rec)
+
+    def emit(self, name: str, pid: int, *fields: Any) -> None:
+        if (self.panicked is not None or self.stopped or _interrupt._requested) and self._halted(name):
             return
+        cur = self.sched.current
+        rec = (self._clock.now, EVENT_ID[name],
+               cur.cpu.id if cur is not None and cur.cpu is not None else -1, pid, *fields)
+        self.nevents += 1
+        for sink in self.sinks:
+            sink(rec)
+        if self.checkers:
+            self._check(rec)
+
+    def _halted(self, name: str) -> bool:
+        """The machine panicked, the run ended or Ctrl-C was asked for: True if the event
+        ``name`` is not recorded (only ``sim:run_end`` still is)."""
+        if name == "sim:run_end":
+            return False
+        if self.panicked is not None:
+            # panic() stopped every CPU (smp_send_stop): whatever an actor still does in
+            # the same instant never happened.  It unwinds here, at its first event.
+            raise SimulationPanic(self.panicked)
+        if not self.stopped:  # Ctrl-C was asked for: the run ends now, before this event
+            self.sched.clock.interrupt()
+        return True  # the run is over: actors unwinding at teardown did nothing simulated
+
+    def _check(self, rec: tuple) -> None:
         checks = self._checks_for.get(rec[1])
         if checks is None:
             checks = self._checks_for[rec[1]] = tuple(
@@ -317,11 +341,6 @@ class Machine:
     def _interrupted(self) -> None:
         self.interrupted = True
         self.stopped = True
-
-    def emit(self, name: str, pid: int, *fields: Any) -> None:
-        cur = self.sched.current
-        cpu = cur.cpu.id if cur is not None and cur.cpu is not None else -1
-        self.emit_on(name, cpu, pid, *fields)  # the one funnel of every event
 
     def panic(self, message: str, cur: Task | None) -> None:
         self.emit("sim:panic", cur.pid if cur else -1, message)

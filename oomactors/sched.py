@@ -2,7 +2,10 @@
 
 Time is an integer count of jiffies.  Sleepers park on a heap of deadlines; when every
 actor is blocked, the clock driver jumps to the earliest deadline and wakes everyone
-due then -- one wakeup per sleeper, never one backend timer per actor per jiffy.
+due then -- one wakeup per sleeper, never one backend timer per actor per jiffy.  The
+heap holds each deadline once, with the list of its sleepers in the order they were
+added (a few dozen per jiffy share one): the order of a heap of (deadline, sequence)
+pairs, without a tuple and a sift of pair comparisons per sleep.
 
 A task runs kernel code only while it holds a CPU.  Sleeping or blocking gives the CPU
 back; the CPU actor dispatches its run queue round-robin, and a task whose time slice
@@ -170,8 +173,11 @@ class Clock:
         self.jiffy_ns = NSEC_PER_SEC // hz
         self.now = 0
         self.backend = backend
-        self._heap: list[tuple[int, int, Waiter]] = []
-        self._seq = 0
+        # deadline -> [seq of its last entry, entry, entry, ...] (a Waiter or a _Call, in
+        # the order they were added), and the heap of those deadlines
+        self._timers: dict[int, list[Any]] = {}
+        self._deadlines: list[int] = []
+        self._seq = 0                # entries added so far
         self.sleeps = 0
         self.active = 0              # actors that are running or runnable
         self.limit: int | None = None  # the run ends here
@@ -199,8 +205,22 @@ class Clock:
 
     def add_sleeper(self, deadline: int, w: Waiter) -> None:
         self.sleeps += 1
+        self._add(deadline, w)
+
+    def _add(self, deadline: int, entry: Any) -> None:
+        """Put ``entry`` last among those due at ``deadline`` (never before now)."""
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, w))
+        timers = self._timers.get(deadline)
+        if timers is None:
+            self._timers[deadline] = [self._seq, entry]
+            heapq.heappush(self._deadlines, deadline)
+        else:
+            timers[0] = self._seq
+            timers.append(entry)
+
+    def timers_since(self, seq: int) -> list[int]:
+        """The deadlines that hold an entry added after the ``seq``-th (still pending)."""
+        return [d for d, timers in self._timers.items() if timers[0] > seq]
 
     def idle(self) -> None:
         """Every actor is parked: jump to the next deadline, or end the run.  A deadline
@@ -220,25 +240,43 @@ class Clock:
                 self.now = self.limit
                 self.ended = "duration"
                 return
-            self.now = max(self.now, deadline)
-            heap = self._heap
-            while heap and heap[0][0] <= self.now:
-                heapq.heappop(heap)[2].wake()
+            now = self.now = max(self.now, deadline)
+            deadlines = self._deadlines
+            all_timers = self._timers
+            while deadlines and deadlines[0] <= now:
+                d = deadlines[0]
+                timers = all_timers[d]
+                i = 1
+                while i < len(timers):  # a callback may add to this very list (due now)
+                    timers[i].wake()
+                    i += 1
+                heapq.heappop(deadlines)
+                del all_timers[d]
             if self.active:
                 return
 
     def next_deadline(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0][2].woken:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        """The earliest deadline with an entry not woken yet (those woken before their
+        time, by a signal or a hand-over, are dropped here)."""
+        deadlines = self._deadlines
+        while deadlines:
+            d = deadlines[0]
+            timers = self._timers[d]
+            i = 1
+            while i < len(timers) and timers[i].woken:
+                i += 1
+            if i < len(timers):
+                del timers[1:i]
+                return d
+            heapq.heappop(deadlines)
+            del self._timers[d]
+        return None
 
     def call_at(self, deadline: int, fn: Callable[[], None]) -> None:
         """Call ``fn`` when the clock reaches ``deadline``, from the clock itself (before
         any actor runs at that time).  No actor is involved, so the backend's schedule is
         the same with or without it: for observers, such as the PSI samples."""
-        self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, _Call(fn)))
+        self._add(deadline, _Call(fn))
 
 
 class _Call:
@@ -303,6 +341,7 @@ class Sched:
         self.clock = Clock(hz, self.backend)
         self.cpus = [CPU(i, nzones, self) for i in range(ncpus)]
         self.time_slice = max(1, time_slice)
+        self.jiffy_ns = self.clock.jiffy_ns  # run_nowait's bound, one look-up less
         self.emit = emit
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
@@ -425,17 +464,36 @@ class Sched:
             return True
         self.put_cpu(task)
         clock = self.clock
-        w = Waiter(clock)
+        w = task.sleeper
+        if w is None:
+            w = Waiter(clock)
+        else:  # the clock woke it last time (see below): nothing else refers to it
+            task.sleeper = None
+            w.woken = False
         if interruptible:
             task.wake_on_signal = w
         # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
         clock.sleeps += 1
-        clock._seq += 1
-        heapq.heappush(clock._heap, (clock.now + max(0, jiffies), clock._seq, w))
+        seq = clock._seq = clock._seq + 1
+        deadline = clock.now + max(0, jiffies)
+        timers = clock._timers.get(deadline)
+        if timers is None:
+            clock._timers[deadline] = [seq, w]
+            heapq.heappush(clock._deadlines, deadline)
+        else:
+            timers[0] = seq
+            timers.append(w)
         if w.must_park():
             w.task = self.stepper.current  # Backend.park, one frame less
             await PARK
         task.wake_on_signal = None
+        if w.value == "signal":
+            signalled = True  # still among the timers until its deadline: not reused
+        else:
+            # woken by the clock: out of the timers, unparked, its value None -- the next
+            # sleep of this task takes it instead of making a new one
+            signalled = False
+            task.sleeper = w
         # get_cpu, with its no-wait case inlined
         cpu = self._pick_cpu(task)
         if cpu.curr is None and not cpu.rq:
@@ -443,7 +501,7 @@ class Sched:
             self.current = task
         else:
             await self._wait_cpu(task, cpu)
-        return w.value == "signal"
+        return signalled
 
     async def block_on(self, task: "Task", w: Waiter, name: str) -> Any:
         """Sleep off the CPU until someone wakes ``w`` (a lock hand-over, a wakeup)."""
@@ -460,7 +518,7 @@ class Sched:
         """What :meth:`run` does when ``ns`` fits in the jiffy already begun: charge it and
         return True, with no await (the hot paths call ``run`` only when this says False)."""
         debt = task.cpu_debt_ns + ns
-        if debt < self.clock.jiffy_ns:
+        if debt < self.jiffy_ns:
             task.cpu_ns += ns
             task.cpu_debt_ns = debt
             return True
@@ -486,12 +544,19 @@ class Sched:
         while jiffies > 0:
             cpu = task.cpu
             step = max(1, min(jiffies, cpu.slice_end - clock.now)) if cpu.rq else jiffies
-            # clock.sleep_until without its coroutine, Backend.park without its frame
-            w = Waiter(clock)
+            # clock.sleep_until without its coroutine, Backend.park without its frame; only
+            # the clock wakes w, so it is the task's to keep for its next sleep (see sleep)
+            w = task.sleeper
+            if w is None:
+                w = Waiter(clock)
+            else:
+                task.sleeper = None
+                w.woken = False
             clock.add_sleeper(clock.now + step, w)
             if w.must_park():
                 w.task = self.stepper.current
                 await PARK
+            task.sleeper = w
             self.current = task
             jiffies -= step
             if cpu.rq and self.clock.now >= cpu.slice_end:

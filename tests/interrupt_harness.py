@@ -68,15 +68,17 @@ def main() -> None:
 
     if kind in ("event", "runevent"):
         from oomactors.machine import Machine
-        real_emit = Machine.emit_on
-
-        def emit_on(self, name, *a):  # type: ignore[no-untyped-def]
-            real_emit(self, name, *a)
-            # runevent: only a machine with sinks, the run's (the CLI's boot check builds one
-            # without, and emits its boot events too)
-            if name == what and (kind == "event" or self.sinks) and due():
-                fire(self.now)
-        Machine.emit_on = emit_on  # type: ignore[method-assign]
+        def after(real):  # type: ignore[no-untyped-def]
+            def emit(self, name, *a):  # type: ignore[no-untyped-def]
+                real(self, name, *a)
+                # runevent: only a machine with sinks, the run's (the CLI's boot check builds
+                # one without, and emits its boot events too)
+                if name == what and (kind == "event" or self.sinks) and due():
+                    fire(self.now)
+            return emit
+        # the two entries of the event funnel (emit does not go through emit_on)
+        Machine.emit_on = after(Machine.emit_on)  # type: ignore[method-assign]
+        Machine.emit = after(Machine.emit)  # type: ignore[method-assign]
     elif kind == "idle":
         from oomactors.sched import Clock
         real_idle = Clock.idle

@@ -209,3 +209,25 @@ def test_large_trace_flushes_in_chunks(tmp_path):
     assert os.path.getsize(path) > len(w._buf) and len(w._buf) <= 64 * 1024
     w.close()
     assert list(read_trace(path).records()) == recs
+
+
+@pytest.mark.parametrize("flush_bytes", [1, 40, 1000, 64 * 1024])
+def test_batched_packing_writes_the_bytes_of_record_by_record_packing(flush_bytes):
+    """write() packs records a lot at a time; the blocks must still end after the very
+    record that took the buffer past flush_bytes, as when each record was packed alone."""
+    recs = [(i, VICTIM, i % 64, i * 7, "x" * (i % 50), i << (i % 40), -i, 0, 1, 2, 3, 4)
+            for i in range(5_000)]
+    batched, single = io.BytesIO(), io.BytesIO()
+    a = TraceWriter(batched, seed=1, hz=HZ, config={}, flush_bytes=flush_bytes)
+    b = TraceWriter(single, seed=1, hz=HZ, config={}, flush_bytes=flush_bytes)
+    one_by_one = TraceWriter.write.__get__(b)  # the plain method: pack, append, maybe flush
+    for n, rec in enumerate(recs):
+        a.write(rec)
+        one_by_one(rec)
+        if n == 2_345:  # a flush in the middle of a lot
+            a.flush()
+            b.flush()
+    a.close()
+    b.close()
+    assert batched.getvalue() == single.getvalue()
+    assert batched.getvalue().count(b"OOMTRACE") == 1 and len(batched.getvalue()) > 100_000

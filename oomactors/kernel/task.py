@@ -203,6 +203,7 @@ class Task:
         self.cpu: Any = None           # the CPU it is dispatched on, or None
         self.last_cpu = 0
         self.wake_on_signal: Any = None  # the waiter of a killable/interruptible sleep
+        self.sleeper: Any = None       # sched.py: a Waiter the clock woke, kept for its next sleep
         self.oom_reaper_list = False
         self.mems_allowed: frozenset[int] | None = None  # None = every node
         self.cpuset: Any = None        # kernel.cpuset.Cpuset, or None for the root cpuset

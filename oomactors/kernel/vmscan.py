@@ -141,10 +141,12 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     io_pages = 0
     wb_pages = 0
     inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone
-    zones = [z for z in node.zones if z.idx <= sc.reclaim_idx]
-    skip = protected_memcgs(m, cur, sc)
+    reclaim_idx = sc.reclaim_idx
+    skip = protected_memcgs(m, cur, sc) if len(m.memcgs) > 1 else _NO_SKIP
     sc.may_deactivate = -1  # set_may_deactivate, once a zone of this node has a scan target
-    for zone in zones:
+    for zone in node.zones:
+        if zone.idx > reclaim_idx:
+            continue
         nr = zone.nr
         file = nr["file"] + nr["dirty"]
         anon = nr["anon"] if can_swap else 0
@@ -154,6 +156,8 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             anon -= protected_pages(zone, skip, "anon") if can_swap else 0
         shmem = shmem_lru_pages(zone, skip) if can_swap else 0
         anon += shmem  # swap-backed: on the anon LRU
+        if not file + anon:  # nothing on this zone's lists (_scan_size would say 0)
+            continue
         total = _scan_size(file + anon, prio)
         if not total:
             continue
@@ -205,13 +209,20 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     sc.nr_reclaimed += reclaimed
     if reclaimed:
         node.kswapd_failures = 0  # any success revives a hopeless kswapd
-    m.vmstat["pgscan"] += scanned
-    m.vmstat["pgsteal"] += reclaimed
-    who = "kswapd" if sc.is_kswapd else "direct"
-    m.vmstat["pgscan_" + who] += scanned
-    m.vmstat["pgsteal_" + who] += reclaimed
+    if scanned or reclaimed:  # most passes of a starved node find nothing: nothing to add
+        vmstat = m.vmstat
+        vmstat["pgscan"] += scanned
+        vmstat["pgsteal"] += reclaimed
+        scan_key, steal_key = _PG_KEYS[sc.is_kswapd]
+        vmstat[scan_key] += scanned
+        vmstat[steal_key] += reclaimed
     m.emit("vmscan:mm_vmscan_node_reclaim", cur.pid, node.nid, scanned, reclaimed,
            io_pages + wb_pages, io_jiffies)
+
+
+_NO_SKIP: frozenset = frozenset()
+# the per-reclaimer vmstat counters, by ScanControl.is_kswapd
+_PG_KEYS = {False: ("pgscan_direct", "pgsteal_direct"), True: ("pgscan_kswapd", "pgsteal_kswapd")}
 
 
 def protected_memcgs(m: "Machine", cur: "Task", sc: ScanControl) -> frozenset:

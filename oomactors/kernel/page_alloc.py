@@ -15,7 +15,7 @@ from .ratelimit import ___ratelimit
 from . import gfp as G
 from .cpuset import __cpuset_node_allowed, cpuset_name
 from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
-from .task import PF_MEMALLOC
+from .task import PF_MEMALLOC, PTRS_PER_PTE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -196,6 +196,78 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
         if rmqueue(m, cur, z, order, nr, ac):
             return z
     return None
+
+
+def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zoneidx: int, nr: int,
+                    limit: int, kind: str, mm: "MM | None", mapped: int | None, pgtables: int) -> int:
+    """Up to ``limit`` order-0 first attempts of ``nr`` pages each (no nodemask, no cpuset),
+    one after the other with nothing in between: each served as
+    :func:`get_page_from_freelist` at the LOW watermark and :func:`rmqueue` would serve
+    it -- the zones that fail the watermark skipped, the same test against the folded
+    counter, the same per-CPU refills from the buddy lists, the same folds of this CPU's
+    drift -- computed on plain numbers and applied once at the end.  Only the zone that
+    serves them changes meanwhile, so the zones before it fail every time.  It stops
+    before the first request that would go another way (that zone's watermark test fails,
+    or its buddy lists cannot refill the per-CPU list): the caller serves that one the
+    ordinary way.  ``mapped`` (pages mapped by ``mm``) and
+    ``pgtables`` (its page-table pages) make each request also take the page-table pages
+    it needs (one per 512 mapped pages, as a fault does); ``mapped`` None: none.
+    Returns the requests served.
+
+    The buddy lists give the pages of the whole run in one take: taking ``a`` then ``b``
+    pages leaves the same free lists as taking ``a + b`` (both take the lowest blocks
+    first and give back a split block's tail as its binary decomposition;
+    tests/test_buddy.py checks it)."""
+    for zone in zonelist:
+        if zone.idx <= highest_zoneidx and zone.vm_free - (nr - 1) > \
+                zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx]:
+            break
+    else:
+        return 0
+    cpu = cur.cpu
+    g = zone.gid
+    have = cpu.pcp[g]
+    diff = cpu.vm_diff[g]
+    vm_free = zone.vm_free
+    nr_free = zone.nr_free
+    floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
+    batch, drift = m.pcp_batch, m.percpu_drift
+    taken = done = pt_total = 0
+    while done < limit and vm_free > floor:  # zone_watermark_fast's order-0 test
+        pt = 0
+        if mapped is not None:
+            mapped += nr
+            need = -(-mapped // PTRS_PER_PTE)
+            if need > pgtables:
+                pt = need - pgtables
+                pgtables = need
+        total = nr + pt
+        if have < total:  # rmqueue's refill; mod_free's fold
+            want = total - have + batch
+            if nr_free < want:
+                want = total - have
+                if nr_free < want:
+                    break
+            nr_free -= want
+            taken += want
+            have += want
+            diff -= want
+            if diff > drift or diff < -drift:
+                vm_free += diff
+                diff = 0
+        have -= total
+        pt_total += pt
+        done += 1
+    if not done:
+        return 0
+    if taken and not zone.take_pages_bulk(taken):
+        raise AssertionError("buddy lists disagree with nr_free")
+    cpu.pcp[g] = have
+    cpu.vm_diff[g] = diff
+    zone.vm_free = vm_free
+    # the charges add up; the LRU move to the tail is the same done once or many times
+    m.charge(zone, kind, mm, done * nr, pt_total)
+    return done
 
 
 def __cpuset_zone_allowed(cur: "Task", z: Zone, gfp_mask: int) -> bool:

@@ -232,16 +232,16 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     nr_free = zone.nr_free
     floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
     batch, drift = m.pcp_batch, m.percpu_drift
-    taken = done = pt_total = 0
+    pgtables0, nr_free0 = pgtables, nr_free
+    # the mapped pages the page tables cover: a fault beyond that needs page tables
+    covered = pgtables * PTRS_PER_PTE if mapped is not None else 1 << 62
+    mapped = mapped or 0
+    done = 0
     while done < limit and vm_free > floor:  # zone_watermark_fast's order-0 test
-        pt = 0
-        if mapped is not None:
-            mapped += nr
-            need = -(-mapped // PTRS_PER_PTE)
-            if need > pgtables:
-                pt = need - pgtables
-                pgtables = need
-        total = nr + pt
+        mapped += nr
+        total = nr
+        if mapped > covered:
+            total += -(-mapped // PTRS_PER_PTE) - pgtables
         if have < total:  # rmqueue's refill; mod_free's fold
             want = total - have + batch
             if nr_free < want:
@@ -249,24 +249,26 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
                 if nr_free < want:
                     break
             nr_free -= want
-            taken += want
-            have += want
+            have += want - total
             diff -= want
             if diff > drift or diff < -drift:
                 vm_free += diff
                 diff = 0
-        have -= total
-        pt_total += pt
+        else:
+            have -= total
+        if total != nr:
+            pgtables += total - nr
+            covered = pgtables * PTRS_PER_PTE
         done += 1
     if not done:
         return 0
-    if taken and not zone.take_pages_bulk(taken):
+    if nr_free != nr_free0 and not zone.take_pages_bulk(nr_free0 - nr_free):
         raise AssertionError("buddy lists disagree with nr_free")
     cpu.pcp[g] = have
     cpu.vm_diff[g] = diff
     zone.vm_free = vm_free
     # the charges add up; the LRU move to the tail is the same done once or many times
-    m.charge(zone, kind, mm, done * nr, pt_total)
+    m.charge(zone, kind, mm, done * nr, pgtables - pgtables0)
     return done
 
 

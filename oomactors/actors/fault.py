@@ -64,14 +64,6 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     another way -- its CPU time ends the jiffy (the ``fault.cpu`` point), it must be paced,
     the allocator's first attempt would fail or take another zone -- which the caller makes
     the ordinary way.  Returns the faults made."""
-    if (m.cpusets_enabled or task.mempolicy is not None or task.sigkill or task.sigterm
-            or task.memcg_nr_pages_over_high or charge_target(task, kind, gfp_mask) is not None):
-        return 0
-    is_fault = kind in ("anon", "shmem")
-    if is_fault:
-        lock = mm.mmap_lock  # read_trylock and read_unlock, with nobody to wake, change nothing
-        if lock.writer is not None or lock.waiters or (mm.flags & MMF_UNSTABLE and kind == "anon"):
-            return 0
     clock = m.sched.clock
     ns = nr * params.FAULT_NS_PER_PAGE
     limit = min(limit, (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns)
@@ -80,8 +72,16 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
         # most pages that are not ahead of the rate
         due = ((clock.now - start + 1) * rate - 1) // (PAGE_SIZE * m.hz)
         limit = min(limit, (due - done) // nr)
-    if limit <= 0:
+    if limit <= 0:  # (the cheapest test first: a paced step often has no fault to spare)
         return 0
+    if (m.cpusets_enabled or task.mempolicy is not None or task.sigkill or task.sigterm
+            or task.memcg_nr_pages_over_high or charge_target(task, kind, gfp_mask) is not None):
+        return 0
+    is_fault = kind in ("anon", "shmem")
+    if is_fault:
+        lock = mm.mmap_lock  # read_trylock and read_unlock, with nobody to wake, change nothing
+        if lock.writer is not None or lock.waiters or (mm.flags & MMF_UNSTABLE and kind == "anon"):
+            return 0
     nid = numa_node_id(m, task)
     ac = m.fast_acs[nid].get(gfp_mask)  # first_attempt's alloc_context (made by the first fault)
     if ac is None:

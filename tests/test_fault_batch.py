@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import oomactors.actors.user as user
+from oomactors.actors.fault import pages_due
 from oomactors import sim
 from oomactors.config import load_config, parse_config
 from oomactors.kernel.mmzone import MAX_ORDER, Zone
+from oomactors.kernel.task import PAGE_SIZE
 from oomactors.schedule import RandomScheduler
 
 
@@ -38,6 +40,12 @@ def test_taking_in_pieces_leaves_the_lists_taking_once_would(free_area, takes):
         total += n
     assert once.take_pages_bulk(total)
     assert pieces.free_area == once.free_area and pieces.nr_free == once.nr_free
+
+
+@given(elapsed=st.integers(0, 10_000), rate=st.integers(1, 1 << 34), hz=st.sampled_from((100, 250, 300, 1000)))
+def test_pages_due_is_the_last_page_the_pace_test_lets_through(elapsed, rate, hz):
+    due = pages_due(elapsed, rate, hz)
+    assert due * PAGE_SIZE * hz // rate <= elapsed < (due + 1) * PAGE_SIZE * hz // rate
 
 
 def _state(m) -> tuple:

@@ -68,10 +68,7 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     ns = nr * params.FAULT_NS_PER_PAGE
     limit = min(limit, (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns)
     if rate:
-        # _pace sleeps after a fault once start + pages * PAGE_SIZE * hz // rate > now: the
-        # most pages that are not ahead of the rate
-        due = ((clock.now - start + 1) * rate - 1) // (PAGE_SIZE * m.hz)
-        limit = min(limit, (due - done) // nr)
+        limit = min(limit, (pages_due(clock.now - start, rate, m.hz) - done) // nr)
     if limit <= 0:  # (the cheapest test first: a paced step often has no fault to spare)
         return 0
     if (m.cpusets_enabled or task.mempolicy is not None or task.sigkill or task.sigterm
@@ -92,6 +89,13 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
         task.cpu_ns += made * ns
         task.cpu_debt_ns += made * ns
     return made
+
+
+def pages_due(elapsed: int, rate: int, hz: int) -> int:
+    """The most pages a step paced at ``rate`` bytes/s may have done ``elapsed`` jiffies
+    after it began without _pace sleeping: the largest P with
+    ``P * PAGE_SIZE * hz // rate <= elapsed`` (the pace test of user.py, solved for P)."""
+    return ((elapsed + 1) * rate - 1) // (PAGE_SIZE * hz)
 
 
 def pt_needed(mm: MM, got: int) -> int:

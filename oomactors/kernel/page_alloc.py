@@ -42,7 +42,7 @@ class AllocContext:
     """struct alloc_context, plus who the pages are for (so they are charged on the spot)."""
 
     __slots__ = ("zonelist", "nodemask", "highest_zoneidx", "migratetype", "preferred",
-                 "spread_dirty_pages", "kind", "mm", "pt")
+                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask")
 
     def __init__(self, zonelist: list[Zone], nodemask: frozenset[int] | None, highest_zoneidx: int,
                  migratetype: int, kind: str, mm: "MM | None", pt: int = 0) -> None:
@@ -55,11 +55,21 @@ class AllocContext:
         self.kind = kind
         self.mm = mm
         self.pt = pt      # of the nr pages, how many become page tables of ac.mm
+        self._zones: tuple[Zone, ...] | None = None
+        self._zones_nodemask: frozenset[int] | None = None
 
-    def zones(self) -> list[Zone]:
-        """for_each_zone_zonelist_nodemask: eligible zones in zonelist order."""
-        hz, nm = self.highest_zoneidx, self.nodemask
-        return [z for z in self.zonelist if z.idx <= hz and (nm is None or z.node.nid in nm)]
+    def zones(self) -> tuple[Zone, ...]:
+        """for_each_zone_zonelist_nodemask: eligible zones in zonelist order.  Every round
+        of the slow path walks them several times: kept until the nodemask changes (the
+        zonelist and the highest zone never do)."""
+        nm = self.nodemask
+        zones = self._zones
+        if zones is None or self._zones_nodemask is not nm:
+            hz = self.highest_zoneidx
+            zones = self._zones = tuple(z for z in self.zonelist
+                                        if z.idx <= hz and (nm is None or z.node.nid in nm))
+            self._zones_nodemask = nm
+        return zones
 
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:

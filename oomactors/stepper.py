@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterator, Sequence
 from typing import Any, Coroutine
 
 
@@ -44,6 +45,44 @@ class _Suspend:
 PARK = _Suspend("park")     # parked on a Waiter, which makes it ready again when woken
 YIELD = _Suspend("yield")   # ready again at once, behind every actor ready now
 SWITCH = _Suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
+
+
+class Offered(Sequence):
+    """The actors offered at a decision point (:meth:`Stepper.offered`), listed on first
+    use.  Valid while the decision is being made: the stepper moves on after it, so a
+    scheduler that keeps the actors for later keeps ``list(offered)``."""
+
+    __slots__ = ("_stepper", "_items")
+
+    def __init__(self, stepper: "Stepper") -> None:
+        self._stepper = stepper
+        self._items: list[int] | None = None
+
+    def _list(self) -> list[int]:
+        items = self._items
+        if items is None:
+            items = self._items = self._stepper.offered_now()
+        return items
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._list())
+
+    def __contains__(self, number: object) -> bool:
+        return number in self._list()
+
+    def __eq__(self, other: object) -> bool:
+        return self._list() == (other._list() if isinstance(other, Offered) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # a list's equality, a list's unhashability
+
+    def __repr__(self) -> str:
+        return repr(self._list())
 
 
 class Stepper:
@@ -155,14 +194,18 @@ class Stepper:
             self.current = None
             self.steps += steps
 
-    def offered(self) -> list[int]:
+    def offered(self) -> "Offered":
         """The actors that could run at this instant, by number: the current one, the
-        rest of its batch in order, then those made ready since (the next batch)."""
-        live = self.live
-        out = [live[self.current]] if self.current is not None else []
-        out += [live[c] for c in self.pending]
-        out += [live[c] for c in self.ready]
-        return out
+        rest of its batch in order, then those made ready since (the next batch).  Listed
+        when first looked at: most decisions are answered without a look."""
+        return Offered(self)
+
+    def offered_now(self) -> list[int]:
+        """:meth:`offered`, listed at once."""
+        number = self.live.__getitem__
+        if self.current is None:
+            return [*map(number, self.pending), *map(number, self.ready)]
+        return [number(self.current), *map(number, self.pending), *map(number, self.ready)]
 
     def _take(self, number: int | None) -> Coroutine[Any, Any, Any]:
         """Remove actor ``number`` from the pending batch or the ready queue."""

@@ -14,7 +14,7 @@ from ..config import (AccessStep, AllocStep, BlockStep, ComputeStep, ExitStep, F
                       SetOomScoreAdjStep, SleepStep, TouchFileStep, WriteStep)
 from ..kernel import gfp as G
 from ..kernel import params
-from ..kernel.exit import do_exit, mmap_read_lock, mmap_write_lock
+from ..kernel.exit import do_exit, mmap_write_lock
 from ..errors import InputError
 from ..kernel.fork import dup_mm, dup_task_kmem, fork_limit, free_task_kmem, task_counted
 from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_handle_over_high,
@@ -22,17 +22,17 @@ from ..kernel.memcontrol import (charge_target, mem_cgroup_charge, mem_cgroup_ha
 from ..kernel.mmap import mmap_region, munmap_unaccount
 from ..kernel.cow import copy_present_ptes, wp_page_copy
 from ..kernel.cpuset import cpuset_fork
-from ..kernel.mempolicy import alloc_pages_policy, numa_node_id
-from ..kernel.mmzone import MAX_ORDER
 from ..kernel.oom_kill import pagefault_out_of_memory
 from ..kernel.oom_reaper import check_stable_address_space, release_anon
-from ..kernel.page_alloc_slow import __alloc_pages_nodemask, first_attempt
+from ..kernel.page_alloc_slow import __alloc_pages_nodemask
+from ..kernel.mempolicy import alloc_pages_policy
 from ..kernel.task import MM, MMF_UNSTABLE, PAGE_SIZE, Signal, Task
 from ..kernel.lru import add_new
 from ..kernel.memory import (do_swap_page, filemap_read, filemap_refault, mark_resident_accessed,
                              wait_on_read)
 from ..kernel.workingset import drop_shadows, workingset_refault
 from ..units import to_jiffies
+from .fault import FAST_FAILED, fault_chunks_nowait, fault_pages, fault_pages_nowait
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -182,6 +182,15 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     is_fault = kind in ("anon", "shmem")
     rate = step.rate
     while done < pages:
+        if not order and pages - done >= chunk_blocks:
+            # faults that no scheduling point separates, in one pass
+            made = fault_chunks_nowait(m, task, mm, chunk_blocks, kind, gfp_mask,
+                                       (pages - done) // chunk_blocks, start, done, rate)
+            if made:
+                done += made * chunk_blocks
+                mm.last_active = clock.now
+                if done == pages:
+                    break
         nr = min(chunk_blocks, -(-(pages - done) >> order))
         zone = fault_pages_nowait(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None or zone is FAST_FAILED:
@@ -210,78 +219,6 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
             ret_to_user(task)
         if rate and start + to_jiffies_pages(m, done, rate) > clock.now:  # _pace's test, inline
             await _pace(m, task, start, done, rate)
-
-
-def fault_pages_nowait(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str,
-                       gfp_mask: int) -> Any:
-    """:func:`fault_pages` when it cannot wait: the mmap_lock is free, no memcg is charged,
-    no cpuset or mempolicy applies and the allocator's first attempt succeeds.  Returns the
-    zone; None when those conditions do not hold, FAST_FAILED when only the first attempt
-    failed -- and then nothing has changed: fault_pages does it all, waits included, and
-    ``fast_failed=True`` tells it not to try that attempt again.  The common fault costs no
-    coroutine."""
-    if m.cpusets_enabled or task.mempolicy is not None or order >= MAX_ORDER \
-            or charge_target(task, kind, gfp_mask) is not None:
-        return None
-    if kind not in ("anon", "shmem"):
-        zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm, 0)
-        return FAST_FAILED if zone is None else zone
-    lock = mm.mmap_lock
-    if not lock.read_trylock():
-        return None
-    zone = first_attempt(m, task, gfp_mask, order, numa_node_id(m, task), None, nr, kind, mm,
-                         _pt_needed(mm, nr << order))
-    if zone is None:
-        lock.readers -= 1  # as it was before the trylock: fault_pages takes it again
-        return FAST_FAILED
-    lock.read_unlock()
-    return zone
-
-
-FAST_FAILED = "fast_failed"   # fault_pages_nowait: the allocator's first attempt failed
-
-
-def _pt_needed(mm: MM, got: int) -> int:
-    """Page-table pages a fault of ``got`` more pages needs beyond those ``mm`` has (one
-    per 512 mapped pages)."""
-    return max(0, -(-(mm.mapped_pages() + got) // 512) - sum(mm.pgtables))
-
-
-async def fault_pages(m: "Machine", task: Task, mm: MM, nr: int, order: int, kind: str, gfp_mask: int,
-                      new_pages: bool = True, *, fast_failed: bool = False) -> tuple[Any, int]:
-    """Allocate and charge ``nr`` blocks of ``order`` for ``kind`` memory of ``mm``, under the
-    mmap_lock for a fault.  Returns the zone, or None (-ENOMEM: a fault's VM_FAULT_OOM), and
-    the pages kept (the memcg may take fewer: a dying task's last faults).  ``new_pages`` is
-    False for a swap-in: the page table already maps the entry.  ``fast_failed``: the
-    allocator's first attempt was just made, with nothing changed since, and failed
-    (:func:`fault_pages_nowait`)."""
-    got = nr << order
-    is_fault = kind in ("anon", "shmem")
-    if is_fault:
-        if not mm.mmap_lock.read_trylock():  # mmap_read_lock, without a coroutine when free
-            await mmap_read_lock(m, task, mm, "task.mmap_lock")
-        pt = _pt_needed(mm, got) if new_pages else 0
-    else:
-        pt = 0
-    memcg = charge_target(task, kind, gfp_mask)
-    try:
-        # alloc_pages_vma (a fault) / alloc_pages_current: the task mempolicy's node and nodemask
-        zone = await __alloc_pages_nodemask(m, task, gfp_mask, order,
-                                            *alloc_pages_policy(m, task, gfp_mask, vma=is_fault),
-                                            nr=nr, kind=kind if memcg is None else "kernel", mm=mm, pt=pt,
-                                            fast_failed=fast_failed)
-        # the memcg is charged once the page is allocated (mem_cgroup_charge in the fault;
-        # __memcg_kmem_charge_page at the allocator's out: label for __GFP_ACCOUNT);
-        # a failed charge frees the page.  do_anonymous_page charges with GFP_KERNEL.
-        if zone is not None and memcg is not None:
-            charge_gfp = G.GFP_KERNEL if kind == "anon" else gfp_mask
-            got = await mem_cgroup_charge(m, task, memcg, zone, got, order, charge_gfp, kind, mm)
-            if not got:
-                zone = None
-    finally:
-        if is_fault:
-            mm.mmap_lock.read_unlock()
-    return zone, got
 
 
 async def _write(m: "Machine", task: Task, step: WriteStep) -> None:

@@ -161,8 +161,17 @@ def format_flags(mask: int) -> str:
 
 def format_gfp(mask: int) -> str:
     """``0xcc0(GFP_KERNEL)`` style, as the kernel's ``%#x(%pGg)`` prints a mask (``0x0()``
-    for a page fault's empty mask)."""
-    return f"{mask:#x}({format_flags(mask)})"
+    for a page fault's empty mask).  Every slow path and direct reclaim prints its mask:
+    each mask is formatted once."""
+    text = _FORMATTED.get(mask)
+    if text is None:
+        text = f"{mask:#x}({format_flags(mask)})"
+        if len(_FORMATTED) < 4096:  # a run meets a handful of masks; any mask is allowed
+            _FORMATTED[mask] = text
+    return text
+
+
+_FORMATTED: dict[int, str] = {}
 
 
 def gfp_zone(mask: int) -> int:

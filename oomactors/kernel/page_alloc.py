@@ -15,7 +15,7 @@ from .ratelimit import ___ratelimit
 from . import gfp as G
 from .cpuset import __cpuset_node_allowed, cpuset_name
 from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
-from .task import PF_MEMALLOC
+from .task import PF_MEMALLOC, PTRS_PER_PTE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -42,7 +42,7 @@ class AllocContext:
     """struct alloc_context, plus who the pages are for (so they are charged on the spot)."""
 
     __slots__ = ("zonelist", "nodemask", "highest_zoneidx", "migratetype", "preferred",
-                 "spread_dirty_pages", "kind", "mm", "pt")
+                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask")
 
     def __init__(self, zonelist: list[Zone], nodemask: frozenset[int] | None, highest_zoneidx: int,
                  migratetype: int, kind: str, mm: "MM | None", pt: int = 0) -> None:
@@ -55,11 +55,21 @@ class AllocContext:
         self.kind = kind
         self.mm = mm
         self.pt = pt      # of the nr pages, how many become page tables of ac.mm
+        self._zones: tuple[Zone, ...] | None = None
+        self._zones_nodemask: frozenset[int] | None = None
 
-    def zones(self) -> list[Zone]:
-        """for_each_zone_zonelist_nodemask: eligible zones in zonelist order."""
-        hz, nm = self.highest_zoneidx, self.nodemask
-        return [z for z in self.zonelist if z.idx <= hz and (nm is None or z.node.nid in nm)]
+    def zones(self) -> tuple[Zone, ...]:
+        """for_each_zone_zonelist_nodemask: eligible zones in zonelist order.  Every round
+        of the slow path walks them several times: kept until the nodemask changes (the
+        zonelist and the highest zone never do)."""
+        nm = self.nodemask
+        zones = self._zones
+        if zones is None or self._zones_nodemask is not nm:
+            hz = self.highest_zoneidx
+            zones = self._zones = tuple(z for z in self.zonelist
+                                        if z.idx <= hz and (nm is None or z.node.nid in nm))
+            self._zones_nodemask = nm
+        return zones
 
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:
@@ -196,6 +206,80 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
         if rmqueue(m, cur, z, order, nr, ac):
             return z
     return None
+
+
+def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zoneidx: int, nr: int,
+                    limit: int, kind: str, mm: "MM | None", mapped: int | None, pgtables: int) -> int:
+    """Up to ``limit`` order-0 first attempts of ``nr`` pages each (no nodemask, no cpuset),
+    one after the other with nothing in between: each served as
+    :func:`get_page_from_freelist` at the LOW watermark and :func:`rmqueue` would serve
+    it -- the zones that fail the watermark skipped, the same test against the folded
+    counter, the same per-CPU refills from the buddy lists, the same folds of this CPU's
+    drift -- computed on plain numbers and applied once at the end.  Only the zone that
+    serves them changes meanwhile, so the zones before it fail every time.  It stops
+    before the first request that would go another way (that zone's watermark test fails,
+    or its buddy lists cannot refill the per-CPU list): the caller serves that one the
+    ordinary way.  ``mapped`` (pages mapped by ``mm``) and
+    ``pgtables`` (its page-table pages) make each request also take the page-table pages
+    it needs (one per 512 mapped pages, as a fault does); ``mapped`` None: none.
+    Returns the requests served.
+
+    The buddy lists give the pages of the whole run in one take: taking ``a`` then ``b``
+    pages leaves the same free lists as taking ``a + b`` (both take the lowest blocks
+    first and give back a split block's tail as its binary decomposition;
+    tests/test_buddy.py checks it)."""
+    for zone in zonelist:
+        if zone.idx <= highest_zoneidx and zone.vm_free - (nr - 1) > \
+                zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx]:
+            break
+    else:
+        return 0
+    cpu = cur.cpu
+    g = zone.gid
+    have = cpu.pcp[g]
+    diff = cpu.vm_diff[g]
+    vm_free = zone.vm_free
+    nr_free = zone.nr_free
+    floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
+    batch, drift = m.pcp_batch, m.percpu_drift
+    pgtables0, nr_free0 = pgtables, nr_free
+    # the mapped pages the page tables cover: a fault beyond that needs page tables
+    covered = pgtables * PTRS_PER_PTE if mapped is not None else 1 << 62
+    mapped = mapped or 0
+    done = 0
+    while done < limit and vm_free > floor:  # zone_watermark_fast's order-0 test
+        mapped += nr
+        total = nr
+        if mapped > covered:
+            total += -(-mapped // PTRS_PER_PTE) - pgtables
+        if have < total:  # rmqueue's refill; mod_free's fold
+            want = total - have + batch
+            if nr_free < want:
+                want = total - have
+                if nr_free < want:
+                    break
+            nr_free -= want
+            have += want - total
+            diff -= want
+            if diff > drift or diff < -drift:
+                vm_free += diff
+                diff = 0
+        else:
+            have -= total
+        if total != nr:
+            pgtables += total - nr
+            covered = pgtables * PTRS_PER_PTE
+        done += 1
+    if not done:
+        return 0
+    if nr_free != nr_free0 and not zone.take_pages_bulk(nr_free0 - nr_free):
+        raise AssertionError("buddy lists disagree with nr_free")
+    cpu.pcp[g] = have
+    cpu.vm_diff[g] = diff
+    zone.vm_free = vm_free
+    # the charges add up; the LRU move to the tail is the same done once or many times
+    m.charge(zone, kind, mm, done * nr, pgtables - pgtables0)
+    return done
 
 
 def __cpuset_zone_allowed(cur: "Task", z: Zone, gfp_mask: int) -> bool:

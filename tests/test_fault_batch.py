@@ -1,0 +1,133 @@
+"""Faults that no scheduling point separates are made in one pass
+(actors/fault.py fault_chunks_nowait, page_alloc.rmqueue_pcp_run).  That must be a pure
+speed-up: the same events, and the same machine state at every event, as one fault at a
+time."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oomactors.actors.user as user
+from oomactors.actors.fault import pages_due
+from oomactors import sim
+from oomactors.config import load_config, parse_config
+from oomactors.kernel.mmzone import MAX_ORDER, Zone
+from oomactors.kernel.task import PAGE_SIZE
+from oomactors.schedule import RandomScheduler
+
+
+def _zone(free_area: list[int]) -> Zone:
+    z = Zone.__new__(Zone)  # only the buddy lists and their count are used
+    z.free_area = list(free_area)
+    z.nr_free = sum(c << o for o, c in enumerate(free_area))
+    return z
+
+
+@settings(max_examples=400, deadline=None)
+@given(free_area=st.lists(st.integers(0, 5), min_size=MAX_ORDER, max_size=MAX_ORDER),
+       takes=st.lists(st.integers(0, 700), min_size=1, max_size=6))
+def test_taking_in_pieces_leaves_the_lists_taking_once_would(free_area, takes):
+    """rmqueue_pcp_run's refills come off the buddy lists in one take."""
+    pieces, once = _zone(free_area), _zone(free_area)
+    total = 0
+    for n in takes:
+        if not pieces.take_pages_bulk(n):
+            break
+        total += n
+    assert once.take_pages_bulk(total)
+    assert pieces.free_area == once.free_area and pieces.nr_free == once.nr_free
+
+
+@given(elapsed=st.integers(0, 10_000), rate=st.integers(1, 1 << 34), hz=st.sampled_from((100, 250, 300, 1000)))
+def test_pages_due_is_the_last_page_the_pace_test_lets_through(elapsed, rate, hz):
+    due = pages_due(elapsed, rate, hz)
+    assert due * PAGE_SIZE * hz // rate <= elapsed < (due + 1) * PAGE_SIZE * hz // rate
+
+
+def _state(m) -> tuple:
+    """What the faults touch, machine-wide."""
+    return (tuple((tuple(z.free_area), z.nr_free, z.vm_free, tuple(z.nr.values()), tuple(mm.owner.pid for mm in z.anon_lru),
+                   tuple(mm.owner.pid for mm in z.shmem_lru)) for z in m.zones),
+            tuple((tuple(c.pcp), tuple(c.vm_diff)) for c in m.sched.cpus),
+            tuple((t.pid, t.cpu_ns, t.cpu_debt_ns) for t in m.tasks.values()),
+            tuple(sorted((mm.owner.pid, tuple(mm.anon), tuple(mm.shmem), tuple(mm.pgtables), mm.last_active,
+                          mm.mmap_lock.readers) for mm in m.mms)))
+
+
+def _digest(cfg, seed: int, scheduler_seed: int | None, batched: bool, monkeypatch) -> tuple[str, int]:
+    """The digest of every event and of the machine's state at each event; and the faults
+    made in batches."""
+    made = [0]
+    real = user.fault_chunks_nowait
+
+    def counted(*a):
+        k = real(*a)
+        made[0] += k
+        return k
+
+    monkeypatch.setattr(user, "fault_chunks_nowait", counted if batched else (lambda *a: 0))
+    h = hashlib.sha256()
+    box = {}
+
+    def sink(rec):
+        h.update(repr(rec).encode())
+        m = box.get("m")
+        if m is not None:
+            h.update(repr(_state(m)).encode())
+
+    real_build = sim.build
+
+    def build(*a, **kw):
+        box["m"] = real_build(*a, **kw)
+        return box["m"]
+
+    monkeypatch.setattr(sim, "build", build)
+    sched = None if scheduler_seed is None else RandomScheduler(scheduler_seed, p=0.02, hz=cfg.kernel.hz)
+    sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched)
+    h.update(repr(_state(box["m"])).encode())
+    monkeypatch.undo()
+    return h.hexdigest(), made[0]
+
+
+ODD = """
+[machine]
+cpus = 3
+memory = "256MiB"
+swap = "32MiB"
+[run]
+duration = "3s"
+[[tasks]]
+name = "odd"
+count = 3
+program = [ { op = "repeat", steps = [
+  { op = "alloc", size = "1000KiB", chunk = 7 },
+  { op = "alloc", size = "300KiB", kind = "shmem", chunk = 5, rate = "20MiB/s" },
+  { op = "alloc", size = "64KiB", kind = "kernel", gfp = "GFP_KERNEL" },
+  { op = "compute", time = "1ms" },
+  { op = "free", size = "600KiB" } ] } ]
+[[tasks]]
+name = "big"
+program = [ { op = "alloc", size = "200MiB", chunk = 600 } ]
+"""
+
+
+@pytest.mark.parametrize("source,seed,sched", [
+    ("configs/parallel-oom.toml", 0, None),
+    ("configs/parallel-oom.toml", 1, 5),
+    ("configs/quickstart.toml", 0, None),      # paced steps
+    ("configs/memcg-max.toml", 0, None),       # charged faults never batch
+    ("odd", 0, None),
+    ("odd", 2, 3),
+])
+def test_batched_faults_change_nothing(source, seed, sched, monkeypatch):
+    cfg = parse_config(ODD) if source == "odd" else load_config(source)
+    batched, made = _digest(cfg, seed, sched, True, monkeypatch)
+    one_by_one, none = _digest(cfg, seed, sched, False, monkeypatch)
+    assert none == 0
+    assert batched == one_by_one
+    if source != "configs/memcg-max.toml":
+        assert made > 100  # the batches did happen

@@ -76,6 +76,44 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
     return "address", spec
 
 
+CONNECT_S = 10  # s to connect to a --cluster ADDRESS and hear who it is
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
+    """Ask ``address`` who it is (Dask's ``identity`` call), all within ``timeout``: one
+    line of InputError unless a Dask scheduler answers.  The Client alone waited forever
+    for a listener that never answers, and met an HTTP server or garbage with a
+    MemoryError or a ValueError from its frame decoder."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        ident = asyncio.run(asyncio.wait_for(ask(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise InputError(f"--cluster {address}: no answer from a Dask scheduler within {timeout:g} s") from None
+    except OSError as err:
+        raise InputError(f"--cluster {address}: cannot connect: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a decoder meeting another protocol
+        if address.startswith("tls://") and "ssl" in str(err).lower():
+            raise InputError(f"--cluster {address}: tls:// needs Dask's TLS settings "
+                             "(distributed.comm.tls in the Dask config)") from None
+        raise InputError(f"--cluster {address}: not a Dask scheduler (it does not speak "
+                         f"Dask's protocol: {type(err).__name__})") from None
+    kind = ident.get("type") if isinstance(ident, dict) else None
+    if kind != "Scheduler":
+        what = f"a Dask {kind}" if isinstance(kind, str) else "something else"
+        raise InputError(f"--cluster {address}: not a Dask scheduler (it answers as {what})")
+
+
 def subprocess_timeout() -> type[BaseException]:
     import subprocess
     return subprocess.TimeoutExpired
@@ -159,10 +197,14 @@ class Sweep:
             raise InputError("--cluster needs Dask: pip install 'oomactors[dask]'") from None
         kind, where = self.cluster_spec
         address = self._start_local(int(where)) if kind == "local" else str(where)
+        if kind != "local":
+            probe_scheduler(address)
         try:
-            self._client = Client(address, timeout="10s")
+            self._client = Client(address, timeout=f"{CONNECT_S}s")
         except OSError as err:
             raise InputError(f"--cluster {where}: cannot connect: {err}") from None
+        except Exception as err:  # noqa: BLE001 - whatever Dask's protocol met
+            raise InputError(f"--cluster {where}: not a Dask scheduler ({type(err).__name__}: {err})") from None
 
     def _start_local(self, n: int) -> str:
         """``local:N``: a LocalCluster in a helper process of its own session, so that the

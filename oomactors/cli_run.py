@@ -168,6 +168,13 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
             if not detail and t is not None:
                 detail = f" at t={t / cfg.kernel.hz:.3f}s"
         raise Interrupted(detail + so_far) from None
+    except OSError:
+        # standard output closed (| head) or failing (a full disk): the run was cut short
+        # where it was, and its trace says so (the command's end is cli_signals.handled's)
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.mark_interrupted()
+        raise
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()

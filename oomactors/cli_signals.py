@@ -135,6 +135,34 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
+def _stdout_failed(exc: OSError) -> None:
+    """If standard output is what failed (a full disk, /dev/full, an I/O error), that is
+    where the output was sent, not a bug: one line and exit 2, as for a --trace file that
+    cannot be written.  Told apart from other files' errors by the frame that raised it:
+    it was writing to stdout (``file``, ``out.write``, ...)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    outs = {id(f) for f in (sys.stdout, sys.__stdout__) if f is not None}
+    outs |= {id(f.buffer) for f in (sys.stdout, sys.__stdout__) if hasattr(f, "buffer")}
+    if not any(id(v) in outs or id(getattr(v, "__self__", None)) in outs
+               for v in tb.tb_frame.f_locals.values()):
+        return
+    _quiet_stdout()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"oomactors: error: standard output: {exc.strerror or exc}\n")
+        sys.stderr.flush()
+    raise SystemExit(2) from None
+
+
+def _flush_stdout() -> None:
+    """What is still buffered for stdout goes out while a failure can still be reported."""
+    out = sys.stdout
+    out.flush()
+
+
 def is_broken_pipe(exc: BaseException) -> bool:
     return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
@@ -147,16 +175,21 @@ def handled() -> Iterator[None]:
     a library's internals may come out wrapped in another error) is the interruption."""
     try:
         yield
+        _flush_stdout()
     except SystemExit as exc:
         # rich meets a closed stdout with SystemExit(1), raised while handling the error
         if exc.code == 1 and exc.__context__ is not None and is_broken_pipe(exc.__context__):
             _quiet_stdout()
             raise SystemExit(0) from None
+        if exc.code == 1 and isinstance(exc.__context__, OSError):
+            _stdout_failed(exc.__context__)
         raise
     except BaseException as exc:  # noqa: BLE001
         if is_broken_pipe(exc) and not interrupt.requested():
             _quiet_stdout()
             raise SystemExit(0) from None
+        if isinstance(exc, OSError) and not interrupt.requested():
+            _stdout_failed(exc)
         if isinstance(exc, KeyboardInterrupt) or interrupt.requested():
             with contextlib.suppress(BaseException):
                 sys.stdout.flush()

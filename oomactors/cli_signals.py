@@ -19,8 +19,9 @@ Why it is built this way (the failures it replaces are in issue 9):
   :data:`HARD` seconds (stuck in a C call, or a cluster that takes long to shut down), a
   watchdog thread prints the line, if not printed yet, and leaves with ``os._exit(130)``.
 * Writing into a closed pipe (``oomactors trace show x | head -1``) is the reader saying it
-  has seen enough: exit 0 without a word, stdout pointed at /dev/null so that the final
-  flush does not complain either.
+  has seen enough: exit 0 without a word (or the status of a result already known:
+  :func:`result_status`), stdout pointed at /dev/null so that the final flush does not
+  complain either.
 
 The module imports nothing heavy at the top: :func:`main` installs the handler before the
 rest of oomactors (click, trio, rich) is imported, so a Ctrl-C during start-up is handled.
@@ -47,6 +48,7 @@ _in_command = 0         # > 0 while a command runs (outside: start-up, argument 
 _said = threading.Lock()  # held once the one line has been printed
 _watchdog: threading.Timer | None = None
 _installed = False
+_pipe_status = 0        # the exit status of a command whose stdout closed (see result_status)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -163,6 +165,15 @@ def _flush_stdout() -> None:
     out.flush()
 
 
+def result_status(code: int) -> None:
+    """The command's outcome is known and its exit status is ``code`` (explore: 1, a
+    violation was found and its reproducer written): a reader that closes stdout while the
+    report is printed must not turn it into 0.  (Without this, ``explore ... | head -1``
+    gave 0 or 1 depending on when head left.)"""
+    global _pipe_status
+    _pipe_status = code
+
+
 def is_broken_pipe(exc: BaseException) -> bool:
     return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
@@ -180,14 +191,14 @@ def handled() -> Iterator[None]:
         # rich meets a closed stdout with SystemExit(1), raised while handling the error
         if exc.code == 1 and exc.__context__ is not None and is_broken_pipe(exc.__context__):
             _quiet_stdout()
-            raise SystemExit(0) from None
+            raise SystemExit(_pipe_status) from None
         if exc.code == 1 and isinstance(exc.__context__, OSError):
             _stdout_failed(exc.__context__)
         raise
     except BaseException as exc:  # noqa: BLE001
         if is_broken_pipe(exc) and not interrupt.requested():
             _quiet_stdout()
-            raise SystemExit(0) from None
+            raise SystemExit(_pipe_status) from None
         if isinstance(exc, OSError) and not interrupt.requested():
             _stdout_failed(exc)
         if isinstance(exc, KeyboardInterrupt) or interrupt.requested():
@@ -210,6 +221,7 @@ def run_command(invoke: Any) -> Any:
     """Run one command of the click group: the flag starts clear, the handler is ours."""
     global _in_command
     interrupt.clear()
+    result_status(0)
     _in_command += 1
     try:
         with handled():

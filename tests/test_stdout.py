@@ -3,6 +3,8 @@
 * stdout on a full device (/dev/full: ENOSPC on every write) is where the output was
   sent, not a bug: one line ``oomactors: error: standard output: ...``, exit 2, and a
   trace being written ends readable, with its end-of-run mark.
+* stdout closed by its reader (``| head``) is quiet, but keeps a result's exit status
+  (explore: 1 when a violation was found).
 """
 
 from __future__ import annotations
@@ -66,3 +68,26 @@ def test_a_run_whose_stdout_fails_leaves_a_readable_marked_trace(tmp_path):
     assert tr.ending().startswith("interrupted at t=")
     assert tr.names[recs[-1][1]] == "sim:run_end" and recs[-1][4] == "interrupted"
     assert all(r[0] <= recs[-1][0] for r in recs)
+
+
+def _stdout_closed_at_once(*args: str) -> subprocess.CompletedProcess:
+    """Run with stdout a pipe whose reader has gone before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "oomactors", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return subprocess.CompletedProcess(args, proc.wait(timeout=300), None, err)
+
+
+@pytest.mark.parametrize("config,check,status", [
+    (str(ROOT / "configs" / "races" / "oom_lock.toml"), "single_pending_victim", 1),  # found
+    (RACE, "oom_lock_exclusion", 0),                                                # clean
+])
+def test_explore_through_a_closed_pipe_keeps_its_result_status(config, check, status, tmp_path):
+    """A closed stdout is quiet, but it does not hide the result: a violation found (and
+    its reproducer written) is exit 1 as on a terminal, a clean search 0."""
+    out = tmp_path / "found.json"
+    p = _stdout_closed_at_once("explore", config, "--check", check, "--fixed-seed", "--budget", "20",
+                               "-j", "1", "--out", str(out))
+    assert (p.returncode, p.stderr) == (status, b"")
+    assert out.exists() == (status == 1)

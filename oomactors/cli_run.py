@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from .cli_errors import fail, not_an_input, option_given
-from .cli_signals import Interrupted, deferred, stop_if_interrupted
+from .cli_signals import Interrupted, deferred, stop_if_interrupted, watch_stdout
 from .errors import InputError, OomactorsError
 
 SEED = click.IntRange(0, 2 ** 64 - 1)  # config.SEED_MAX: a trace stores seeds as u64
@@ -139,6 +139,7 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     from .trace.header import provenance
     from .trace.stream import TraceWriter
 
+    watch_stdout()  # a run piped into `head` ends when head does
     writer = None
     if trace_path:
         target: Any = trace_path

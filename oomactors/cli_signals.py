@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
+import select
 import signal
+import stat
 import sys
 import threading
 from typing import Any, Iterator
@@ -49,6 +52,9 @@ _said = threading.Lock()  # held once the one line has been printed
 _watchdog: threading.Timer | None = None
 _installed = False
 _pipe_status = 0        # the exit status of a command whose stdout closed (see result_status)
+_sigint = False         # a real Ctrl-C came (not only watch_stdout's request)
+_stdout_gone = False    # watch_stdout saw the reader of stdout go
+_watching = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -60,7 +66,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    first = not interrupt.requested()
+    global _sigint
+    first = not _sigint
+    _sigint = True
     interrupt.request()
     if first:
         _arm()
@@ -174,6 +182,38 @@ def result_status(code: int) -> None:
     _pipe_status = code
 
 
+def watch_stdout() -> None:
+    """A simulation whose stdout is a pipe or a socket ends when its reader goes away
+    (``oomactors run long.toml | head -1``), not at its next write, which may be hours of
+    simulated silence later.  A thread waits in poll(2) for the error the kernel reports on
+    a pipe without readers, then asks the run to stop as Ctrl-C does (the engine's flag,
+    polled where it polls Ctrl-C: no cost per event); the command then ends quietly."""
+    global _watching
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return
+    if _watching or not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+    _watching = True
+
+    def watch() -> None:
+        global _stdout_gone
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: only POLLERR/POLLHUP/POLLNVAL come back
+        while True:
+            for _, events in poller.poll():
+                if events & select.POLLNVAL:
+                    return  # fd closed in this process
+                if events & (select.POLLERR | select.POLLHUP):
+                    _stdout_gone = True
+                    interrupt.request()
+                    return
+
+    threading.Thread(target=watch, name="oomactors-stdout", daemon=True).start()
+
+
 def is_broken_pipe(exc: BaseException) -> bool:
     return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
@@ -201,6 +241,9 @@ def handled() -> Iterator[None]:
             raise SystemExit(_pipe_status) from None
         if isinstance(exc, OSError) and not interrupt.requested():
             _stdout_failed(exc)
+        if (isinstance(exc, KeyboardInterrupt) or interrupt.requested()) and _stdout_gone and not _sigint:
+            _quiet_stdout()  # watch_stdout stopped the run: the reader has gone
+            raise SystemExit(_pipe_status) from None
         if isinstance(exc, KeyboardInterrupt) or interrupt.requested():
             with contextlib.suppress(BaseException):
                 sys.stdout.flush()
@@ -219,8 +262,9 @@ def stop_if_interrupted(result: Any) -> None:
 
 def run_command(invoke: Any) -> Any:
     """Run one command of the click group: the flag starts clear, the handler is ours."""
-    global _in_command
+    global _in_command, _sigint, _stdout_gone
     interrupt.clear()
+    _sigint = _stdout_gone = False
     result_status(0)
     _in_command += 1
     try:

@@ -4,7 +4,8 @@
   sent, not a bug: one line ``oomactors: error: standard output: ...``, exit 2, and a
   trace being written ends readable, with its end-of-run mark.
 * stdout closed by its reader (``| head``) is quiet, but keeps a result's exit status
-  (explore: 1 when a violation was found).
+  (explore: 1 when a violation was found), and a run ends when its reader goes, not at
+  its next write.
 """
 
 from __future__ import annotations
@@ -91,3 +92,30 @@ def test_explore_through_a_closed_pipe_keeps_its_result_status(config, check, st
                                "-j", "1", "--out", str(out))
     assert (p.returncode, p.stderr) == (status, b"")
     assert out.exists() == (status == 1)
+
+
+@pytest.mark.parametrize("take", [None, 1])
+def test_a_long_run_ends_when_the_reader_of_its_stdout_goes(take, tmp_path):
+    """``run long.toml | head -1``: the run ends when head does, not at its next write
+    (with --json the only write is the summary, 10,000 simulated hours away): exit 0,
+    nothing on stderr, the trace readable and marked where the run was cut short."""
+    long = tmp_path / "long.toml"
+    long.write_text(Path(QUICK).read_text().replace('duration = "20s"', 'duration = "10000h"'))
+    trace = tmp_path / "long.trace"
+    args = [sys.executable, "-m", "oomactors", "run", str(long), "--trace", str(trace)]
+    proc = subprocess.Popen(args + (["--json"] if take is None else []), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    if take:
+        assert proc.stdout.readline()
+    proc.stdout.close()
+    try:
+        status = proc.wait(timeout=120)  # a run that goes on is a hang, not a slow exit
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the run went on after the reader of its stdout had gone")
+    assert (status, proc.stderr.read()) == (0, b"")
+    tr = read_trace(trace)
+    recs = list(tr.records())
+    assert tr.ending().startswith("interrupted at t=")
+    assert tr.names[recs[-1][1]] == "sim:run_end" and recs[-1][4] == "interrupted"

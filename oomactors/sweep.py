@@ -146,15 +146,37 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-async def _request_stop() -> None:
-    """On a Dask worker (``Client.run``): stop the run going there, as Ctrl-C would."""
-    interrupt.request()
+_RUNNING: dict[str, int] = {}  # on a Dask worker: sweep token -> its units running here
 
 
-def _unit(fn: Callable[[Any], Any], arg: Any) -> Any:
-    """One unit on a worker: a stop asked of an earlier sweep does not carry over."""
+class UnitStopped(Exception):
+    """A unit on a Dask worker stopped because its sweep was interrupted.  A plain
+    Exception: Dask treats a KeyboardInterrupt out of a task as fatal to the worker
+    process (it exits, its nanny restarts it, and other clients' units on it are lost)."""
+
+
+async def _request_stop(token: str = "") -> None:
+    """On a Dask worker (``Client.run``, sent to every worker): stop the run going there,
+    as Ctrl-C would, if it is one of sweep ``token``'s; a worker busy with another
+    client's unit is left alone."""
+    if _RUNNING.get(token):
+        interrupt.request()
+
+
+def _unit(fn: Callable[[Any], Any], arg: Any, token: str = "") -> Any:
+    """One unit on a worker: a stop asked of an earlier sweep does not carry over, and a
+    stop of this one ends the unit, not the worker."""
     interrupt.clear()
-    return fn(arg)
+    _RUNNING[token] = _RUNNING.get(token, 0) + 1
+    try:
+        return fn(arg)
+    except KeyboardInterrupt:
+        raise UnitStopped("stopped: its sweep was interrupted") from None
+    finally:
+        _RUNNING[token] -= 1
+        if not _RUNNING[token]:
+            del _RUNNING[token]
+            interrupt.clear()  # the worker's next unit starts clean
 
 
 class Sweep:
@@ -166,6 +188,7 @@ class Sweep:
         self._pool: Any = None
         self._client: Any = None
         self._cluster: Any = None
+        self._token = os.urandom(8).hex()  # names this sweep's units on Dask workers
 
     @property
     def parallel(self) -> bool:
@@ -273,7 +296,7 @@ class Sweep:
             # a run already going on a remote worker ends at its next clock advance; the
             # scheduler drops our waiting units when we disconnect (cancelling is a courtesy)
             with contextlib.suppress(Exception):
-                self._client.run(_request_stop, wait=False)
+                self._client.run(_request_stop, self._token, wait=False)
                 self._client.cancel(list(futures))
             self._client = None  # no orderly close: exiting drops the connection
         self._close_dask(kill=True)  # our own local:N cluster is stopped at once
@@ -306,7 +329,7 @@ class Sweep:
             return out
         self._start()
         if self._client is not None:
-            futures = [self._client.submit(_unit, fn, u, pure=False) for u in units]
+            futures = [self._client.submit(_unit, fn, u, self._token, pure=False) for u in units]
         else:
             # the pool starts its worker processes in submit(): they start with SIGINT
             # blocked (the mask is inherited), so that a terminal's Ctrl-C, sent to the

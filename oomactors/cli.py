@@ -21,7 +21,7 @@ import click
 
 from .cli_errors import OneLineGroup, check_writable, fail, idle_explore_options, not_an_input
 from .cli_run import SEED, load_booted, run, run_policy
-from .cli_signals import deferred, run_command
+from .cli_signals import deferred, result_status, run_command
 from .cli_sweep import jobs_option, sweep_options
 from .errors import InputError
 
@@ -140,6 +140,10 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
                              vary_seed=not fixed_seed, jobs=jobs, cluster=cluster, por=por)
         if res.repro is not None:
             write_repro(out_path, res.repro)
+        if res.violation is not None:  # exit 1 (3) even if the report's reader leaves early
+            result_status(1)
+        elif strict and res.vacuous:
+            result_status(EXIT_VACUOUS)
     except InputError as err:
         fail(err)
     if as_json:

@@ -3,8 +3,8 @@
 =====  ==========================================================================
  0     done (``explore``: no violation found)
  1     ``explore`` only: a violation was found (the reproducer is written)
- 2     bad input: a config, trace file, kernel log, policy name or CLI argument --
-       one line ``oomactors: error: ...`` on stderr
+ 2     bad input: a config, trace file, kernel log, policy name or CLI argument, or
+       standard output that cannot be written -- one line ``oomactors: error: ...``
  70    internal error, a bug in oomactors (EX_SOFTWARE): one line on stderr naming the
        exception and the file holding its traceback; with ``OOMACTORS_DEBUG`` set the
        traceback itself is printed

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from .cli_errors import fail, not_an_input, option_given
-from .cli_signals import Interrupted, deferred, stop_if_interrupted
+from .cli_signals import Interrupted, deferred, stop_if_interrupted, watch_stdout
 from .errors import InputError, OomactorsError
 
 SEED = click.IntRange(0, 2 ** 64 - 1)  # config.SEED_MAX: a trace stores seeds as u64
@@ -139,6 +139,7 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
     from .trace.header import provenance
     from .trace.stream import TraceWriter
 
+    watch_stdout()  # a run piped into `head` ends when head does
     writer = None
     if trace_path:
         target: Any = trace_path
@@ -168,6 +169,13 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
             if not detail and t is not None:
                 detail = f" at t={t / cfg.kernel.hz:.3f}s"
         raise Interrupted(detail + so_far) from None
+    except OSError:
+        # standard output closed (| head) or failing (a full disk): the run was cut short
+        # where it was, and its trace says so (the command's end is cli_signals.handled's)
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                writer.mark_interrupted()
+        raise
     finally:  # also on the way out of the two exits above
         if writer is not None:
             writer.close()

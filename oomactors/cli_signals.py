@@ -19,8 +19,9 @@ Why it is built this way (the failures it replaces are in issue 9):
   :data:`HARD` seconds (stuck in a C call, or a cluster that takes long to shut down), a
   watchdog thread prints the line, if not printed yet, and leaves with ``os._exit(130)``.
 * Writing into a closed pipe (``oomactors trace show x | head -1``) is the reader saying it
-  has seen enough: exit 0 without a word, stdout pointed at /dev/null so that the final
-  flush does not complain either.
+  has seen enough: exit 0 without a word (or the status of a result already known:
+  :func:`result_status`), stdout pointed at /dev/null so that the final flush does not
+  complain either.
 
 The module imports nothing heavy at the top: :func:`main` installs the handler before the
 rest of oomactors (click, trio, rich) is imported, so a Ctrl-C during start-up is handled.
@@ -30,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
+import select
 import signal
+import stat
 import sys
 import threading
 from typing import Any, Iterator
@@ -47,6 +51,10 @@ _in_command = 0         # > 0 while a command runs (outside: start-up, argument 
 _said = threading.Lock()  # held once the one line has been printed
 _watchdog: threading.Timer | None = None
 _installed = False
+_pipe_status = 0        # the exit status of a command whose stdout closed (see result_status)
+_sigint = False         # a real Ctrl-C came (not only watch_stdout's request)
+_stdout_gone = False    # watch_stdout saw the reader of stdout go
+_watching = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -58,7 +66,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
-    first = not interrupt.requested()
+    global _sigint
+    first = not _sigint
+    _sigint = True
     interrupt.request()
     if first:
         _arm()
@@ -135,6 +145,75 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
+def _stdout_failed(exc: OSError) -> None:
+    """If standard output is what failed (a full disk, /dev/full, an I/O error), that is
+    where the output was sent, not a bug: one line and exit 2, as for a --trace file that
+    cannot be written.  Told apart from other files' errors by the frame that raised it:
+    it was writing to stdout (``file``, ``out.write``, ...)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    outs = {id(f) for f in (sys.stdout, sys.__stdout__) if f is not None}
+    outs |= {id(f.buffer) for f in (sys.stdout, sys.__stdout__) if hasattr(f, "buffer")}
+    if not any(id(v) in outs or id(getattr(v, "__self__", None)) in outs
+               for v in tb.tb_frame.f_locals.values()):
+        return
+    _quiet_stdout()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"oomactors: error: standard output: {exc.strerror or exc}\n")
+        sys.stderr.flush()
+    raise SystemExit(2) from None
+
+
+def _flush_stdout() -> None:
+    """What is still buffered for stdout goes out while a failure can still be reported."""
+    out = sys.stdout
+    out.flush()
+
+
+def result_status(code: int) -> None:
+    """The command's outcome is known and its exit status is ``code`` (explore: 1, a
+    violation was found and its reproducer written): a reader that closes stdout while the
+    report is printed must not turn it into 0.  (Without this, ``explore ... | head -1``
+    gave 0 or 1 depending on when head left.)"""
+    global _pipe_status
+    _pipe_status = code
+
+
+def watch_stdout() -> None:
+    """A simulation whose stdout is a pipe or a socket ends when its reader goes away
+    (``oomactors run long.toml | head -1``), not at its next write, which may be hours of
+    simulated silence later.  A thread waits in poll(2) for the error the kernel reports on
+    a pipe without readers, then asks the run to stop as Ctrl-C does (the engine's flag,
+    polled where it polls Ctrl-C: no cost per event); the command then ends quietly."""
+    global _watching
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return
+    if _watching or not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+    _watching = True
+
+    def watch() -> None:
+        global _stdout_gone
+        poller = select.poll()
+        poller.register(fd, 0)  # no events asked: only POLLERR/POLLHUP/POLLNVAL come back
+        while True:
+            for _, events in poller.poll():
+                if events & select.POLLNVAL:
+                    return  # fd closed in this process
+                if events & (select.POLLERR | select.POLLHUP):
+                    _stdout_gone = True
+                    interrupt.request()
+                    return
+
+    threading.Thread(target=watch, name="oomactors-stdout", daemon=True).start()
+
+
 def is_broken_pipe(exc: BaseException) -> bool:
     return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
@@ -147,16 +226,24 @@ def handled() -> Iterator[None]:
     a library's internals may come out wrapped in another error) is the interruption."""
     try:
         yield
+        _flush_stdout()
     except SystemExit as exc:
         # rich meets a closed stdout with SystemExit(1), raised while handling the error
         if exc.code == 1 and exc.__context__ is not None and is_broken_pipe(exc.__context__):
             _quiet_stdout()
-            raise SystemExit(0) from None
+            raise SystemExit(_pipe_status) from None
+        if exc.code == 1 and isinstance(exc.__context__, OSError):
+            _stdout_failed(exc.__context__)
         raise
     except BaseException as exc:  # noqa: BLE001
         if is_broken_pipe(exc) and not interrupt.requested():
             _quiet_stdout()
-            raise SystemExit(0) from None
+            raise SystemExit(_pipe_status) from None
+        if isinstance(exc, OSError) and not interrupt.requested():
+            _stdout_failed(exc)
+        if (isinstance(exc, KeyboardInterrupt) or interrupt.requested()) and _stdout_gone and not _sigint:
+            _quiet_stdout()  # watch_stdout stopped the run: the reader has gone
+            raise SystemExit(_pipe_status) from None
         if isinstance(exc, KeyboardInterrupt) or interrupt.requested():
             with contextlib.suppress(BaseException):
                 sys.stdout.flush()
@@ -175,8 +262,10 @@ def stop_if_interrupted(result: Any) -> None:
 
 def run_command(invoke: Any) -> Any:
     """Run one command of the click group: the flag starts clear, the handler is ours."""
-    global _in_command
+    global _in_command, _sigint, _stdout_gone
     interrupt.clear()
+    _sigint = _stdout_gone = False
+    result_status(0)
     _in_command += 1
     try:
         with handled():

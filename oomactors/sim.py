@@ -126,6 +126,13 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         stepper.spawn(actor(fn, *args))
 
     m.spawn = spawn
+    on_interrupt = clock.on_interrupt
+
+    def interrupted() -> None:  # Ctrl-C: the machine stops recording, the stepper running
+        on_interrupt()
+        stepper.stop()
+
+    clock.on_interrupt = interrupted
     m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
               m.totalram_pages, m.profile.name)
     if m.policy.name != "linux" or m.daemon is not None:
@@ -159,7 +166,10 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
             emit_psi(m)  # the last PSI sample: the run's total stall times
     finally:
         m.stopped = True  # the actors are torn down now; what they do is not simulated
-        stepper.close()
+        if m.interrupted or _interrupt._requested:
+            stepper.abandon()  # Ctrl-C: the command leaves now, a teardown could take seconds
+        else:
+            stepper.close()
     return reason
 
 
@@ -172,6 +182,8 @@ async def _drive(m: Machine) -> str:
     stepper = m.sched.stepper
     while True:
         stepper.run_ready(_HOST_EVERY)
+        if m.interrupted:
+            return "interrupted"
         if stepper.ready:
             await anyio.lowlevel.checkpoint()
             continue

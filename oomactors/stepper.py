@@ -100,6 +100,7 @@ class Stepper:
         self.controlled = False   # a scheduler picks who runs: the batch is kept in pending
         self.pending: deque[Coroutine[Any, Any, Any]] = deque()
         self.target: int | None = None   # the actor a SWITCH runs first
+        self.batch: list[Coroutine[Any, Any, Any]] = []  # the plain loop's batch (see stop)
         # controlled runs only: told when an actor's slice starts (n, "start") and ends
         # (n, "park" / "yield" / "switch" / "exit"); the exhaustive search's footprints
         self.observe: Any = None
@@ -128,7 +129,7 @@ class Stepper:
         steps = 0
         try:
             while ready and steps < budget:
-                batch = list(ready)
+                self.batch = batch = list(ready)
                 ready.clear()
                 if len(batch) > 1:
                     shuffle(batch)
@@ -236,6 +237,28 @@ class Stepper:
                     return f"{number}:{name}/{pid}"
             return f"{number}:{name}"
         return str(number)
+
+    def stop(self) -> None:
+        """Run nobody more (Ctrl-C ended the run): the actor running now goes on to its
+        next park, the rest of its batch and every ready actor stay where they are, for
+        teardown.  A batch can hold every task of a large machine (100,000 woken in one
+        jiffy), too long to step through once the run is over.  Emptying the list that
+        :meth:`run_ready` iterates ends its loop without a test per step."""
+        self.batch.clear()
+        self.pending.clear()
+        self.ready.clear()
+
+    def abandon(self) -> None:
+        """:meth:`stop`, and leave the started actors to the garbage collector instead of
+        closing them: after Ctrl-C, closing every actor of a large machine takes seconds
+        (100,000 coroutines unwound frame by frame), and the command is about to leave.
+        Those that never started are closed (cheap; else Python warns they were never
+        awaited)."""
+        self.stop()
+        for coro in self.live:
+            if not coro.cr_suspended:
+                coro.close()
+        self.live = {c: n for c, n in self.live.items() if c.cr_suspended}
 
     def close(self) -> None:
         """Tear every actor down (their ``finally`` blocks run), in spawn order."""

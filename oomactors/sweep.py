@@ -76,6 +76,44 @@ def parse_cluster(spec: str) -> tuple[str, int | str]:
     return "address", spec
 
 
+CONNECT_S = 10  # s to connect to a --cluster ADDRESS and hear who it is
+
+
+def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
+    """Ask ``address`` who it is (Dask's ``identity`` call), all within ``timeout``: one
+    line of InputError unless a Dask scheduler answers.  The Client alone waited forever
+    for a listener that never answers, and met an HTTP server or garbage with a
+    MemoryError or a ValueError from its frame decoder."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        ident = asyncio.run(asyncio.wait_for(ask(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise InputError(f"--cluster {address}: no answer from a Dask scheduler within {timeout:g} s") from None
+    except OSError as err:
+        raise InputError(f"--cluster {address}: cannot connect: {err}") from None
+    except Exception as err:  # noqa: BLE001 - a decoder meeting another protocol
+        if address.startswith("tls://") and "ssl" in str(err).lower():
+            raise InputError(f"--cluster {address}: tls:// needs Dask's TLS settings "
+                             "(distributed.comm.tls in the Dask config)") from None
+        raise InputError(f"--cluster {address}: not a Dask scheduler (it does not speak "
+                         f"Dask's protocol: {type(err).__name__})") from None
+    kind = ident.get("type") if isinstance(ident, dict) else None
+    if kind != "Scheduler":
+        what = f"a Dask {kind}" if isinstance(kind, str) else "something else"
+        raise InputError(f"--cluster {address}: not a Dask scheduler (it answers as {what})")
+
+
 def subprocess_timeout() -> type[BaseException]:
     import subprocess
     return subprocess.TimeoutExpired
@@ -108,15 +146,37 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-async def _request_stop() -> None:
-    """On a Dask worker (``Client.run``): stop the run going there, as Ctrl-C would."""
-    interrupt.request()
+_RUNNING: dict[str, int] = {}  # on a Dask worker: sweep token -> its units running here
 
 
-def _unit(fn: Callable[[Any], Any], arg: Any) -> Any:
-    """One unit on a worker: a stop asked of an earlier sweep does not carry over."""
+class UnitStopped(Exception):
+    """A unit on a Dask worker stopped because its sweep was interrupted.  A plain
+    Exception: Dask treats a KeyboardInterrupt out of a task as fatal to the worker
+    process (it exits, its nanny restarts it, and other clients' units on it are lost)."""
+
+
+async def _request_stop(token: str = "") -> None:
+    """On a Dask worker (``Client.run``, sent to every worker): stop the run going there,
+    as Ctrl-C would, if it is one of sweep ``token``'s; a worker busy with another
+    client's unit is left alone."""
+    if _RUNNING.get(token):
+        interrupt.request()
+
+
+def _unit(fn: Callable[[Any], Any], arg: Any, token: str = "") -> Any:
+    """One unit on a worker: a stop asked of an earlier sweep does not carry over, and a
+    stop of this one ends the unit, not the worker."""
     interrupt.clear()
-    return fn(arg)
+    _RUNNING[token] = _RUNNING.get(token, 0) + 1
+    try:
+        return fn(arg)
+    except KeyboardInterrupt:
+        raise UnitStopped("stopped: its sweep was interrupted") from None
+    finally:
+        _RUNNING[token] -= 1
+        if not _RUNNING[token]:
+            del _RUNNING[token]
+            interrupt.clear()  # the worker's next unit starts clean
 
 
 class Sweep:
@@ -128,6 +188,7 @@ class Sweep:
         self._pool: Any = None
         self._client: Any = None
         self._cluster: Any = None
+        self._token = os.urandom(8).hex()  # names this sweep's units on Dask workers
 
     @property
     def parallel(self) -> bool:
@@ -159,10 +220,14 @@ class Sweep:
             raise InputError("--cluster needs Dask: pip install 'oomactors[dask]'") from None
         kind, where = self.cluster_spec
         address = self._start_local(int(where)) if kind == "local" else str(where)
+        if kind != "local":
+            probe_scheduler(address)
         try:
-            self._client = Client(address, timeout="10s")
+            self._client = Client(address, timeout=f"{CONNECT_S}s")
         except OSError as err:
             raise InputError(f"--cluster {where}: cannot connect: {err}") from None
+        except Exception as err:  # noqa: BLE001 - whatever Dask's protocol met
+            raise InputError(f"--cluster {where}: not a Dask scheduler ({type(err).__name__}: {err})") from None
 
     def _start_local(self, n: int) -> str:
         """``local:N``: a LocalCluster in a helper process of its own session, so that the
@@ -231,7 +296,7 @@ class Sweep:
             # a run already going on a remote worker ends at its next clock advance; the
             # scheduler drops our waiting units when we disconnect (cancelling is a courtesy)
             with contextlib.suppress(Exception):
-                self._client.run(_request_stop, wait=False)
+                self._client.run(_request_stop, self._token, wait=False)
                 self._client.cancel(list(futures))
             self._client = None  # no orderly close: exiting drops the connection
         self._close_dask(kill=True)  # our own local:N cluster is stopped at once
@@ -264,7 +329,7 @@ class Sweep:
             return out
         self._start()
         if self._client is not None:
-            futures = [self._client.submit(_unit, fn, u, pure=False) for u in units]
+            futures = [self._client.submit(_unit, fn, u, self._token, pure=False) for u in units]
         else:
             # the pool starts its worker processes in submit(): they start with SIGINT
             # blocked (the mask is inherited), so that a terminal's Ctrl-C, sent to the

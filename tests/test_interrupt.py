@@ -1,4 +1,4 @@
-"""Ctrl-C at 24 moments, sent as a real SIGINT to real ``oomactors`` processes.
+"""Ctrl-C at 25 moments, sent as a real SIGINT to real ``oomactors`` processes.
 
 Each command must exit 130 with exactly one line on stderr (``oomactors: interrupted...``)
 and no traceback; a trace written so far must read to its end and end with the explicit
@@ -43,10 +43,15 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("intr")
     long = d / "long.toml"
     long.write_text(Path(QUICK).read_text().replace('duration = "20s"', 'duration = "100000s"'))
+    wake = d / "wake.toml"  # 3,000 tasks that all wake in the same jiffy, every second
+    wake.write_text('[machine]\ncpus = 8\nmemory = "16GiB"\n[kernel]\npid_max = 65536\n[run]\n'
+                    'duration = "1h"\n[[tasks]]\nname = "w"\ncount = 3000\nrss = "64KiB"\n'
+                    'program = [ { op = "repeat", steps = [ { op = "sleep", time = "1s" }, '
+                    '{ op = "alloc", size = "64KiB" }, { op = "free", size = "64KiB" } ] } ]\n')
     shown = d / "show.trace"
     from click.testing import CliRunner
     assert CliRunner().invoke(main, ["run", "--seed", "1", "--trace", str(shown), "--json"]).exit_code == 0
-    return {"long": str(long), "shown": str(shown), "dir": d}
+    return {"long": str(long), "wake": str(wake), "shown": str(shown), "dir": d}
 
 
 # (name, moment: harness spec or "wall:SECONDS", args with {long}/{trace}/{shown}, traced?)
@@ -62,6 +67,8 @@ CASES = [
     ("inside an OOM, asyncio", "event:sim:oom_kill:1",
      ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"], True),
     ("the oom_reaper at work", "event:sim:reaper_reaped:1", ["run", "{long}", "--trace", "{trace}"], True),
+    # one batch of 3,000 woken actors: the run ends with the one running, not the batch
+    ("a jiffy that wakes 3,000 tasks", "event:sim:vm_enough_memory:1", ["run", "{wake}", "--trace", "{trace}"], True),
     ("while the clock jumps", "idle:700", ["run", "{long}", "--trace", "{trace}"], True),
     ("while the clock jumps, asyncio", "idle:3000", ["run", "{long}", "--backend", "asyncio", "--trace", "{trace}"],
      True),
@@ -96,7 +103,7 @@ def _run_case(case, files, n):
     name, moment, args, traced = case
     trace = files["dir"] / f"case{n}.trace"
     side = files["dir"] / f"case{n}.side"
-    args = [a.format(long=files["long"], trace=trace, shown=files["shown"]) for a in args]
+    args = [a.format(long=files["long"], wake=files["wake"], trace=trace, shown=files["shown"]) for a in args]
     env = {k: v for k, v in os.environ.items() if k != "OOMACTORS_INVARIANTS"}  # speed only
 
     def preexec():
@@ -183,7 +190,7 @@ def _trace_problems(path, at, exact):
     return out
 
 
-def test_ctrl_c_at_24_moments_exits_130_with_one_line_and_a_marked_trace(files):
+def test_ctrl_c_at_25_moments_exits_130_with_one_line_and_a_marked_trace(files):
     assert len(CASES) >= 20
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda nc: _run_case(nc[1], files, nc[0]), enumerate(CASES)))

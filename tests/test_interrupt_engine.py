@@ -113,3 +113,29 @@ def test_an_interrupted_strict_replay_is_not_a_divergence():
     result = sim.run(cfg, sinks=[sink], scheduler=ReplayScheduler(drawn.schedule, strict=True))
     assert result.reason == "interrupted" and result.decisions < last
     assert [r[1] for r in seen[50:]] == [RUN_END]
+
+
+def test_an_interrupt_inside_a_jiffy_that_wakes_thousands_stops_stepping_them():
+    """3,000 tasks all wake at t=1 s: one batch of the stepper.  Ctrl-C at the first of them
+    must not step the other ~3,000 through to their next sleep (at 100,000 tasks that took
+    seconds, past the 2 s promise, and the command died by the watchdog with its trace
+    unmarked); the run ends after the actor running now parks."""
+    text = "[machine]\ncpus = 8\nmemory = \"16GiB\"\n[kernel]\npid_max = 65536\n[[tasks]]\n" \
+           "name = \"w\"\ncount = 3000\nrss = \"64KiB\"\nprogram = [ { op = \"repeat\", steps = [ " \
+           "{ op = \"sleep\", time = \"1s\" }, { op = \"alloc\", size = \"64KiB\" }, " \
+           "{ op = \"free\", size = \"64KiB\" } ] } ]\n"
+    cfg = parse_config(text)
+    hz = cfg.kernel.hz
+    at: list[tuple[int, int]] = []  # (the event's time, decisions taken so far)
+
+    def check(m, rec) -> None:
+        if not at and rec[0] >= hz and rec[3] > 0:  # the first task's event at t=1s
+            at.append((rec[0], m.sched.decisions))
+            interrupt.request()
+
+    result = sim.run(cfg, checkers=[check], env_checks=False)
+    assert at, "no task ran at t=1s"
+    t, decisions = at[0]
+    assert result.reason == "interrupted" and result.end_jiffies == t == hz
+    # the woken tasks took one sleep decision each before: now at most a few, not ~3,000
+    assert result.machine.sched.decisions - decisions < 10

@@ -154,3 +154,38 @@ def test_too_many_jobs_are_capped_with_a_note():
     assert p.exit_code == 0
     assert p.stderr.splitlines() == [f"oomactors: note: --jobs 1000 capped at {cores()}, the number of cores"]
     assert json.loads(p.stdout)["configs"][0]["policies"][0]["runs"]
+
+
+def test_ctrl_c_of_a_sweep_on_a_shared_cluster_stops_its_units_not_the_workers(scheduler, tmp_path):
+    """Ctrl-C of `compare --cluster ADDRESS` stops its runs on the workers (at their next
+    clock advance), but the workers themselves stay up for the next client: a unit ends
+    with an ordinary error, not a KeyboardInterrupt that Dask treats as fatal (the worker
+    process exited and its nanny restarted it)."""
+    import time
+
+    from distributed import Client
+
+    long = tmp_path / "long.toml"
+    long.write_text(Path(QUICK).read_text().replace('duration = "20s"', 'duration = "1h"'))
+    with Client(scheduler, timeout="20s") as client:
+        before = client.run(os.getpid)
+        env = {k: v for k, v in os.environ.items() if k != "OOMACTORS_INVARIANTS"}
+        proc = subprocess.Popen([sys.executable, "-m", "oomactors", "compare", str(long), "--seeds", "4",
+                                 "--cluster", scheduler], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(client.processing().values()), "the sweep's units never started"
+        time.sleep(1.0)  # inside their runs
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        assert proc.stderr.read().decode().startswith("oomactors: interrupted")
+        while any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the stopped units end at their next clock advance
+        assert not any(client.processing().values()), "a stopped unit went on running"
+        time.sleep(1.0)  # a worker that died would be gone (and restarted) by now
+        assert client.run(os.getpid) == before
+    # and the next client's sweep runs as it would anywhere
+    args = ("compare", QUICK, "--seeds", "1")
+    assert oomactors(*args, "--cluster", scheduler).stdout == oomactors(*args, "-j", "1").stdout

@@ -1,0 +1,101 @@
+"""--cluster ADDRESS pointed at something that is not a Dask scheduler: one line, exit 2, soon.
+
+Local fake servers on 127.0.0.1 (a thread with a listening socket; no external network):
+one that accepts and never says a word (a wedged scheduler, a firewall), one that answers
+like an HTTP server, one that sends bytes that mean nothing.  The Dask client alone hung
+on the first forever and called the others internal errors (exit 70).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = str(ROOT / "configs" / "quickstart.toml")
+
+
+def _serve(kind: str) -> tuple[int, socket.socket]:
+    """A listener on a free local port that meets every connection as ``kind`` does."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:  # closed: the test is over
+                for c in held:
+                    c.close()
+                return
+            held.append(conn)  # "silent": keep it open, say nothing
+            if kind == "http":
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                except OSError:
+                    pass
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                conn.close()
+            elif kind == "garbage":
+                conn.sendall(b"\xff" * 64)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv.getsockname()[1], srv
+
+
+def _oomactors(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "OOMACTORS_INVARIANTS"}
+    # a hang is a failure (TimeoutExpired): the connect timeout is 10 s
+    return subprocess.run([sys.executable, "-m", "oomactors", *args], cwd=ROOT, capture_output=True,
+                          env=env, timeout=90)
+
+
+CASES = [  # (server, command, what the one line says after "--cluster ADDRESS: ")
+    ("silent", "compare", "no answer from a Dask scheduler within 10 s"),
+    ("http", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
+    ("garbage", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
+    ("http", "explore", "not a Dask scheduler (it does not speak Dask's protocol"),
+]
+
+
+def test_a_cluster_address_that_is_not_a_dask_scheduler_is_one_line_and_exit_2():
+    servers = {kind: _serve(kind) for kind in ("silent", "http", "garbage")}
+
+    def one(case: tuple[str, str, str]) -> str:
+        kind, command, says = case
+        address = f"tcp://127.0.0.1:{servers[kind][0]}"
+        args = ([command, QUICK, "--seeds", "1"] if command == "compare" else
+                [command, QUICK, "--check", "oom_lock_exclusion", "--budget", "2", "--fixed-seed"])
+        p = _oomactors(*args, "--cluster", address)
+        err = p.stderr.decode()
+        want = f"oomactors: error: --cluster {address}: {says}"
+        if p.returncode != 2 or len(err.splitlines()) != 1 or not err.startswith(want):
+            return f"{kind}/{command}: exit {p.returncode}, stderr {err[-500:]!r}"
+        return ""
+
+    try:
+        with ThreadPoolExecutor(len(CASES)) as pool:  # the silent one waits 10 s: in parallel
+            problems = [p for p in pool.map(one, CASES) if p]
+    finally:
+        for _, srv in servers.values():
+            srv.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_tls_without_dask_tls_settings_is_one_line_and_exit_2():
+    p = _oomactors("compare", QUICK, "--seeds", "1", "--cluster", "tls://127.0.0.1:1")
+    assert p.returncode == 2
+    assert p.stderr.decode() == ("oomactors: error: --cluster tls://127.0.0.1:1: tls:// needs Dask's TLS "
+                                 "settings (distributed.comm.tls in the Dask config)\n")

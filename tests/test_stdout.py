@@ -1,0 +1,121 @@
+"""Standard output that fails or goes away, on real ``oomactors`` processes.
+
+* stdout on a full device (/dev/full: ENOSPC on every write) is where the output was
+  sent, not a bug: one line ``oomactors: error: standard output: ...``, exit 2, and a
+  trace being written ends readable, with its end-of-run mark.
+* stdout closed by its reader (``| head``) is quiet, but keeps a result's exit status
+  (explore: 1 when a violation was found), and a run ends when its reader goes, not at
+  its next write.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oomactors.trace.stream import read_trace
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = str(ROOT / "configs" / "quickstart.toml")
+RACE = str(ROOT / "configs" / "parallel-oom.toml")
+FULL = "oomactors: error: standard output: No space left on device\n"
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "OOMACTORS_INVARIANTS"}  # speed only
+
+
+def _to_dev_full(*args: str) -> subprocess.CompletedProcess:
+    with open("/dev/full", "w") as full:
+        return subprocess.run([sys.executable, "-m", "oomactors", *args], cwd=ROOT, stdout=full,
+                              stderr=subprocess.PIPE, env=_env(), timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shown(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stdout") / "q.trace"
+    p = subprocess.run([sys.executable, "-m", "oomactors", "run", QUICK, "--json", "--trace", str(path)],
+                       cwd=ROOT, capture_output=True, env=_env(), timeout=300)
+    assert p.returncode == 0, p.stderr
+    return str(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [
+    ["run", QUICK], ["run", QUICK, "--json"], ["trace", "show", "{shown}"],
+    ["trace", "show", "{shown}", "--json"],
+    ["explore", RACE, "--check", "oom_lock_exclusion", "--budget", "2", "-j", "1"],
+])
+def test_stdout_on_a_full_device_is_one_line_and_exit_2(args, shown, tmp_path):
+    args = [a.format(shown=shown) for a in args]
+    if args[0] == "explore":
+        args += ["--out", str(tmp_path / "found.json")]
+    p = _to_dev_full(*args)
+    assert (p.returncode, p.stderr.decode()) == (2, FULL)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_run_whose_stdout_fails_leaves_a_readable_marked_trace(tmp_path):
+    trace = tmp_path / "cut.trace"
+    p = _to_dev_full("run", QUICK, "--trace", str(trace))
+    assert (p.returncode, p.stderr.decode()) == (2, FULL)
+    tr = read_trace(trace)
+    recs = list(tr.records())
+    # the console text failed at the first OOM report: the run was cut short there
+    assert tr.ending().startswith("interrupted at t=")
+    assert tr.names[recs[-1][1]] == "sim:run_end" and recs[-1][4] == "interrupted"
+    assert all(r[0] <= recs[-1][0] for r in recs)
+
+
+def _stdout_closed_at_once(*args: str) -> subprocess.CompletedProcess:
+    """Run with stdout a pipe whose reader has gone before anything is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "oomactors", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return subprocess.CompletedProcess(args, proc.wait(timeout=300), None, err)
+
+
+@pytest.mark.parametrize("config,check,status", [
+    (str(ROOT / "configs" / "races" / "oom_lock.toml"), "single_pending_victim", 1),  # found
+    (RACE, "oom_lock_exclusion", 0),                                                # clean
+])
+def test_explore_through_a_closed_pipe_keeps_its_result_status(config, check, status, tmp_path):
+    """A closed stdout is quiet, but it does not hide the result: a violation found (and
+    its reproducer written) is exit 1 as on a terminal, a clean search 0."""
+    out = tmp_path / "found.json"
+    p = _stdout_closed_at_once("explore", config, "--check", check, "--fixed-seed", "--budget", "20",
+                               "-j", "1", "--out", str(out))
+    assert (p.returncode, p.stderr) == (status, b"")
+    assert out.exists() == (status == 1)
+
+
+@pytest.mark.parametrize("take", [None, 1])
+def test_a_long_run_ends_when_the_reader_of_its_stdout_goes(take, tmp_path):
+    """``run long.toml | head -1``: the run ends when head does, not at its next write
+    (with --json the only write is the summary, 10,000 simulated hours away): exit 0,
+    nothing on stderr, the trace readable and marked where the run was cut short."""
+    long = tmp_path / "long.toml"
+    long.write_text(Path(QUICK).read_text().replace('duration = "20s"', 'duration = "10000h"'))
+    trace = tmp_path / "long.trace"
+    args = [sys.executable, "-m", "oomactors", "run", str(long), "--trace", str(trace)]
+    proc = subprocess.Popen(args + (["--json"] if take is None else []), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    if take:
+        assert proc.stdout.readline()
+    proc.stdout.close()
+    try:
+        status = proc.wait(timeout=120)  # a run that goes on is a hang, not a slow exit
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("the run went on after the reader of its stdout had gone")
+    assert (status, proc.stderr.read()) == (0, b"")
+    tr = read_trace(trace)
+    recs = list(tr.records())
+    assert tr.ending().startswith("interrupted at t=")
+    assert tr.names[recs[-1][1]] == "sim:run_end" and recs[-1][4] == "interrupted"

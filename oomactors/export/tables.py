@@ -183,19 +183,19 @@ def replacing(path: str, mode: str) -> Iterator[Any]:
     ``open`` would give it); nothing is left of it when the block fails.  A pipe or a
     device is opened and written in place."""
     kw: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
-    target = os.path.realpath(path)
     try:
-        special = not stat.S_ISREG(os.stat(target).st_mode)
+        special = not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         special = False
     if special:
         try:
-            f = open(target, mode, **kw)  # noqa: SIM115
+            f = open(path, mode, **kw)  # noqa: SIM115
         except OSError as e:
             raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
         with f:
             yield f
         return
+    target = os.path.realpath(path)   # a symlink's file is replaced, not the link
     try:
         fd, temp = tempfile.mkstemp(dir=os.path.dirname(target),
                                     prefix=f".{os.path.basename(target)}.", suffix=".part")

@@ -237,7 +237,9 @@ class Run:
 
     def export(self, path: str | os.PathLike[str], format: str | None = None) -> None:
         """Write the run as ``perfetto``, ``parquet`` or ``csv`` (default: from the
-        file's extension: .pftrace/.perfetto-trace, .parquet, .csv)."""
+        file's extension: .pftrace/.perfetto-trace, .parquet, .csv).  Every format is
+        streamed from the records, a batch at a time (:mod:`oomactors.export.tables`):
+        the table written is :attr:`events`, but no frame of the whole run is built."""
         from .export import export
         export(self, os.fspath(path), format)
 

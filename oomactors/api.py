@@ -25,7 +25,7 @@ import os
 import tempfile
 import weakref
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .errors import InputError, TraceError
 
@@ -133,32 +133,7 @@ class Run:
         column per field name of any kind (missing where a kind has no such field).
         Columns get pandas' nullable dtypes; a field whose values differ in type between
         kinds (``result`` is a word in one, a number in another) stays ``object``."""
-        pd = _pandas()
-        columns = ["t", "event", "cpu", "pid"]
-        seen = set(columns)
-        for fields in self.table.fields:
-            for f in fields:
-                if f not in seen:
-                    seen.add(f)
-                    columns.append(f)
-        # one frame per kind (rows of equal shape build fast), then aligned on the columns
-        # and put back in trace order
-        by_kind: dict[int, tuple[list[int], list[tuple]]] = {}
-        hz = self.hz
-        for i, rec in enumerate(self.records()):
-            idx, rows = by_kind.setdefault(rec[1], ([], []))
-            idx.append(i)
-            rows.append((round(rec[0] / hz, 6), rec[2], rec[3], *rec[4:]))
-        frames = []
-        for kid, (idx, rows) in by_kind.items():
-            f = pd.DataFrame(rows, columns=["t", "cpu", "pid", *self.table.fields[kid]], index=idx)
-            f.insert(1, "event", self.table.names[kid])
-            frames.append(f)
-        if not frames:
-            return pd.DataFrame(columns=columns[:4])
-        df = pd.concat(frames).sort_index()
-        used = [c for c in columns if c in df.columns]
-        return _nullable(df[used])
+        return events_frame(self.records(), self.table.names, self.table.fields, self.hz)
 
     def frame(self, name: str) -> pd.DataFrame:
         """The events of one kind (e.g. ``"sim:oom_kill"``) with exactly its fields."""
@@ -262,7 +237,9 @@ class Run:
 
     def export(self, path: str | os.PathLike[str], format: str | None = None) -> None:
         """Write the run as ``perfetto``, ``parquet`` or ``csv`` (default: from the
-        file's extension: .pftrace/.perfetto-trace, .parquet, .csv)."""
+        file's extension: .pftrace/.perfetto-trace, .parquet, .csv).  Every format is
+        streamed from the records, a batch at a time (:mod:`oomactors.export.tables`):
+        the table written is :attr:`events`, but no frame of the whole run is built."""
         from .export import export
         export(self, os.fspath(path), format)
 
@@ -291,6 +268,37 @@ class _KeptRecords:
 
 def _tuples(value: Any) -> Any:
     return tuple(map(_tuples, value)) if type(value) in (list, tuple) else value
+
+
+def events_frame(records: Iterable[tuple], names: Sequence[str], fields: Sequence[Sequence[str]],
+                 hz: int) -> pd.DataFrame:
+    """:attr:`Run.events` of any records (a whole trace's, or one batch of the streaming
+    table export, :mod:`oomactors.export.tables`)."""
+    pd = _pandas()
+    columns = ["t", "event", "cpu", "pid"]
+    seen = set(columns)
+    for kind_fields in fields:
+        for f in kind_fields:
+            if f not in seen:
+                seen.add(f)
+                columns.append(f)
+    # one frame per kind (rows of equal shape build fast), then aligned on the columns
+    # and put back in trace order
+    by_kind: dict[int, tuple[list[int], list[tuple]]] = {}
+    for i, rec in enumerate(records):
+        idx, rows = by_kind.setdefault(rec[1], ([], []))
+        idx.append(i)
+        rows.append((round(rec[0] / hz, 6), rec[2], rec[3], *rec[4:]))
+    frames = []
+    for kid, (idx, rows) in by_kind.items():
+        f = pd.DataFrame(rows, columns=["t", "cpu", "pid", *fields[kid]], index=idx)
+        f.insert(1, "event", names[kid])
+        frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=columns[:4])
+    df = pd.concat(frames).sort_index()
+    used = [c for c in columns if c in df.columns]
+    return _nullable(df[used])
 
 
 def _nullable(df: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,11 @@ between runs too.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 _requested = False
 
 
@@ -33,3 +38,36 @@ def check() -> None:
     simulations, between two runs (never inside one: the engine polls the flag itself)."""
     if _requested:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def for_python_callers() -> Iterator[Callable[[], bool]]:
+    """While one run started from Python (a script, a notebook) goes on, Ctrl-C asks it to
+    stop at its next safe place instead of being held back by the event loop until the
+    run's end; a second Ctrl-C raises :class:`KeyboardInterrupt` at once.  Yields a
+    function that tells whether Ctrl-C was pressed: the caller then raises
+    :class:`KeyboardInterrupt` once the run has recorded its end.
+
+    Only where Python's own handler is in place, in the main thread: the command line has
+    its own handler, a worker thread cannot receive signals, and a caller who installed a
+    handler (or ignores SIGINT) keeps it."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield lambda: False
+        return
+    pressed = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal pressed
+        if pressed:
+            signal.default_int_handler(signum, frame)
+        pressed = True
+        request()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if pressed:
+            clear()

@@ -383,22 +383,25 @@ def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: 
     dur = to_jiffies(cfg.run.duration, m.hz) if duration is None else duration
     if backend == "trio":
         _seed_trio(m.seed)
-    try:
-        reason = anyio.run(_main, m, dur, cfg.run.stop_when_idle, backend=backend)
-    except BaseException as exc:  # noqa: BLE001 - unwrap the task group's exception group
-        # a failing policy is the story even when the machine then panicked; a panic
-        # ends the run; any other error of ours, or Ctrl-C, comes out of the task group
-        error = _find(exc, PolicyError)
-        if error is None and _find(exc, SimulationPanic) is None:
-            error = _find(exc, (KeyboardInterrupt, OomactorsError))
-            if error is None:
-                raise
-        if error is not None:
-            raise error from None
-        reason = "panic"
-    if m.interrupted:
-        reason = "interrupted"
-    m.emit_on("sim:run_end", -1, -1, reason)
+    with _interrupt.for_python_callers() as ctrl_c_pressed:
+        try:
+            reason = anyio.run(_main, m, dur, cfg.run.stop_when_idle, backend=backend)
+        except BaseException as exc:  # noqa: BLE001 - unwrap the task group's exception group
+            # a failing policy is the story even when the machine then panicked; a panic
+            # ends the run; any other error of ours, or Ctrl-C, comes out of the task group
+            error = _find(exc, PolicyError)
+            if error is None and _find(exc, SimulationPanic) is None:
+                error = _find(exc, (KeyboardInterrupt, OomactorsError))
+                if error is None:
+                    raise
+            if error is not None:
+                raise error from None
+            reason = "panic"
+        if m.interrupted:
+            reason = "interrupted"
+        m.emit_on("sim:run_end", -1, -1, reason)
+        if ctrl_c_pressed():  # a Python caller's Ctrl-C: the run has its end mark; now stop it
+            raise KeyboardInterrupt
     decisions = m.sched.decisions
     if scheduler is not None and reason != "interrupted":  # half a run proves no divergence
         scheduler.finish(decisions)

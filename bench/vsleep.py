@@ -25,7 +25,7 @@ def virtual_sleeps(k: int, jiffies: int) -> dict:
     """``k`` actors sleeping one jiffy at a time for ``jiffies`` jiffies."""
     sched = _sched()
     clock = sched.clock
-    shim = SimpleNamespace(sched=sched)  # all that _drive reads
+    shim = SimpleNamespace(sched=sched, interrupted=False)  # all that _drive reads
     out: dict = {}
 
     async def actor() -> None:

@@ -58,18 +58,9 @@ def _state(m) -> tuple:
                           mm.mmap_lock.readers) for mm in m.mms)))
 
 
-def _digest(cfg, seed: int, scheduler_seed: int | None, batched: bool, monkeypatch) -> tuple[str, int]:
-    """The digest of every event and of the machine's state at each event; and the faults
-    made in batches."""
-    made = [0]
-    real = user.fault_chunks_nowait
-
-    def counted(*a):
-        k = real(*a)
-        made[0] += k
-        return k
-
-    monkeypatch.setattr(user, "fault_chunks_nowait", counted if batched else (lambda *a: 0))
+def state_digest(cfg, seed: int, scheduler_seed: int | None, monkeypatch) -> str:
+    """The digest of every event and of the machine's state at each event and at the end
+    (tests/test_vmscan_empty.py uses it too)."""
     h = hashlib.sha256()
     box = {}
 
@@ -87,10 +78,26 @@ def _digest(cfg, seed: int, scheduler_seed: int | None, batched: bool, monkeypat
 
     monkeypatch.setattr(sim, "build", build)
     sched = None if scheduler_seed is None else RandomScheduler(scheduler_seed, p=0.02, hz=cfg.kernel.hz)
-    sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched)
-    h.update(repr(_state(box["m"])).encode())
+    r = sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched)
+    m = box["m"]
+    h.update(repr((_state(m), sorted(m.vmstat.items()), r.end_jiffies, r.decisions)).encode())
+    return h.hexdigest()
+
+
+def _digest(cfg, seed: int, scheduler_seed: int | None, batched: bool, monkeypatch) -> tuple[str, int]:
+    """:func:`state_digest`; and the faults made in batches."""
+    made = [0]
+    real = user.fault_chunks_nowait
+
+    def counted(*a):
+        k = real(*a)
+        made[0] += k
+        return k
+
+    monkeypatch.setattr(user, "fault_chunks_nowait", counted if batched else (lambda *a: 0))
+    digest = state_digest(cfg, seed, scheduler_seed, monkeypatch)
     monkeypatch.undo()
-    return h.hexdigest(), made[0]
+    return digest, made[0]
 
 
 ODD = """

@@ -29,6 +29,7 @@ from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTE
 from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_active_list
 from .shmem import shmem_lru_pages, shmem_swapout
 from .swap_state import add_to_swap
+from .vmscan_empty import empty_passes
 from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
 from .workingset import workingset_eviction
 
@@ -359,8 +360,10 @@ async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[
     """do_try_to_free_pages' loop: every node at each priority from DEF_PRIORITY down to 0,
     until sc.nr_to_reclaim pages came back."""
     initial_priority = sc.priority
+    global_lru = shrink is shrink_node
     while sc.priority >= 0:
-        for node in nodes:  # shrink_zones: the whole zonelist at this priority
+        done = empty_passes(m, cur, nodes, sc) if global_lru else 0
+        for node in nodes[done:] if done else nodes:  # shrink_zones: the zonelist at this priority
             await shrink(m, cur, node, sc)
         if sc.nr_reclaimed >= sc.nr_to_reclaim:
             return

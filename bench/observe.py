@@ -63,14 +63,34 @@ _FRAME_EXPORT = ("import sys\n"
                  "df.to_parquet(sys.argv[2], engine='pyarrow', index=False)\n")
 
 
+# runs a Python command line (``-m MODULE ...`` or ``-c CODE ...``) and then writes this
+# process's peak RSS since its exec (VmHWM, kB) to the file named by $OOMACTORS_BENCH_HWM:
+# ru_maxrss would carry the bench's own pre-exec size into the child's figure
+_PEAK = ("import os, runpy, sys\n"
+         "out = os.environ['OOMACTORS_BENCH_HWM']\n"
+         "def peak():\n"
+         "    with open('/proc/self/status') as f, open(out, 'w') as o:\n"
+         "        o.write(next(l.split()[1] for l in f if l.startswith('VmHWM:')))\n"
+         "mode, what, *rest = sys.argv[1:]\n"
+         "sys.argv = [what, *rest]\n"
+         "try:\n"
+         "    runpy.run_module(what, run_name='__main__') if mode == '-m' else exec(compile(what, '<bench>', 'exec'), {'__name__': '__main__'})\n"
+         "finally:\n"
+         "    peak()\n")
+
+
 def _child(cmd: list[str]) -> tuple[float, float]:
-    """(max RSS in MB, CPU seconds) of one fresh process running ``cmd``."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit status {p.returncode}")
-    return ru.ru_maxrss / 1024, ru.ru_utime + ru.ru_stime
+    """(peak RSS in MB, CPU seconds) of one fresh process running ``cmd``, a Python
+    command line: ``[sys.executable, "-m" | "-c", ...]``."""
+    with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
+        env = dict(os.environ, OOMACTORS_BENCH_HWM=hwm.name)
+        p = subprocess.Popen([cmd[0], "-c", _PEAK, *cmd[1:]], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)}: exit status {p.returncode}")
+        return int(open(hwm.name).read()) / 1024, ru.ru_utime + ru.ru_stime
 
 
 def export_rss(durations: tuple[str, ...] = ("1s", "10s")) -> list[dict]:

@@ -27,8 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _child(tasks: int, cpus: int, seconds: int) -> dict:
-    import resource
     import time
+
+    from memory import peak_rss_mib
 
     sys.path.insert(0, HERE)
     import pressure
@@ -39,7 +40,7 @@ def _child(tasks: int, cpus: int, seconds: int) -> dict:
     r = sim.run(cfg)
     return {"tasks": tasks, "cpus": cpus, "sim_s": seconds, "events": r.events,
             "wall": time.perf_counter() - w0, "cpu": time.process_time() - c0,
-            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "max_rss_mib": peak_rss_mib()}
 
 
 def point(tasks: int, cpus: int, seconds: int) -> dict:

@@ -40,3 +40,17 @@ def test_pressure_workload_runs_to_its_duration_with_a_trace():
     r = pressure.bench(2)
     assert r["reason"] == "duration" and r["sim_s"] == 2.0
     assert r["tasks"] >= 1000 and r["cpus"] == 64 and r["events"] > 1000
+
+
+def test_peak_rss_figures_are_the_measured_process_own():
+    # ru_maxrss would report at least this process's size for any child it starts (Linux
+    # keeps the pre-exec peak); the benches read the child's own high-water mark instead
+    import memory
+    import observe
+    ballast = b"x" * 200_000_000  # this process is now over 200 MB resident
+    big, _ = observe._child([sys.executable, "-c", "x = b'x' * 150_000_000"])
+    small, _ = observe._child([sys.executable, "-c", "pass"])
+    del ballast
+    assert 150 <= big < 200 and small < 100
+    r = memory.measure("pressure", 2)
+    assert r["reason"] == "duration" and 0 < r["max_rss_mib"] < 150

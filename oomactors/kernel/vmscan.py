@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .task import Task
 
 
+_GFP_IO = G.__GFP_IO  # (a class body would mangle the name)
+
+
 class ScanControl:
     __slots__ = ("gfp_mask", "order", "priority", "nr_to_reclaim", "reclaim_idx", "may_writepage",
                  "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback",
@@ -63,6 +66,11 @@ class ScanControl:
         self.may_deactivate = 0        # DEACTIVATE_ANON | DEACTIVATE_FILE (-1: not decided yet)
         self.skipped_deactivate = False
         self.force_deactivate = False
+
+    def can_swap(self, m: "Machine") -> bool:
+        """Anonymous (and shmem) pages may be scanned at all: swapping is allowed, the
+        request may start IO, and swap has room."""
+        return bool(self.may_swap and self.gfp_mask & _GFP_IO and m.swap_free > 0)
 
 
 def _scan_size(size: int, priority: int) -> int:
@@ -138,7 +146,7 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
     """Scan the node's LRU lists at sc.priority; write back and swap out where allowed."""
     prio = sc.priority
     scanned = reclaimed = 0
-    can_swap = sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
+    can_swap = sc.can_swap(m)
     io_pages = 0
     wb_pages = 0
     inflight: list[tuple[Zone, int]] = []   # our pages under IO, by zone

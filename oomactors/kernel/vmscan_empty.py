@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import gfp as G
 from . import params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,7 +45,7 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
 def _nothing_to_scan(m: "Machine", node: Node, sc: ScanControl) -> bool:
     """True if shrink_node (no memcg protection in play) would find no zone of ``node`` with
     pages on its lists for ``sc`` (so it would scan, reclaim and shrink nothing)."""
-    can_swap = sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
+    can_swap = sc.can_swap(m)
     reclaim_idx = sc.reclaim_idx
     for zone in node.zones:
         if zone.idx > reclaim_idx:

@@ -132,8 +132,7 @@ def shrink_lruvec(m: "Machine", cur: "Task", zones: list[Zone], memcg: MemCgroup
                   sc: MemcgScanControl) -> tuple[int, int, list[tuple[Zone, int]]]:
     """Scan one memcg's LRU pages on one node: (scanned, freed now, sent to swap by zone)."""
     prio = sc.priority
-    can_swap = (sc.may_swap and sc.gfp_mask & G.__GFP_IO and m.swap_free > 0
-                and mem_cgroup_get_nr_swap_pages(m, memcg) > 0)
+    can_swap = sc.can_swap(m) and mem_cgroup_get_nr_swap_pages(m, memcg) > 0
     protection = mem_cgroup_protection(sc.target_mem_cgroup, memcg, sc.memcg_low_reclaim)
     scanned = reclaimed = 0
     inflight: list[tuple[Zone, int]] = []

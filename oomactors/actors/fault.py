@@ -85,9 +85,8 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
         return 0
     made = rmqueue_pcp_run(m, task, ac.zonelist, ac.highest_zoneidx, nr, limit, kind, mm,
                            mm.mapped_pages() if is_fault else None, sum(mm.pgtables) if is_fault else 0)
-    if made:
-        task.cpu_ns += made * ns
-        task.cpu_debt_ns += made * ns
+    if made:  # their CPU time fits in the jiffy begun: limit was cut to it above
+        m.sched.run_nowait(task, made * ns)
     return made
 
 

@@ -26,8 +26,11 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
     meanwhile, so the lists stay empty -- going on to the next priority after each whole
     round while the loop would.  Returns how many passes of the round at sc.priority are
     done; the caller makes the rest, the first of which will cross a jiffy."""
-    if len(m.memcgs) > 1 or not all(_nothing_to_scan(m, node, sc) for node in nodes):
+    if len(m.memcgs) > 1:
         return 0  # protected memcgs: shrink_node's walk has effects of its own
+    for node in nodes:
+        if not _nothing_to_scan(m, node, sc):
+            return 0
     ns = params.RECLAIM_BASE_NS  # nothing scanned
     per_round = len(nodes)
     # sched.run_nowait's test, pass by pass: the i-th pass fits while debt + i * ns < a jiffy

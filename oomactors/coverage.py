@@ -123,6 +123,20 @@ class Coverage:
         if branch is not None:
             self.branches[branch] = self.branches.get(branch, 0) + 1
 
+    def checker(self) -> Callable[[Any, tuple], None]:
+        """The same counting as a checker that reads only the events it counts (a run's
+        checkers are dispatched by event kind; a sink sees every event).  Put it first
+        among the checkers: then it counts an event a later checker stops the run at, as
+        the sink would."""
+        count = self.__call__
+
+        def check(m: Any, rec: tuple) -> None:
+            count(rec)
+
+        check.event_ids = frozenset(_PLAIN) | {_OOM_RETURN}  # type: ignore[attr-defined]
+        check.reads_psi = False  # type: ignore[attr-defined]
+        return check
+
     def add_machine(self, m: Any) -> None:
         """The scheduling points and the un-evented branches of a finished run."""
         self.runs += 1

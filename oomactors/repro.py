@@ -124,8 +124,9 @@ def _run(cfg: Config, *, seed: int, checks: list[str], scheduler: Scheduler | No
     kept: Any = [] if keep_records else deque(maxlen=EVENTS_KEPT)
     try:
         res = sim.run(cfg, seed=seed, backend=backend, scheduler=scheduler,
-                      checkers=[named_checker(n, caught) for n in checks], policy=policy_instance(cfg, policy),
-                      fixes=fixes, sinks=[kept.append, *(sinks or ()), cov], env_checks=False)
+                      checkers=[cov.checker(), *(named_checker(n, caught) for n in checks)],
+                      policy=policy_instance(cfg, policy), fixes=fixes, sinks=[kept.append, *(sinks or ())],
+                      env_checks=False)
     except BaseException as exc:  # noqa: BLE001 - the run's task group wraps what an actor raised
         v = sim._find(exc, InvariantViolation)
         if v is None or "m" not in caught:

@@ -289,3 +289,22 @@ def test_shrunk_holds_are_as_short_as_they_can_be(found):
             got = checked_run(CFG, seed=seed, checks=["oom_lock_exclusion"], scheduler=AnchoredScheduler(cand),
                               fixes=OFF)
             assert got.invariant is None, (anchors[i], shorter)
+
+
+@pytest.mark.parametrize("violating", [True, False])
+def test_coverage_counted_by_kind_is_what_a_sink_of_every_event_counts(found, violating):
+    """A run counts its coverage as a checker that reads only the events it counts
+    (Coverage.checker); it must count what a sink given every event counts, also for the
+    run a violation stopped (the violating event included)."""
+    from oomactors.coverage import Coverage
+    from oomactors.repro import checked_run
+    from oomactors.schedule import ReplayScheduler
+
+    sink = Coverage()
+    sched = ReplayScheduler(found.schedule, strict=True) if violating else None
+    out = checked_run(CFG, seed=found.violation.seed, checks=["oom_lock_exclusion"], scheduler=sched,
+                      fixes=OFF, sinks=[sink])
+    assert (out.invariant == "oom_lock_exclusion") is violating
+    sink.add_machine(out.machine)
+    assert out.coverage == sink.as_dict()
+    assert out.coverage["branches"]["__alloc_pages_slowpath"] > 0

@@ -25,6 +25,7 @@ from .memcontrol import (for_each_mem_cgroup_tree, mem_cgroup_swapout, memcg_cou
 from .memcontrol_protection import (mem_cgroup_below_low, mem_cgroup_below_min,
                                     mem_cgroup_calculate_protection)
 from ..psi import psi_memstall_enter, psi_memstall_leave
+from .page_alloc import __zone_watermark_ok
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_active_list
 from .shmem import shmem_lru_pages, shmem_swapout
@@ -387,7 +388,6 @@ async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[
 # --- kswapd ------------------------------------------------------------------------
 def pgdat_balanced(m: "Machine", node: Node, order: int, highest_zoneidx: int) -> bool:
     """Balanced when any eligible zone meets its HIGH watermark (exact count)."""
-    from .page_alloc import __zone_watermark_ok
     managed = False
     for z in node.zones:
         if z.idx > highest_zoneidx or not z.managed:

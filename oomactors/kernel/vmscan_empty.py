@@ -26,20 +26,32 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
     meanwhile, so the lists stay empty -- going on to the next priority after each whole
     round while the loop would.  Returns how many passes of the round at sc.priority are
     done; the caller makes the rest, the first of which will cross a jiffy."""
-    if len(m.memcgs) > 1 or not all(_nothing_to_scan(m, node, sc) for node in nodes):
+    if len(m.memcgs) > 1:
         return 0  # protected memcgs: shrink_node's walk has effects of its own
-    run_nowait = m.sched.run_nowait
+    for node in nodes:
+        if not _nothing_to_scan(m, node, sc):
+            return 0
     ns = params.RECLAIM_BASE_NS  # nothing scanned
-    pid = cur.pid
-    while True:
-        for i, node in enumerate(nodes):
-            if not run_nowait(cur, ns):
-                return i
-            sc.may_deactivate = -1
-            m.emit("vmscan:mm_vmscan_node_reclaim", pid, node.nid, 0, 0, 0, 0)
-        if sc.nr_reclaimed >= sc.nr_to_reclaim or not sc.priority:
-            return len(nodes)
-        sc.priority -= 1
+    per_round = len(nodes)
+    # sched.run_nowait's test, pass by pass: the i-th pass fits while debt + i * ns < a jiffy
+    fit = (m.sched.jiffy_ns - 1 - cur.cpu_debt_ns) // ns
+    # the rounds the priority loop makes: one if it stops after any round, else down to 0
+    rounds = 1 if sc.nr_reclaimed >= sc.nr_to_reclaim else sc.priority + 1
+    passes = min(fit, rounds * per_round)
+    if passes <= 0:
+        return 0
+    sc.may_deactivate = -1
+    if per_round == 1:
+        m.emit_charged(cur, ns, passes, "vmscan:mm_vmscan_node_reclaim", cur.pid, nodes[0].nid, 0, 0, 0, 0)
+    else:
+        for i in range(passes):
+            node = nodes[i % per_round]
+            m.emit_charged(cur, ns, 1, "vmscan:mm_vmscan_node_reclaim", cur.pid, node.nid, 0, 0, 0, 0)
+    if passes == rounds * per_round:  # the loop's last round: it returns at the same priority
+        sc.priority -= rounds - 1
+        return per_round
+    sc.priority -= passes // per_round  # cut short by the jiffy: the caller makes the rest
+    return passes % per_round
 
 
 def _nothing_to_scan(m: "Machine", node: Node, sc: ScanControl) -> bool:

@@ -15,7 +15,8 @@ from .ratelimit import ___ratelimit
 from . import gfp as G
 from .cpuset import __cpuset_node_allowed, cpuset_name
 from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
-from .task import PF_MEMALLOC, PTRS_PER_PTE
+from .page_alloc_pcp import pcp_requests
+from .task import PF_MEMALLOC
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -215,7 +216,8 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     :func:`get_page_from_freelist` at the LOW watermark and :func:`rmqueue` would serve
     it -- the zones that fail the watermark skipped, the same test against the folded
     counter, the same per-CPU refills from the buddy lists, the same folds of this CPU's
-    drift -- computed on plain numbers and applied once at the end.  Only the zone that
+    drift -- computed on plain numbers (:func:`~.page_alloc_pcp.pcp_requests`) and
+    applied once at the end.  Only the zone that
     serves them changes meanwhile, so the zones before it fail every time.  It stops
     before the first request that would go another way (that zone's watermark test fails,
     or its buddy lists cannot refill the per-CPU list): the caller serves that one the
@@ -236,40 +238,12 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
         return 0
     cpu = cur.cpu
     g = zone.gid
-    have = cpu.pcp[g]
-    diff = cpu.vm_diff[g]
-    vm_free = zone.vm_free
-    nr_free = zone.nr_free
     floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
-    batch, drift = m.pcp_batch, m.percpu_drift
-    pgtables0, nr_free0 = pgtables, nr_free
-    # the mapped pages the page tables cover: a fault beyond that needs page tables
-    covered = pgtables * PTRS_PER_PTE if mapped is not None else 1 << 62
-    mapped = mapped or 0
-    done = 0
-    while done < limit and vm_free > floor:  # zone_watermark_fast's order-0 test
-        mapped += nr
-        total = nr
-        if mapped > covered:
-            total += -(-mapped // PTRS_PER_PTE) - pgtables
-        if have < total:  # rmqueue's refill; mod_free's fold
-            want = total - have + batch
-            if nr_free < want:
-                want = total - have
-                if nr_free < want:
-                    break
-            nr_free -= want
-            have += want - total
-            diff -= want
-            if diff > drift or diff < -drift:
-                vm_free += diff
-                diff = 0
-        else:
-            have -= total
-        if total != nr:
-            pgtables += total - nr
-            covered = pgtables * PTRS_PER_PTE
-        done += 1
+    nr_free0 = zone.nr_free
+    # the requests on plain numbers (kernel/page_alloc_pcp.py)
+    done, have, diff, vm_free, nr_free, pgtables1 = pcp_requests(
+        nr, limit, cpu.pcp[g], cpu.vm_diff[g], zone.vm_free, nr_free0, floor, m.pcp_batch, m.percpu_drift,
+        mapped, pgtables)
     if not done:
         return 0
     if nr_free != nr_free0 and not zone.take_pages_bulk(nr_free0 - nr_free):
@@ -278,7 +252,7 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     cpu.vm_diff[g] = diff
     zone.vm_free = vm_free
     # the charges add up; the LRU move to the tail is the same done once or many times
-    m.charge(zone, kind, mm, done * nr, pgtables - pgtables0)
+    m.charge(zone, kind, mm, done * nr, pgtables1 - pgtables)
     return done
 
 

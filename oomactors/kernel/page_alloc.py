@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .ratelimit import ___ratelimit
 from . import gfp as G
 from .cpuset import __cpuset_node_allowed, cpuset_name
-from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
+from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Node, Zone
 from .page_alloc_pcp import pcp_requests
 from .task import PF_MEMALLOC
 
@@ -43,7 +43,7 @@ class AllocContext:
     """struct alloc_context, plus who the pages are for (so they are charged on the spot)."""
 
     __slots__ = ("zonelist", "nodemask", "highest_zoneidx", "migratetype", "preferred",
-                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask")
+                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask", "_nodes", "_nodes_of")
 
     def __init__(self, zonelist: list[Zone], nodemask: frozenset[int] | None, highest_zoneidx: int,
                  migratetype: int, kind: str, mm: "MM | None", pt: int = 0) -> None:
@@ -58,6 +58,8 @@ class AllocContext:
         self.pt = pt      # of the nr pages, how many become page tables of ac.mm
         self._zones: tuple[Zone, ...] | None = None
         self._zones_nodemask: frozenset[int] | None = None
+        self._nodes: tuple[Node, ...] = ()
+        self._nodes_of: tuple[Zone, ...] | None = None
 
     def zones(self) -> tuple[Zone, ...]:
         """for_each_zone_zonelist_nodemask: eligible zones in zonelist order.  Every round
@@ -71,6 +73,18 @@ class AllocContext:
                                         if z.idx <= hz and (nm is None or z.node.nid in nm))
             self._zones_nodemask = nm
         return zones
+
+    def nodes(self) -> tuple[Node, ...]:
+        """The nodes of :meth:`zones`, each once, in zonelist order (kept with them)."""
+        zones = self.zones()
+        if self._nodes_of is not zones:
+            nodes: list[Node] = []
+            for z in zones:
+                if z.node not in nodes:
+                    nodes.append(z.node)
+            self._nodes = tuple(nodes)
+            self._nodes_of = zones
+        return self._nodes
 
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:

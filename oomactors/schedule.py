@@ -319,11 +319,16 @@ class Anchoring(Scheduler):
         self.picks = inner.picks
         self.seen: dict[tuple[int, str], int] = {}
         self.anchors: list[tuple[int, str, int, int]] = []
+        # a random scheduler restricted to some points answers 0 elsewhere, drawing
+        # nothing: there no choice is made and no anchor needs the occurrence counted
+        self.only = inner.points if type(inner) is RandomScheduler else None
 
     def bind(self, sched: "Sched") -> None:
         self.inner.bind(sched)
 
     def choose(self, index: int, pid: int, point: str, offered: list[int]) -> int:
+        if self.only is not None and point not in self.only:
+            return 0
         key = (pid, point)
         occ = self.seen.get(key, 0)
         self.seen[key] = occ + 1
@@ -333,6 +338,8 @@ class Anchoring(Scheduler):
         return action
 
     def decide(self, index: int, pid: int, point: str) -> int:
+        if self.only is not None and point not in self.only:
+            return 0
         key = (pid, point)
         occ = self.seen.get(key, 0)
         self.seen[key] = occ + 1

@@ -104,6 +104,7 @@ class Stepper:
         # controlled runs only: told when an actor's slice starts (n, "start") and ends
         # (n, "park" / "yield" / "switch" / "exit"); the exhaustive search's footprints
         self.observe: Any = None
+        self._offered = Offered(self)
 
     def seed(self, seed: int) -> None:
         """The run's seed decides the order within each batch of ready actors."""
@@ -198,8 +199,11 @@ class Stepper:
     def offered(self) -> "Offered":
         """The actors that could run at this instant, by number: the current one, the
         rest of its batch in order, then those made ready since (the next batch).  Listed
-        when first looked at: most decisions are answered without a look."""
-        return Offered(self)
+        when first looked at: most decisions are answered without a look.  One object,
+        emptied for each decision (valid only while it is made, as :class:`Offered` says)."""
+        offered = self._offered
+        offered._items = None
+        return offered
 
     def offered_now(self) -> list[int]:
         """:meth:`offered`, listed at once."""

@@ -308,3 +308,26 @@ def test_coverage_counted_by_kind_is_what_a_sink_of_every_event_counts(found, vi
     sink.add_machine(out.machine)
     assert out.coverage == sink.as_dict()
     assert out.coverage["branches"]["__alloc_pages_slowpath"] > 0
+
+
+def test_anchoring_counts_only_the_points_its_random_scheduler_may_perturb():
+    """Anchoring skips the points a restricted random scheduler never perturbs (nothing is
+    drawn there and no anchor can name them); its anchors, the schedule and the run must be
+    those of counting every point."""
+    from oomactors.config import load_config
+    from oomactors.repro import checked_run
+    from oomactors.schedule import Anchoring, RandomScheduler
+
+    cfg = load_config(ROOT / "configs/parallel-oom.toml")
+    for seed in range(3):
+        got = []
+        for skip in (True, False):
+            inner = RandomScheduler(seed, p=0.0, rates={"reclaim.begin": 0.02, "may_oom.locked": 0.3},
+                                    points=["reclaim.begin", "may_oom.locked"], hz=cfg.kernel.hz)
+            anchoring = Anchoring(inner)
+            if not skip:
+                anchoring.only = None
+            out = checked_run(cfg, seed=0, checks=["oom_lock_exclusion"], scheduler=anchoring)
+            got.append((anchoring.anchors, out.schedule.dumps(), out.decisions, out.machine.nevents))
+        assert got[0] == got[1]
+        assert len(got[0][0]) > 2

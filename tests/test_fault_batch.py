@@ -16,7 +16,8 @@ from oomactors.actors.fault import pages_due
 from oomactors import sim
 from oomactors.config import load_config, parse_config
 from oomactors.kernel.mmzone import MAX_ORDER, Zone
-from oomactors.kernel.task import PAGE_SIZE
+from oomactors.kernel.page_alloc_pcp import pcp_requests
+from oomactors.kernel.task import PAGE_SIZE, PTRS_PER_PTE
 from oomactors.schedule import RandomScheduler
 
 
@@ -138,3 +139,44 @@ def test_batched_faults_change_nothing(source, seed, sched, monkeypatch):
     assert batched == one_by_one
     if source != "configs/memcg-max.toml":
         assert made > 100  # the batches did happen
+
+
+@settings(max_examples=3000, deadline=None)
+@given(nr=st.sampled_from((1, 7, 31, 32, 33, 64, 600)), limit=st.integers(0, 3000),
+       batch=st.sampled_from((1, 31, 32, 63)), drift=st.sampled_from((0, 1, 32, 100)),
+       have=st.integers(0, 200), diff=st.integers(-150, 150), vm_free=st.integers(0, 1 << 20),
+       nr_free=st.integers(0, 1 << 20), floor=st.integers(0, 1 << 19),
+       mapped=st.none() | st.integers(0, 1 << 20), pgtables=st.integers(0, 3000))
+def test_steady_stretches_give_what_walking_every_request_gives(nr, limit, batch, drift, have, diff, vm_free,
+                                                                nr_free, floor, mapped, pgtables):
+    """pcp_requests jumps over runs of requests that each refill the per-CPU list and take
+    exactly their own pages; the jump must leave every number as walking them does."""
+    if mapped is not None:
+        pgtables = min(pgtables, -(-mapped // PTRS_PER_PTE))  # no more page tables than the mappings need
+    args = (nr, limit, have, diff, vm_free, nr_free, floor, batch, drift, mapped, pgtables)
+    assert pcp_requests(*args, stretches=True) == pcp_requests(*args, stretches=False)
+
+
+def test_a_fill_is_mostly_steady_stretches():
+    """In the parallel-oom fill (32-page faults, batch 31) the jump does the work: one
+    request in 16 (a page-table page) is walked, one jump covers the 15 between, and the
+    watermark stops the run inside a jump as walking stops it."""
+    import oomactors.kernel.page_alloc_pcp as pcp
+    jumps = []
+    real = pcp._stretch
+
+    def stretch(n, *a):
+        got = real(n, *a)
+        jumps.append(got[0])
+        return got
+
+    args = (32, 10_000, 31, 0, 200_000 + 5, 1 << 20, 10_000, 31, 32, 5 * 512, 5)
+    pcp._stretch = stretch
+    try:
+        fast = pcp_requests(*args, stretches=True)
+    finally:
+        pcp._stretch = real
+    assert fast == pcp_requests(*args, stretches=False)
+    done = fast[0]
+    assert 5000 < done < 10_000  # the watermark ended it
+    assert len(jumps) <= done // 16 + 2 and sum(jumps) > 0.9 * done

@@ -9,6 +9,7 @@ import pytest
 from test_fault_batch import state_digest
 
 from oomactors.config import load_config, parse_config
+from oomactors.events import EVENT_ID
 from oomactors.kernel import vmscan
 
 TWO_NODES = open("configs/parallel-oom.toml").read().replace("[machine]\n", "[machine]\nnodes = 2\n", 1)
@@ -48,3 +49,45 @@ def test_empty_passes_change_nothing(source, seed, sched, monkeypatch):
         assert made > 1000  # the tight loop did make most passes
     else:
         assert made == 0
+
+
+@pytest.mark.parametrize("source", ["configs/parallel-oom.toml", "two-nodes"])
+def test_empty_passes_handed_to_collecting_sinks_in_one_go(source, monkeypatch):
+    """When every sink only collects (a list's or deque's append, as an explore run's kept
+    records) and no checker reads the event, Machine.emit_charged hands a run of empty
+    passes over at once; the records, the time charged and the state must be as one at a
+    time."""
+    from collections import deque
+
+    from oomactors import machine, sim
+    from test_fault_batch import _state
+
+    cfg = parse_config(TWO_NODES, "<two nodes>") if source == "two-nodes" else load_config(source)
+    real = machine._appends_only
+
+    def outcome(fast: bool):
+        used = [0]
+
+        def appends_only(sinks):
+            got = fast and real(sinks)
+            used[0] += got
+            return got
+
+        monkeypatch.setattr(machine, "_appends_only", appends_only)
+        tail = deque(maxlen=100)
+        kills = []
+
+        def check(m, rec):  # a checker of another kind: it must not stop the shortcut
+            kills.append(rec)
+
+        check.event_ids = frozenset({EVENT_ID["sim:oom_kill"]})
+        r = sim.run(cfg, seed=1, keep_records=True, sinks=[tail.append], checkers=[check], env_checks=False)
+        monkeypatch.undo()
+        m = r.machine
+        assert kills
+        return (r.records, list(tail), kills, _state(m), sorted(m.vmstat.items()), m.nevents, r.end_jiffies), used[0]
+
+    fast, used = outcome(True)
+    slow, unused = outcome(False)
+    assert used > 100 and unused == 0
+    assert fast == slow

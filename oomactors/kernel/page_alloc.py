@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from .ratelimit import ___ratelimit
 from . import gfp as G
 from .cpuset import __cpuset_node_allowed, cpuset_name
-from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Zone
-from .task import PF_MEMALLOC, PTRS_PER_PTE
+from .mmzone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, Node, Zone
+from .page_alloc_pcp import pcp_requests
+from .task import PF_MEMALLOC
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -42,7 +43,7 @@ class AllocContext:
     """struct alloc_context, plus who the pages are for (so they are charged on the spot)."""
 
     __slots__ = ("zonelist", "nodemask", "highest_zoneidx", "migratetype", "preferred",
-                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask")
+                 "spread_dirty_pages", "kind", "mm", "pt", "_zones", "_zones_nodemask", "_nodes", "_nodes_of")
 
     def __init__(self, zonelist: list[Zone], nodemask: frozenset[int] | None, highest_zoneidx: int,
                  migratetype: int, kind: str, mm: "MM | None", pt: int = 0) -> None:
@@ -57,6 +58,8 @@ class AllocContext:
         self.pt = pt      # of the nr pages, how many become page tables of ac.mm
         self._zones: tuple[Zone, ...] | None = None
         self._zones_nodemask: frozenset[int] | None = None
+        self._nodes: tuple[Node, ...] = ()
+        self._nodes_of: tuple[Zone, ...] | None = None
 
     def zones(self) -> tuple[Zone, ...]:
         """for_each_zone_zonelist_nodemask: eligible zones in zonelist order.  Every round
@@ -70,6 +73,18 @@ class AllocContext:
                                         if z.idx <= hz and (nm is None or z.node.nid in nm))
             self._zones_nodemask = nm
         return zones
+
+    def nodes(self) -> tuple[Node, ...]:
+        """The nodes of :meth:`zones`, each once, in zonelist order (kept with them)."""
+        zones = self.zones()
+        if self._nodes_of is not zones:
+            nodes: list[Node] = []
+            for z in zones:
+                if z.node not in nodes:
+                    nodes.append(z.node)
+            self._nodes = tuple(nodes)
+            self._nodes_of = zones
+        return self._nodes
 
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:
@@ -215,7 +230,8 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     :func:`get_page_from_freelist` at the LOW watermark and :func:`rmqueue` would serve
     it -- the zones that fail the watermark skipped, the same test against the folded
     counter, the same per-CPU refills from the buddy lists, the same folds of this CPU's
-    drift -- computed on plain numbers and applied once at the end.  Only the zone that
+    drift -- computed on plain numbers (:func:`~.page_alloc_pcp.pcp_requests`) and
+    applied once at the end.  Only the zone that
     serves them changes meanwhile, so the zones before it fail every time.  It stops
     before the first request that would go another way (that zone's watermark test fails,
     or its buddy lists cannot refill the per-CPU list): the caller serves that one the
@@ -236,40 +252,12 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
         return 0
     cpu = cur.cpu
     g = zone.gid
-    have = cpu.pcp[g]
-    diff = cpu.vm_diff[g]
-    vm_free = zone.vm_free
-    nr_free = zone.nr_free
     floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
-    batch, drift = m.pcp_batch, m.percpu_drift
-    pgtables0, nr_free0 = pgtables, nr_free
-    # the mapped pages the page tables cover: a fault beyond that needs page tables
-    covered = pgtables * PTRS_PER_PTE if mapped is not None else 1 << 62
-    mapped = mapped or 0
-    done = 0
-    while done < limit and vm_free > floor:  # zone_watermark_fast's order-0 test
-        mapped += nr
-        total = nr
-        if mapped > covered:
-            total += -(-mapped // PTRS_PER_PTE) - pgtables
-        if have < total:  # rmqueue's refill; mod_free's fold
-            want = total - have + batch
-            if nr_free < want:
-                want = total - have
-                if nr_free < want:
-                    break
-            nr_free -= want
-            have += want - total
-            diff -= want
-            if diff > drift or diff < -drift:
-                vm_free += diff
-                diff = 0
-        else:
-            have -= total
-        if total != nr:
-            pgtables += total - nr
-            covered = pgtables * PTRS_PER_PTE
-        done += 1
+    nr_free0 = zone.nr_free
+    # the requests on plain numbers (kernel/page_alloc_pcp.py)
+    done, have, diff, vm_free, nr_free, pgtables1 = pcp_requests(
+        nr, limit, cpu.pcp[g], cpu.vm_diff[g], zone.vm_free, nr_free0, floor, m.pcp_batch, m.percpu_drift,
+        mapped, pgtables)
     if not done:
         return 0
     if nr_free != nr_free0 and not zone.take_pages_bulk(nr_free0 - nr_free):
@@ -278,7 +266,7 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     cpu.vm_diff[g] = diff
     zone.vm_free = vm_free
     # the charges add up; the LRU move to the tail is the same done once or many times
-    m.charge(zone, kind, mm, done * nr, pgtables - pgtables0)
+    m.charge(zone, kind, mm, done * nr, pgtables1 - pgtables)
     return done
 
 

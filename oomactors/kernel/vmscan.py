@@ -31,7 +31,7 @@ from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_a
 from .shmem import shmem_lru_pages, shmem_swapout
 from .swap_state import add_to_swap
 from .vmscan_empty import empty_passes
-from .vmscan_throttle import throttle_direct_reclaim, wake_throttled
+from .vmscan_throttle import throttle_direct_reclaim, throttle_node, wake_throttled
 from .workingset import workingset_eviction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -339,18 +339,22 @@ def _finish_writeback(m: "Machine", cur: "Task", inflight: list[tuple[Zone, int]
 async def try_to_free_pages(m: "Machine", cur: "Task", ac: "AllocContext", order: int, gfp_mask: int) -> int:
     """Direct reclaim: raise the priority until SWAP_CLUSTER_MAX pages came back."""
     # a fatal signal while throttled: report progress so that the allocator does not OOM
-    if await throttle_direct_reclaim(m, cur, gfp_mask, ac):
+    throttle = throttle_node(m, cur, ac)
+    if throttle is not None and await throttle_direct_reclaim(m, cur, gfp_mask, ac, throttle):
         return 1
     sc = ScanControl(gfp_mask, order, SWAP_CLUSTER_MAX, G.gfp_zone(gfp_mask), False)
     m.emit("vmscan:mm_vmscan_direct_reclaim_begin", cur.pid, order, G.format_gfp(gfp_mask))
     m.vmstat["allocstall"] += 1
-    nodes = []
-    for z in ac.zones():
-        # shrink_zones: global reclaim stays inside the cpuset (the GFP_USER view of it)
-        if not cpuset_zone_allowed(m, cur, z, G.GFP_KERNEL | G.__GFP_HARDWALL):
-            continue
-        if z.node not in nodes:
-            nodes.append(z.node)
+    if m.cpusets_enabled:
+        nodes = []
+        for z in ac.zones():
+            # shrink_zones: global reclaim stays inside the cpuset (the GFP_USER view of it)
+            if not cpuset_zone_allowed(m, cur, z, G.GFP_KERNEL | G.__GFP_HARDWALL):
+                continue
+            if z.node not in nodes:
+                nodes.append(z.node)
+    else:
+        nodes = ac.nodes()  # every zone is allowed: the nodes of the zonelist, kept
     await raise_priority_until_reclaimed(m, cur, nodes, sc, shrink_node)
     if not sc.nr_reclaimed and sc.memcg_low_skipped:
         # do_try_to_free_pages: untapped memory.low reserves -- dip into them, don't OOM

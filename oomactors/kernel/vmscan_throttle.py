@@ -47,21 +47,28 @@ def allow_direct_reclaim(m: "Machine", node: Node) -> bool:
     return wmark_ok
 
 
-async def throttle_direct_reclaim(m: "Machine", cur: "Task", gfp_mask: int, ac: "AllocContext") -> bool:
-    """Wait on the first usable node's pfmemalloc_wait while allow_direct_reclaim fails.
-    True if a fatal signal arrived meanwhile: the caller then skips reclaim (and the OOM)."""
+def throttle_node(m: "Machine", cur: "Task", ac: "AllocContext") -> Node | None:
+    """throttle_direct_reclaim's first test, without a coroutine (most reclaims pass it):
+    the node whose pfmemalloc_wait ``cur`` must wait on, or None to go on reclaiming."""
     if cur.is_kthread or cur.fatal_signal_pending():
-        return False  # kthreads may be cleaning pages; a dying task should just go
-    node = None
+        return None  # kthreads may be cleaning pages; a dying task should just go
     for zone in ac.zones():
         if zone.idx > ZONE_NORMAL:
             continue
-        node = zone.node  # throttle on the first usable node only
-        if allow_direct_reclaim(m, node):
-            return False
-        break
+        # throttle on the first usable node only
+        return None if allow_direct_reclaim(m, zone.node) else zone.node
+    return None
+
+
+async def throttle_direct_reclaim(m: "Machine", cur: "Task", gfp_mask: int, ac: "AllocContext",
+                                  node: Node | None = None) -> bool:
+    """Wait on the first usable node's pfmemalloc_wait while allow_direct_reclaim fails.
+    True if a fatal signal arrived meanwhile: the caller then skips reclaim (and the OOM).
+    ``node``: :func:`throttle_node` was asked already and named it."""
     if node is None:
-        return False
+        node = throttle_node(m, cur, ac)
+        if node is None:
+            return False
     m.vmstat["pgscan_direct_throttle"] += 1
     # without __GFP_FS the caller may hold a lock kswapd needs: wait one second at most
     deadline = None if gfp_mask & G.__GFP_FS else m.now + m.hz

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,9 +26,12 @@ QUICK = str(ROOT / "configs" / "quickstart.toml")
 
 
 def _serve(kind: str) -> tuple[int, socket.socket]:
-    """A listener on a free local port that meets every connection as ``kind`` does."""
+    """A listener on a free local port that meets every connection as ``kind`` does
+    ("refused": the port is held but nothing listens, so the kernel refuses connections)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
+    if kind == "refused":
+        return srv.getsockname()[1], srv
     srv.listen(16)
     held: list[socket.socket] = []
 
@@ -64,6 +68,8 @@ def _oomactors(*args: str) -> subprocess.CompletedProcess:
 
 CASES = [  # (server, command, what the one line says after "--cluster ADDRESS: ")
     ("silent", "compare", "no answer from a Dask scheduler within 10 s"),
+    ("refused", "compare", "cannot connect: Connection refused\n"),
+    ("refused", "explore", "cannot connect: Connection refused\n"),
     ("http", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
     ("garbage", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
     ("http", "explore", "not a Dask scheduler (it does not speak Dask's protocol"),
@@ -71,7 +77,7 @@ CASES = [  # (server, command, what the one line says after "--cluster ADDRESS: 
 
 
 def test_a_cluster_address_that_is_not_a_dask_scheduler_is_one_line_and_exit_2():
-    servers = {kind: _serve(kind) for kind in ("silent", "http", "garbage")}
+    servers = {kind: _serve(kind) for kind in ("silent", "refused", "http", "garbage")}
 
     def one(case: tuple[str, str, str]) -> str:
         kind, command, says = case
@@ -99,3 +105,27 @@ def test_tls_without_dask_tls_settings_is_one_line_and_exit_2():
     assert p.returncode == 2
     assert p.stderr.decode() == ("oomactors: error: --cluster tls://127.0.0.1:1: tls:// needs Dask's TLS "
                                  "settings (distributed.comm.tls in the Dask config)\n")
+
+
+def test_a_refused_connection_fails_at_once_and_a_silent_listener_waits_its_bound():
+    """Nothing listening is a final answer: Dask's own connect retried a refused connection
+    until its timeout (10 s, the whole bound of a silent listener) before saying so."""
+    from oomactors.errors import InputError
+    from oomactors.sweep import probe_scheduler
+
+    waited = {}
+    servers = {kind: _serve(kind) for kind in ("refused", "silent")}
+    try:
+        for kind, (port, _) in servers.items():
+            start = time.monotonic()
+            with pytest.raises(InputError) as err:
+                probe_scheduler(f"tcp://127.0.0.1:{port}", timeout=3)
+            waited[kind] = (time.monotonic() - start, str(err.value).split(": ", 1)[1])
+    finally:
+        for _, srv in servers.values():
+            srv.close()
+    assert waited["refused"][1] == "cannot connect: Connection refused"
+    assert waited["refused"][0] < 1.5, waited  # did not retry until the 3 s bound
+    assert waited["silent"][1] == "no answer from a Dask scheduler within 3 s"
+    assert waited["silent"][0] >= 3, waited
+

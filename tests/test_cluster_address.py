@@ -129,3 +129,21 @@ def test_a_refused_connection_fails_at_once_and_a_silent_listener_waits_its_boun
     assert waited["silent"][1] == "no answer from a Dask scheduler within 3 s"
     assert waited["silent"][0] >= 3, waited
 
+
+def test_two_different_cluster_addresses_are_refused_and_one_repeated_is_taken():
+    """Beside --policy and --check, which add up, `--cluster A --cluster B` reads as "both":
+    refused in one line, not settled silently by the last address (click's default)."""
+    port, srv = _serve("refused")
+    try:
+        address = f"tcp://127.0.0.1:{port}"
+        two = _oomactors("compare", QUICK, "--seeds", "1", "--cluster", address, "--cluster", "local:2")
+        same = _oomactors("explore", QUICK, "--check", "oom_lock_exclusion", "--budget", "2", "--fixed-seed",
+                          "--cluster", address, "--cluster", address)
+    finally:
+        srv.close()
+    assert (two.returncode, two.stderr.decode()) == (2, (
+        f"oomactors: error: compare: Invalid value for '--cluster': given 2 times ({address}, local:2): "
+        "a command runs on one Dask scheduler, which spreads the work over all its workers "
+        "(see 'oomactors compare --help')\n"))
+    assert (same.returncode, same.stderr.decode()) == (
+        2, f"oomactors: error: --cluster {address}: cannot connect: Connection refused\n")

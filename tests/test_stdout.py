@@ -130,6 +130,8 @@ LOG = str(ROOT / "tests" / "data" / "oom_reports" / "linux-next-5.8-two-reports.
     ["trace", "export", "{shown}", "--format", "parquet", "-o", "/dev/stdout"],
     ["trace", "export", "{shown}", "--format", "perfetto", "-o", "/dev/stdout"],
     ["trace", "export", "{shown}", "--format", "csv", "-o", "/dev/fd/1"],
+    ["trace", "export", "{shown}", "--format", "csv", "-o", "-"],
+    ["trace", "export", "{shown}", "--format", "parquet", "-o", "-"],
     ["run", QUICK, "--trace", "-"], ["run", QUICK, "--trace", "/dev/stdout"],
     ["run", QUICK, "--perfetto", "/dev/stdout"],
     # printed before any command runs (click's own handling would exit 1)
@@ -161,3 +163,30 @@ def test_export_to_stdout_read_in_part_ends_quietly(fmt, shown):
     assert len(got) == 4096 and (proc.wait(timeout=120), err) == (0, b"")
     if fmt == "csv":
         assert got.startswith(b"t,")
+
+
+def test_export_to_dash_is_standard_output(shown, tmp_path):
+    """``-o -`` is standard output, as for ``run --trace -``, not a file named "-": the same
+    bytes as ``-o FILE``; a binary format is refused on a terminal; without --format the
+    format cannot be told."""
+    ref = tmp_path / "ref.csv"
+    base = [sys.executable, "-m", "oomactors", "trace", "export", shown]
+    subprocess.run([*base, "-o", str(ref)], cwd=tmp_path, check=True, capture_output=True, env=_env())
+    p = subprocess.run([*base, "--format", "csv", "-o", "-"], cwd=tmp_path, capture_output=True, env=_env())
+    assert (p.returncode, p.stderr) == (0, b"-: csv\n")
+    assert p.stdout == ref.read_bytes()
+    assert not (tmp_path / "-").exists()
+    p = subprocess.run([*base, "-o", "-"], cwd=tmp_path, capture_output=True, env=_env())
+    assert (p.returncode, p.stderr.decode()) == (2, "oomactors: error: -: cannot tell the export format from "
+                                                     "the extension; give --format (perfetto, parquet, csv)\n")
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        p = subprocess.run([*base, "--format", "parquet", "-o", "-"], cwd=tmp_path, stdout=follower,
+                           stderr=subprocess.PIPE, env=_env(), timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert (p.returncode, p.stderr.decode()) == (2, "oomactors: error: -o -: refusing to write a binary parquet "
+                                                     "file to a terminal (redirect it: -o - > out.parquet)\n")
+    assert not (tmp_path / "-").exists()

@@ -86,12 +86,16 @@ def _stdout_closed_at_once(*args: str) -> subprocess.CompletedProcess:
 ])
 def test_explore_through_a_closed_pipe_keeps_its_result_status(config, check, status, tmp_path):
     """A closed stdout is quiet, but it does not hide the result: a violation found (and
-    its reproducer written) is exit 1 as on a terminal, a clean search 0."""
+    its reproducer written) is exit 1 as on a terminal, a clean search 0 -- also when the
+    reproducer itself goes to the closed pipe (it was 'cannot write reproducer: Broken
+    pipe', exit 2)."""
     out = tmp_path / "found.json"
-    p = _stdout_closed_at_once("explore", config, "--check", check, "--fixed-seed", "--budget", "20",
-                               "-j", "1", "--out", str(out))
+    args = ("explore", config, "--check", check, "--fixed-seed", "--budget", "20", "-j", "1", "--out")
+    p = _stdout_closed_at_once(*args, str(out))
     assert (p.returncode, p.stderr) == (status, b"")
     assert out.exists() == (status == 1)
+    p = _stdout_closed_at_once(*args, "/dev/stdout")
+    assert (p.returncode, p.stderr) == (status, b"")
 
 
 @pytest.mark.parametrize("take", [None, 1])

@@ -95,10 +95,12 @@ def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
 
     from distributed.comm import registry
     from distributed.comm.addressing import parse_address
+    from distributed.security import Security
 
     async def ask() -> Any:
         scheme, loc = parse_address(address)
-        comm = await registry.get_backend(scheme).get_connector().connect(loc, deserialize=True)
+        args = Security().get_connection_args("client")  # the Dask config's, as the Client's
+        comm = await registry.get_backend(scheme).get_connector().connect(loc, deserialize=True, **args)
         try:
             await comm.write(comm.handshake_info())
             await comm.read()

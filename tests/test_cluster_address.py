@@ -9,6 +9,7 @@ on the first forever and called the others internal errors (exit 70).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -147,3 +148,50 @@ def test_two_different_cluster_addresses_are_refused_and_one_repeated_is_taken()
         "(see 'oomactors compare --help')\n"))
     assert (same.returncode, same.stderr.decode()) == (
         2, f"oomactors: error: --cluster {address}: cannot connect: Connection refused\n")
+
+
+_TLS_SCHEDULER = """
+import asyncio, sys
+from distributed import Scheduler
+from distributed.security import Security
+sec = Security(tls_ca_file=sys.argv[1], tls_scheduler_cert=sys.argv[2], require_encryption=True)
+async def main():
+    async with Scheduler(protocol="tls://", host="127.0.0.1", security=sec, dashboard_address=None) as s:
+        print(s.address, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the test closes our stdin
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_tls_with_dask_tls_settings_reaches_the_scheduler(tmp_path):
+    """The one-line error tells the user to set Dask's TLS settings: with them set, the probe
+    must use them (it passed none, so a TLS scheduler was refused whatever the config)."""
+    import dask
+
+    from oomactors.errors import InputError
+    from oomactors.sweep import probe_scheduler
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    both = tmp_path / "keycert.pem"
+    both.write_bytes(key.read_bytes() + cert.read_bytes())
+    proc = subprocess.Popen([sys.executable, "-c", _TLS_SCHEDULER, str(cert), str(both)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        address = proc.stdout.readline().decode().strip()
+        assert address.startswith("tls://127.0.0.1:")
+        with pytest.raises(InputError, match="tls:// needs Dask's TLS settings"):
+            probe_scheduler(address, timeout=10)
+        with dask.config.set({"distributed.comm.tls.ca-file": str(cert),
+                              "distributed.comm.tls.client.cert": str(both)}):
+            probe_scheduler(address, timeout=10)  # a Dask scheduler: no error
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

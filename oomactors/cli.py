@@ -138,12 +138,12 @@ def explore(config: str, checks: tuple[str, ...], search: str, budget: int, shri
             res = do_explore(cfg, names, scheduler=search, budget=budget, seed=seed, policy=policy_spec,
                              progress=report, shrink_budget=shrink_budget, depth=depth,
                              vary_seed=not fixed_seed, jobs=jobs, cluster=cluster, por=por)
-        if res.repro is not None:
-            write_repro(out_path, res.repro)
         if res.violation is not None:  # exit 1 (3) even if the report's reader leaves early
             result_status(1)
         elif strict and res.vacuous:
             result_status(EXIT_VACUOUS)
+        if res.repro is not None:  # (--out /dev/stdout: the reader may leave here already)
+            write_repro(out_path, res.repro)
     except InputError as err:
         fail(err)
     if as_json:

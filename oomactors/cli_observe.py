@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from typing import Any, Iterator
 
@@ -37,19 +38,23 @@ def _writable(path: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["perfetto", "parquet", "csv"]),
               help="Output format (default: from the extension: .pftrace, .parquet, .csv).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
-              help="The file to write.")
+              help="The file to write (-: standard output, with --format).")
 def trace_export(path: str, fmt: str | None, out: str) -> None:
     """Convert a trace file for other tools: Perfetto (open it at ui.perfetto.dev), or one
     flat table of every event as Parquet or CSV."""
     from .api import load_trace
     from .export import format_for
+    target = "/dev/stdout" if out == "-" else out  # as `run --trace -`; not a file named "-"
     try:
-        not_an_input(out, "--output", {"the trace": path})
+        not_an_input(target, "--output", {"the trace": path})
         fmt = format_for(out, fmt)
+        if fmt != "csv" and out in ("-", "/dev/stdout") and sys.stdout.isatty():
+            raise InputError(f"-o {out}: refusing to write a binary {fmt} file to a terminal "
+                             f"(redirect it: -o {out} > out.{fmt})")
         _need(*{"perfetto": ("perfetto", "perfetto"), "parquet": ("pyarrow", "frames"),
                 "csv": ("pandas", "frames")}[fmt])
         run = load_trace(path, partial=True)
-        run.export(out, fmt)
+        run.export(target, fmt)
     except InputError as err:
         fail(err)
     _torn(run, out)

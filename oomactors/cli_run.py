@@ -153,6 +153,8 @@ def _tracing(trace_path: str | None, seed: int, cfg: Any, where: str = "") -> It
         try:
             writer = TraceWriter(target, seed=seed, hz=cfg.kernel.hz, config=cfg.as_dict(),
                                  extra=provenance())
+        except BrokenPipeError:  # `--trace - | head`: the reader has gone (cli_signals.handled)
+            raise
         except OSError as err:
             fail(InputError(f"{trace_path}: cannot write trace: {err.strerror}"))
     so_far = f"; trace so far in {trace_path}" if trace_path and trace_path != "-" else ""

@@ -182,6 +182,26 @@ def result_status(code: int) -> None:
     _pipe_status = code
 
 
+def _piped_stdout() -> int | None:
+    """The descriptor of standard output if it is a pipe or a socket (else None)."""
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else None
+
+
+def _reader_gone() -> bool:
+    """Has the reader of a piped stdout gone, now?  (As :func:`watch_stdout` waits for it.)"""
+    fd = _piped_stdout()
+    if fd is None:
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def watch_stdout() -> None:
     """A simulation whose stdout is a pipe or a socket ends when its reader goes away
     (``oomactors run long.toml | head -1``), not at its next write, which may be hours of
@@ -189,12 +209,8 @@ def watch_stdout() -> None:
     a pipe without readers, then asks the run to stop as Ctrl-C does (the engine's flag,
     polled where it polls Ctrl-C: no cost per event); the command then ends quietly."""
     global _watching
-    try:
-        fd = sys.stdout.fileno()
-        mode = os.fstat(fd).st_mode
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        return
-    if _watching or not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+    fd = _piped_stdout()
+    if _watching or fd is None:
         return
     _watching = True
 
@@ -214,7 +230,7 @@ def watch_stdout() -> None:
     threading.Thread(target=watch, name="oomactors-stdout", daemon=True).start()
 
 
-def is_broken_pipe(exc: BaseException) -> bool:
+def is_broken_pipe(exc: BaseException | None) -> bool:
     return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
 
 
@@ -228,8 +244,9 @@ def handled() -> Iterator[None]:
         yield
         _flush_stdout()
     except SystemExit as exc:
-        # rich meets a closed stdout with SystemExit(1), raised while handling the error
-        if exc.code == 1 and exc.__context__ is not None and is_broken_pipe(exc.__context__):
+        # rich meets a closed stdout with SystemExit(1), raised while handling the error;
+        # click too (--help, --version), raised after it, where only stdout itself can tell
+        if exc.code == 1 and (is_broken_pipe(exc.__context__) or _reader_gone()):
             _quiet_stdout()
             raise SystemExit(_pipe_status) from None
         if exc.code == 1 and isinstance(exc.__context__, OSError):
@@ -288,7 +305,8 @@ def main(prog_name: str | None = None) -> None:
     except SystemExit as exit_:
         sys.exit(exit_.code)
     try:
-        cli(prog_name=prog_name)
+        with handled():  # --help and --version print before any command runs
+            cli(prog_name=prog_name)
     except SystemExit as exit_:
         if exit_.code == EXIT_INTERRUPTED and interrupt.requested():
             # our part is done (the line printed, the trace closed, workers stopped): leave

@@ -54,11 +54,6 @@ def trace_show(path: str, as_json: bool, fmt: str, header: bool) -> None:
     except InputError as err:
         sys.stdout.flush()
         fail(err)
-    except BrokenPipeError:  # `trace show ... | head`: the reader has all it wanted
-        import os
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
-        sys.exit(0)
 
 
 def _trace_ending(tr: Any) -> None:

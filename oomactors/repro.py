@@ -239,6 +239,8 @@ def make_repro(cfg: Config, *, seed: int, schedule: Schedule, invariant: str, me
 def write_repro(path: str | Path, repro: dict[str, Any]) -> None:
     try:
         Path(path).write_text(json.dumps(repro, indent=1) + "\n", encoding="utf-8")
+    except BrokenPipeError:  # `--out /dev/stdout | head`: the reader has gone, not bad input
+        raise
     except OSError as e:
         raise InputError(f"{path}: cannot write reproducer: {e.strerror or e}") from e
 

@@ -83,14 +83,27 @@ def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
     """Ask ``address`` who it is (Dask's ``identity`` call), all within ``timeout``: one
     line of InputError unless a Dask scheduler answers.  The Client alone waited forever
     for a listener that never answers, and met an HTTP server or garbage with a
-    MemoryError or a ValueError from its frame decoder."""
+    MemoryError or a ValueError from its frame decoder.
+
+    One connection attempt, through the address's own Dask transport, not Dask's
+    ``connect``: that one retries every failure, a refused connection included, until its
+    timeout, so an address where nothing listens took the whole 10 s to fail.  A refusal
+    (or a host that does not resolve) is final at once; a silent listener is still bounded
+    by ``timeout``.  The handshake that ``connect`` would do comes first, as the scheduler
+    expects it."""
     import asyncio
 
-    from distributed.comm import connect
+    from distributed.comm import registry
+    from distributed.comm.addressing import parse_address
+    from distributed.security import Security
 
     async def ask() -> Any:
-        comm = await connect(address, timeout=timeout)
+        scheme, loc = parse_address(address)
+        args = Security().get_connection_args("client")  # the Dask config's, as the Client's
+        comm = await registry.get_backend(scheme).get_connector().connect(loc, deserialize=True, **args)
         try:
+            await comm.write(comm.handshake_info())
+            await comm.read()
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
         finally:
@@ -101,7 +114,7 @@ def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
     except (asyncio.TimeoutError, TimeoutError):
         raise InputError(f"--cluster {address}: no answer from a Dask scheduler within {timeout:g} s") from None
     except OSError as err:
-        raise InputError(f"--cluster {address}: cannot connect: {err}") from None
+        raise InputError(f"--cluster {address}: cannot connect: {_reason(err)}") from None
     except Exception as err:  # noqa: BLE001 - a decoder meeting another protocol
         if address.startswith("tls://") and "ssl" in str(err).lower():
             raise InputError(f"--cluster {address}: tls:// needs Dask's TLS settings "
@@ -112,6 +125,17 @@ def probe_scheduler(address: str, timeout: float = CONNECT_S) -> None:
     if kind != "Scheduler":
         what = f"a Dask {kind}" if isinstance(kind, str) else "something else"
         raise InputError(f"--cluster {address}: not a Dask scheduler (it answers as {what})")
+
+
+def _reason(err: BaseException) -> str:
+    """What the system said (``Connection refused``), not Dask's wrapping of it (which
+    names a connector object): the first error in the chain that carries a strerror."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(err)
 
 
 def subprocess_timeout() -> type[BaseException]:

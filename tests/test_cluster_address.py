@@ -9,10 +9,12 @@ on the first forever and called the others internal errors (exit 70).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,9 +27,12 @@ QUICK = str(ROOT / "configs" / "quickstart.toml")
 
 
 def _serve(kind: str) -> tuple[int, socket.socket]:
-    """A listener on a free local port that meets every connection as ``kind`` does."""
+    """A listener on a free local port that meets every connection as ``kind`` does
+    ("refused": the port is held but nothing listens, so the kernel refuses connections)."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
+    if kind == "refused":
+        return srv.getsockname()[1], srv
     srv.listen(16)
     held: list[socket.socket] = []
 
@@ -64,6 +69,8 @@ def _oomactors(*args: str) -> subprocess.CompletedProcess:
 
 CASES = [  # (server, command, what the one line says after "--cluster ADDRESS: ")
     ("silent", "compare", "no answer from a Dask scheduler within 10 s"),
+    ("refused", "compare", "cannot connect: Connection refused\n"),
+    ("refused", "explore", "cannot connect: Connection refused\n"),
     ("http", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
     ("garbage", "compare", "not a Dask scheduler (it does not speak Dask's protocol"),
     ("http", "explore", "not a Dask scheduler (it does not speak Dask's protocol"),
@@ -71,7 +78,7 @@ CASES = [  # (server, command, what the one line says after "--cluster ADDRESS: 
 
 
 def test_a_cluster_address_that_is_not_a_dask_scheduler_is_one_line_and_exit_2():
-    servers = {kind: _serve(kind) for kind in ("silent", "http", "garbage")}
+    servers = {kind: _serve(kind) for kind in ("silent", "refused", "http", "garbage")}
 
     def one(case: tuple[str, str, str]) -> str:
         kind, command, says = case
@@ -99,3 +106,92 @@ def test_tls_without_dask_tls_settings_is_one_line_and_exit_2():
     assert p.returncode == 2
     assert p.stderr.decode() == ("oomactors: error: --cluster tls://127.0.0.1:1: tls:// needs Dask's TLS "
                                  "settings (distributed.comm.tls in the Dask config)\n")
+
+
+def test_a_refused_connection_fails_at_once_and_a_silent_listener_waits_its_bound():
+    """Nothing listening is a final answer: Dask's own connect retried a refused connection
+    until its timeout (10 s, the whole bound of a silent listener) before saying so."""
+    from oomactors.errors import InputError
+    from oomactors.sweep import probe_scheduler
+
+    waited = {}
+    servers = {kind: _serve(kind) for kind in ("refused", "silent")}
+    try:
+        for kind, (port, _) in servers.items():
+            start = time.monotonic()
+            with pytest.raises(InputError) as err:
+                probe_scheduler(f"tcp://127.0.0.1:{port}", timeout=3)
+            waited[kind] = (time.monotonic() - start, str(err.value).split(": ", 1)[1])
+    finally:
+        for _, srv in servers.values():
+            srv.close()
+    assert waited["refused"][1] == "cannot connect: Connection refused"
+    assert waited["refused"][0] < 1.5, waited  # did not retry until the 3 s bound
+    assert waited["silent"][1] == "no answer from a Dask scheduler within 3 s"
+    assert waited["silent"][0] >= 3, waited
+
+
+def test_two_different_cluster_addresses_are_refused_and_one_repeated_is_taken():
+    """Beside --policy and --check, which add up, `--cluster A --cluster B` reads as "both":
+    refused in one line, not settled silently by the last address (click's default)."""
+    port, srv = _serve("refused")
+    try:
+        address = f"tcp://127.0.0.1:{port}"
+        two = _oomactors("compare", QUICK, "--seeds", "1", "--cluster", address, "--cluster", "local:2")
+        same = _oomactors("explore", QUICK, "--check", "oom_lock_exclusion", "--budget", "2", "--fixed-seed",
+                          "--cluster", address, "--cluster", address)
+    finally:
+        srv.close()
+    assert (two.returncode, two.stderr.decode()) == (2, (
+        f"oomactors: error: compare: Invalid value for '--cluster': given 2 times ({address}, local:2): "
+        "a command runs on one Dask scheduler, which spreads the work over all its workers "
+        "(see 'oomactors compare --help')\n"))
+    assert (same.returncode, same.stderr.decode()) == (
+        2, f"oomactors: error: --cluster {address}: cannot connect: Connection refused\n")
+
+
+_TLS_SCHEDULER = """
+import asyncio, sys
+from distributed import Scheduler
+from distributed.security import Security
+sec = Security(tls_ca_file=sys.argv[1], tls_scheduler_cert=sys.argv[2], require_encryption=True)
+async def main():
+    async with Scheduler(protocol="tls://", host="127.0.0.1", security=sec, dashboard_address=None) as s:
+        print(s.address, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the test closes our stdin
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_tls_with_dask_tls_settings_reaches_the_scheduler(tmp_path):
+    """The one-line error tells the user to set Dask's TLS settings: with them set, the probe
+    must use them (it passed none, so a TLS scheduler was refused whatever the config)."""
+    import dask
+
+    from oomactors.errors import InputError
+    from oomactors.sweep import probe_scheduler
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    both = tmp_path / "keycert.pem"
+    both.write_bytes(key.read_bytes() + cert.read_bytes())
+    proc = subprocess.Popen([sys.executable, "-c", _TLS_SCHEDULER, str(cert), str(both)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        address = proc.stdout.readline().decode().strip()
+        assert address.startswith("tls://127.0.0.1:")
+        with pytest.raises(InputError, match="tls:// needs Dask's TLS settings"):
+            probe_scheduler(address, timeout=10)
+        with dask.config.set({"distributed.comm.tls.ca-file": str(cert),
+                              "distributed.comm.tls.client.cert": str(both)}):
+            probe_scheduler(address, timeout=10)  # a Dask scheduler: no error
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -195,3 +195,45 @@ def test_6_1_hugepages_lines_follow_the_report_nodes():
     assert any(k["constraint"] == "CONSTRAINT_CPUSET" for k in events(r, "sim:oom_kill"))
     assert any(line.startswith("Node 0 hugepages_total") for line in lines)
     assert not any(line.startswith("Node 1") for line in lines)
+
+
+STACKS = """
+[machine]
+cpus = 2
+memory = "256MiB"
+swap = "0"
+[kernel]
+profile = "linux-5.10"
+[run]
+duration = "3s"
+[[tasks]]
+name = "master"
+program = [
+  { op = "fork", comm = "child", program = [ { op = "repeat", steps = [ { op = "sleep", time = "1s" } ] } ] },
+  { op = "fork", comm = "thread", clone_vm = true, program = [
+      { op = "repeat", steps = [ { op = "sleep", time = "1s" } ] } ] },
+  { op = "alloc", size = "2MiB", kind = "kernel", gfp = "GFP_KERNEL" },
+  { op = "sleep", time = "10ms" },
+  { op = "repeat", steps = [ { op = "alloc", size = "8MiB" } ] },
+]
+"""
+
+
+def test_kernel_stack_counts_thread_size_per_forked_task_and_nothing_else():
+    """NR_KERNEL_STACK_KB is THREAD_SIZE (16 KiB on x86-64) per task stack (kernel/fork.c
+    account_kernel_stack); a new mm's pgd and other kernel pages are in no Mem-Info counter.
+    Two forks (a process, with its pgd, and a thread) and 2 MiB of GFP_KERNEL pages: 32 kB,
+    where the block used to print every "kernel" page (stacks, pgds and the 2 MiB: 2084 kB).  A stack leaves the count when its task is gone."""
+    r = run(parse_config(STACKS), keep_records=True)
+    dump = events(r, "sim:show_mem")[0]
+    before = [e["event"] for e in events(r, "sched:sched_process_fork", "sched:sched_process_exit")
+              if e["i"] < dump["i"]]
+    assert before == ["sched:sched_process_fork"] * 2
+    assert [n[9] for n in dump["nodes"]] == [2 * 16]
+    lines = [_text(line) for line in console_lines(r.records, hz=r.hz)]
+    node = next(line for line in lines if line.startswith("Node 0 active_anon:"))
+    assert " kernel_stack:32kB " in node
+    forked = {e["child_pid"] for e in events(r, "sched:sched_process_fork")}
+    gone = {e["pid"] for e in events(r, "sched:sched_process_exit")} & forked
+    assert gone  # the OOM kill took the thread with master (one mm)
+    assert r.machine.nodes[0].kernel_stack_kb == 16 * len(forked - gone)

@@ -86,12 +86,16 @@ def _stdout_closed_at_once(*args: str) -> subprocess.CompletedProcess:
 ])
 def test_explore_through_a_closed_pipe_keeps_its_result_status(config, check, status, tmp_path):
     """A closed stdout is quiet, but it does not hide the result: a violation found (and
-    its reproducer written) is exit 1 as on a terminal, a clean search 0."""
+    its reproducer written) is exit 1 as on a terminal, a clean search 0 -- also when the
+    reproducer itself goes to the closed pipe (it was 'cannot write reproducer: Broken
+    pipe', exit 2)."""
     out = tmp_path / "found.json"
-    p = _stdout_closed_at_once("explore", config, "--check", check, "--fixed-seed", "--budget", "20",
-                               "-j", "1", "--out", str(out))
+    args = ("explore", config, "--check", check, "--fixed-seed", "--budget", "20", "-j", "1", "--out")
+    p = _stdout_closed_at_once(*args, str(out))
     assert (p.returncode, p.stderr) == (status, b"")
     assert out.exists() == (status == 1)
+    p = _stdout_closed_at_once(*args, "/dev/stdout")
+    assert (p.returncode, p.stderr) == (status, b"")
 
 
 @pytest.mark.parametrize("take", [None, 1])
@@ -119,3 +123,74 @@ def test_a_long_run_ends_when_the_reader_of_its_stdout_goes(take, tmp_path):
     recs = list(tr.records())
     assert tr.ending().startswith("interrupted at t=")
     assert tr.names[recs[-1][1]] == "sim:run_end" and recs[-1][4] == "interrupted"
+
+
+LOG = str(ROOT / "tests" / "data" / "oom_reports" / "linux-next-5.8-two-reports.log")
+
+
+@pytest.mark.parametrize("args", [
+    # a file argument that is stdout: the table or trace goes into the closed pipe
+    ["trace", "export", "{shown}", "--format", "csv", "-o", "/dev/stdout"],
+    ["trace", "export", "{shown}", "--format", "parquet", "-o", "/dev/stdout"],
+    ["trace", "export", "{shown}", "--format", "perfetto", "-o", "/dev/stdout"],
+    ["trace", "export", "{shown}", "--format", "csv", "-o", "/dev/fd/1"],
+    ["trace", "export", "{shown}", "--format", "csv", "-o", "-"],
+    ["trace", "export", "{shown}", "--format", "parquet", "-o", "-"],
+    ["run", QUICK, "--trace", "-"], ["run", QUICK, "--trace", "/dev/stdout"],
+    ["run", QUICK, "--perfetto", "/dev/stdout"],
+    # printed before any command runs (click's own handling would exit 1)
+    ["--help"], ["--version"], ["trace", "--help"],
+    # every other command that prints
+    ["trace", "show", "{shown}", "--format", "ftrace"], ["trace", "show", "{shown}", "--header"],
+    ["trace", "stats", "{shown}"], ["trace", "stats", "{shown}", "--json"],
+    ["replay", LOG], ["replay", LOG, "--json"], ["validate", QUICK], ["policies", "--json"],
+    ["compare", QUICK, "--seeds", "1", "-j", "1"], ["compare", QUICK, "--seeds", "1", "-j", "1", "--json"],
+])
+def test_every_command_into_a_closed_pipe_ends_quietly_with_exit_0(args, shown):
+    """The reader of stdout has gone before the first byte (``| head -0``): exit 0, no word
+    on stderr -- also where stdout is reached through a file argument (``-o /dev/stdout``),
+    which used to be 'cannot write: Broken pipe' and exit 2."""
+    p = _stdout_closed_at_once(*(a.format(shown=shown) for a in args))
+    assert (p.returncode, p.stderr.decode()) == (0, "")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "perfetto"])
+def test_export_to_stdout_read_in_part_ends_quietly(fmt, shown):
+    """``trace export T --format F -o /dev/stdout | head -c 4096``: the reader goes part way
+    through the table (each format's output is well over a pipe's 64 KiB buffer)."""
+    proc = subprocess.Popen([sys.executable, "-m", "oomactors", "trace", "export", shown, "--format", fmt,
+                             "-o", "/dev/stdout"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env())
+    got = proc.stdout.read(4096)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert len(got) == 4096 and (proc.wait(timeout=120), err) == (0, b"")
+    if fmt == "csv":
+        assert got.startswith(b"t,")
+
+
+def test_export_to_dash_is_standard_output(shown, tmp_path):
+    """``-o -`` is standard output, as for ``run --trace -``, not a file named "-": the same
+    bytes as ``-o FILE``; a binary format is refused on a terminal; without --format the
+    format cannot be told."""
+    ref = tmp_path / "ref.csv"
+    base = [sys.executable, "-m", "oomactors", "trace", "export", shown]
+    subprocess.run([*base, "-o", str(ref)], cwd=tmp_path, check=True, capture_output=True, env=_env())
+    p = subprocess.run([*base, "--format", "csv", "-o", "-"], cwd=tmp_path, capture_output=True, env=_env())
+    assert (p.returncode, p.stderr) == (0, b"-: csv\n")
+    assert p.stdout == ref.read_bytes()
+    assert not (tmp_path / "-").exists()
+    p = subprocess.run([*base, "-o", "-"], cwd=tmp_path, capture_output=True, env=_env())
+    assert (p.returncode, p.stderr.decode()) == (2, "oomactors: error: -: cannot tell the export format from "
+                                                     "the extension; give --format (perfetto, parquet, csv)\n")
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        p = subprocess.run([*base, "--format", "parquet", "-o", "-"], cwd=tmp_path, stdout=follower,
+                           stderr=subprocess.PIPE, env=_env(), timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert (p.returncode, p.stderr.decode()) == (2, "oomactors: error: -o -: refusing to write a binary parquet "
+                                                     "file to a terminal (redirect it: -o - > out.parquet)\n")
+    assert not (tmp_path / "-").exists()

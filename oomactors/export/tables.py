@@ -253,5 +253,7 @@ def write_table(run: Any, path: str, fmt: str, rows: int | None = None) -> None:
     try:
         with replacing(path, mode) as f:
             write(table_batches(run, rows), f)
+    except BrokenPipeError:  # a reader that has gone (`-o /dev/stdout | head`): not bad input
+        raise
     except OSError as e:
         raise InputError(f"{path}: cannot write: {e.strerror or e}") from None

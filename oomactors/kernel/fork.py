@@ -26,6 +26,7 @@ from .util import ENOMEM, security_vm_enough_memory_mm, vm_acct_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
+    from .mmzone import Zone
     from .task import Task
 
 
@@ -62,6 +63,7 @@ EAGAIN = 11
 THREAD_SIZE = 16384        # x86-64's kernel stack (no KASAN): 4 pages, vmalloc'ed one by one
 TASK_SLAB_PAGES = 2        # task_struct (~7-10 KiB with its FPU state), cred, pid, signal, sighand, files
 PGD_PAGES = 1              # a new mm's page global directory (mm_alloc_pgd)
+STACK = "stack"            # task.kmem's name for the stack: "kernel" pages, and NR_KERNEL_STACK_KB
 PID_MAX_DEFAULT = 32768    # include/linux/threads.h
 PID_MAX_LIMIT = 4 * 1024 * 1024   # 64-bit: 4M pids at most
 PIDS_PER_CPU_DEFAULT = 1024
@@ -136,8 +138,19 @@ def release_task(m: "Machine", task: "Task") -> None:
 
 def free_task_kmem(m: "Machine", cur: "Task", kmem: list) -> None:
     for zone, kind, pages in kmem:
+        if kind == STACK:
+            account_kernel_stack(zone, -1)
+            kind = "kernel"
         zone.nr[kind] -= pages
         m.free_to_buddy(cur, zone, pages)
+
+
+def account_kernel_stack(zone: "Zone", account: int) -> None:
+    """kernel/fork.c account_kernel_stack: NR_KERNEL_STACK_KB of the stack's node grows
+    (``account`` 1) or shrinks (-1) by THREAD_SIZE.  Only stacks: the task structures are
+    slab, and a new mm's pgd is in no counter of the Mem-Info block (x86-64 5.10 and 6.1
+    allocate it with __get_free_pages, outside NR_PAGETABLE)."""
+    zone.node.kernel_stack_kb += account * (THREAD_SIZE // 1024)
 
 
 async def dup_task_kmem(m: "Machine", cur: "Task", clone_vm: bool) -> list | None:
@@ -147,16 +160,18 @@ async def dup_task_kmem(m: "Machine", cur: "Task", clone_vm: bool) -> list | Non
 
     Simplification: the kmem is not charged to the memcg (__GFP_ACCOUNT is not modelled
     here)."""
-    want = [("kernel", THREAD_SIZE // 4096), ("slab_unreclaimable", TASK_SLAB_PAGES)]
+    want = [(STACK, THREAD_SIZE // 4096), ("slab_unreclaimable", TASK_SLAB_PAGES)]
     if not clone_vm:
         want.append(("kernel", PGD_PAGES))
     got: list = []
     for kind, pages in want:
         zone = await __alloc_pages_nodemask(m, cur, G.GFP_KERNEL, 0,
                                             *alloc_pages_policy(m, cur, G.GFP_KERNEL, vma=False),
-                                            nr=pages, kind=kind)
+                                            nr=pages, kind="kernel" if kind == STACK else kind)
         if zone is None:
             free_task_kmem(m, cur, got)
             return None
+        if kind == STACK:
+            account_kernel_stack(zone, 1)
         got.append((zone, kind, pages))
     return got

@@ -198,6 +198,7 @@ class Node:
         self.kswapd_order = 0
         self.kswapd_highest_zoneidx = MAX_NR_ZONES  # MAX_NR_ZONES = "no request"
         self.kswapd_failures = 0
+        self.kernel_stack_kb = 0  # NR_KERNEL_STACK_KB: forked tasks' stacks (kernel/fork.py)
         self.kswapd_sleeping = False
         self.kswapd_task = None
         self.pfmemalloc_wait: list = []  # direct reclaimers throttled (vmscan_throttle.py)

@@ -85,11 +85,10 @@ def show_mem(m: "Machine", nodemask: frozenset[int] | None, cur: "Task") -> None
             for i, v in enumerate((aa, ia, af, i_f, _mapped(z), z.nr["dirty"], z.nr["writeback"],
                                    z.nr["shmem"])):
                 n[i] += v
-        kernel = sum(z.nr["kernel"] for z in node.zones)
         pagetables = sum(z.nr["pagetables"] for z in node.zones)
         # nid, active_anon inactive_anon active_file inactive_file mapped dirty writeback
         # shmem (pages), kernel_stack (kB), pagetables (pages), all_unreclaimable
-        nodes.append([node.nid, *n, kernel * 4, pagetables,
+        nodes.append([node.nid, *n, node.kernel_stack_kb, pagetables,
                       int(node.kswapd_failures >= MAX_RECLAIM_RETRIES)])
     zrows = []
     for z in shown:

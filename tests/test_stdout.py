@@ -194,3 +194,20 @@ def test_export_to_dash_is_standard_output(shown, tmp_path):
     assert (p.returncode, p.stderr.decode()) == (2, "oomactors: error: -o -: refusing to write a binary parquet "
                                                      "file to a terminal (redirect it: -o - > out.parquet)\n")
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("dest", ["/dev/stdout", "/dev/fd/1"])
+def test_export_to_a_redirected_stdout_appends_where_the_shell_said(dest, shown, tmp_path):
+    """``trace export T --format csv -o /dev/stdout >> log``: the lines already in ``log``
+    stay and the table follows them -- the name reaches the shell's open descriptor, so
+    it is written in place, not replaced by a renamed temporary file."""
+    ref = tmp_path / "ref.csv"
+    base = [sys.executable, "-m", "oomactors", "trace", "export", shown, "--format", "csv"]
+    subprocess.run([*base, "-o", str(ref)], cwd=tmp_path, check=True, capture_output=True, env=_env())
+    log = tmp_path / "log"
+    log.write_bytes(b"earlier line\n")
+    with open(log, "ab") as out:
+        p = subprocess.run([*base, "-o", dest], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, env=_env())
+    assert (p.returncode, p.stderr.decode()) == (0, f"{dest}: csv\n")
+    assert log.read_bytes() == b"earlier line\n" + ref.read_bytes()
+    assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".part")] == []

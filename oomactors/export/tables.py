@@ -181,15 +181,20 @@ def replacing(path: str, mode: str) -> Iterator[Any]:
     """An open file whose contents become ``path`` when the block ends well: a temporary
     file in the same directory, renamed over ``path`` (the new file gets the mode a plain
     ``open`` would give it); nothing is left of it when the block fails.  A pipe or a
-    device is opened and written in place."""
+    device is opened and written in place, and a name for an open descriptor is written
+    through that descriptor."""
     kw: dict[str, Any] = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
     try:
+        # a name for a descriptor already open (``-o /dev/stdout >> log``) is the caller's
+        # redirection: written in place, or a file opened to append would lose its lines
         special = not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         special = False
-    if special:
+    fd = _open_fd_named(path)
+    if special or fd is not None:
         try:
-            f = open(path, mode, **kw)  # noqa: SIM115
+            # reopening a descriptor's name would truncate a file the shell opened to append
+            f = open(path, mode, **kw) if fd is None else os.fdopen(os.dup(fd), mode, **kw)  # noqa: SIM115
         except OSError as e:
             raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
         with f:
@@ -212,6 +217,20 @@ def replacing(path: str, mode: str) -> Iterator[Any]:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def _open_fd_named(path: str) -> int | None:
+    """The descriptor of this process that ``path`` names (/dev/stdout, /dev/stderr,
+    /dev/fd/N, /proc/self/fd/N), or None.  Such a name is the caller's redirection
+    (``-o /dev/stdout >> log``): written through the descriptor, never replaced."""
+    p = os.path.abspath(path)
+    std = {"/dev/stdout": 1, "/dev/stderr": 2}.get(p)
+    if std is not None:
+        return std
+    head, tail = os.path.split(p)
+    if head in ("/dev/fd", "/proc/self/fd", f"/proc/{os.getpid()}/fd") and tail.isdigit():
+        return int(tail)
+    return None
 
 
 def _write_csv(frames: Iterator[Any], f: Any) -> None:

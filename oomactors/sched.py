@@ -335,7 +335,8 @@ class Sched:
     """Ties clock and CPUs together; every blocking call of the model goes through here."""
 
     def __init__(self, hz: int, ncpus: int, nzones: int, time_slice: int, backend: str,
-                 emit: Callable[..., None], seed: int = 0) -> None:
+                 emit: Callable[..., None], seed: int = 0,
+                 emit_switch: Callable[[int, int, int, str], None] | None = None) -> None:
         self.backend = _Backend(backend, seed)
         self.stepper = self.backend.stepper
         self.clock = Clock(hz, self.backend)
@@ -343,6 +344,12 @@ class Sched:
         self.time_slice = max(1, time_slice)
         self.jiffy_ns = self.clock.jiffy_ns  # run_nowait's bound, one look-up less
         self.emit = emit
+        # the sched_switch record, the commonest of a run: emit_switch(cpu, prev_pid,
+        # next_pid, next_comm) is emit("sched:sched_switch", cpu, next_pid, prev_pid,
+        # next_pid, next_comm) without its argument tuple (Machine.emit_switch)
+        self.emit_switch: Callable[[int, int, int, str], None] = (
+            emit_switch if emit_switch is not None
+            else lambda cpu, prev, nxt, comm: emit("sched:sched_switch", cpu, nxt, prev, nxt, comm))
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
         # CPUs with nothing to run, a bit per CPU (the lowest idle CPU is its lowest bit)
@@ -371,7 +378,7 @@ class Sched:
         if self.psi is not None:
             self.psi.sched(task, cpu.id, True, True)
         self.idle_mask &= ~cpu.bit
-        self.emit("sched:sched_switch", cpu.id, task.pid, prev.pid if prev else 0, task.pid, task.comm)
+        self.emit_switch(cpu.id, prev.pid if prev else 0, task.pid, task.comm)
 
     def _pick_cpu(self, task: "Task") -> CPU:
         """select_task_rq, simply: the previous CPU if idle, else the lowest idle CPU,
@@ -425,7 +432,7 @@ class Sched:
             self.idle_mask |= cpu.bit
             # the switch to the idle task: without it a trace cannot tell when a task
             # stopped running (pid 0, "swapper/N", as the kernel names the idle task)
-            self.emit("sched:sched_switch", cpu.id, 0, task.pid, 0, cpu.idle_comm)
+            self.emit_switch(cpu.id, task.pid, 0, cpu.idle_comm)
 
     # --- blocking primitives ---------------------------------------------------------
     async def point(self, task: "Task", name: str) -> None:
@@ -475,7 +482,7 @@ class Sched:
         # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
         clock.sleeps += 1
         seq = clock._seq = clock._seq + 1
-        deadline = clock.now + max(0, jiffies)
+        deadline = clock.now + jiffies if jiffies > 0 else clock.now
         timers = clock._timers.get(deadline)
         if timers is None:
             clock._timers[deadline] = [seq, w]

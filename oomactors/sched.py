@@ -243,13 +243,25 @@ class Clock:
             now = self.now = max(self.now, deadline)
             deadlines = self._deadlines
             all_timers = self._timers
+            ready = self.backend.stepper.ready
             while deadlines and deadlines[0] <= now:
                 d = deadlines[0]
                 timers = all_timers[d]
                 i = 1
                 while i < len(timers):  # a callback may add to this very list (due now)
-                    timers[i].wake()
+                    w = timers[i]
                     i += 1
+                    if type(w) is not Waiter:
+                        w.wake()
+                    elif not w.woken:  # Waiter.wake() and Backend.unpark without their frames
+                        w.woken = True
+                        w.value = None
+                        if w.parked:
+                            w.parked = False
+                            self.active += 1
+                            if w.task is not None:
+                                ready.append(w.task)
+                                w.task = None
                 heapq.heappop(deadlines)
                 del all_timers[d]
             if self.active:

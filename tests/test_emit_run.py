@@ -10,14 +10,13 @@ import io
 import random
 
 import pytest
-from test_fault_batch import _state
+from test_fault_batch import _state, run_with_machine
 from test_vmscan_empty import TWO_NODES
 
 from oomactors import machine, sim
 from oomactors.config import load_config, parse_config
 from oomactors.events import EVENT_ID
 from oomactors.kernel import vmscan
-from oomactors.schedule import RandomScheduler
 from oomactors.trace.stream import TraceWriter
 
 
@@ -48,16 +47,8 @@ def _observe(cfg, seed: int, scheduler_seed: int | None, at_once: bool, monkeypa
         sink.run = run  # type: ignore[attr-defined]
     else:  # every pass made by shrink_node
         monkeypatch.setattr(vmscan, "empty_passes", lambda *a: 0)
-    real_build = sim.build
-
-    def build(*a, **kw):
-        box["m"] = real_build(*a, **kw)
-        return box["m"]
-
-    monkeypatch.setattr(sim, "build", build)
-    sched = None if scheduler_seed is None else RandomScheduler(scheduler_seed, p=0.02, hz=cfg.kernel.hz)
     # no checkers (the test suite's default ones read every event, so no run could go)
-    r = sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched, env_checks=False)
+    r = run_with_machine(cfg, seed, scheduler_seed, sink, box, monkeypatch, env_checks=False)
     m = box["m"]
     end = (_state(m), sorted(m.vmstat.items()), r.end_jiffies, r.decisions, r.events, m.nevents)
     monkeypatch.undo()

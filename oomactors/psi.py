@@ -46,135 +46,22 @@ polling is driven by the waiting daemon (see :meth:`oomactors.userspace.DaemonHo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
+
+# the numbers and the triggers live in their own modules; every name stays importable from here
+from .psi_avgs import (  # noqa: F401 - re-exported
+    NSEC_PER_SEC, NSEC_PER_USEC, FSHIFT, FIXED_1, EXP_10s, EXP_60s,
+    EXP_300s, EXPS, WINDOW_MIN_US, WINDOW_MAX_US, UPDATES_PER_WINDOW, SOME,
+    FULL, NONIDLE, STATE_NAMES, TSK_MEMSTALL, TSK_RUNNING, TSK_ONCPU,
+    PSI_AVGS, PSI_POLL, psi_freq, calc_load, fixed_power_int, calc_load_n,
+    calc_avgs, load_int, load_frac, centi, PressureLine, Pressure,
+)
+from .psi_trigger import PsiTrigger, poll_triggers  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from .kernel.memcontrol import MemCgroup
     from .kernel.task import Task
     from .machine import Machine
-
-NSEC_PER_SEC = 1_000_000_000
-NSEC_PER_USEC = 1000
-
-# include/linux/sched/loadavg.h
-FSHIFT = 11
-FIXED_1 = 1 << FSHIFT
-# kernel/sched/psi.c: 1/exp(2s/10s), 1/exp(2s/60s), 1/exp(2s/300s) in fixed point
-EXP_10s = 1677
-EXP_60s = 1981
-EXP_300s = 2034
-EXPS = (EXP_10s, EXP_60s, EXP_300s)
-
-# trigger windows (psi_trigger_create)
-WINDOW_MIN_US = 500_000
-WINDOW_MAX_US = 10_000_000
-UPDATES_PER_WINDOW = 10
-
-# the memory states of a group (enum psi_states, memory half)
-SOME, FULL, NONIDLE = 0, 1, 2
-STATE_NAMES = ("some", "full")
-
-# a task's psi flags (TSK_* of include/linux/psi_types.h; TSK_IOWAIT is not modelled)
-TSK_MEMSTALL = 1
-TSK_RUNNING = 2
-TSK_ONCPU = 4
-
-# enum psi_aggregators: the averaging worker (and readers) and the trigger poller fold
-# the per-CPU times separately
-PSI_AVGS, PSI_POLL = 0, 1
-
-
-def psi_freq(hz: int) -> int:
-    """PSI_FREQ in jiffies: 2 s plus one tick."""
-    return 2 * hz + 1
-
-
-# --- fixed-point load averages (include/linux/sched/loadavg.h, kernel/sched/loadavg.c) -------
-def calc_load(load: int, exp: int, active: int) -> int:
-    """One step of an exponential average: load*exp + active*(1-exp), rounded up while
-    rising (so a constant input is reached, not approached forever)."""
-    newload = load * exp + active * (FIXED_1 - exp)
-    if active >= load:
-        newload += FIXED_1 - 1
-    return newload // FIXED_1
-
-
-def fixed_power_int(x: int, frac_bits: int, n: int) -> int:
-    """x**n in fixed point with ``frac_bits`` fractional bits, rounding each product."""
-    result = 1 << frac_bits
-    half = 1 << (frac_bits - 1)
-    while n:
-        if n & 1:
-            result = (result * x + half) >> frac_bits
-        n >>= 1
-        if not n:
-            break
-        x = (x * x + half) >> frac_bits
-    return result
-
-
-def calc_load_n(load: int, exp: int, active: int, n: int) -> int:
-    """``n`` steps of :func:`calc_load` with the same input, in one go."""
-    return calc_load(load, fixed_power_int(exp, FSHIFT, n), active)
-
-
-def calc_avgs(avg: list[int], missed_periods: int, time: int, period: int) -> None:
-    """Fold one period's stall ``time`` (ns) of ``period`` (ns) into avg10/60/300, after
-    decaying ``missed_periods`` periods of no activity."""
-    if missed_periods:
-        for i, e in enumerate(EXPS):
-            avg[i] = calc_load_n(avg[i], e, 0, missed_periods)
-    pct = time * 100 // period * FIXED_1
-    for i, e in enumerate(EXPS):
-        avg[i] = calc_load(avg[i], e, pct)
-
-
-def load_int(x: int) -> int:
-    return x >> FSHIFT
-
-
-def load_frac(x: int) -> int:
-    return load_int((x & (FIXED_1 - 1)) * 100)
-
-
-def centi(x: int) -> int:
-    """A fixed-point average as the file prints it, in hundredths of a percent
-    (``avg10=12.34`` is 1234): the integer part and two truncated decimals."""
-    return load_int(x) * 100 + load_frac(x)
-
-
-# --- what a read returns -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PressureLine:
-    """One line of a pressure file: the averages in hundredths of a percent, as printed
-    (``avg10=12.34`` -> 1234), the raw fixed-point values, and ``total=`` in microseconds."""
-
-    avg10: int
-    avg60: int
-    avg300: int
-    total: int
-    raw: tuple[int, int, int] = (0, 0, 0)
-
-    def percent(self, which: str = "avg10") -> float:
-        return getattr(self, which) / 100
-
-
-@dataclass(frozen=True, slots=True)
-class Pressure:
-    """A read of ``/proc/pressure/memory`` or a cgroup's ``memory.pressure``."""
-
-    some: PressureLine
-    full: PressureLine
-
-    def text(self) -> str:
-        """The file's two lines, byte for byte as the kernel prints them."""
-        out = []
-        for name, line in (("some", self.some), ("full", self.full)):
-            out.append(f"{name} avg10={line.avg10 // 100}.{line.avg10 % 100:02d} "
-                       f"avg60={line.avg60 // 100}.{line.avg60 % 100:02d} "
-                       f"avg300={line.avg300 // 100}.{line.avg300 % 100:02d} total={line.total}")
-        return "\n".join(out) + "\n"
 
 
 # --- per-CPU state and groups ----------------------------------------------------------------------
@@ -383,91 +270,6 @@ class PsiGroup:
             lines.append(PressureLine(centi(a[0]), centi(a[1]), centi(a[2]),
                                       totals[s] // NSEC_PER_USEC, (a[0], a[1], a[2])))
         return Pressure(lines[0], lines[1])
-
-
-# --- triggers (psi_trigger_create / update_triggers) ----------------------------------------
-class PsiTrigger:
-    """A threshold on stall growth within a sliding window ("some 150000 1000000": 150 ms
-    of some-stall within 1 s).  An event fires at most once per window."""
-
-    def __init__(self, group: PsiGroup, state: int, threshold_us: int, window_us: int, now_j: int) -> None:
-        self.group = group
-        self.state = state
-        self.threshold = threshold_us * NSEC_PER_USEC
-        self.win_size = window_us * NSEC_PER_USEC
-        self.last_event_time = 0
-        self.pending_event = False
-        self.events = 0
-        now = now_j * group.jiffy_ns
-        group.advance(now_j)
-        group.collect(PSI_POLL, now)
-        total = group.total[PSI_POLL][state]
-        self._window_reset(now, total, 0)
-        self.polled_total = total
-
-    def __repr__(self) -> str:
-        return (f"<PsiTrigger {self.group.path} {STATE_NAMES[self.state]} "
-                f"{self.threshold // NSEC_PER_USEC} {self.win_size // NSEC_PER_USEC}>")
-
-    @property
-    def poll_period(self) -> int:
-        """The poller's period for this trigger, ns (window / UPDATES_PER_WINDOW)."""
-        return self.win_size // UPDATES_PER_WINDOW
-
-    def _window_reset(self, now: int, value: int, prev_growth: int) -> None:
-        self.start_time = now
-        self.start_value = value
-        self.prev_growth = prev_growth
-
-    def window_update(self, now: int, value: int) -> int:
-        """The growth over the last window, the unfinished part of it extrapolated from the
-        previous window's growth."""
-        elapsed = now - self.start_time
-        growth = value - self.start_value
-        if elapsed > self.win_size:
-            self._window_reset(now, value, growth)
-        else:
-            remaining = self.win_size - elapsed
-            growth += self.prev_growth * remaining // self.win_size
-        return growth
-
-    def update(self, now: int) -> bool:
-        """One pass of update_triggers for this trigger (the group's PSI_POLL total must
-        have been collected at ``now``).  True: an event fires now."""
-        total = self.group.total[PSI_POLL][self.state]
-        new_stall = total != self.polled_total
-        if not new_stall and not self.pending_event:
-            return False
-        if new_stall:
-            self.polled_total = total
-            growth = self.window_update(now, total)
-            if not self.pending_event:
-                if growth < self.threshold:
-                    return False
-                self.pending_event = True
-        # at most one event per window
-        if now < self.last_event_time + self.win_size:
-            return False
-        self.last_event_time = now
-        self.pending_event = False
-        self.events += 1
-        return True
-
-
-def poll_triggers(triggers: Iterable[PsiTrigger], now_j: int) -> list[PsiTrigger]:
-    """One run of the poll worker over these triggers at jiffy ``now_j``: collect each
-    group's PSI_POLL times once, then update its triggers.  Returns those that fired."""
-    fired = []
-    seen: set[int] = set()
-    for t in triggers:
-        g = t.group
-        if id(g) not in seen:
-            seen.add(id(g))
-            g.advance(now_j)
-            g.collect(PSI_POLL, now_j * g.jiffy_ns)
-        if t.update(now_j * g.jiffy_ns):
-            fired.append(t)
-    return fired
 
 
 # --- the machine's PSI ----------------------------------------------------------------------------

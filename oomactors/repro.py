@@ -187,10 +187,11 @@ def project_version() -> str:
 # the invariants a replay checks, and the schedule replay itself.  Tools (cli, explore,
 # reports, traces' encoders) are left out: they change no run.
 MODEL_SOURCES = ("oomactors/kernel/", "oomactors/actors/", "policies/", "oomactors/stepper.py",
-                 "oomactors/sched.py", "oomactors/sim.py", "oomactors/machine.py", "oomactors/events.py",
+                 "oomactors/sched.py", "oomactors/clock.py", "oomactors/sim.py", "oomactors/machine.py",
+                 "oomactors/events.py",
                  "oomactors/config.py", "oomactors/config_types.py", "oomactors/config_steps.py",
                  "oomactors/config_sections.py", "oomactors/userspace.py", "oomactors/userspace_files.py",
-                 "oomactors/psi.py", "oomactors/units.py", "oomactors/invariants.py", "oomactors/oom_invariants.py",
+                 "oomactors/psi.py", "oomactors/psi_avgs.py", "oomactors/psi_trigger.py", "oomactors/units.py", "oomactors/invariants.py", "oomactors/oom_invariants.py",
                  "oomactors/schedule.py", "oomactors/choices.py")
 
 

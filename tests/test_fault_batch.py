@@ -59,6 +59,20 @@ def _state(m) -> tuple:
                           mm.mmap_lock.readers) for mm in m.mms)))
 
 
+def run_with_machine(cfg, seed: int, scheduler_seed: int | None, sink, box: dict, monkeypatch, **kw):
+    """sim.run with ``sink``, and a random scheduler of ``scheduler_seed`` unless None; the
+    machine is put in ``box["m"]`` as soon as it is built, so the sink can read its state."""
+    real_build = sim.build
+
+    def build(*a, **kw):
+        box["m"] = real_build(*a, **kw)
+        return box["m"]
+
+    monkeypatch.setattr(sim, "build", build)
+    sched = None if scheduler_seed is None else RandomScheduler(scheduler_seed, p=0.02, hz=cfg.kernel.hz)
+    return sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched, **kw)
+
+
 def state_digest(cfg, seed: int, scheduler_seed: int | None, monkeypatch) -> str:
     """The digest of every event and of the machine's state at each event and at the end
     (tests/test_vmscan_empty.py uses it too)."""
@@ -71,15 +85,7 @@ def state_digest(cfg, seed: int, scheduler_seed: int | None, monkeypatch) -> str
         if m is not None:
             h.update(repr(_state(m)).encode())
 
-    real_build = sim.build
-
-    def build(*a, **kw):
-        box["m"] = real_build(*a, **kw)
-        return box["m"]
-
-    monkeypatch.setattr(sim, "build", build)
-    sched = None if scheduler_seed is None else RandomScheduler(scheduler_seed, p=0.02, hz=cfg.kernel.hz)
-    r = sim.run(cfg, seed=seed, sinks=[sink], scheduler=sched)
+    r = run_with_machine(cfg, seed, scheduler_seed, sink, box, monkeypatch)
     m = box["m"]
     h.update(repr((_state(m), sorted(m.vmstat.items()), r.end_jiffies, r.decisions)).encode())
     return h.hexdigest()

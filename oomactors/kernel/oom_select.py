@@ -123,7 +123,14 @@ def oom_task_view(m: "Machine", p: Task) -> TaskView:
         flags.add(api.OOM_VICTIM)
     if sig.group_exit or p.flags & PF_EXITING:
         flags.add(api.EXITING)
-    if any(th.sigkill for th in sig.threads):
+    # the threads' kill and CPU time in one plain loop (a view per process per OOM kill)
+    killed = False
+    cpu_ns = 0
+    for th in sig.threads:
+        cpu_ns += th.cpu_ns
+        if th.sigkill:
+            killed = True
+    if killed:
         flags.add(api.KILLED)
     if getattr(sig, "oom_origin", False):
         flags.add(api.OOM_ORIGIN)
@@ -131,7 +138,6 @@ def oom_task_view(m: "Machine", p: Task) -> TaskView:
     mm_flags = sig.oom_mm if sig.oom_mm is not None else (t.mm if t is not None else None)
     if mm_flags is not None and mm_flags.flags & MMF_OOM_SKIP:
         flags.add(api.OOM_SKIP)
-    cpu_ns = sum(th.cpu_ns for th in sig.threads)
     parent = p.parent.tgid if p.parent is not None else 0
     if t is None:
         flags.add(api.NO_MM)

@@ -124,8 +124,10 @@ class MM:
     def rss_anon(self) -> int:
         """MM_ANONPAGES: the pages it holds and those it shares copy-on-write."""
         anon = sum(self.anon)
-        if self.cow_from is not None:
-            anon += sum(self.cow_pages(g) for g in range(len(self.anon)))
+        src = self.cow_from
+        if src is not None:  # cow_pages of every zone, in one loop (a view per OOM kill)
+            for cow, held in zip(self.cow, src.anon):
+                anon += cow if cow < held else held
         return anon
 
     @property
@@ -142,8 +144,10 @@ class MM:
     def mapped_pages(self) -> int:
         # get_mm_rss() + swapents, in one frame (every fault asks it)
         pages = sum(self.anon) + sum(self.file) + sum(self.shmem) + self.swapents
-        if self.cow_from is not None:
-            pages += sum(self.cow_pages(g) for g in range(len(self.anon)))
+        src = self.cow_from
+        if src is not None:  # cow_pages of every zone, as in rss_anon
+            for cow, held in zip(self.cow, src.anon):
+                pages += cow if cow < held else held
         return pages
 
     def pgtables_bytes(self) -> int:

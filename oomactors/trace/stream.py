@@ -139,7 +139,37 @@ class TraceWriter:
             append(record)
             if len(pending) >= PACK_BATCH:
                 pack_pending()
+
+        def run(records: list[tuple], count: int) -> None:
+            """``records`` cycled ``count`` times (Machine.run_sink): the same bytes as one
+            write each.  One record repeated is packed once."""
+            if len(records) == 1:
+                if pending:
+                    pack_pending()
+                self._repeat(self._pack(records[0]), count)
+                return
+            whole, rest = divmod(count, len(records))
+            extend(records * whole + records[:rest])
+            if len(pending) >= PACK_BATCH:
+                pack_pending()
+        extend = pending.extend
+        write.run = run  # type: ignore[attr-defined]
         return write
+
+    def _repeat(self, data: bytes, count: int) -> None:
+        """``count`` records packed as ``data`` into the buffer, a block written after the one
+        that takes it past ``flush_bytes`` (the buffer is never past it between two calls)."""
+        buf = self._buf
+        limit = self._flush_bytes
+        size = len(data)
+        while count:
+            upto = (limit - len(buf)) // size + 1  # the copy that crosses the limit, included
+            if upto > count:
+                buf += data * count
+                return
+            buf += data * upto
+            count -= upto
+            self._write_block()
 
     def _pack_pending(self) -> None:
         """Pack the pending records into the buffer, writing a block after the first record

@@ -166,31 +166,29 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             anon -= protected_pages(zone, skip, "anon") if can_swap else 0
         shmem = shmem_lru_pages(zone, skip) if can_swap else 0
         anon += shmem  # swap-backed: on the anon LRU
-        if not file + anon:  # nothing on this zone's lists (_scan_size would say 0)
-            continue
-        total = _scan_size(file + anon, prio)
-        if not total:
-            continue
-        anon_scan, file_scan = get_scan_count(total, anon, file)
-        anon_scan, file_scan, file = age_active_lists(m, zone, sc, anon_scan, file_scan)
-        scanned += file_scan + anon_scan
-        # clean and dirty file pages are met in proportion to their share of the list
-        dirty_scan = file_scan * nr["dirty"] // file if file else 0
-        clean_scan = file_scan - dirty_scan
-        reclaimed += _reclaim_file(m, cur, zone, clean_scan, skip)
-        if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
-            nr["dirty"] -= dirty_scan
-            nr["writeback"] += dirty_scan
-            wb_pages += dirty_scan
-            inflight.append((zone, dirty_scan))
-        if anon_scan:
-            # the anon list holds anonymous and shmem pages: each loses its share
-            shmem_scan = anon_scan * shmem // anon
-            taken = _take_anon(m, zone, min(anon_scan - shmem_scan, m.swap_free), skip)
-            taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), skip)
-            if taken:
-                io_pages += taken
-                inflight.append((zone, taken))
+        # the empty-list fast skip covers the LRU part only: shrink_node_memcgs calls
+        # shrink_slab after shrink_lruvec whatever the lruvec held
+        if file + anon:
+            anon_scan, file_scan = get_scan_count(_scan_size(file + anon, prio), anon, file)
+            anon_scan, file_scan, file = age_active_lists(m, zone, sc, anon_scan, file_scan)
+            scanned += file_scan + anon_scan
+            # clean and dirty file pages are met in proportion to their share of the list
+            dirty_scan = file_scan * nr["dirty"] // file if file else 0
+            clean_scan = file_scan - dirty_scan
+            reclaimed += _reclaim_file(m, cur, zone, clean_scan, skip)
+            if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
+                nr["dirty"] -= dirty_scan
+                nr["writeback"] += dirty_scan
+                wb_pages += dirty_scan
+                inflight.append((zone, dirty_scan))
+            if anon_scan:
+                # the anon list holds anonymous and shmem pages: each loses its share
+                shmem_scan = anon_scan * shmem // anon
+                taken = _take_anon(m, zone, min(anon_scan - shmem_scan, m.swap_free), skip)
+                taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), skip)
+                if taken:
+                    io_pages += taken
+                    inflight.append((zone, taken))
         # shrinkers: dcache and icache need __GFP_FS
         if sc.gfp_mask & G.__GFP_FS:
             freeable = nr["slab_reclaimable"] - m.slab_floor[zone.gid]

@@ -7,7 +7,7 @@ shrinker, fs/super.c super_cache_scan, itself gives up without __GFP_FS).
 
 from __future__ import annotations
 
-from helpers import events
+from helpers import drive, events
 
 from oomactors.config import Config
 from oomactors.kernel import gfp as G
@@ -33,15 +33,6 @@ def _machine():
     return m, new_process(m, "kswapd0", 0, frozenset(), 0, kthread=True)
 
 
-def _drive(coro):
-    """Run a coroutine that never really suspends; returns its value."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the coroutine suspended")
-
-
 def _pass(m, kswapd, gfp_mask: int):
     from oomactors.kernel.vmscan import ScanControl, shrink_node
     node = m.zones[0].node
@@ -49,7 +40,7 @@ def _pass(m, kswapd, gfp_mask: int):
     sc.priority = DEF_PRIORITY - 2
     before = {z.gid: z.nr["slab_reclaimable"] for z in node.zones}
     free = sum(z.nr_free for z in node.zones)
-    _drive(shrink_node(m, kswapd, node, sc))
+    drive(shrink_node(m, kswapd, node, sc))
     after = {z.gid: z.nr["slab_reclaimable"] for z in node.zones}
     return node, sc, before, after, sum(z.nr_free for z in node.zones) - free
 

@@ -7,7 +7,8 @@ What reclaim can take, and what it costs:
   the writer waits for the IO at the writeback bandwidth, then frees the pages;
 * anonymous memory -- swapped out while swap has free slots and the request allows IO;
   the reclaimer waits for the swap IO, then frees the pages;
-* reclaimable slab (dentry and inode caches) -- shrunk by shrinkers when __GFP_FS allows.
+* reclaimable slab (dentry and inode caches) -- shrunk by the superblock shrinker on every
+  pass, when __GFP_FS allows (kernel/shrinker.py).
 
 Lists are scanned ``size >> priority`` at a time, file and anon in proportion to
 ``vm.swappiness``.  Each pass charges CPU time for the pages it looked at.
@@ -29,6 +30,7 @@ from .page_alloc import __zone_watermark_ok
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_active_list
 from .shmem import shmem_lru_pages, shmem_swapout
+from .shrinker import shrink_slab
 from .swap_state import add_to_swap
 from .vmscan_empty import empty_passes
 from .vmscan_throttle import throttle_direct_reclaim, throttle_node, wake_throttled
@@ -189,14 +191,9 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
                 if taken:
                     io_pages += taken
                     inflight.append((zone, taken))
-        # shrinkers: dcache and icache need __GFP_FS
-        if sc.gfp_mask & G.__GFP_FS:
-            freeable = nr["slab_reclaimable"] - m.slab_floor[zone.gid]
-            if freeable > 0:
-                k = min(freeable, max(1, (freeable >> prio) * 2))
-                nr["slab_reclaimable"] -= k
-                m.free_to_buddy(cur, zone, k)
-                reclaimed += k
+        # shrink_slab after shrink_lruvec, whatever the lists held (kernel/shrinker.py)
+        if nr["slab_reclaimable"] > m.slab_floor[zone.gid]:
+            reclaimed += shrink_slab(m, cur, zone, sc.gfp_mask, prio)
     sc.nr_scanned += scanned
     ns = params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE
     if not m.sched.run_nowait(cur, ns):  # no coroutine while the jiffy is not used up

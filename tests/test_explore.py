@@ -31,7 +31,7 @@ memory = "256MiB"
 dma = "0"  # no ZONE_DMA (CONFIG_ZONE_DMA=n): tuned without it
 swap = "0"
 page_cache = "8MiB"
-slab_reclaimable = "0"  # no dentry/inode cache: its shrinking moves the OOM timing
+slab_reclaimable = "0"  # no dentry/inode cache: the shrinker's batches would set which CPU reaches OOM first
 [run]
 duration = "10s"
 meminfo_interval = "0s"

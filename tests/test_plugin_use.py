@@ -45,6 +45,7 @@ def test_a_duration_is_written_as_in_configs(oom_sim):
 
 def test_a_failure_shows_the_property_and_lands_in_the_cache(pytester):
     pytester.makepyfile(test_race=textwrap.dedent('''
+        # no dentry/inode cache: the shrinker's batches would stagger the hogs' OOM calls
         CFG = {"machine": {"cpus": 4, "memory": "64MiB", "slab_reclaimable": "0"}, "run": {"duration": "2s"},
                "tasks": [{"name": "hog", "count": 4,
                           "program": [{"op": "alloc", "size": "24MiB"}, {"op": "sleep", "time": "1s"}]}]}

@@ -459,6 +459,8 @@ def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_se
     from hypothesis import strategies as st
     from hypothesis.errors import NoSuchExample
 
+    from .explore_hypothesis import seed_only_draws
+
     offsets = st.integers(0, max(0, ctx.budget - 1)) if vary_seed else st.just(0)
     strategy = st.tuples(offsets, _schedule_strategy(k, hz, max_choices))
     cache: dict[tuple[int, str], bool] = {}
@@ -483,7 +485,8 @@ def _search_hypothesis(ctx: _Ctx, base: int, k: int, hz: int, seed: int, vary_se
     conf = settings(max_examples=ctx.budget, database=None, derandomize=False, deadline=None,
                     phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
     try:
-        off, schedule = find(strategy, condition, settings=conf, random=random.Random(seed))
+        with seed_only_draws():
+            off, schedule = find(strategy, condition, settings=conf, random=random.Random(seed))
     except NoSuchExample:
         return None
     run_seed = (base + off) & SEED_MAX

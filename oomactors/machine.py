@@ -239,6 +239,7 @@ class Machine:
                     z.free_area[o] += 1
             z.nr_free = z.managed
         self.slab_floor = [0] * len(self.zones)
+        self.slab_deferred = [0] * len(self.zones)  # the superblock shrinker's nr_deferred, by zone
         self._boot_charge("machine.slab_unreclaimable", "slab_unreclaimable", None, mc.slab_unreclaimable // PAGE_SIZE)
         self._boot_charge("machine.slab_reclaimable", "slab_reclaimable", None, mc.slab_reclaimable // PAGE_SIZE)
         for z in self.zones:

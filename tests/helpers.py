@@ -80,3 +80,13 @@ def check_one_victim_at_a_time(result: Any) -> None:
             pending[pid] = rec[0]
         elif eid in release:
             pending.pop(pid, None)
+
+
+def drive(coro) -> Any:
+    """Run a kernel-model coroutine that never really suspends (its scheduling points do
+    not preempt) to its end; returns its value."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine suspended")

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from helpers import events, pids_of, where
+from helpers import drive, events, pids_of, where
 
 from oomactors.config import Config
 
@@ -240,15 +240,6 @@ def test_direct_reclaimers_wait_for_kswapd_below_half_the_min_watermarks(simulat
     assert not [(e, w) for e in busy for w in waits if e["pid"] == w[0] and w[1] < e["t"] < w[2]]
 
 
-def _drive(coro):
-    """Run a coroutine that never really suspends; returns its value."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the coroutine suspended")
-
-
 def _unit_machine():
     from oomactors import sim
     from oomactors.actors.user import new_process
@@ -264,7 +255,7 @@ def test_a_node_found_balanced_is_no_kswapd_failure():
     m, kswapd = _unit_machine()
     node = m.zones[0].node
     # balance_pgdat's "goto out": nothing reclaimed, and nothing needed to be
-    _drive(balance_pgdat(m, kswapd, node, 0, ZONE_NORMAL))
+    drive(balance_pgdat(m, kswapd, node, 0, ZONE_NORMAL))
     assert node.kswapd_failures == 0
     assert not events(m.records, "sim:kswapd_failures")
 

@@ -12,7 +12,11 @@ from oomactors.config import load_config, parse_config
 from oomactors.events import EVENT_ID
 from oomactors.kernel import vmscan
 
-TWO_NODES = open("configs/parallel-oom.toml").read().replace("[machine]\n", "[machine]\nnodes = 2\n", 1)
+PARALLEL = open("configs/parallel-oom.toml").read()
+TWO_NODES = PARALLEL.replace("[machine]\n", "[machine]\nnodes = 2\n", 1)
+# no page cache and no swap: the LRU lists are empty from the start, only the reclaimable
+# slab (8 MiB, floor 2 MiB) gives reclaim anything to do until the shrinker drains it
+SLAB_ONLY = PARALLEL.replace('page_cache = "32MiB"', 'page_cache = "0"', 1)
 
 
 def _digest(cfg, seed: int, scheduler_seed: int | None, fast: bool, monkeypatch) -> tuple[str, int]:
@@ -38,10 +42,15 @@ def _digest(cfg, seed: int, scheduler_seed: int | None, fast: bool, monkeypatch)
     ("configs/parallel-oom.toml", 1, 5),
     ("two-nodes", 0, None),                # rounds of two passes, cut short mid-round
     ("two-nodes", 1, 5),
+    ("slab-only", 0, None),                # empty lists, slab above its floor
+    ("slab-only", 1, 5),
     ("configs/memcg-low.toml", 0, None),   # protected memcgs: shrink_node's own walk
 ])
 def test_empty_passes_change_nothing(source, seed, sched, monkeypatch):
-    cfg = parse_config(TWO_NODES, "<two nodes>") if source == "two-nodes" else load_config(source)
+    if source in ("two-nodes", "slab-only"):
+        cfg = parse_config(TWO_NODES if source == "two-nodes" else SLAB_ONLY, f"<{source}>")
+    else:
+        cfg = load_config(source)
     fast, made = _digest(cfg, seed, sched, True, monkeypatch)
     slow, _ = _digest(cfg, seed, sched, False, monkeypatch)
     assert fast == slow
@@ -91,3 +100,29 @@ def test_empty_passes_handed_to_collecting_sinks_in_one_go(source, monkeypatch):
     slow, unused = outcome(False)
     assert used > 100 and unused == 0
     assert fast == slow
+
+
+def test_a_node_with_slab_above_its_floor_is_not_empty():
+    """Empty LRU lists are not enough: shrink_node still runs the shrinker, which frees or
+    defers work (also without __GFP_FS) while the slab is above its floor."""
+    from oomactors import sim
+    from oomactors.kernel import gfp as G
+    from oomactors.kernel.mmzone import DEF_PRIORITY
+    from oomactors.kernel.vmscan import ScanControl
+    from oomactors.kernel.vmscan_empty import _nothing_to_scan
+    m = sim.build(parse_config(SLAB_ONLY, "<slab-only>"))
+    node = m.zones[0].node
+    assert not any(z.nr["file"] + z.nr["dirty"] for z in node.zones) and not m.swap_free
+    slab = [z for z in node.zones if z.nr["slab_reclaimable"] > m.slab_floor[z.gid]]
+    assert slab
+    for gfp_mask in (G.GFP_KERNEL, G.GFP_NOFS):
+        sc = ScanControl(gfp_mask, 0, 32, max(z.idx for z in node.zones), is_kswapd=False)
+        sc.priority = DEF_PRIORITY
+        assert not _nothing_to_scan(m, node, sc)
+        # a reclaim_idx below the slab's zones does not see it
+        sc.reclaim_idx = min(z.idx for z in slab) - 1
+        assert _nothing_to_scan(m, node, sc)
+    for z in slab:  # drained to the floor: nothing left for the shrinker to count
+        z.nr["slab_reclaimable"] = m.slab_floor[z.gid]
+    sc = ScanControl(G.GFP_KERNEL, 0, 32, max(z.idx for z in node.zones), is_kswapd=False)
+    assert _nothing_to_scan(m, node, sc)

@@ -7,7 +7,8 @@ What reclaim can take, and what it costs:
   the writer waits for the IO at the writeback bandwidth, then frees the pages;
 * anonymous memory -- swapped out while swap has free slots and the request allows IO;
   the reclaimer waits for the swap IO, then frees the pages;
-* reclaimable slab (dentry and inode caches) -- shrunk by shrinkers when __GFP_FS allows.
+* reclaimable slab (dentry and inode caches) -- shrunk by the superblock shrinker on every
+  pass, when __GFP_FS allows (kernel/shrinker.py).
 
 Lists are scanned ``size >> priority`` at a time, file and anon in proportion to
 ``vm.swappiness``.  Each pass charges CPU time for the pages it looked at.
@@ -29,6 +30,7 @@ from .page_alloc import __zone_watermark_ok
 from .mmzone import DEF_PRIORITY, MAX_NR_ZONES, MAX_RECLAIM_RETRIES, SWAP_CLUSTER_MAX, Node, Zone
 from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_active_list
 from .shmem import shmem_lru_pages, shmem_swapout
+from .shrinker import shrink_slab
 from .swap_state import add_to_swap
 from .vmscan_empty import empty_passes
 from .vmscan_throttle import throttle_direct_reclaim, throttle_node, wake_throttled
@@ -166,39 +168,32 @@ async def shrink_node(m: "Machine", cur: "Task", node: Node, sc: ScanControl) ->
             anon -= protected_pages(zone, skip, "anon") if can_swap else 0
         shmem = shmem_lru_pages(zone, skip) if can_swap else 0
         anon += shmem  # swap-backed: on the anon LRU
-        if not file + anon:  # nothing on this zone's lists (_scan_size would say 0)
-            continue
-        total = _scan_size(file + anon, prio)
-        if not total:
-            continue
-        anon_scan, file_scan = get_scan_count(total, anon, file)
-        anon_scan, file_scan, file = age_active_lists(m, zone, sc, anon_scan, file_scan)
-        scanned += file_scan + anon_scan
-        # clean and dirty file pages are met in proportion to their share of the list
-        dirty_scan = file_scan * nr["dirty"] // file if file else 0
-        clean_scan = file_scan - dirty_scan
-        reclaimed += _reclaim_file(m, cur, zone, clean_scan, skip)
-        if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
-            nr["dirty"] -= dirty_scan
-            nr["writeback"] += dirty_scan
-            wb_pages += dirty_scan
-            inflight.append((zone, dirty_scan))
-        if anon_scan:
-            # the anon list holds anonymous and shmem pages: each loses its share
-            shmem_scan = anon_scan * shmem // anon
-            taken = _take_anon(m, zone, min(anon_scan - shmem_scan, m.swap_free), skip)
-            taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), skip)
-            if taken:
-                io_pages += taken
-                inflight.append((zone, taken))
-        # shrinkers: dcache and icache need __GFP_FS
-        if sc.gfp_mask & G.__GFP_FS:
-            freeable = nr["slab_reclaimable"] - m.slab_floor[zone.gid]
-            if freeable > 0:
-                k = min(freeable, max(1, (freeable >> prio) * 2))
-                nr["slab_reclaimable"] -= k
-                m.free_to_buddy(cur, zone, k)
-                reclaimed += k
+        # the empty-list fast skip covers the LRU part only: shrink_node_memcgs calls
+        # shrink_slab after shrink_lruvec whatever the lruvec held
+        if file + anon:
+            anon_scan, file_scan = get_scan_count(_scan_size(file + anon, prio), anon, file)
+            anon_scan, file_scan, file = age_active_lists(m, zone, sc, anon_scan, file_scan)
+            scanned += file_scan + anon_scan
+            # clean and dirty file pages are met in proportion to their share of the list
+            dirty_scan = file_scan * nr["dirty"] // file if file else 0
+            clean_scan = file_scan - dirty_scan
+            reclaimed += _reclaim_file(m, cur, zone, clean_scan, skip)
+            if dirty_scan and sc.is_kswapd and sc.may_writepage and sc.gfp_mask & G.__GFP_FS:
+                nr["dirty"] -= dirty_scan
+                nr["writeback"] += dirty_scan
+                wb_pages += dirty_scan
+                inflight.append((zone, dirty_scan))
+            if anon_scan:
+                # the anon list holds anonymous and shmem pages: each loses its share
+                shmem_scan = anon_scan * shmem // anon
+                taken = _take_anon(m, zone, min(anon_scan - shmem_scan, m.swap_free), skip)
+                taken += shmem_swapout(m, zone, min(shmem_scan, m.swap_free), skip)
+                if taken:
+                    io_pages += taken
+                    inflight.append((zone, taken))
+        # shrink_slab after shrink_lruvec, whatever the lists held (kernel/shrinker.py)
+        if nr["slab_reclaimable"] > m.slab_floor[zone.gid]:
+            reclaimed += shrink_slab(m, cur, zone, sc.gfp_mask, prio)
     sc.nr_scanned += scanned
     ns = params.RECLAIM_BASE_NS + scanned * params.SCAN_NS_PER_PAGE
     if not m.sched.run_nowait(cur, ns):  # no coroutine while the jiffy is not used up

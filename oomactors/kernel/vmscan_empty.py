@@ -1,4 +1,4 @@
-"""Direct reclaim's passes over nodes with nothing on their lists, made without
+"""Direct reclaim's passes over nodes with nothing to reclaim, made without
 shrink_node's frame (kernel/vmscan.py's priority loop calls :func:`empty_passes` first).
 
 Most passes of a starved node scan nothing: each still costs RECLAIM_BASE_NS and records
@@ -55,14 +55,19 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
 
 
 def _nothing_to_scan(m: "Machine", node: Node, sc: ScanControl) -> bool:
-    """True if shrink_node (no memcg protection in play) would find no zone of ``node`` with
-    pages on its lists for ``sc`` (so it would scan, reclaim and shrink nothing)."""
+    """True if shrink_node (no memcg protection in play) would do nothing at all on
+    ``node`` for ``sc``, at its priority and every lower one: no zone it looks at has pages
+    on its lists, nor reclaimable slab above the floor (the shrinker frees or defers work
+    from any of it at priority 0, also without __GFP_FS: kernel/shrinker.py)."""
     can_swap = sc.can_swap(m)
     reclaim_idx = sc.reclaim_idx
+    floor = m.slab_floor
     for zone in node.zones:
         if zone.idx > reclaim_idx:
             continue
         nr = zone.nr
         if nr["file"] + nr["dirty"] or (can_swap and nr["anon"] + nr["shmem"]):
+            return False
+        if nr["slab_reclaimable"] > floor[zone.gid]:
             return False
     return True

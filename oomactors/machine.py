@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import interrupt as _interrupt
 from .config import Config
-from .errors import ConfigError, SimulationPanic
+from .errors import SimulationPanic
 from .events import EVENT_ID
 from .kernel.ratelimit import DEFAULT_RATELIMIT_BURST, DEFAULT_RATELIMIT_INTERVAL_S, RatelimitState
 from .kernel import page_alloc
@@ -22,15 +22,14 @@ from .kernel.cpuset import build_cpusets
 from .kernel.fork import alloc_pid, pid_max_default, set_max_threads
 from .kernel.memcontrol import build_memcgs
 from .kernel.util import init_overcommit
-from .kernel.mmzone import (MAX_ORDER, MAX_NR_ZONES, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Node, Zone,
-                            calculate_min_free_kbytes, setup_per_zone_lowmem_reserve,
-                            setup_per_zone_wmarks)
+from .kernel.mmzone import MAX_NR_ZONES, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL, Zone
 from .kernel.oom_kill_24 import OomState24
 from .kernel.profiles import PROFILES
 from .psi import Psi
 from .kernel.task import MM, PAGE_SIZE, Task
+from .machine_boot import boot_charge, build_memory
 from .sched import Sched
-from .units import format_size, to_jiffies
+from .units import to_jiffies
 
 
 class IODevice:
@@ -183,107 +182,9 @@ class Machine:
         self.policy = policy
         self.daemon: Any = None  # a userspace OOM killer (policies.api.Daemon), set by the runner
 
-    # --- building ------------------------------------------------------------------
-    def _build_memory(self, cfg: Config) -> None:
-        mc, k = cfg.machine, cfg.kernel
-        self.nodes: list[Node] = []
-        self.zones: list[Zone] = []
-        node_mem = mc.node_memory
-        total_present = sum(node_mem) // PAGE_SIZE
-        reserved = mc.reserved // PAGE_SIZE
-        for nid, mem in enumerate(node_mem):
-            node = Node(nid)
-            present_total = mem // PAGE_SIZE
-            sizes = []
-            if nid == 0:
-                # node 0 holds the low zones: ZONE_DMA (the first 16 MiB; none if
-                # machine.dma = 0, as with CONFIG_ZONE_DMA off), then ZONE_DMA32
-                dma, dma32 = mc.dma // PAGE_SIZE, mc.dma32 // PAGE_SIZE
-                if dma:
-                    sizes.append((ZONE_DMA, dma))
-                sizes.append((ZONE_DMA32, dma32))
-                sizes.append((ZONE_NORMAL, present_total - dma - dma32))
-            else:
-                sizes.append((ZONE_NORMAL, present_total))
-            for idx, present in sizes:
-                res = reserved * present // total_present
-                zone = Zone(node, idx, len(self.zones), present, present - res)
-                zone.merge_block = mc.fragmentation
-                node.zones.append(zone)
-                self.zones.append(zone)
-            self.nodes.append(node)
-        self.all_nodes = frozenset(range(len(self.nodes)))
-        self.totalram_pages = sum(z.managed for z in self.zones)
-        # every node's zonelist: own zones highest first, then the other nodes in turn
-        self.zonelists: list[list[Zone]] = []
-        n = len(self.nodes)
-        for nid in range(n):
-            order = [self.nodes[(nid + i) % n] for i in range(n)]
-            self.zonelists.append([z for node in order for z in sorted(node.zones, key=lambda z: -z.idx)])
-        mfk = k.min_free_kbytes
-        if mfk == "auto":
-            mfk = calculate_min_free_kbytes(self.totalram_pages * PAGE_SIZE // 1024)
-        elif mfk // (PAGE_SIZE // 1024) >= self.totalram_pages:
-            raise ConfigError(f"kernel.min_free_kbytes: {mfk} kB is more than the machine's memory "
-                              f"({self.totalram_pages * (PAGE_SIZE // 1024)} kB managed)")
-        self.min_free_kbytes = mfk
-        setup_per_zone_wmarks(self.zones, mfk, k.watermark_scale_factor)
-        setup_per_zone_lowmem_reserve(self.nodes, list(k.lowmem_reserve_ratio))
-        # boot: every managed page starts free in the largest blocks
-        for z in self.zones:
-            big = 1 << (MAX_ORDER - 1)
-            blocks, rest = divmod(z.managed, big)
-            z.free_area[MAX_ORDER - 1] = blocks
-            for o in range(MAX_ORDER - 1):
-                if rest & (1 << o):
-                    z.free_area[o] += 1
-            z.nr_free = z.managed
-        self.slab_floor = [0] * len(self.zones)
-        self.slab_deferred = [0] * len(self.zones)  # the superblock shrinker's nr_deferred, by zone
-        self._boot_charge("machine.slab_unreclaimable", "slab_unreclaimable", None, mc.slab_unreclaimable // PAGE_SIZE)
-        self._boot_charge("machine.slab_reclaimable", "slab_reclaimable", None, mc.slab_reclaimable // PAGE_SIZE)
-        for z in self.zones:
-            self.slab_floor[z.gid] = z.nr["slab_reclaimable"] // 4
-        self._boot_charge("machine.page_cache", "file", None, mc.page_cache // PAGE_SIZE)
-        self._boot_charge("machine.dirty", "dirty", None, mc.dirty // PAGE_SIZE)
-        # fragmentation: shatter part of the free memory into single pages
-        for z in self.zones:
-            k_pages = int(z.nr_free * mc.fragmentation)
-            if k_pages and z.take_pages_bulk(k_pages):
-                z.free_area[0] += k_pages
-                z.nr_free += k_pages
-            z.vm_free = z.nr_free
-
-    def _boot_charge(self, where: str, kind: str, mm: MM | None, pages: int, pt: int = 0,
-                     nodes: frozenset[int] | None = None) -> None:
-        """Boot-time memory, taken from the highest zones first (of ``nodes``, if given:
-        a task's memory stays inside its cpuset and bind/interleave policy).  Memory that
-        does not fit is a config error at the key path ``where``: a machine cannot boot
-        with it, so ``oomactors validate`` refuses it."""
-        want_pages = pages
-        room_total = sum(max(0, z.nr_free - z.high_wmark * 2) for z in self.zones
-                         if nodes is None or z.node.nid in nodes)
-        for z in sorted(self.zones, key=lambda z: (-z.idx, z.gid)):
-            if pages + pt <= 0:
-                return
-            if nodes is not None and z.node.nid not in nodes:
-                continue
-            room = max(0, z.nr_free - z.high_wmark * 2)
-            take = min(pages, room)
-            ptake = min(pt, room - take)
-            if take + ptake and z.take_pages_bulk(take + ptake):
-                self.charge(z, kind, mm, take, ptake)
-                z.vm_free = z.nr_free
-                pages -= take
-                pt -= ptake
-        if pages > 0 or pt > 0:
-            on = "" if nodes is None or nodes == self.all_nodes else f" of node(s) {self.nodelist(nodes)}"
-            hint = ""
-            if self.cfg.kernel.min_free_kbytes != "auto":
-                hint = f"; kernel.min_free_kbytes = {self.min_free_kbytes} keeps much of it back"
-            raise ConfigError(f"{where}: {format_size(want_pages * PAGE_SIZE)} does not fit in memory at boot "
-                              f"({format_size(room_total * PAGE_SIZE)} free{on} above twice the "
-                              f"high watermarks, after what came before it){hint}")
+    # --- building (machine_boot.py) ---------------------------------------------------
+    _build_memory = build_memory
+    _boot_charge = boot_charge
 
     def node_present_pages(self, nid: int) -> int:
         return sum(z.present for z in self.nodes[nid].zones)

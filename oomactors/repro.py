@@ -187,7 +187,7 @@ def project_version() -> str:
 # the invariants a replay checks, and the schedule replay itself.  Tools (cli, explore,
 # reports, traces' encoders) are left out: they change no run.
 MODEL_SOURCES = ("oomactors/kernel/", "oomactors/actors/", "policies/", "oomactors/stepper.py",
-                 "oomactors/sched.py", "oomactors/clock.py", "oomactors/sim.py", "oomactors/machine.py",
+                 "oomactors/sched.py", "oomactors/clock.py", "oomactors/sim.py", "oomactors/machine.py", "oomactors/machine_boot.py",
                  "oomactors/events.py",
                  "oomactors/config.py", "oomactors/config_types.py", "oomactors/config_steps.py",
                  "oomactors/config_sections.py", "oomactors/userspace.py", "oomactors/userspace_files.py",

@@ -49,13 +49,18 @@ def test_pages_due_is_the_last_page_the_pace_test_lets_through(elapsed, rate, hz
     assert due * PAGE_SIZE * hz // rate <= elapsed < (due + 1) * PAGE_SIZE * hz // rate
 
 
+def _owner(mm) -> int:
+    """The pid of the mm's owner (-1 once it has none: an exited task's shmem)."""
+    return -1 if mm.owner is None else mm.owner.pid
+
+
 def _state(m) -> tuple:
     """What the faults and reclaim touch, machine-wide."""
-    return (tuple((tuple(z.free_area), z.nr_free, z.vm_free, tuple(z.nr.values()), tuple(mm.owner.pid for mm in z.anon_lru),
-                   tuple(mm.owner.pid for mm in z.shmem_lru)) for z in m.zones),
+    return (tuple((tuple(z.free_area), z.nr_free, z.vm_free, tuple(z.nr.values()), tuple(_owner(mm) for mm in z.anon_lru),
+                   tuple(_owner(mm) for mm in z.shmem_lru)) for z in m.zones),
             tuple((tuple(c.pcp), tuple(c.vm_diff)) for c in m.sched.cpus),
             tuple((t.pid, t.cpu_ns, t.cpu_debt_ns) for t in m.tasks.values()),
-            tuple(sorted((mm.owner.pid, tuple(mm.anon), tuple(mm.shmem), tuple(mm.pgtables), mm.last_active,
+            tuple(sorted((_owner(mm), tuple(mm.anon), tuple(mm.shmem), tuple(mm.pgtables), mm.last_active,
                           mm.mmap_lock.readers) for mm in m.mms)),
             tuple(m.slab_deferred))  # the shrinker's carried-over work (kernel/shrinker.py)
 

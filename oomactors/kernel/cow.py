@@ -49,7 +49,8 @@ def cow_release(m: "Machine", mm: "MM") -> None:
     end, and pages a child still maps pass to that child instead of being freed."""
     mm.cow = [0] * len(mm.cow)
     mm.cow_from = None
-    heirs = [c for c in m.mms if c.cow_from is mm]
+    # the children in the order they were forked: m.mms is a set, iterated in no fixed order
+    heirs = sorted((c for c in m.mms if c.cow_from is mm), key=lambda c: c.id)
     if not heirs:
         return
     heir = heirs[0]

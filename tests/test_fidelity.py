@@ -251,7 +251,7 @@ def _unit_machine():
 
 def test_a_node_found_balanced_is_no_kswapd_failure():
     from oomactors.kernel.mmzone import ZONE_NORMAL
-    from oomactors.kernel.vmscan import balance_pgdat
+    from oomactors.kernel.vmscan_kswapd import balance_pgdat
     m, kswapd = _unit_machine()
     node = m.zones[0].node
     # balance_pgdat's "goto out": nothing reclaimed, and nothing needed to be

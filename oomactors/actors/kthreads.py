@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..kernel.mmzone import MAX_NR_ZONES, Node
 from ..kernel.oom_reaper import oom_reap_task
 from ..kernel.task import PF_KSWAPD, PF_MEMALLOC
-from ..kernel.vmscan import balance_pgdat, kswapd_try_to_sleep
+from ..kernel.vmscan_kswapd import balance_pgdat, kswapd_try_to_sleep
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..kernel.task import Task

@@ -25,7 +25,8 @@ from .page_alloc import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_KSWAPD, ALLOC_NO_WATE
                          gfp_to_alloc_flags, warn_alloc)
 from .mempolicy import cpuset_nodemask_valid_mems_allowed
 from .task import PF_DUMPCORE, PF_MEMALLOC
-from .vmscan import try_to_free_pages, wake_all_kswapds
+from .vmscan import try_to_free_pages
+from .vmscan_kswapd import wake_all_kswapds
 from ..psi import psi_memstall_enter, psi_memstall_leave
 
 if TYPE_CHECKING:  # pragma: no cover

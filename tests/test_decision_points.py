@@ -47,7 +47,7 @@ def test_every_point_passed_asks_the_scheduler_except_the_documented_ones():
 
 def test_kswapd_nap_is_only_a_decision_point():
     # no sleep and no CPU time of its own: the nap's sleep is a plain clock sleep after it
-    src = (ROOT / "oomactors" / "kernel" / "vmscan.py").read_text(encoding="utf-8")
+    src = (ROOT / "oomactors" / "kernel" / "vmscan_kswapd.py").read_text(encoding="utf-8")
     uses = re.findall(r"sched\.(\w+)\([^)]*\"kswapd\.nap\"", src)
     assert uses == ["decision"]
 

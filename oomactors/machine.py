@@ -8,7 +8,6 @@ first arguments and keep their kernel names.
 from __future__ import annotations
 
 from collections import Counter, deque
-from itertools import repeat
 
 from typing import Any, Callable
 
@@ -61,10 +60,16 @@ _BUILTIN = type([].append)
 
 
 def _run_sink(sinks: list) -> Callable[[list, int], None] | None:
-    """The ``run(records, count)`` method of the one sink, if it has one
-    (:class:`~oomactors.trace.stream.TraceWriter`'s write: ``records`` cycled ``count``
-    times, as many writes would give them), for a run of identical events that nothing can
-    observe apart; else None."""
+    """One call ``run(records, count)`` that hands ``records`` cycled ``count`` times to
+    ``sinks`` as as many writes would, when nothing between two of them can observe the
+    machine: sinks that only collect into lists or deques (extended at once), or the trace
+    writer alone (:class:`~oomactors.trace.stream.TraceWriter`'s ``write.run``: packed
+    once).  Else None."""
+    if _appends_only(sinks):
+        def extend(records: list, count: int) -> None:
+            for sink in sinks:
+                sink.__self__.extend(records * count)
+        return extend
     return getattr(sinks[0], "run", None) if len(sinks) == 1 else None
 
 
@@ -254,19 +259,9 @@ class Machine:
                now.cpu.id if now is not None and now.cpu is not None else -1, pid, *fields)
         sinks = self.sinks
         checks = self.checkers and self._checks_for.get(rec[1], True)
-        if not checks and _appends_only(sinks) and not (
-                self.panicked is not None or self.stopped or _interrupt._requested):
-            # nothing that runs between two of the events can see the state (lists and
-            # deques only collect): the same records, the same time, in one go
-            cur.cpu_ns += n * ns
-            cur.cpu_debt_ns += n * ns
-            self.nevents += n
-            for sink in sinks:
-                sink.__self__.extend(repeat(rec, n))
-            return
         run = None if checks or self.panicked is not None or self.stopped or _interrupt._requested \
             else _run_sink(sinks)
-        if run is not None:  # the trace writer alone: the records in one call, packed once
+        if run is not None:  # nothing can see the state between two of the events
             cur.cpu_ns += n * ns
             cur.cpu_debt_ns += n * ns
             self.nevents += n

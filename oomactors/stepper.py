@@ -85,19 +85,6 @@ class Offered(Sequence):
         return repr(self._list())
 
 
-def _shuffle(x: list, getrandbits: Any) -> None:
-    """random.Random.shuffle(x) of the Random whose ``getrandbits`` this is: the same draws
-    and the same order (its Fisher-Yates loop and _randbelow's rejection sampling), without
-    a method call per element (the plain loop shuffles every batch)."""
-    for i in range(len(x) - 1, 0, -1):
-        n = i + 1
-        k = n.bit_length()
-        j = getrandbits(k)
-        while j >= n:
-            j = getrandbits(k)
-        x[i], x[j] = x[j], x[i]
-
-
 class Stepper:
     """The ready actors, stepped in seeded batches."""
 
@@ -138,7 +125,7 @@ class Stepper:
         if self.controlled:
             return self._run_controlled(budget)
         ready = self.ready
-        getrandbits = self.rng.getrandbits
+        shuffle = self.rng.shuffle
         live = self.live
         steps = 0
         try:
@@ -146,7 +133,7 @@ class Stepper:
                 self.batch = batch = list(ready)
                 ready.clear()
                 if len(batch) > 1:
-                    _shuffle(batch, getrandbits)
+                    shuffle(batch)
                 steps += len(batch)
                 for coro in batch:
                     self.current = coro

@@ -172,27 +172,38 @@ class TraceWriter:
             self._write_block()
 
     def _pack_pending(self) -> None:
-        """Pack the pending records into the buffer, writing a block after the first record
-        that takes the buffer past ``flush_bytes``, as :meth:`write` does record by record.
-        Packed as one list, they are the list's header followed by each record's bytes."""
+        """Pack the pending records into the buffer, writing a block after each record that
+        takes the buffer past ``flush_bytes``, as :meth:`write` does record by record.
+        Packed as one list, they are the list's header followed by each record's bytes; a
+        lot that crosses the limit is cut where its records end (found by an unpacker
+        skipping them, never by packing a record twice)."""
         pending = self._pending
-        buf = self._buf
-        limit = self._flush_bytes
-        pack = self._pack
-        i = 0
-        while i < len(pending):
-            rest = pending[i:] if i else pending
-            data = pack(rest)
-            if len(buf) + len(data) - _array_header_len(len(rest)) <= limit:
-                buf += memoryview(data)[_array_header_len(len(rest)):]
-                break
-            while True:  # this lot crosses the limit: record by record up to where it does
-                buf += pack(pending[i])
-                i += 1
-                if len(buf) > limit:
-                    self._write_block()
-                    break
+        if not pending:
+            return
+        data = self._pack(pending)
+        start = _array_header_len(len(pending))
         pending.clear()
+        buf = self._buf
+        room = self._flush_bytes - len(buf)  # never negative between two calls
+        if len(data) - start <= room:
+            buf += memoryview(data)[start:]
+            return
+        records = msgpack.Unpacker(max_buffer_size=len(data))
+        records.feed(data)
+        records.read_array_header()
+        end = len(data)
+        while True:
+            while True:  # up to the first record that takes the buffer past the limit
+                records.skip()
+                cut = records.tell()
+                if cut - start > room:
+                    break
+            buf += memoryview(data)[start:cut]
+            self._write_block()
+            start, room = cut, self._flush_bytes - len(buf)
+            if end - start <= room:
+                buf += memoryview(data)[start:]
+                return
 
     def flush(self) -> None:
         """Write what is buffered as one block; what is on disk is a valid trace."""

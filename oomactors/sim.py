@@ -28,6 +28,7 @@ from .kernel.oom_kill import oom_task_view
 from .kernel.task import PAGE_SIZE, Task
 from .kernel.util import vm_acct_memory, vm_commit_limit
 from .machine import Machine
+from .run_gc import fewer_collections
 from .psi import emit_psi
 from .units import to_jiffies
 from .userspace import spawn_daemon
@@ -339,6 +340,7 @@ def emit_commit(m: Machine) -> None:
     m.emit_on("sim:commit", -1, -1, m.vm_committed_as, vm_commit_limit(m))
 
 
+@fewer_collections()  # oomactors/run_gc.py: a run's garbage goes by reference counts
 def run(cfg: Config, *, seed: int | None = None, backend: str = "trio", policy: Any = None,
         sinks: list[Callable[[tuple], None]] | None = None,
         checkers: list[Callable[[Machine, tuple], None]] | None = None,

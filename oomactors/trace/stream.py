@@ -27,8 +27,11 @@ Why this shape:
   ``"interrupted"`` after Ctrl-C); a trace without it is reported incomplete.
 * **Cheap writes.**  :meth:`TraceWriter.write` sits on the simulator's hot path: it
   only appends the tuple to a list; the records are packed a few hundred at a time (one
-  call of the packer for the lot) and each block still ends after the record that took
-  it past ~64 KiB, so the bytes are those of packing each record on its own.
+  call of the encoder for the lot) and each block still ends after the record that took
+  it past ~64 KiB, so the bytes are those of packing each record on its own.  The records
+  are encoded by msgspec, whose MessagePack is byte for byte msgpack-python's for every
+  type a record holds (ints, strings, floats, None, booleans, bytes, nested tuples) and
+  three times as fast; the header and the reader stay with msgpack.
 * **Self-describing.**  The header carries the event table (names and field names
   by id) as it was when the trace was written, so a trace stays readable after
   :data:`oomactors.events.EVENTS` grows.
@@ -46,6 +49,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Sequence
 
 import msgpack
+import msgspec
 
 from oomactors.errors import TraceError
 from oomactors.events import EVENT_ID, schema
@@ -104,8 +108,9 @@ class TraceWriter:
         else:
             self._file = path_or_file
             self._owns_file = False
-        self._packer = msgpack.Packer(use_bin_type=True)
-        self._pack = self._packer.pack
+        # records: msgspec's encoder, the same bytes as msgpack.Packer(use_bin_type=True)
+        # (tests/test_trace_encoder.py) in a third of the time
+        self._pack = msgspec.msgpack.Encoder().encode
         self._buf = bytearray()
         self._flush_bytes = flush_bytes
         self._blocks = 0
@@ -114,7 +119,7 @@ class TraceWriter:
         header = {"format": FORMAT, "version": VERSION, "seed": seed, "hz": hz,
                   "config": config, "events": schema(), **extra}
         self._file.write(MAGIC)
-        self._buf += self._pack(header)
+        self._buf += msgpack.packb(header, use_bin_type=True)
         self._pending: list[tuple] = []  # records given to write() and not packed yet
         self.flush()
         self.write = self._pending_writer()  # type: ignore[method-assign]
@@ -172,27 +177,38 @@ class TraceWriter:
             self._write_block()
 
     def _pack_pending(self) -> None:
-        """Pack the pending records into the buffer, writing a block after the first record
-        that takes the buffer past ``flush_bytes``, as :meth:`write` does record by record.
-        Packed as one list, they are the list's header followed by each record's bytes."""
+        """Pack the pending records into the buffer, writing a block after each record that
+        takes the buffer past ``flush_bytes``, as :meth:`write` does record by record.
+        Packed as one list, they are the list's header followed by each record's bytes; a
+        lot that crosses the limit is cut where its records end (found by an unpacker
+        skipping them, never by packing a record twice)."""
         pending = self._pending
-        buf = self._buf
-        limit = self._flush_bytes
-        pack = self._pack
-        i = 0
-        while i < len(pending):
-            rest = pending[i:] if i else pending
-            data = pack(rest)
-            if len(buf) + len(data) - _array_header_len(len(rest)) <= limit:
-                buf += memoryview(data)[_array_header_len(len(rest)):]
-                break
-            while True:  # this lot crosses the limit: record by record up to where it does
-                buf += pack(pending[i])
-                i += 1
-                if len(buf) > limit:
-                    self._write_block()
-                    break
+        if not pending:
+            return
+        data = self._pack(pending)
+        start = _array_header_len(len(pending))
         pending.clear()
+        buf = self._buf
+        room = self._flush_bytes - len(buf)  # never negative between two calls
+        if len(data) - start <= room:
+            buf += memoryview(data)[start:]
+            return
+        records = msgpack.Unpacker(max_buffer_size=len(data))
+        records.feed(data)
+        records.read_array_header()
+        end = len(data)
+        while True:
+            while True:  # up to the first record that takes the buffer past the limit
+                records.skip()
+                cut = records.tell()
+                if cut - start > room:
+                    break
+            buf += memoryview(data)[start:cut]
+            self._write_block()
+            start, room = cut, self._flush_bytes - len(buf)
+            if end - start <= room:
+                buf += memoryview(data)[start:]
+                return
 
     def flush(self) -> None:
         """Write what is buffered as one block; what is on disk is a valid trace."""

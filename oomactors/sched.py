@@ -153,6 +153,8 @@ class Sched:
         # the machine's PSI (oomactors/psi.py): told when a task becomes runnable, is
         # dispatched, is preempted or sleeps (psi_enqueue/psi_dequeue/psi_task_switch)
         self.psi: Any = None
+        # id(program steps) -> (steps, their ops), made once per run (actors/user.py _ops)
+        self.programs: dict[int, tuple[tuple, tuple]] = {}
 
     @property
     def now(self) -> int:

@@ -262,7 +262,15 @@ class Sched:
             await self._decide(task, name)
         if interruptible and task.sigkill:
             return True
-        self.put_cpu(task)
+        cpu = task.cpu
+        if cpu is not None:
+            if cpu.rq or self.psi is not None:
+                self.put_cpu(task)
+            else:  # put_cpu's commonest case without its frame: the CPU goes idle
+                task.cpu = None
+                cpu.curr = None
+                self.idle_mask |= cpu.bit
+                self.emit_switch(cpu.id, task.pid, 0, cpu.idle_comm)
         clock = self.clock
         w = task.sleeper
         if w is None:
@@ -283,8 +291,13 @@ class Sched:
         else:
             timers[0] = seq
             timers.append(w)
-        if w.must_park():
-            w.task = self.stepper.current  # Backend.park, one frame less
+        # Waiter.must_park and Backend.park without their frames
+        w.parked = True
+        clock.active -= 1
+        if clock.active <= 0:
+            clock.idle()  # the last one running: the clock may reach this very deadline
+        if not w.woken:
+            w.task = self.stepper.current
             await PARK
         task.wake_on_signal = None
         if w.value == "signal":
@@ -294,7 +307,19 @@ class Sched:
             # sleep of this task takes it instead of making a new one
             signalled = False
             task.sleeper = w
-        # get_cpu, with its no-wait case inlined
+        # get_cpu: its commonest case (the last CPU free, no cpuset) without the frames of
+        # _pick_cpu and switch_to
+        cpu = self.cpus[task.last_cpu]
+        if cpu.curr is None and not cpu.rq and task.cpus_allowed is None and self.psi is None:
+            prev = cpu.prev
+            cpu.curr = task
+            cpu.prev = None
+            task.cpu = cpu
+            cpu.slice_end = clock.now + self.time_slice
+            self.idle_mask &= ~cpu.bit
+            self.emit_switch(cpu.id, prev.pid if prev else 0, task.pid, task.comm)
+            self.current = task
+            return signalled
         cpu = self._pick_cpu(task)
         if cpu.curr is None and not cpu.rq:
             self.switch_to(cpu, task)

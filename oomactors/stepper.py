@@ -25,26 +25,34 @@ no departure the order is the seeded one, step for step.  Without such a schedul
 from __future__ import annotations
 
 import random
+from functools import partial
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, Coroutine
 
 
 class _Suspend:
-    """What an actor awaits to hand control back: the stepper receives ``what``."""
+    """What an actor awaits to hand control back: the stepper receives ``what``.
+
+    Awaiting one costs no Python frame: its ``__await__`` is a partial of the builtin
+    ``iter`` (not a method, so called without the instance), whose tuple iterator hands
+    ``what`` to the stepper and is done at the next send -- not a generator made and run
+    per park.  The await's value is None, as the stepper sends."""
 
     __slots__ = ("what",)
 
     def __init__(self, what: str) -> None:
         self.what = what
 
-    def __await__(self) -> Any:
-        return (yield self.what)
+
+def _suspend(what: str) -> _Suspend:
+    kind = type(f"_Suspend_{what}", (_Suspend,), {"__slots__": (), "__await__": partial(iter, (what,))})
+    return kind(what)
 
 
-PARK = _Suspend("park")     # parked on a Waiter, which makes it ready again when woken
-YIELD = _Suspend("yield")   # ready again at once, behind every actor ready now
-SWITCH = _Suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
+PARK = _suspend("park")     # parked on a Waiter, which makes it ready again when woken
+YIELD = _suspend("yield")   # ready again at once, behind every actor ready now
+SWITCH = _suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
 
 
 class Offered(Sequence):

@@ -81,7 +81,13 @@ async def user_task(m: "Machine", task: Task, program: tuple, start_delay: int =
     reason = "exit"
     try:
         ret_to_user(task)
-        await run_steps(m, task, program)
+        if len(program) == 1 and type(program[0]) is RepeatStep:
+            # the commonest program, one loop: run_steps(program) but for its frame, which
+            # every wakeup of the task would pass through
+            await run_steps(m, task, program[0].steps, program[0].times, params.SLOWPATH_ROUND_NS)
+            ret_to_user(task)
+        else:
+            await run_steps(m, task, program)
     except _Exit as e:
         reason = e.reason
     if reason == "sigterm":

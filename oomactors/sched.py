@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import interrupt as _interrupt
 from .clock import NSEC_PER_SEC, Clock, Waiter, _Backend, _Call  # noqa: F401 - re-exported
 from .errors import OomactorsError
+from .events import EVENT_ID
 from .stepper import PARK, SWITCH
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,6 +81,8 @@ DECISION_EXCEPTIONS: dict[str, str] = {
     "kswapd.nap": "every pass, with no preemption of its own: only a scheduler holds kswapd there",
 }
 
+
+_SWITCH_ID = EVENT_ID["sched:sched_switch"]
 
 # Ctrl-C is also polled every this-many-plus-one decision points, for a stretch of
 # simulated work in which neither time advances nor an event is emitted
@@ -141,6 +144,13 @@ class Sched:
         self.emit_switch: Callable[[int, int, int, str], None] = (
             emit_switch if emit_switch is not None
             else lambda cpu, prev, nxt, comm: emit("sched:sched_switch", cpu, nxt, prev, nxt, comm))
+        # a sleep's two sched_switch records go straight to this sink, without the frame of
+        # emit_switch, when it is the run's one sink and no checker reads them: set by
+        # Machine.fast_switches at a run's start, None from the moment the machine halts
+        # (Machine.halt_switches); emit_switch still takes them while Ctrl-C is pending.
+        # ``switches`` counts them for Machine.nevents.
+        self.switch_sink: Callable[[tuple], None] | None = None
+        self.switches = 0
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
         # CPUs with nothing to run, a bit per CPU (the lowest idle CPU is its lowest bit)
@@ -270,7 +280,12 @@ class Sched:
                 task.cpu = None
                 cpu.curr = None
                 self.idle_mask |= cpu.bit
-                self.emit_switch(cpu.id, task.pid, 0, cpu.idle_comm)
+                sink = self.switch_sink
+                if sink is not None and not _interrupt._requested:
+                    self.switches += 1
+                    sink((self.clock.now, _SWITCH_ID, cpu.id, 0, task.pid, 0, cpu.idle_comm))
+                else:
+                    self.emit_switch(cpu.id, task.pid, 0, cpu.idle_comm)
         clock = self.clock
         w = task.sleeper
         if w is None:
@@ -317,7 +332,13 @@ class Sched:
             task.cpu = cpu
             cpu.slice_end = clock.now + self.time_slice
             self.idle_mask &= ~cpu.bit
-            self.emit_switch(cpu.id, prev.pid if prev else 0, task.pid, task.comm)
+            sink = self.switch_sink
+            pid = task.pid
+            if sink is not None and not _interrupt._requested:
+                self.switches += 1
+                sink((clock.now, _SWITCH_ID, cpu.id, pid, prev.pid if prev else 0, pid, task.comm))
+            else:
+                self.emit_switch(cpu.id, prev.pid if prev else 0, pid, task.comm)
             self.current = task
             return signalled
         cpu = self._pick_cpu(task)

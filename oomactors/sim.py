@@ -124,6 +124,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         stepper.spawn(fn(*args))
 
     stepper.on_exit = exited
+    m.fast_switches()
 
     m.spawn = spawn
     on_interrupt = clock.on_interrupt
@@ -166,6 +167,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
             emit_psi(m)  # the last PSI sample: the run's total stall times
     finally:
         m.stopped = True  # the actors are torn down now; what they do is not simulated
+        m.halt_switches()
         if m.interrupted or _interrupt._requested:
             stepper.abandon()  # Ctrl-C: the command leaves now, a teardown could take seconds
         else:

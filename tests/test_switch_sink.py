@@ -62,6 +62,14 @@ def _run(path: str, monkeypatch, *, fast: bool, ctrl_c_at: int = 0, break_at: in
     return got, end, used
 
 
+def _both(path: str, monkeypatch, **kw) -> tuple:
+    """The run with the switch sink, checked against the same run without it."""
+    fast = _run(path, monkeypatch, fast=True, **kw)
+    slow = _run(path, monkeypatch, fast=False, **kw)
+    assert fast[:2] == slow[:2]
+    return fast
+
+
 CONFIGS = ["configs/quickstart.toml", "configs/parallel-oom.toml", "configs/unkillable-panic.toml",
            "configs/thrashing.toml"]
 
@@ -79,11 +87,7 @@ def test_switch_sink_gives_the_same_run(path, monkeypatch):
 @pytest.mark.parametrize("k", [1, 2, 57, 3000])
 def test_ctrl_c_at_a_switch(k, monkeypatch):
     """Ctrl-C asked at the k-th sched_switch: nothing but the end mark after it."""
-    path = "configs/quickstart.toml"
-    fast = _run(path, monkeypatch, fast=True, ctrl_c_at=k)
-    slow = _run(path, monkeypatch, fast=False, ctrl_c_at=k)
-    assert fast[:2] == slow[:2]
-    records, end, _ = fast
+    records, end, _ = _both("configs/quickstart.toml", monkeypatch, ctrl_c_at=k)
     assert end[0] == "interrupted"
     at = [i for i, rec in enumerate(records) if rec[1] == SWITCH][k - 1]
     assert [rec[1] for rec in records[at + 1:]] == [EVENT_ID["sim:run_end"]]
@@ -92,18 +96,13 @@ def test_ctrl_c_at_a_switch(k, monkeypatch):
 @pytest.mark.parametrize("k", [1, 3, 40])
 def test_a_broken_invariant_ends_the_records(k, monkeypatch):
     """A checker that raises at the k-th sim:step: no sched_switch is recorded after it."""
-    path = "configs/parallel-oom.toml"
-    fast = _run(path, monkeypatch, fast=True, break_at=k)
-    slow = _run(path, monkeypatch, fast=False, break_at=k)
-    assert fast[:2] == slow[:2]
-    records, end, _ = fast
+    records, end, _ = _both("configs/parallel-oom.toml", monkeypatch, break_at=k)
     assert end == ("broke",)
     assert [i for i, rec in enumerate(records) if rec[1] == STEP][k - 1] == len(records) - 1
 
 
 def test_a_panic_ends_the_records(monkeypatch):
-    fast = _run("configs/unkillable-panic.toml", monkeypatch, fast=True)
-    records, end, used = fast
+    records, end, used = _both("configs/unkillable-panic.toml", monkeypatch)
     assert end[0] == "panic" and used == [True]
     panic = [i for i, rec in enumerate(records) if rec[1] == EVENT_ID["sim:panic"]][0]
     assert [rec[1] for rec in records[panic + 1:]] == [EVENT_ID["sim:run_end"]]

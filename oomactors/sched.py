@@ -322,14 +322,24 @@ class Sched:
             # sleep of this task takes it instead of making a new one
             signalled = False
             task.sleeper = w
-        # get_cpu: its commonest case (the last CPU free, no cpuset) without the frames of
-        # _pick_cpu and switch_to
+        # get_cpu without the frames of _pick_cpu and switch_to, when no cpuset limits the
+        # task and there is no PSI: its last CPU if free, else the lowest idle one
         cpu = self.cpus[task.last_cpu]
-        if cpu.curr is None and not cpu.rq and task.cpus_allowed is None and self.psi is None:
+        if task.cpus_allowed is None and self.psi is None:
+            if cpu.curr is not None or cpu.rq:
+                idle = self.idle_mask
+                if not idle:
+                    await self._wait_cpu(task, cpu)
+                    return signalled
+                cpu = self.cpus[(idle & -idle).bit_length() - 1]
+                if cpu.curr is not None or cpu.rq:  # pragma: no cover - idle_mask is exact
+                    await self._wait_cpu(task, cpu)
+                    return signalled
             prev = cpu.prev
             cpu.curr = task
             cpu.prev = None
             task.cpu = cpu
+            task.last_cpu = cpu.id
             cpu.slice_end = clock.now + self.time_slice
             self.idle_mask &= ~cpu.bit
             sink = self.switch_sink
@@ -398,8 +408,7 @@ class Sched:
             else:
                 task.sleeper = None
                 w.woken = False
-            clock.add_sleeper(clock.now + step, w)
-            if w.must_park():
+            if clock.arm(clock.now + step, w):
                 w.task = self.stepper.current
                 await PARK
             task.sleeper = w

@@ -15,7 +15,6 @@ CPU) before the point does its own work.  Without a scheduler nothing is asked.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -295,23 +294,8 @@ class Sched:
             w.woken = False
         if interruptible:
             task.wake_on_signal = w
-        # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
-        clock.sleeps += 1
-        seq = clock._seq = clock._seq + 1
-        deadline = clock.now + jiffies if jiffies > 0 else clock.now
-        timers = clock._timers.get(deadline)
-        if timers is None:
-            clock._timers[deadline] = [seq, w]
-            heapq.heappush(clock._deadlines, deadline)
-        else:
-            timers[0] = seq
-            timers.append(w)
-        # Waiter.must_park and Backend.park without their frames
-        w.parked = True
-        clock.active -= 1
-        if clock.active <= 0:
-            clock.idle()  # the last one running: the clock may reach this very deadline
-        if not w.woken:
+        # clock.sleep_until without its coroutine, Backend.park without its frame
+        if clock.arm(clock.now + jiffies if jiffies > 0 else clock.now, w):
             w.task = self.stepper.current
             await PARK
         task.wake_on_signal = None

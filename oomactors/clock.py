@@ -135,6 +135,26 @@ class Clock:
         self.sleeps += 1
         self._add(deadline, w)
 
+    def arm(self, deadline: int, w: Waiter) -> bool:
+        """:meth:`add_sleeper` and ``w.must_park()`` of a waiter not woken yet, in one frame:
+        True if the caller must park (Backend.park), False if the clock, advanced because
+        this was the last actor running, has reached the deadline already."""
+        self.sleeps += 1
+        seq = self._seq = self._seq + 1
+        timers = self._timers.get(deadline)
+        if timers is None:
+            self._timers[deadline] = [seq, w]
+            heapq.heappush(self._deadlines, deadline)
+        else:
+            timers[0] = seq
+            timers.append(w)
+        w.parked = True
+        self.active -= 1
+        if self.active <= 0:
+            self.idle()
+            return not w.woken
+        return True
+
     def _add(self, deadline: int, entry: Any) -> None:
         """Put ``entry`` last among those due at ``deadline`` (never before now)."""
         self._seq += 1

@@ -279,6 +279,23 @@ class Machine:
             if checks:
                 self._check(rec)
 
+    def fast_switches(self) -> None:
+        """At a run's start: a sleep's sched_switch records may go straight to the run's
+        sink (:attr:`Sched.switch_sink`) when it is the only one and no checker reads them."""
+        self.sched.switch_sink = (
+            self.sinks[0] if len(self.sinks) == 1 and self.panicked is None and not self.stopped
+            and not any((ids := getattr(c, "event_ids", None)) is None or _SWITCH_ID in ids
+                        for c in self.checkers) else None)
+
+    def halt_switches(self) -> None:
+        """The machine halts (panic, an invariant broke, Ctrl-C, the run's end): sched_switch
+        goes through :meth:`emit_switch` again, and the records the sink took directly
+        count among :attr:`nevents`."""
+        sched = self.sched
+        sched.switch_sink = None
+        self.nevents += sched.switches
+        sched.switches = 0
+
     def _halted(self, name: str) -> bool:
         """The machine panicked, the run ended or Ctrl-C was asked for: True if the event
         ``name`` is not recorded (only ``sim:run_end`` still is)."""
@@ -305,6 +322,7 @@ class Machine:
             # an invariant broke: the run ends at this event; actors unwinding from here
             # must not advance the clock or record anything more
             self.stopped = True
+            self.halt_switches()
             self.sched.clock.ended = "invariant"
             raise
 
@@ -315,10 +333,12 @@ class Machine:
     def _interrupted(self) -> None:
         self.interrupted = True
         self.stopped = True
+        self.halt_switches()
 
     def panic(self, message: str, cur: Task | None) -> None:
         self.emit("sim:panic", cur.pid if cur else -1, message)
         self.panicked = message  # from here on the machine is halted (see emit_on)
+        self.halt_switches()
         raise SimulationPanic(message)
 
     # --- page ownership -------------------------------------------------------------

@@ -15,13 +15,13 @@ CPU) before the point does its own work.  Without a scheduler nothing is asked.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import interrupt as _interrupt
 from .clock import NSEC_PER_SEC, Clock, Waiter, _Backend, _Call  # noqa: F401 - re-exported
 from .errors import OomactorsError
+from .events import EVENT_ID
 from .stepper import PARK, SWITCH
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,6 +80,8 @@ DECISION_EXCEPTIONS: dict[str, str] = {
     "kswapd.nap": "every pass, with no preemption of its own: only a scheduler holds kswapd there",
 }
 
+
+_SWITCH_ID = EVENT_ID["sched:sched_switch"]
 
 # Ctrl-C is also polled every this-many-plus-one decision points, for a stretch of
 # simulated work in which neither time advances nor an event is emitted
@@ -141,6 +143,13 @@ class Sched:
         self.emit_switch: Callable[[int, int, int, str], None] = (
             emit_switch if emit_switch is not None
             else lambda cpu, prev, nxt, comm: emit("sched:sched_switch", cpu, nxt, prev, nxt, comm))
+        # a sleep's two sched_switch records go straight to this sink, without the frame of
+        # emit_switch, when it is the run's one sink and no checker reads them: set by
+        # Machine.fast_switches at a run's start, None from the moment the machine halts
+        # (Machine.halt_switches); emit_switch still takes them while Ctrl-C is pending.
+        # ``switches`` counts them for Machine.nevents.
+        self.switch_sink: Callable[[tuple], None] | None = None
+        self.switches = 0
         self.point_hits: dict[str, int] = dict.fromkeys(POINTS, 0)
         self.current: Task | None = None   # the task whose code runs right now
         # CPUs with nothing to run, a bit per CPU (the lowest idle CPU is its lowest bit)
@@ -153,6 +162,8 @@ class Sched:
         # the machine's PSI (oomactors/psi.py): told when a task becomes runnable, is
         # dispatched, is preempted or sleeps (psi_enqueue/psi_dequeue/psi_task_switch)
         self.psi: Any = None
+        # id(program steps) -> (steps, their ops), made once per run (actors/user.py _ops)
+        self.programs: dict[int, tuple[tuple, tuple]] = {}
 
     @property
     def now(self) -> int:
@@ -260,7 +271,20 @@ class Sched:
             await self._decide(task, name)
         if interruptible and task.sigkill:
             return True
-        self.put_cpu(task)
+        cpu = task.cpu
+        if cpu is not None:
+            if cpu.rq or self.psi is not None:
+                self.put_cpu(task)
+            else:  # put_cpu's commonest case without its frame: the CPU goes idle
+                task.cpu = None
+                cpu.curr = None
+                self.idle_mask |= cpu.bit
+                sink = self.switch_sink
+                if sink is not None and not _interrupt._requested:
+                    self.switches += 1
+                    sink((self.clock.now, _SWITCH_ID, cpu.id, 0, task.pid, 0, cpu.idle_comm))
+                else:
+                    self.emit_switch(cpu.id, task.pid, 0, cpu.idle_comm)
         clock = self.clock
         w = task.sleeper
         if w is None:
@@ -270,19 +294,9 @@ class Sched:
             w.woken = False
         if interruptible:
             task.wake_on_signal = w
-        # clock.sleep_until and add_sleeper without their frames (the hottest path of a run)
-        clock.sleeps += 1
-        seq = clock._seq = clock._seq + 1
-        deadline = clock.now + jiffies if jiffies > 0 else clock.now
-        timers = clock._timers.get(deadline)
-        if timers is None:
-            clock._timers[deadline] = [seq, w]
-            heapq.heappush(clock._deadlines, deadline)
-        else:
-            timers[0] = seq
-            timers.append(w)
-        if w.must_park():
-            w.task = self.stepper.current  # Backend.park, one frame less
+        # clock.sleep_until without its coroutine, Backend.park without its frame
+        if clock.arm(clock.now + jiffies if jiffies > 0 else clock.now, w):
+            w.task = self.stepper.current
             await PARK
         task.wake_on_signal = None
         if w.value == "signal":
@@ -292,7 +306,35 @@ class Sched:
             # sleep of this task takes it instead of making a new one
             signalled = False
             task.sleeper = w
-        # get_cpu, with its no-wait case inlined
+        # get_cpu without the frames of _pick_cpu and switch_to, when no cpuset limits the
+        # task and there is no PSI: its last CPU if free, else the lowest idle one
+        cpu = self.cpus[task.last_cpu]
+        if task.cpus_allowed is None and self.psi is None:
+            if cpu.curr is not None or cpu.rq:
+                idle = self.idle_mask
+                if not idle:
+                    await self._wait_cpu(task, cpu)
+                    return signalled
+                cpu = self.cpus[(idle & -idle).bit_length() - 1]
+                if cpu.curr is not None or cpu.rq:  # pragma: no cover - idle_mask is exact
+                    await self._wait_cpu(task, cpu)
+                    return signalled
+            prev = cpu.prev
+            cpu.curr = task
+            cpu.prev = None
+            task.cpu = cpu
+            task.last_cpu = cpu.id
+            cpu.slice_end = clock.now + self.time_slice
+            self.idle_mask &= ~cpu.bit
+            sink = self.switch_sink
+            pid = task.pid
+            if sink is not None and not _interrupt._requested:
+                self.switches += 1
+                sink((clock.now, _SWITCH_ID, cpu.id, pid, prev.pid if prev else 0, pid, task.comm))
+            else:
+                self.emit_switch(cpu.id, prev.pid if prev else 0, pid, task.comm)
+            self.current = task
+            return signalled
         cpu = self._pick_cpu(task)
         if cpu.curr is None and not cpu.rq:
             self.switch_to(cpu, task)
@@ -350,8 +392,7 @@ class Sched:
             else:
                 task.sleeper = None
                 w.woken = False
-            clock.add_sleeper(clock.now + step, w)
-            if w.must_park():
+            if clock.arm(clock.now + step, w):
                 w.task = self.stepper.current
                 await PARK
             task.sleeper = w

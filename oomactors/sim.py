@@ -114,17 +114,17 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
     stepper.seed(m.seed)
     # the actors run on the stepper (oomactors/stepper.py), inside this host task
 
-    async def actor(fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            await fn(*args)
-        finally:
-            clock.active -= 1
-            if clock.active <= 0 and not m.stopped:
-                clock.idle()
+    def exited() -> None:  # an actor ended: one less running (the stepper calls this)
+        clock.active -= 1
+        if clock.active <= 0 and not m.stopped:
+            clock.idle()
 
     def spawn(fn: Callable[..., Any], *args: Any) -> None:
         clock.active += 1
-        stepper.spawn(actor(fn, *args))
+        stepper.spawn(fn(*args))
+
+    stepper.on_exit = exited
+    m.fast_switches()
 
     m.spawn = spawn
     on_interrupt = clock.on_interrupt
@@ -167,6 +167,7 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
             emit_psi(m)  # the last PSI sample: the run's total stall times
     finally:
         m.stopped = True  # the actors are torn down now; what they do is not simulated
+        m.halt_switches()
         if m.interrupted or _interrupt._requested:
             stepper.abandon()  # Ctrl-C: the command leaves now, a teardown could take seconds
         else:

@@ -25,26 +25,38 @@ no departure the order is the seeded one, step for step.  Without such a schedul
 from __future__ import annotations
 
 import random
+from functools import partial
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Suspend:
-    """What an actor awaits to hand control back: the stepper receives ``what``."""
+    """What an actor awaits to hand control back: the stepper receives ``what``.
+
+    Awaiting one costs no Python frame: its ``__await__`` is a partial of the builtin
+    ``iter`` (not a method, so called without the instance), whose tuple iterator hands
+    ``what`` to the stepper and is done at the next send -- not a generator made and run
+    per park.  The await's value is None, as the stepper sends."""
 
     __slots__ = ("what",)
 
     def __init__(self, what: str) -> None:
         self.what = what
 
-    def __await__(self) -> Any:
-        return (yield self.what)
+
+def _suspend(what: str) -> _Suspend:
+    kind = type(f"_Suspend_{what}", (_Suspend,), {"__slots__": (), "__await__": partial(iter, (what,))})
+    return kind(what)
 
 
-PARK = _Suspend("park")     # parked on a Waiter, which makes it ready again when woken
-YIELD = _Suspend("yield")   # ready again at once, behind every actor ready now
-SWITCH = _Suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
+PARK = _suspend("park")     # parked on a Waiter, which makes it ready again when woken
+YIELD = _suspend("yield")   # ready again at once, behind every actor ready now
+SWITCH = _suspend("switch")  # controlled: run ``Stepper.target`` first, then go on
 
 
 class Offered(Sequence):
@@ -105,6 +117,9 @@ class Stepper:
         # (n, "park" / "yield" / "switch" / "exit"); the exhaustive search's footprints
         self.observe: Any = None
         self._offered = Offered(self)
+        # called when an actor that had started ends: returned, raised (before its exception
+        # leaves run_ready) or closed at teardown -- the runner's count of running actors
+        self.on_exit: Callable[[], None] = _nothing
 
     def seed(self, seed: int) -> None:
         """The run's seed decides the order within each batch of ready actors."""
@@ -127,6 +142,7 @@ class Stepper:
         ready = self.ready
         shuffle = self.rng.shuffle
         live = self.live
+        on_exit = self.on_exit
         steps = 0
         try:
             while ready and steps < budget:
@@ -141,9 +157,11 @@ class Stepper:
                         what = coro.send(None)
                     except StopIteration:
                         del live[coro]
+                        on_exit()
                         continue
                     except BaseException:
                         live.pop(coro, None)
+                        on_exit()
                         raise
                     if what == "yield":
                         ready.append(coro)
@@ -161,6 +179,7 @@ class Stepper:
         shuffle = self.rng.shuffle
         live = self.live
         observe = self.observe
+        on_exit = self.on_exit
         steps = 0
         try:
             while pending or (ready and steps < budget):
@@ -178,12 +197,14 @@ class Stepper:
                 try:
                     what = coro.send(None)
                 except StopIteration:
+                    on_exit()
                     if observe is not None:
                         observe(live[coro], "exit")
                     del live[coro]
                     continue
                 except BaseException:
                     live.pop(coro, None)
+                    on_exit()
                     raise
                 if observe is not None:
                     observe(live[coro], what)
@@ -227,15 +248,16 @@ class Stepper:
         for coro, n in self.live.items():
             if n != number:
                 continue
-            frame = getattr(coro, "cr_frame", None)
+            code = coro.cr_code
+            frame = coro.cr_frame
             local = frame.f_locals if frame is not None else {}
-            fn = local.get("fn")
-            owner = getattr(fn, "__self__", None)
-            if owner is not None:   # a bound method: CPU.actor -> cpu0
+            args = [local.get(a) for a in code.co_varnames[:code.co_argcount]]
+            if args and code.co_varnames[0] == "self":  # a method: CPU.actor -> cpu0
+                owner = args.pop(0)
                 name = f"{type(owner).__name__.lower()}{getattr(owner, 'id', '')}"
             else:
-                name = getattr(fn, "__name__", None) or getattr(coro, "__name__", "actor")
-            for a in local.get("args", ()):
+                name = code.co_name
+            for a in args:
                 pid = getattr(a, "pid", None)
                 if isinstance(pid, int):
                     return f"{number}:{name}/{pid}"
@@ -271,4 +293,7 @@ class Stepper:
         while self.live:
             coro = next(iter(self.live))
             del self.live[coro]
+            started = coro.cr_suspended
             coro.close()
+            if started:
+                self.on_exit()

@@ -57,6 +57,7 @@ def slow_paths(monkeypatch) -> None:
     monkeypatch.setattr(page_alloc.AllocContext, "zones", _zones)            # zonelists walked each time
     monkeypatch.setattr(page_alloc.AllocContext, "nodes", _nodes)
     monkeypatch.setattr(schedule.Anchoring, "__init__", _anchoring_counts_every_point)
+    monkeypatch.setattr(machine.Machine, "fast_switches", lambda m: None)   # sched_switch via emit_switch
 
 
 def outcome(cfg, seed: int, scheduler_seed: int | None, probe: bool, monkeypatch, slow: bool) -> tuple:

@@ -81,7 +81,13 @@ async def user_task(m: "Machine", task: Task, program: tuple, start_delay: int =
     reason = "exit"
     try:
         ret_to_user(task)
-        await run_steps(m, task, program)
+        if len(program) == 1 and type(program[0]) is RepeatStep:
+            # the commonest program, one loop: run_steps(program) but for its frame, which
+            # every wakeup of the task would pass through
+            await run_steps(m, task, program[0].steps, program[0].times, params.SLOWPATH_ROUND_NS)
+            ret_to_user(task)
+        else:
+            await run_steps(m, task, program)
     except _Exit as e:
         reason = e.reason
     if reason == "sigterm":
@@ -111,32 +117,56 @@ async def sigterm_handler(m: "Machine", task: Task) -> str:
     return "sigterm"
 
 
-async def run_steps(m: "Machine", task: Task, steps: tuple) -> None:
+async def run_steps(m: "Machine", task: Task, steps: tuple, times: int | None = 1, round_ns: int = 0) -> None:
+    """Run ``steps`` ``times`` times (None: forever), ``round_ns`` of CPU after each pass
+    (a repeat step's).  One interpreter for the whole program: a nested repeat is one
+    coroutine for all its passes, and the sleep and compute steps run here with their
+    jiffies and nanoseconds worked out once per program (:func:`_ops`)."""
     sched = m.sched
-    for step in steps:
-        kind = type(step)
-        # the two commonest steps run here rather than in a coroutine of their own: every
-        # wakeup of an actor is passed down its chain of awaiting frames, one less each
-        if kind is SleepStep:
-            await sched.sleep(task, to_jiffies(step.time, m.hz), "task.sleep", interruptible=True)
-        elif kind is ComputeStep:
-            ns = _compute_ns(m, step)
-            if not sched.run_nowait(task, ns):
-                await sched.run(task, ns, "task.compute")
-        else:
-            await STEP[kind](m, task, step)
-        ret_to_user(task)
+    jiffy_ns = sched.jiffy_ns
+    ops = _ops(m, steps)
+    n = 0
+    while times is None or n < times:
+        n += 1
+        for kind, arg in ops:
+            # the two commonest steps run here rather than in a coroutine of their own
+            if kind is SleepStep:
+                await sched.sleep(task, arg, "task.sleep", interruptible=True)
+            elif kind is ComputeStep:
+                debt = task.cpu_debt_ns + arg  # Sched.run_nowait, inline
+                if debt < jiffy_ns:
+                    task.cpu_ns += arg
+                    task.cpu_debt_ns = debt
+                else:
+                    await sched.run(task, arg, "task.compute")
+            elif kind is RepeatStep:
+                await run_steps(m, task, arg.steps, arg.times, params.SLOWPATH_ROUND_NS)
+            else:
+                await STEP[kind](m, task, arg)
+            if task.sigkill or task.sigterm:
+                ret_to_user(task)
+        if round_ns:
+            # a loop of steps that never sleep must still let time pass
+            if not sched.run_nowait(task, round_ns):
+                await sched.run(task, round_ns, "task.compute")
+
+
+def _ops(m: "Machine", steps: tuple) -> tuple:
+    """``steps`` as (kind, argument) pairs, made once per program and machine: a sleep's
+    jiffies, a compute step's nanoseconds, else the step itself."""
+    cache = m.sched.programs
+    got = cache.get(id(steps))
+    if got is not None and got[0] is steps:
+        return got[1]
+    ops = tuple((SleepStep, to_jiffies(s.time, m.hz)) if type(s) is SleepStep
+                else (ComputeStep, _compute_ns(m, s)) if type(s) is ComputeStep
+                else (type(s), s) for s in steps)
+    cache[id(steps)] = (steps, ops)  # the steps kept alive: their id stays theirs
+    return ops
 
 
 async def _repeat(m: "Machine", task: Task, step: RepeatStep) -> None:
-    n = 0
-    sched = m.sched
-    while step.times is None or n < step.times:
-        n += 1
-        await run_steps(m, task, step.steps)
-        # a loop of steps that never sleep must still let time pass
-        if not sched.run_nowait(task, params.SLOWPATH_ROUND_NS):
-            await sched.run(task, params.SLOWPATH_ROUND_NS, "task.compute")
+    await run_steps(m, task, step.steps, step.times, params.SLOWPATH_ROUND_NS)
 
 
 async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:

@@ -19,7 +19,9 @@ from oomactors.kernel import gfp as G
 from oomactors.kernel import oom_select
 from oomactors.kernel.cpuset import cpuset_mems_allowed_intersects
 from oomactors.kernel.mempolicy import mpol_new
-from oomactors.kernel.oom_kill import ABORT, OomControl, oom_cpuset_eligible, select_bad_process
+from oomactors.kernel.memcontrol_tree import mem_cgroup_scan_tasks
+from oomactors.kernel.oom_kill import (ABORT, OomControl, dump_tasks, find_lock_task_mm, oom_cpuset_eligible,
+                                       oom_unkillable_task, select_bad_process)
 from oomactors.kernel.profiles import PROFILES
 from oomactors.kernel.task import MM, MMF_OOM_SKIP, PF_EXITING, Signal, Task
 from policies import BUILTIN
@@ -205,3 +207,24 @@ def test_a_pending_victim_and_a_reaped_one_in_the_kernel_loop():
     assert _select(m, oc, procs[0]) == (procs[2], 1000, None)
     procs[2].signal.oom_score_adj = -1000
     assert _select(m, oc, procs[0]) == (procs[1], 1000, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(machine())
+def test_dump_tasks_prints_every_unkillable_free_eligible_process_with_an_mm(args):
+    """The task table against its definition, asked process by process: not init, not a
+    kernel thread, eligible for the constraint (a memcg OOM: its memcg's), the first thread
+    with an mm, and that mm's counters."""
+    m, oc, cur = args
+    oc.constraint = 0
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if oc.memcg is not None else m.processes()
+    expect = []
+    for p in scan:
+        if oom_unkillable_task(p) or (oc.memcg is None and not oom_cpuset_eligible(m, p, oc, cur)):
+            continue
+        t = find_lock_task_mm(p)
+        if t is not None:
+            mm = t.mm
+            expect.append([t.pid, t.uid, t.tgid, mm.total_vm, mm.get_mm_rss(), mm.pgtables_bytes(), mm.swapents,
+                           t.signal.oom_score_adj, t.comm, mm.rss_anon, mm.rss_file, mm.rss_shmem, t.last_cpu])
+    assert dump_tasks(m, oc, cur) == expect

@@ -31,6 +31,10 @@ class Linux(KillPolicy):
         from oomactors.kernel.profiles import PROFILES
         return select_bad_process_in(ctx, PROFILES[self.era or ctx.profile])
 
+    # the kernel model may run this very loop over its tasks without building the views
+    # (oom_select.select_bad_process_tasks): a subclass that overrides select loses the mark
+    select.kernel_loop = True  # type: ignore[attr-defined]
+
 
 def _era(profile: str, summary: str) -> type[Linux]:
     return type(f"Linux_{profile.replace('-', '_').replace('.', '_')}", (Linux,), {

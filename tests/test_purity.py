@@ -24,7 +24,7 @@ from oomactors.config import load_config, parse_config
 from oomactors.errors import ConfigError
 from oomactors.events import EVENT_ID
 from oomactors.explore import explore
-from oomactors.kernel import page_alloc, page_alloc_pcp, vmscan
+from oomactors.kernel import oom_select, page_alloc, page_alloc_pcp, vmscan
 
 NODE_RECLAIM = EVENT_ID["vmscan:mm_vmscan_node_reclaim"]
 
@@ -58,6 +58,7 @@ def slow_paths(monkeypatch) -> None:
     monkeypatch.setattr(page_alloc.AllocContext, "nodes", _nodes)
     monkeypatch.setattr(schedule.Anchoring, "__init__", _anchoring_counts_every_point)
     monkeypatch.setattr(machine.Machine, "fast_switches", lambda m: None)   # sched_switch via emit_switch
+    monkeypatch.setattr(oom_select, "kernel_loop_profile", lambda m, policy: None)  # a view per candidate
 
 
 def outcome(cfg, seed: int, scheduler_seed: int | None, probe: bool, monkeypatch, slow: bool) -> tuple:

@@ -21,7 +21,7 @@ from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_all
 from .memcontrol_tree import mem_cgroup_scan_tasks, task_memcg_path
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
-from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, Task
+from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, PF_KTHREAD, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -72,6 +72,8 @@ def oom_cpuset_eligible(m: "Machine", start: Task, oc: OomControl, cur: Task) ->
     """A candidate must be able to free memory where the allocation needs it."""
     if is_memcg_oom(oc):
         return True
+    if oc.nodemask is None and cur.mems_allowed is None:
+        return bool(start.signal.threads)  # current may use every node: any thread intersects
     for t in start.signal.threads:
         if oc.nodemask is not None:
             # a mempolicy-constrained OOM: the thread's cpuset is irrelevant, only a policy
@@ -230,13 +232,81 @@ def pending_victim(m: "Machine", oc: OomControl, cur: Task) -> bool:
         return False  # a sysrq OOM ignores victims; the switch off skips them all
     skip_counts = m.fixes.get("mmf_oom_skip", True)
     scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
-    for p in scan:
+    for p in [p for p in scan if p.signal.oom_mm is not None]:  # the few victims, in one pass
         oom_mm = p.signal.oom_mm
-        if oom_mm is None or oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
+        if oom_unkillable_task(p) or not oom_cpuset_eligible(m, p, oc, cur):
             continue
         if not (oom_mm.flags & MMF_OOM_SKIP and skip_counts):
             return True
     return False
+
+
+def kernel_loop_profile(m: "Machine", policy: Any) -> "Profile | None":
+    """The era profile when the run's policy is the kernel's own selection with 5.9+'s
+    oom_badness (``policies.linux``'s select, not overridden): select_bad_process_tasks
+    then gives its answer.  None: ask the policy over the candidates' views."""
+    if not getattr(type(policy).select, "kernel_loop", False):
+        return None
+    from .profiles import PROFILES, badness_510  # profiles imports this module
+    prof = PROFILES.get(getattr(policy, "era", None) or m.profile.name)
+    return prof if prof is not None and prof.badness is badness_510 else None
+
+
+def select_bad_process_tasks(m: "Machine", oc: OomControl, cur: Task, prof: "Profile") -> tuple[Any, int]:
+    """select_bad_process_in over oom_context's candidates, for an era whose badness is
+    oom_badness (5.9+), read from each task and its mm as mm/oom_kill.c does rather than
+    from a view per candidate: (chosen task, ABORT or None; its points).  The same scan
+    order, eligibility, victim handling, badness and tie rule; tests/test_oom_loop.py
+    compares the two."""
+    memcg_oom = oc.memcg is not None
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if memcg_oom else m.processes()
+    init_too = m.profile.select_24  # the scan of 2.4 skips kernel threads only
+    every_node = memcg_oom or (oc.nodemask is None and cur.mems_allowed is None)
+    waits = not prof.select_24 and oc.order != -1  # victim_status: none for sysrq
+    skip_reaped = m.fixes.get("mmf_oom_skip", True)
+    aborts = m.fixes.get("pending_victim_abort", True)
+    unit = oc.totalpages // 1000
+    ineligible, ties_to_later = prof.ineligible, prof.ties_to_later
+    chosen: Any = None
+    chosen_points = LONG_MIN
+    for p in scan:
+        init = p.tgid == 1
+        if p.flags & PF_KTHREAD or (init and not init_too):
+            continue  # oom_unkillable_task
+        sig = p.signal
+        if every_node:
+            if not (memcg_oom or sig.threads):
+                continue  # oom_cpuset_eligible, no thread to ask
+        elif not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        t = None  # find_lock_task_mm
+        for th in sig.threads:
+            if th.mm is not None:
+                t = th
+                break
+        oom_mm = sig.oom_mm
+        flags_mm = oom_mm if oom_mm is not None else (t.mm if t is not None else None)
+        reaped = flags_mm is not None and flags_mm.flags & MMF_OOM_SKIP
+        if oom_mm is not None and waits:
+            if (reaped and skip_reaped) or not aborts:
+                continue
+            return ABORT, LONG_MIN  # a victim is still on its way out
+        if getattr(sig, "oom_origin", False):
+            chosen, chosen_points = p, LONG_MAX
+            continue
+        adj = sig.oom_score_adj
+        if init or t is None or reaped or t.in_vfork or adj == OOM_SCORE_ADJ_MIN:
+            points = LONG_MIN
+        else:
+            mm = t.mm
+            points = (mm.rss_anon + sum(mm.file) + sum(mm.shmem) + mm.swapents + sum(mm.pgtables)
+                      + adj * unit)
+        if points == ineligible or points < chosen_points:
+            continue
+        if points == chosen_points and not ties_to_later and chosen is not None:
+            continue
+        chosen, chosen_points = p, points
+    return chosen, chosen_points
 
 
 def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
@@ -246,6 +316,13 @@ def select_bad_process(m: "Machine", oc: OomControl, cur: Task) -> None:
     if getattr(policy, "aborts_on_pending_victim", False) and pending_victim(m, oc, cur):
         # the kernel's own selection would abort: no view of every process is needed
         oc.chosen = ABORT
+        return
+    prof = kernel_loop_profile(m, policy)
+    if prof is not None:
+        # the kernel's own selection: its loop over the tasks, no view of any candidate
+        oc.chosen, points = select_bad_process_tasks(m, oc, cur, prof)
+        if oc.chosen is not ABORT and oc.chosen is not None:
+            oc.chosen_points, oc.kill_group = points, None
         return
     ctx, tasks = oom_context(m, oc, cur)
     try:

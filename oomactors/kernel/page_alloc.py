@@ -235,7 +235,9 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     serves them changes meanwhile, so the zones before it fail every time.  It stops
     before the first request that would go another way (that zone's watermark test fails,
     or its buddy lists cannot refill the per-CPU list): the caller serves that one the
-    ordinary way.  ``mapped`` (pages mapped by ``mm``) and
+    ordinary way; when no zone passes the watermark test, that request fails its first
+    attempt (order 0 at the LOW watermark with no ALLOC_HIGH/HARDER/OOM: zone_watermark_fast
+    has nothing more to try), and -1 says so.  ``mapped`` (pages mapped by ``mm``) and
     ``pgtables`` (its page-table pages) make each request also take the page-table pages
     it needs (one per 512 mapped pages, as a fault does); ``mapped`` None: none.
     Returns the requests served.
@@ -249,7 +251,7 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
                 zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx]:
             break
     else:
-        return 0
+        return -1
     cpu = cur.cpu
     g = zone.gid
     floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1

@@ -70,11 +70,15 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     (the caller goes straight to the slow path, as after :data:`FAST_FAILED`)."""
     clock = m.sched.clock
     ns = nr * params.FAULT_NS_PER_PAGE
-    limit = min(limit, (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns)
+    spare = (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns
+    if spare < limit:
+        limit = spare
     if rate:
         # the faults not ahead of the rate, then the first one that is (_pace comes after it)
         due = (pages_due(clock.now - start, rate, m.hz) - done) // nr
-        limit = min(limit, due + 1 if due > 0 else 1)
+        due = due + 1 if due > 0 else 1
+        if due < limit:
+            limit = due
     if limit <= 0:  # (the cheapest test first: a paced step often has no fault to spare)
         return 0
     if (m.cpusets_enabled or task.mempolicy is not None or task.sigkill or task.sigterm
@@ -89,8 +93,7 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     ac = m.fast_acs[nid].get(gfp_mask)  # first_attempt's alloc_context (made by the first fault)
     if ac is None:
         return 0
-    made = rmqueue_pcp_run(m, task, ac.zonelist, ac.highest_zoneidx, nr, limit, kind, mm,
-                           mm.mapped_pages() if is_fault else None, sum(mm.pgtables) if is_fault else 0)
+    made = rmqueue_pcp_run(m, task, ac.zonelist, ac.highest_zoneidx, nr, limit, kind, mm, is_fault)
     if made > 0:  # their CPU time fits in the jiffy begun: limit was cut to it above
         m.sched.run_nowait(task, made * ns)
     return made

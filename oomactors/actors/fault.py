@@ -57,18 +57,28 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     ``start`` with ``done`` pages done (paced by ``rate``), each as the step makes one when
     nothing waits: :func:`fault_pages_nowait` succeeds, its CPU time fits in the jiffy
     begun (``Sched.run_nowait``), no signal or memcg overage is pending on the way back to
-    user space, and the pages are not ahead of the rate.  No scheduling point comes between
-    such faults and nothing else runs meanwhile, so they are made in one pass
+    user space, and no fault before it was ahead of the rate.  No scheduling point comes
+    between such faults and nothing else runs meanwhile, so they are made in one pass
     (:func:`~oomactors.kernel.page_alloc.rmqueue_pcp_run`), leaving the state and the
-    events exactly as one at a time would.  It stops before the first fault that would go
-    another way -- its CPU time ends the jiffy (the ``fault.cpu`` point), it must be paced,
-    the allocator's first attempt would fail or take another zone -- which the caller makes
-    the ordinary way.  Returns the faults made."""
+    events exactly as one at a time would.  The last may be ahead of the rate: a paced
+    step makes a fault, then sleeps until its pages are due, so the caller paces after
+    the run as after one fault.  It stops before the first fault that would go another
+    way -- its CPU time ends the jiffy (the ``fault.cpu`` point), a fault before it was
+    ahead of the rate, the allocator's first attempt would fail or take another zone --
+    which the caller makes the ordinary way.  Returns the faults made; -1 when none was
+    made because no zone passes the first attempt's watermark test, so that attempt fails
+    (the caller goes straight to the slow path, as after :data:`FAST_FAILED`)."""
     clock = m.sched.clock
     ns = nr * params.FAULT_NS_PER_PAGE
-    limit = min(limit, (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns)
+    spare = (clock.jiffy_ns - 1 - task.cpu_debt_ns) // ns
+    if spare < limit:
+        limit = spare
     if rate:
-        limit = min(limit, (pages_due(clock.now - start, rate, m.hz) - done) // nr)
+        # the faults not ahead of the rate, then the first one that is (_pace comes after it)
+        due = (pages_due(clock.now - start, rate, m.hz) - done) // nr
+        due = due + 1 if due > 0 else 1
+        if due < limit:
+            limit = due
     if limit <= 0:  # (the cheapest test first: a paced step often has no fault to spare)
         return 0
     if (m.cpusets_enabled or task.mempolicy is not None or task.sigkill or task.sigterm
@@ -83,9 +93,8 @@ def fault_chunks_nowait(m: "Machine", task: Task, mm: MM, nr: int, kind: str, gf
     ac = m.fast_acs[nid].get(gfp_mask)  # first_attempt's alloc_context (made by the first fault)
     if ac is None:
         return 0
-    made = rmqueue_pcp_run(m, task, ac.zonelist, ac.highest_zoneidx, nr, limit, kind, mm,
-                           mm.mapped_pages() if is_fault else None, sum(mm.pgtables) if is_fault else 0)
-    if made:  # their CPU time fits in the jiffy begun: limit was cut to it above
+    made = rmqueue_pcp_run(m, task, ac.zonelist, ac.highest_zoneidx, nr, limit, kind, mm, is_fault)
+    if made > 0:  # their CPU time fits in the jiffy begun: limit was cut to it above
         m.sched.run_nowait(task, made * ns)
     return made
 

@@ -192,17 +192,22 @@ async def _alloc(m: "Machine", task: Task, step: AllocStep) -> None:
     is_fault = kind in ("anon", "shmem")
     rate = step.rate
     while done < pages:
+        made = 0
         if not order and pages - done >= chunk_blocks:
             # faults that no scheduling point separates, in one pass
             made = fault_chunks_nowait(m, task, mm, chunk_blocks, kind, gfp_mask,
                                        (pages - done) // chunk_blocks, start, done, rate)
-            if made:
+            if made > 0:
                 done += made * chunk_blocks
                 mm.last_active = clock.now
+                if rate and start + to_jiffies_pages(m, done, rate) > clock.now:
+                    await _pace(m, task, start, done, rate)  # the last was ahead of the rate
+                    continue
                 if done == pages:
                     break
         nr = min(chunk_blocks, -(-(pages - done) >> order))
-        zone = fault_pages_nowait(m, task, mm, nr, order, kind, gfp_mask)
+        # made < 0: the next fault's first attempt fails (fault_chunks_nowait saw it)
+        zone = FAST_FAILED if made < 0 else fault_pages_nowait(m, task, mm, nr, order, kind, gfp_mask)
         if zone is None or zone is FAST_FAILED:
             zone, got = await fault_pages(m, task, mm, nr, order, kind, gfp_mask,
                                           fast_failed=zone is FAST_FAILED)

@@ -149,36 +149,31 @@ class Zone:
             return False
         fa = self.free_area
         self.nr_free -= n
-        if fa[0] >= n:  # enough single pages: no block is split
-            fa[0] -= n
+        if not n:
             return True
         o = 0
-        while n:
-            have = fa[o]
+        for have in fa:
             if have:
-                whole = n >> o
-                if whole >= have:  # every block of this order goes
+                if have << o <= n:  # every block of this order goes
                     fa[o] = 0
                     n -= have << o
+                    if not n:
+                        return True
                 else:
+                    whole = n >> o
                     n -= whole << o
-                    have -= whole
                     if n:  # a partial block: split it, give back the tail, one block per set bit
-                        fa[o] = have - 1
+                        fa[o] = have - whole - 1
                         rest = (1 << o) - n
                         while rest:
                             low = rest & -rest
                             fa[low.bit_length() - 1] += 1
                             rest ^= low
                     else:
-                        fa[o] = have
+                        fa[o] = have - whole
                     return True
             o += 1
-            if o == MAX_ORDER:
-                break
-        if n:  # cannot happen while nr_free >= n
-            raise AssertionError("buddy lists disagree with nr_free")
-        return True
+        raise AssertionError("buddy lists disagree with nr_free")  # not while nr_free >= n
 
     def zone_reclaimable_pages(self, swap_free: int) -> int:
         """mm/vmscan.c zone_reclaimable_pages: file LRU, plus anon LRU while swap has room."""

@@ -224,7 +224,7 @@ def get_page_from_freelist(m: "Machine", cur: "Task", gfp_mask: int, order: int,
 
 
 def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zoneidx: int, nr: int,
-                    limit: int, kind: str, mm: "MM | None", mapped: int | None, pgtables: int) -> int:
+                    limit: int, kind: str, mm: "MM | None", pt: bool) -> int:
     """Up to ``limit`` order-0 first attempts of ``nr`` pages each (no nodemask, no cpuset),
     one after the other with nothing in between: each served as
     :func:`get_page_from_freelist` at the LOW watermark and :func:`rmqueue` would serve
@@ -235,9 +235,10 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     serves them changes meanwhile, so the zones before it fail every time.  It stops
     before the first request that would go another way (that zone's watermark test fails,
     or its buddy lists cannot refill the per-CPU list): the caller serves that one the
-    ordinary way.  ``mapped`` (pages mapped by ``mm``) and
-    ``pgtables`` (its page-table pages) make each request also take the page-table pages
-    it needs (one per 512 mapped pages, as a fault does); ``mapped`` None: none.
+    ordinary way; when no zone passes the watermark test, that request fails its first
+    attempt (order 0 at the LOW watermark with no ALLOC_HIGH/HARDER/OOM: zone_watermark_fast
+    has nothing more to try), and -1 says so.  ``pt``: each request also takes the
+    page-table pages of ``mm`` it needs (one per 512 mapped pages, as a fault does).
     Returns the requests served.
 
     The buddy lists give the pages of the whole run in one take: taking ``a`` then ``b``
@@ -245,15 +246,19 @@ def rmqueue_pcp_run(m: "Machine", cur: "Task", zonelist: list[Zone], highest_zon
     first and give back a split block's tail as its binary decomposition;
     tests/test_buddy.py checks it)."""
     for zone in zonelist:
-        if zone.idx <= highest_zoneidx and zone.vm_free - (nr - 1) > \
-                zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx]:
-            break
+        if zone.idx <= highest_zoneidx:
+            floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
+            if zone.vm_free > floor:
+                break
     else:
-        return 0
+        return -1
     cpu = cur.cpu
     g = zone.gid
-    floor = zone.watermark[WMARK_LOW] + zone.lowmem_reserve[highest_zoneidx] + nr - 1
     nr_free0 = zone.nr_free
+    if pt:
+        mapped, pgtables = mm.mapped_pages(), sum(mm.pgtables)
+    else:
+        mapped, pgtables = None, 0
     # the requests on plain numbers (kernel/page_alloc_pcp.py)
     done, have, diff, vm_free, nr_free, pgtables1 = pcp_requests(
         nr, limit, cpu.pcp[g], cpu.vm_diff[g], zone.vm_free, nr_free0, floor, m.pcp_batch, m.percpu_drift,

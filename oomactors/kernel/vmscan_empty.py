@@ -33,7 +33,8 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
     meanwhile, so the lists stay empty -- going on to the next priority after each whole
     round while the loop would, and stopping before the first pass whose shrinker would
     scan.  Returns how many passes of the round at sc.priority are done; the caller makes
-    the rest, the first of which will cross a jiffy or free slab."""
+    the rest, the first of which will cross a jiffy (sc.next_pass_empty: a pass for
+    :func:`empty_pass`) or free slab."""
     if len(m.memcgs) > 1:
         return 0  # protected memcgs: shrink_node's walk has effects of its own
     slab: list[tuple[int, Zone]] = []  # (the node's place in a round, a zone above its floor)
@@ -51,6 +52,7 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
     rounds = 1 if sc.nr_reclaimed >= sc.nr_to_reclaim else sc.priority + 1
     passes = min(fit, rounds * per_round)
     if passes <= 0:
+        sc.next_pass_empty = not slab
         return 0
     if slab:
         passes = _deferring_passes(m, cur, nodes, sc, slab, passes)
@@ -68,7 +70,19 @@ def empty_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl) 
         sc.priority -= rounds - 1
         return per_round
     sc.priority -= passes // per_round  # cut short: the caller makes the rest
+    sc.next_pass_empty = not slab       # by the jiffy, then the next pass is empty too
     return passes % per_round
+
+
+async def empty_pass(m: "Machine", cur: "Task", node: Node, sc: ScanControl) -> None:
+    """shrink_node's pass over ``node`` with nothing on its lists and no slab above the
+    floor, when its time ends the jiffy begun (:func:`empty_passes` stopped before it; the
+    scheduling point is shrink_node's)."""
+    sc.may_deactivate = -1
+    ns = params.RECLAIM_BASE_NS
+    if not m.sched.run_nowait(cur, ns):
+        await m.sched.run(cur, ns, "reclaim.scan")
+    m.emit(_NODE_RECLAIM, cur.pid, node.nid, 0, 0, 0, 0)
 
 
 def _deferring_passes(m: "Machine", cur: "Task", nodes: list[Node], sc: ScanControl,

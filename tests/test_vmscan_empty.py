@@ -6,6 +6,7 @@ making each of them."""
 from __future__ import annotations
 
 import pytest
+from helpers import count_returns
 from test_fault_batch import state_digest
 
 from oomactors.config import load_config, parse_config
@@ -120,15 +121,7 @@ def test_passes_where_the_shrinker_only_defers_change_nothing(source, seed, sche
     at every event as shrink_node making each of them."""
     from oomactors.kernel import vmscan_empty
     cfg = parse_config(SLAB_ONLY if source == "slab-only" else SLAB_NOFS, f"<{source}>")
-    made = [0]
-    real = vmscan_empty._deferring_passes
-
-    def counted(*a):
-        k = real(*a)
-        made[0] += k
-        return k
-
-    monkeypatch.setattr(vmscan_empty, "_deferring_passes", counted)
+    made = count_returns(monkeypatch, vmscan_empty, "_deferring_passes")
     fast, _ = _digest(cfg, seed, sched, True, monkeypatch)
     slow, _ = _digest(cfg, seed, sched, False, monkeypatch)
     assert fast == slow

@@ -90,3 +90,18 @@ def drive(coro) -> Any:
     except StopIteration as stop:
         return stop.value
     raise AssertionError("the coroutine suspended")
+
+
+def count_returns(monkeypatch, owner: Any, name: str) -> list[int]:
+    """Wrap ``owner.name``, a function returning a count (a shortcut's passes or
+    faults made), with ``monkeypatch``; the box returned adds up what it returned."""
+    real = getattr(owner, name)
+    made = [0]
+
+    def counted(*a):
+        k = real(*a)
+        made[0] += k
+        return k
+
+    monkeypatch.setattr(owner, name, counted)
+    return made

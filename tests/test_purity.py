@@ -24,7 +24,7 @@ from oomactors.config import load_config, parse_config
 from oomactors.errors import ConfigError
 from oomactors.events import EVENT_ID
 from oomactors.explore import explore
-from oomactors.kernel import oom_select, page_alloc, page_alloc_pcp, vmscan
+from oomactors.kernel import oom_select, page_alloc, page_alloc_pcp, vmscan, vmscan_empty
 
 NODE_RECLAIM = EVENT_ID["vmscan:mm_vmscan_node_reclaim"]
 
@@ -109,6 +109,8 @@ def machines(draw) -> str:
     nodes = pick(1, 1, 2, 3)
     text = [f"[machine]\ncpus = {draw(st.integers(1, 4))}\nnodes = {nodes}\nmemory = \"{pick(48, 64, 128)}MiB\"",
             f"swap = \"{pick(0, 0, 4, 16)}MiB\"\npage_cache = \"{pick(0, 2, 8)}MiB\"\ndirty = \"{pick(0, 1)}MiB\"",
+            # the dentry/inode caches: passes over empty lists that only defer the shrinker's work
+            f"slab_reclaimable = \"{pick('auto', 'auto', '0', '128KiB', '2MiB')}\"",
             f"fragmentation = {pick(0.0, 0.0, 0.5)}",
             f"[kernel]\nprofile = \"{pick('linux-5.10', 'linux-5.10', 'linux-2.4', 'linux-4.14', 'linux-6.12')}\"",
             f"hz = {pick(100, 250, 300, 1000)}\npcp_batch = {pick(1, 7, 31, 32, 33, 64, 600)}",
@@ -142,7 +144,7 @@ def machines(draw) -> str:
             kind = pick("anon", "anon", "shmem", "kernel")
             step = (f"{{ op = \"alloc\", size = \"{pick(64, 256, 1000, 4096, 16384, 65536)}KiB\", kind = \"{kind}\", "
                     f"chunk = {pick(1, 5, 7, 31, 32, 33, 64, 512, 600, 4096)}, "
-                    f"gfp = \"{'GFP_KERNEL' if kind == 'kernel' else 'GFP_HIGHUSER_MOVABLE'}\", "
+                    f"gfp = \"{pick('GFP_KERNEL', 'GFP_NOFS') if kind == 'kernel' else 'GFP_HIGHUSER_MOVABLE'}\", "
                     f"on_fail = \"{pick('exit', 'retry', 'continue')}\"")
             if draw(st.integers(0, 5)) == 0:
                 step += f", order = {pick(1, 3)}"
@@ -186,6 +188,53 @@ def test_every_shortcut_off_changes_nothing(text, seed, scheduler_seed, probe):
         fast = outcome(cfg, seed, scheduler_seed, probe, mp, slow=False)
         slow = outcome(cfg, seed, scheduler_seed, probe, mp, slow=True)
     assert fast == slow, text
+
+
+# parallel-oom without page cache: the lists are empty from the start and only the slab
+# (8 MiB, floor 2 MiB) gives reclaim work -- most passes only defer the shrinker's
+SLAB_ONLY = open("configs/parallel-oom.toml").read().replace('page_cache = "32MiB"', 'page_cache = "0"', 1)
+
+
+def priority_off_by_one(monkeypatch) -> None:
+    """A deliberate bug: the deferring passes' arithmetic one priority off."""
+    real = vmscan_empty.deferred_only
+    monkeypatch.setattr(vmscan_empty, "deferred_only", lambda d, f, p, g: real(d, f, p - 1, g))
+
+
+def one_pass_too_many(monkeypatch) -> None:
+    """A deliberate bug: each run of deferring passes takes one more pass, the first that
+    would scan, as if it only deferred."""
+    real_passes, real = vmscan_empty._deferring_passes, vmscan_empty.deferred_only
+    late = [False]
+
+    def passes(*a):
+        late[0] = True
+        return real_passes(*a)
+
+    def deferred_only(d, f, p, g):
+        got = real(d, f, p, g)
+        if got is None and late[0]:
+            late[0] = False
+            return d + (f >> p) * 2
+        return got
+
+    monkeypatch.setattr(vmscan_empty, "_deferring_passes", passes)
+    monkeypatch.setattr(vmscan_empty, "deferred_only", deferred_only)
+
+
+@pytest.mark.parametrize("mutation", [None, priority_off_by_one, one_pass_too_many])
+@pytest.mark.parametrize("probe", [False, True])
+def test_the_comparison_sees_an_off_by_one_in_the_deferring_passes(mutation, probe):
+    """The on/off comparison above is strong enough for the passes that only defer the
+    shrinker's work: with the shortcut as written the two agree; with either off-by-one
+    they do not (the events, the state at the end or at every event)."""
+    cfg = parse_config(SLAB_ONLY, "<slab only>")
+    with pytest.MonkeyPatch.context() as mp:
+        if mutation is not None:
+            mutation(mp)
+        fast = outcome(cfg, 0, None, probe, mp, slow=False)
+        slow = outcome(cfg, 0, None, probe, mp, slow=True)
+    assert (fast == slow) == (mutation is None)
 
 
 TWO_NODES = open("configs/parallel-oom.toml").read().replace("[machine]\n", "[machine]\nnodes = 2\n", 1)

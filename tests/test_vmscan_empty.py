@@ -6,6 +6,7 @@ making each of them."""
 from __future__ import annotations
 
 import pytest
+from helpers import count_returns
 from test_fault_batch import state_digest
 
 from oomactors.config import load_config, parse_config
@@ -17,6 +18,11 @@ TWO_NODES = PARALLEL.replace("[machine]\n", "[machine]\nnodes = 2\n", 1)
 # no page cache and no swap: the LRU lists are empty from the start, only the reclaimable
 # slab (8 MiB, floor 2 MiB) gives reclaim anything to do until the shrinker drains it
 SLAB_ONLY = PARALLEL.replace('page_cache = "32MiB"', 'page_cache = "0"', 1)
+# the same hogs allocating GFP_NOFS: the superblock shrinker refuses to scan, so every pass
+# over the empty lists only winds the deferred work up
+SLAB_NOFS = SLAB_ONLY.replace('{ op = "alloc", size = "4MiB" }',
+                              '{ op = "alloc", size = "4MiB", kind = "kernel", gfp = "GFP_NOFS" }', 1) \
+                     .replace('duration = "10s"', 'duration = "1s"', 1)
 
 
 def _digest(cfg, seed: int, scheduler_seed: int | None, fast: bool, monkeypatch) -> tuple[str, int]:
@@ -100,6 +106,26 @@ def test_empty_passes_handed_to_collecting_sinks_in_one_go(source, monkeypatch):
     slow, unused = outcome(False)
     assert used > 100 and unused == 0
     assert fast == slow
+
+
+@pytest.mark.parametrize("source,seed,sched,least", [
+    ("slab-only", 0, None, 150),   # the deferred work grows until a batch is due
+    ("slab-only", 1, 5, 150),
+    ("slab-nofs", 0, None, 2000),  # without __GFP_FS it only grows
+    ("slab-nofs", 1, 5, 100),     # (this schedule reaches fewer)
+])
+def test_passes_where_the_shrinker_only_defers_change_nothing(source, seed, sched, least, monkeypatch):
+    """Passes over empty lists with slab above the floor, while the shrinker's target stays
+    under a batch (or it refuses): made in the tight loop, each with its nr_deferred
+    arithmetic, they give the same events and the same state -- slab_deferred included --
+    at every event as shrink_node making each of them."""
+    from oomactors.kernel import vmscan_empty
+    cfg = parse_config(SLAB_ONLY if source == "slab-only" else SLAB_NOFS, f"<{source}>")
+    made = count_returns(monkeypatch, vmscan_empty, "_deferring_passes")
+    fast, _ = _digest(cfg, seed, sched, True, monkeypatch)
+    slow, _ = _digest(cfg, seed, sched, False, monkeypatch)
+    assert fast == slow
+    assert made[0] >= least
 
 
 def test_a_node_with_slab_above_its_floor_is_not_empty():

@@ -14,11 +14,17 @@ pages: kernel/shrinker.py).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 from helpers import drive, events
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from oomactors.config import Config
 from oomactors.kernel import gfp as G
 from oomactors.kernel.mmzone import ZONE_NORMAL
+from oomactors.kernel.shrinker import SUPER_BATCH_PAGES, deferred_only, shrink_slab
 
 IDLE = [{"op": "repeat", "steps": [{"op": "sleep", "time": "100ms"}]}]
 
@@ -103,3 +109,49 @@ def test_a_cache_smaller_than_a_batch_goes_all_at_once_when_the_target_covers_it
     # at the floor the shrinker counts nothing: the deferred work stays as it is
     assert _pass(m, kswapd, G.GFP_KERNEL, 0) == (0, 0)
     assert m.slab_deferred[zone.gid] == 16
+
+
+def _agrees(deferred_only, deferred: int, freeable: int, priority: int, fs: bool) -> None:
+    """``deferred_only`` tells a pass that frees nothing from one that frees, and gives
+    the nr_deferred shrink_slab leaves, for one pass of shrink_slab itself."""
+    gfp_mask = G.GFP_KERNEL if fs else G.GFP_NOFS
+    zone = SimpleNamespace(gid=0, nr={"slab_reclaimable": 100 + freeable})
+    freed_to_buddy = []
+    m = SimpleNamespace(slab_floor=[100], slab_deferred=[deferred],
+                        free_to_buddy=lambda cur, z, k: freed_to_buddy.append(k))
+    got = deferred_only(deferred, freeable, priority, gfp_mask)
+    freed = shrink_slab(m, None, zone, gfp_mask, priority)
+    assert freed == sum(freed_to_buddy)
+    if got is None:
+        assert freed > 0
+    else:
+        assert freed == 0 and m.slab_deferred[0] == got and zone.nr["slab_reclaimable"] == 100 + freeable
+
+
+@given(deferred=st.integers(0, 5000), freeable=st.integers(1, 100_000), priority=st.integers(0, 12),
+       fs=st.booleans())
+@example(deferred=SUPER_BATCH_PAGES, freeable=1536, priority=12, fs=True)      # exactly a batch
+@example(deferred=SUPER_BATCH_PAGES - 1, freeable=1536, priority=12, fs=True)  # one short of it
+@example(deferred=19, freeable=38, priority=2, fs=True)   # 19 + 18: one short of the whole cache
+@example(deferred=20, freeable=38, priority=2, fs=True)   # the whole cache (a batch is more)
+@example(deferred=38, freeable=38, priority=12, fs=True)  # no fresh work: capped at half the cache
+@example(deferred=0, freeable=1536, priority=6, fs=True)                       # fresh work of a batch
+def test_deferred_only_is_shrink_slab_for_a_pass_that_frees_nothing(deferred, freeable, priority, fs):
+    """kernel/vmscan_empty.py makes the passes that only defer with deferred_only's
+    arithmetic: it must be shrink_slab's, to the page, on either side of every bound."""
+    _agrees(deferred_only, deferred, freeable, priority, fs)
+
+
+@pytest.mark.parametrize("deferred,freeable,priority", [(SUPER_BATCH_PAGES, 1536, 12), (20, 38, 2)])
+def test_an_off_by_one_at_a_bound_is_caught(deferred, freeable, priority):
+    """The property above sees a bound moved by one (a target of exactly a batch, or of
+    exactly the whole cache, taken as too small to scan)."""
+    def off_by_one(d, f, p, gfp_mask):  # one page short of the bound: it would not scan
+        got = deferred_only(d - 1, f, p, gfp_mask)
+        return None if got is None else got + 1
+
+    _agrees(deferred_only, deferred, freeable, priority, True)  # the bound itself scans
+    assert deferred_only(deferred, freeable, priority, G.GFP_KERNEL) is None
+
+    with pytest.raises(AssertionError):
+        _agrees(off_by_one, deferred, freeable, priority, True)

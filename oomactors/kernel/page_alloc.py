@@ -86,6 +86,16 @@ class AllocContext:
             self._nodes_of = zones
         return self._nodes
 
+    def share_walk(self, other: "AllocContext") -> None:
+        """Walk as ``other`` does -- over the same zonelist up to the same zone -- if it has
+        this nodemask: its walk, kept on it, serves this context too (the slow path's
+        context and the first attempt's, kept on the machine)."""
+        if other.nodemask is self.nodemask:
+            zones = self._zones = other.zones()
+            self._zones_nodemask = self.nodemask
+            self._nodes = other.nodes()
+            self._nodes_of = zones
+
 
 def first_zones_zonelist(ac: AllocContext) -> Zone | None:
     hz, nm = ac.highest_zoneidx, ac.nodemask

@@ -24,6 +24,7 @@ from .page_alloc import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_KSWAPD, ALLOC_NO_WATE
                          first_zones_zonelist, get_page_from_freelist, gfp_pfmemalloc_allowed,
                          gfp_to_alloc_flags, warn_alloc)
 from .mempolicy import cpuset_nodemask_valid_mems_allowed
+from .oom_kill import OomControl, out_of_memory
 from .task import PF_DUMPCORE, PF_MEMALLOC
 from .vmscan import try_to_free_pages
 from .vmscan_kswapd import wake_all_kswapds
@@ -109,6 +110,9 @@ async def __alloc_pages_nodemask(m: "Machine", cur: "Task", gfp_mask: int, order
                 return page
         ac = alloc_context(m, gfp_mask, preferred_nid, nodemask, kind, mm, pt)
         ac.spread_dirty_pages = False
+        fast = m.fast_acs[preferred_nid].get(gfp_mask)
+        if fast is not None:  # the first attempt's context, same zonelist and highest zone
+            ac.share_walk(fast)
         return await __alloc_pages_slowpath(m, cur, gfp_mask, order, ac, nr)
     alloc_flags |= gfp_mask & _KSWAPD_RECLAIM  # alloc_flags_nofragment: ALLOC_KSWAPD
     page = get_page_from_freelist(m, cur, alloc_mask, order, alloc_flags, ac, nr)
@@ -294,7 +298,6 @@ def should_compact_retry(m: "Machine", cur: "Task", ac: AllocContext, order: int
 async def __alloc_pages_may_oom(m: "Machine", cur: "Task", gfp_mask: int, order: int,
                                 ac: AllocContext, nr: int) -> tuple[Zone | None, int]:
     """Take oom_lock with trylock; one last try at the HIGH watermark; then blame time."""
-    from .oom_kill import OomControl, out_of_memory
     did_some_progress = 0
     if not m.oom_lock_trylock(cur):
         # somebody else is handling OOM: that counts as progress for us

@@ -41,13 +41,7 @@ def shrink_slab(m: "Machine", cur: "Task", zone: "Zone", gfp_mask: int, priority
     g = zone.gid
     nr = zone.nr
     freeable = nr["slab_reclaimable"] - m.slab_floor[g]
-    deferred = m.slab_deferred[g]
-    delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
-    total_scan = deferred + delta
-    next_deferred = total_scan
-    if delta < freeable // 4:
-        total_scan = min(total_scan, freeable // 2)  # no windup empties the whole cache
-    total_scan = min(total_scan, freeable * 2)
+    total_scan, next_deferred = scan_target(m.slab_deferred[g], freeable, priority)
     scanned = 0
     if gfp_mask & _GFP_FS:
         while total_scan >= SUPER_BATCH_PAGES or total_scan >= freeable:
@@ -60,3 +54,26 @@ def shrink_slab(m: "Machine", cur: "Task", zone: "Zone", gfp_mask: int, priority
         nr["slab_reclaimable"] -= freed
         m.free_to_buddy(cur, zone, freed)
     return freed
+
+
+def scan_target(deferred: int, freeable: int, priority: int) -> tuple[int, int]:
+    """do_shrink_slab's (total_scan, next_deferred) before the scan: this pass's fresh
+    work plus the deferred, bounded against windup."""
+    delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
+    total_scan = deferred + delta
+    next_deferred = total_scan
+    if delta < freeable // 4:
+        total_scan = min(total_scan, freeable // 2)  # no windup empties the whole cache
+    return min(total_scan, freeable * 2), next_deferred
+
+
+def deferred_only(deferred: int, freeable: int, priority: int, gfp_mask: int) -> int | None:
+    """The zone's nr_deferred after a pass at ``priority`` that scans nothing (its target
+    is under a batch and under the cache, or the shrinker refuses without __GFP_FS), or
+    None if the pass would scan -- and free -- something.  Such a pass frees nothing and
+    changes nothing else: :func:`shrink_slab` made without its frame
+    (kernel/vmscan_empty.py)."""
+    total_scan, next_deferred = scan_target(deferred, freeable, priority)
+    if gfp_mask & _GFP_FS and (total_scan >= SUPER_BATCH_PAGES or total_scan >= freeable):
+        return None
+    return next_deferred

@@ -31,7 +31,7 @@ from .lru import ANON, FILE, inactive_is_low, lru_sizes, scan_inactive, shrink_a
 from .shmem import shmem_lru_pages, shmem_swapout
 from .shrinker import shrink_slab
 from .swap_state import add_to_swap
-from .vmscan_empty import empty_passes
+from .vmscan_empty import empty_pass, empty_passes
 from .vmscan_throttle import throttle_direct_reclaim, throttle_node
 from .workingset import workingset_eviction
 
@@ -48,7 +48,7 @@ class ScanControl:
     __slots__ = ("gfp_mask", "order", "priority", "nr_to_reclaim", "reclaim_idx", "may_writepage",
                  "may_swap", "nr_scanned", "nr_reclaimed", "is_kswapd", "nr_writeback",
                  "memcg_low_reclaim", "memcg_low_skipped", "may_deactivate", "skipped_deactivate",
-                 "force_deactivate")
+                 "force_deactivate", "next_pass_empty")
 
     def __init__(self, gfp_mask: int, order: int, nr_to_reclaim: int, reclaim_idx: int,
                  is_kswapd: bool) -> None:
@@ -68,6 +68,7 @@ class ScanControl:
         self.may_deactivate = 0        # DEACTIVATE_ANON | DEACTIVATE_FILE (-1: not decided yet)
         self.skipped_deactivate = False
         self.force_deactivate = False
+        self.next_pass_empty = False   # vmscan_empty: the caller's next pass finds nothing either
 
     def can_swap(self, m: "Machine") -> bool:
         """Anonymous (and shmem) pages may be scanned at all: swapping is allowed, the
@@ -371,7 +372,11 @@ async def raise_priority_until_reclaimed(m: "Machine", cur: "Task", nodes: list[
     while sc.priority >= 0:
         done = empty_passes(m, cur, nodes, sc) if global_lru else 0
         for node in nodes[done:] if done else nodes:  # shrink_zones: the zonelist at this priority
-            await shrink(m, cur, node, sc)
+            if sc.next_pass_empty:  # the empty passes were cut short by the jiffy
+                sc.next_pass_empty = False
+                await empty_pass(m, cur, node, sc)
+            else:
+                await shrink(m, cur, node, sc)
         if sc.nr_reclaimed >= sc.nr_to_reclaim:
             return
         sc.priority -= 1

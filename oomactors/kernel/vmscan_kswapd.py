@@ -35,7 +35,7 @@ def pgdat_balanced(m: "Machine", node: Node, order: int, highest_zoneidx: int) -
 
 def wakeup_kswapd(m: "Machine", cur: "Task", zone: Zone, gfp_flags: int, order: int,
                   highest_zoneidx: int) -> None:
-    if not cpuset_zone_allowed(m, cur, zone, gfp_flags):
+    if m.cpusets_enabled and not cpuset_zone_allowed(m, cur, zone, gfp_flags):
         return  # a node the allocation may not use is not worth waking kswapd for
     node = zone.node
     if node.kswapd_highest_zoneidx == MAX_NR_ZONES or node.kswapd_highest_zoneidx < highest_zoneidx:
@@ -53,10 +53,13 @@ def wakeup_kswapd(m: "Machine", cur: "Task", zone: Zone, gfp_flags: int, order: 
 
 
 def wake_all_kswapds(m: "Machine", cur: "Task", order: int, gfp_mask: int, ac: "AllocContext") -> None:
-    seen = set()
+    """wakeup_kswapd for the first zone of each node in the zonelist walk (a node's zones
+    are next to each other in a zonelist)."""
+    last = None
     for zone in ac.zones():
-        if zone.node.nid not in seen:
-            seen.add(zone.node.nid)
+        node = zone.node
+        if node is not last:
+            last = node
             wakeup_kswapd(m, cur, zone, gfp_mask, order, ac.highest_zoneidx)
 
 

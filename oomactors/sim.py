@@ -134,29 +134,29 @@ async def _main(m: Machine, duration: int, stop_when_idle: bool) -> str:
         stepper.stop()
 
     clock.on_interrupt = interrupted
-    m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
-              m.totalram_pages, m.profile.name)
-    if m.policy.name != "linux" or m.daemon is not None:
-        m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
-    init, reaper = _kernel_tasks(m)
-    spawn(_init_actor, m, init)
-    for node in m.nodes:
-        spawn(kswapd, m, node)
-    spawn(oom_reaper, m, reaper)
-    for cpu in m.sched.cpus:
-        spawn(cpu.actor)
-        spawn(vmstat_timer, m, cpu)
-    if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
-        spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
-    _spawn_workload(m)
-    if getattr(m, "daemon", None) is not None:
-        spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
-    psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
-    if psi_every:
-        _psi_samples(m, psi_every)
-    spawn_cpuset_updater(m)
-    emit_memcg_usage(m)
-    try:
+    try:  # from the first actor spawned: a failure while booting still closes them all
+        m.emit_on("sim:run_start", -1, -1, m.seed, m.hz, len(m.sched.cpus), len(m.nodes),
+                  m.totalram_pages, m.profile.name)
+        if m.policy.name != "linux" or m.daemon is not None:
+            m.emit_on("sim:policy", -1, -1, m.policy.name, m.daemon.name if m.daemon is not None else "")
+        init, reaper = _kernel_tasks(m)
+        spawn(_init_actor, m, init)
+        for node in m.nodes:
+            spawn(kswapd, m, node)
+        spawn(oom_reaper, m, reaper)
+        for cpu in m.sched.cpus:
+            spawn(cpu.actor)
+            spawn(vmstat_timer, m, cpu)
+        if cfg.run.meminfo_interval.ns or cfg.run.meminfo_interval.jiffies:
+            spawn(_meminfo, m, max(1, to_jiffies(cfg.run.meminfo_interval, m.hz)))
+        _spawn_workload(m)
+        if getattr(m, "daemon", None) is not None:
+            spawn_daemon(m)  # a userspace OOM killer (oomactors/userspace.py)
+        psi_every = to_jiffies(cfg.run.psi_samples, m.hz)
+        if psi_every:
+            _psi_samples(m, psi_every)
+        spawn_cpuset_updater(m)
+        emit_memcg_usage(m)
         reason = await _drive(m)
         if m.stopped:  # interrupted: no event but sim:run_end after Ctrl-C was asked for
             return reason

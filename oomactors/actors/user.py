@@ -81,13 +81,7 @@ async def user_task(m: "Machine", task: Task, program: tuple, start_delay: int =
     reason = "exit"
     try:
         ret_to_user(task)
-        if len(program) == 1 and type(program[0]) is RepeatStep:
-            # the commonest program, one loop: run_steps(program) but for its frame, which
-            # every wakeup of the task would pass through
-            await run_steps(m, task, program[0].steps, program[0].times, params.SLOWPATH_ROUND_NS)
-            ret_to_user(task)
-        else:
-            await run_steps(m, task, program)
+        await run_steps(m, task, program)
     except _Exit as e:
         reason = e.reason
     if reason == "sigterm":
@@ -119,11 +113,10 @@ async def sigterm_handler(m: "Machine", task: Task) -> str:
 
 async def run_steps(m: "Machine", task: Task, steps: tuple, times: int | None = 1, round_ns: int = 0) -> None:
     """Run ``steps`` ``times`` times (None: forever), ``round_ns`` of CPU after each pass
-    (a repeat step's).  One interpreter for the whole program: a nested repeat is one
-    coroutine for all its passes, and the sleep and compute steps run here with their
-    jiffies and nanoseconds worked out once per program (:func:`_ops`)."""
+    (a repeat step's): a repeat step is one coroutine for all its passes, and the sleep
+    and compute steps run here with their jiffies and nanoseconds worked out once per
+    program (:func:`_ops`)."""
     sched = m.sched
-    jiffy_ns = sched.jiffy_ns
     ops = _ops(m, steps)
     n = 0
     while times is None or n < times:
@@ -133,17 +126,11 @@ async def run_steps(m: "Machine", task: Task, steps: tuple, times: int | None = 
             if kind is SleepStep:
                 await sched.sleep(task, arg, "task.sleep", interruptible=True)
             elif kind is ComputeStep:
-                debt = task.cpu_debt_ns + arg  # Sched.run_nowait, inline
-                if debt < jiffy_ns:
-                    task.cpu_ns += arg
-                    task.cpu_debt_ns = debt
-                else:
+                if not sched.run_nowait(task, arg):
                     await sched.run(task, arg, "task.compute")
-            elif kind is RepeatStep:
-                await run_steps(m, task, arg.steps, arg.times, params.SLOWPATH_ROUND_NS)
             else:
                 await STEP[kind](m, task, arg)
-            if task.sigkill or task.sigterm:
+            if task.sigkill or task.sigterm:  # ret_to_user's test first: a call per step saved
                 ret_to_user(task)
         if round_ns:
             # a loop of steps that never sleep must still let time pass

@@ -47,13 +47,11 @@ async def vm_fault_oom(m: "Machine", task: Task) -> None:
 
 async def _pace(m: "Machine", task: Task, start: int, done: int, rate: int) -> None:
     """Hold a step to its byte rate: sleep until the pages done so far are due."""
-    sched = m.sched
-    now = sched.clock.now
-    due = start + done * PAGE_SIZE * m.hz // rate  # to_jiffies_pages
+    now = m.now
+    due = start + to_jiffies_pages(m, done, rate)
     if due > now:
-        await sched.sleep(task, due - now, "task.rate", interruptible=True)
-        if task.sigkill or task.sigterm:
-            ret_to_user(task)
+        await m.sched.sleep(task, due - now, "task.rate", interruptible=True)
+        ret_to_user(task)
 
 
 async def _enomem(m: "Machine", task: Task, op: str, on_fail: str, errno: int = ENOMEM) -> bool:

@@ -21,7 +21,7 @@ from .cpuset import cpuset_mems_allowed_intersects, cpuset_name, cpuset_zone_all
 from .memcontrol_tree import mem_cgroup_scan_tasks, task_memcg_path
 from .mempolicy import mempolicy_nodemask_intersects
 from .mmzone import totalreserve_pages
-from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, PF_KTHREAD, Task
+from .task import MMF_OOM_SKIP, OOM_SCORE_ADJ_MIN, PAGE_SIZE, PF_EXITING, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -258,10 +258,8 @@ def select_bad_process_tasks(m: "Machine", oc: OomControl, cur: Task, prof: "Pro
     from a view per candidate: (chosen task, ABORT or None; its points).  The same scan
     order, eligibility, victim handling, badness and tie rule; tests/test_oom_loop.py
     compares the two."""
-    memcg_oom = oc.memcg is not None
-    scan = mem_cgroup_scan_tasks(m, oc.memcg) if memcg_oom else m.processes()
-    init_too = m.profile.select_24  # the scan of 2.4 skips kernel threads only
-    every_node = memcg_oom or (oc.nodemask is None and cur.mems_allowed is None)
+    scan = mem_cgroup_scan_tasks(m, oc.memcg) if is_memcg_oom(oc) else m.processes()
+    select_24 = m.profile.select_24  # the scan of 2.4 skips kernel threads only
     waits = not prof.select_24 and oc.order != -1  # victim_status: none for sysrq
     skip_reaped = m.fixes.get("mmf_oom_skip", True)
     aborts = m.fixes.get("pending_victim_abort", True)
@@ -270,20 +268,12 @@ def select_bad_process_tasks(m: "Machine", oc: OomControl, cur: Task, prof: "Pro
     chosen: Any = None
     chosen_points = LONG_MIN
     for p in scan:
-        init = p.tgid == 1
-        if p.flags & PF_KTHREAD or (init and not init_too):
-            continue  # oom_unkillable_task
-        sig = p.signal
-        if every_node:
-            if not (memcg_oom or sig.threads):
-                continue  # oom_cpuset_eligible, no thread to ask
-        elif not oom_cpuset_eligible(m, p, oc, cur):
+        # oom_context's candidates
+        if (p.is_kthread if select_24 else oom_unkillable_task(p)) or not oom_cpuset_eligible(m, p, oc, cur):
             continue
-        t = None  # find_lock_task_mm
-        for th in sig.threads:
-            if th.mm is not None:
-                t = th
-                break
+        init = p.is_global_init
+        sig = p.signal
+        t = find_lock_task_mm(p)
         oom_mm = sig.oom_mm
         flags_mm = oom_mm if oom_mm is not None else (t.mm if t is not None else None)
         reaped = flags_mm is not None and flags_mm.flags & MMF_OOM_SKIP

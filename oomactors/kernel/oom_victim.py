@@ -16,10 +16,10 @@ from .memcontrol_tree import (mem_cgroup_get_oom_group, mem_cgroup_print_oom_mem
                               memcg_memory_event, memcg_memory_event_mm, task_memcg_path)
 from .oom_kill_24 import oom_kill_task_24
 from .oom_select import (CONSTRAINT_NAMES, OomControl, find_lock_task_mm, is_memcg_oom, oom_cpuset_eligible,
-                         oom_task_view)
+                         oom_task_view, oom_unkillable_task)
 from .ratelimit import ___ratelimit
 from .show_mem import memory_stat, show_mem
-from .task import MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN, PF_EXITING, PF_KTHREAD, Task
+from .task import MMF_OOM_REAP_QUEUED, MMF_OOM_SKIP, MMF_OOM_VICTIM, OOM_SCORE_ADJ_MIN, PF_EXITING, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..machine import Machine
@@ -125,18 +125,14 @@ def do_send_sig_info(m: "Machine", sig: int, victim: Task, cur: Task) -> None:
 def dump_tasks(m: "Machine", oc: OomControl, cur: Task) -> list[list]:
     """The task table: every killable process with an mm, as dump_tasks prints it."""
     memcg_oom = is_memcg_oom(oc)
-    # current may use every node: every process is eligible (one without a thread has no mm)
-    every_node = memcg_oom or (oc.nodemask is None and cur.mems_allowed is None)
     rows = []
     for p in mem_cgroup_scan_tasks(m, oc.memcg) if memcg_oom else m.processes():
-        if p.tgid == 1 or p.flags & PF_KTHREAD:
-            continue  # oom_unkillable_task
-        if not every_node and not oom_cpuset_eligible(m, p, oc, cur):
+        if oom_unkillable_task(p):
             continue
-        for t in p.signal.threads:  # find_lock_task_mm
-            if t.mm is not None:
-                break
-        else:
+        if not memcg_oom and not oom_cpuset_eligible(m, p, oc, cur):
+            continue
+        t = find_lock_task_mm(p)
+        if t is None:
             continue
         mm = t.mm
         anon, file, shmem = mm.rss_anon, mm.rss_file, mm.rss_shmem  # get_mm_rss is their sum
@@ -192,14 +188,8 @@ def __oom_kill_process(m: "Machine", victim: Task, message: str, oc: OomControl,
            oc.memcg.path if is_memcg_oom(oc) else "", task_memcg_path(victim))
     # kill every other process sharing the mm, or we would not free it
     can_oom_reap = True
-    own = victim.signal
     for p in m.processes():
-        if p.signal is own:
-            continue
-        for t in p.signal.threads:  # process_shares_mm, in the loop (~1000 processes a kill)
-            if t.mm is mm:
-                break
-        else:
+        if p.signal is victim.signal or not process_shares_mm(p, mm):
             continue
         if p.is_global_init:
             can_oom_reap = False

@@ -284,8 +284,7 @@ class Machine:
         sink (:attr:`Sched.switch_sink`) when it is the only one and no checker reads them."""
         self.sched.switch_sink = (
             self.sinks[0] if len(self.sinks) == 1 and self.panicked is None and not self.stopped
-            and not any((ids := getattr(c, "event_ids", None)) is None or _SWITCH_ID in ids
-                        for c in self.checkers) else None)
+            and not self._checkers_of(_SWITCH_ID) else None)
 
     def halt_switches(self) -> None:
         """The machine halts (panic, an invariant broke, Ctrl-C, the run's end): sched_switch
@@ -312,9 +311,7 @@ class Machine:
     def _check(self, rec: tuple) -> None:
         checks = self._checks_for.get(rec[1])
         if checks is None:
-            checks = self._checks_for[rec[1]] = tuple(
-                c for c in self.checkers
-                if (ids := getattr(c, "event_ids", None)) is None or rec[1] in ids)
+            checks = self._checks_for[rec[1]] = self._checkers_of(rec[1])
         try:
             for check in checks:
                 check(self, rec)
@@ -325,6 +322,11 @@ class Machine:
             self.halt_switches()
             self.sched.clock.ended = "invariant"
             raise
+
+    def _checkers_of(self, event_id: int) -> tuple:
+        """The checkers that read events of ``event_id`` (those without ``event_ids`` read all)."""
+        return tuple(c for c in self.checkers
+                     if (ids := getattr(c, "event_ids", None)) is None or event_id in ids)
 
     def checkers_changed(self) -> None:
         """Call after changing :attr:`checkers` (sim.run does, before the run starts)."""
